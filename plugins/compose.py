@@ -1,0 +1,393 @@
+"""The compose model of a stack, read the way Compose reads it.
+
+`docker compose config` is the real implementation and is used when it is
+installed; the pure-Python fallback implements what the reference stack and
+common stacks use (interpolation, anchors and merge keys, x- fields, profiles,
+override files) and must yield the same model for the reference stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .errors import StackError
+from .yamlio import load_yaml, parse_yaml
+
+SECRETS_ROOT = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A service's use of a top-level secret; `mode` is None when not declared."""
+
+    source: str
+    target: str
+    mode: int | None = None
+    uid: str | None = None
+    gid: str | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str  # bind | volume | tmpfs
+    source: str  # absolute host path for binds, volume name for volumes
+    target: str
+    read_only: bool = False
+
+
+@dataclass
+class Service:
+    name: str
+    image: str | None = None
+    user: str | None = None
+    command: list[str] = field(default_factory=list)
+    environment: dict[str, str | None] = field(default_factory=dict)
+    secrets: list[SecretRef] = field(default_factory=list)
+    volumes: list[Mount] = field(default_factory=list)
+
+    def host_path_for(self, container_path: str) -> Path | None:
+        """Where a path inside this service's container lives on the host, through its bind mounts."""
+        best: Mount | None = None
+        for mount in self.volumes:
+            if mount.type != "bind":
+                continue
+            if container_path == mount.target or container_path.startswith(mount.target.rstrip("/") + "/"):
+                if best is None or len(mount.target) > len(best.target):
+                    best = mount
+        if best is None:
+            return None
+        rest = container_path[len(best.target):].lstrip("/")
+        return Path(best.source) / rest if rest else Path(best.source)
+
+
+@dataclass
+class ComposeModel:
+    name: str
+    files: list[Path]
+    services: dict[str, Service]
+    secrets: dict[str, Path | None]  # top-level secret -> host file (None: external/environment)
+    loader: str  # "docker compose config" or "fallback"
+
+
+# --- interpolation ----------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def interpolate(text: str, env: dict[str, str], where: str) -> str:
+    """Expand $VAR, ${VAR}, ${VAR:-d}, ${VAR-d}, ${VAR:?m}, ${VAR?m}, ${VAR:+a}, ${VAR+a} and $$."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "$":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1] if i + 1 < len(text) else ""
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "{":
+            end = _closing_brace(text, i + 2, where)
+            out.append(_expand(text[i + 2:end], env, where))
+            i = end + 1
+        else:
+            match = _NAME.match(text, i + 1)
+            if not match:
+                raise StackError(f"{where}: invalid interpolation format in {text!r}")
+            out.append(env.get(match.group(0), ""))
+            i = match.end()
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int, where: str) -> int:
+    depth = 1
+    i = start
+    while i < len(text):
+        if text.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise StackError(f"{where}: unterminated '${{' in {text!r}")
+
+
+def _expand(body: str, env: dict[str, str], where: str) -> str:
+    match = _NAME.match(body)
+    if not match:
+        raise StackError(f"{where}: invalid interpolation format '${{{body}}}'")
+    name, rest = match.group(0), body[match.end():]
+    value = env.get(name)
+    if not rest:
+        return value or ""
+    for op in (":-", ":?", ":+", "-", "?", "+"):
+        if rest.startswith(op):
+            arg = rest[len(op):]
+            break
+    else:
+        raise StackError(f"{where}: invalid interpolation format '${{{body}}}'")
+    missing = value is None or (op.startswith(":") and value == "")
+    if op in (":-", "-"):
+        return interpolate(arg, env, where) if missing else value
+    if op in (":?", "?"):
+        if missing:
+            reason = interpolate(arg, env, where) or "is not set"
+            raise StackError(f"{where}: required variable {name} is missing a value: {reason}")
+        return value
+    return "" if missing else interpolate(arg, env, where)
+
+
+def _interpolate_tree(node: Any, env: dict[str, str], where: str) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env, where)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, env, where) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, env, where) for key, value in node.items()}
+    return node
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a Compose `.env` file: KEY=VALUE lines, comments, optional quotes."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+def compose_files(main: Path, overrides: list[Path]) -> list[Path]:
+    """The files Compose would read: the main file, its override file, then explicit extras."""
+    files = [main]
+    for name in ("docker-compose.override.yml", "docker-compose.override.yaml", "compose.override.yml"):
+        candidate = main.parent / name
+        if candidate.is_file():
+            files.append(candidate)
+            break
+    return files + overrides
+
+
+def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real: bool = True) -> ComposeModel:
+    """Load the compose model. Every file is first parsed by the strict YAML loader,
+    so a YAML bomb or duplicate key is reported the same way by both loaders."""
+    files = compose_files(main, overrides)
+    docs = []
+    for path in files:
+        doc = load_yaml(path, path.name)
+        if not isinstance(doc, dict):
+            raise StackError(f"{path.name}: not a compose file (top level is not a mapping)")
+        docs.append(doc)
+    binary = _compose_binary() if prefer_real else None
+    if binary:
+        return _load_real(binary, files, timeout)
+    return _load_fallback(files, docs)
+
+
+def _compose_binary() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def _load_real(binary: list[str], files: list[Path], timeout: float) -> ComposeModel:
+    cmd = [*binary, "--project-directory", str(files[0].parent)]
+    for path in files:
+        cmd += ["-f", str(path)]
+    cmd += ["config", "--format", "json"]
+    done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config")
+    if done.returncode != 0:
+        message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}"
+        raise StackError(f"{files[0].name}: docker compose config: {message}")
+    return _model(json.loads(done.stdout), files, "docker compose config")
+
+
+def _load_fallback(files: list[Path], docs: list[dict]) -> ComposeModel:
+    project_dir = files[0].parent
+    env = {**read_env_file(project_dir / ".env"), **os.environ}
+    merged: dict = {}
+    for path, doc in zip(files, docs):
+        doc = _interpolate_tree(doc, env, path.name)
+        _validate_keys(doc, path.name)
+        merged = _merge_compose(merged, doc)
+    active = set(filter(None, env.get("COMPOSE_PROFILES", "").split(",")))
+    services = {
+        name: svc
+        for name, svc in (merged.get("services") or {}).items()
+        if not (svc or {}).get("profiles") or active & set(svc["profiles"])
+    }
+    merged["services"] = {name: _normalise_service(svc or {}, project_dir, env) for name, svc in services.items()}
+    for name, secret in (merged.get("secrets") or {}).items():
+        if isinstance(secret, dict) and secret.get("file"):
+            secret["file"] = str((project_dir / secret["file"]).resolve())
+    merged.setdefault("name", env.get("COMPOSE_PROJECT_NAME") or project_dir.name)
+    return _model(merged, files, "fallback")
+
+
+_TOP_LEVEL = {"version", "name", "services", "networks", "volumes", "secrets", "configs", "include", "models"}
+_SERVICE_KEYS = {
+    "annotations", "attach", "build", "blkio_config", "cap_add", "cap_drop", "cgroup", "cgroup_parent",
+    "command", "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on",
+    "deploy", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname",
+    "entrypoint", "env_file", "environment", "expose", "extends", "external_links", "extra_hosts",
+    "gpus", "group_add", "healthcheck", "hostname", "image", "init", "ipc", "isolation", "labels",
+    "links", "logging", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
+    "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform",
+    "ports", "post_start", "pre_stop", "privileged", "profiles", "pull_policy", "read_only", "restart",
+    "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period",
+    "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "user", "userns_mode", "uts",
+    "volumes", "volumes_from", "working_dir", "models", "provider", "label_file", "use_api_socket",
+}
+
+
+def _validate_keys(doc: dict, where: str) -> None:
+    """Reject unknown keys as Compose's schema does (x- extension fields are allowed)."""
+    for key in doc:
+        if not str(key).startswith("x-") and key not in _TOP_LEVEL:
+            raise StackError(f"{where}: unknown top-level key {key!r}")
+    for name, svc in (doc.get("services") or {}).items():
+        for key in svc or {}:
+            if not str(key).startswith("x-") and key not in _SERVICE_KEYS:
+                raise StackError(f"{where}: service {name!r} has unknown key {key!r}")
+
+
+def _merge_compose(base: Any, over: Any) -> Any:
+    """Compose's merge of an override file: mappings merge, sequences of mounts and
+    secrets merge by target, other values are replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            if key in ("volumes", "secrets") and isinstance(value, list) and isinstance(base.get(key), list):
+                by_target = {_list_key(item): item for item in base[key]}
+                by_target.update({_list_key(item): item for item in value})
+                merged[key] = list(by_target.values())
+            else:
+                merged[key] = _merge_compose(base.get(key), value) if key in base else value
+        return merged
+    return over
+
+
+def _list_key(item: Any) -> str:
+    if isinstance(item, dict):
+        return str(item.get("target") or item.get("source"))
+    text = str(item)
+    return text.split(":")[1] if text.count(":") >= 1 and not text.startswith("/run") else text
+
+
+def _normalise_service(svc: dict, project_dir: Path, env: dict[str, str]) -> dict:
+    """Bring a service into the shape `docker compose config` prints."""
+    svc = dict(svc)
+    if isinstance(svc.get("command"), str):
+        svc["command"] = shlex.split(svc["command"])
+    environment = svc.get("environment") or {}
+    if isinstance(environment, list):
+        pairs = (item.split("=", 1) if "=" in item else (item, None) for item in environment)
+        environment = {key: value for key, value in pairs}
+    svc["environment"] = {key: env.get(key) if value is None else str(value) for key, value in environment.items()}
+    secrets = []
+    for item in svc.get("secrets") or []:
+        if isinstance(item, str):
+            secrets.append({"source": item, "target": f"{SECRETS_ROOT}/{item}"})
+        else:
+            secrets.append(dict(item))
+    svc["secrets"] = secrets
+    volumes = []
+    for item in svc.get("volumes") or []:
+        volumes.append(_parse_volume(item, project_dir) if isinstance(item, str) else dict(item))
+    for volume in volumes:
+        if volume.get("type") == "bind":
+            volume["source"] = str((project_dir / volume["source"]).resolve())
+    svc["volumes"] = volumes
+    return svc
+
+
+def _parse_volume(spec: str, project_dir: Path) -> dict:
+    parts = spec.split(":")
+    source, target = parts[0], parts[1] if len(parts) > 1 else parts[0]
+    options = parts[2].split(",") if len(parts) > 2 else []
+    is_path = source.startswith((".", "/", "~"))
+    return {
+        "type": "bind" if is_path else "volume",
+        "source": os.path.expanduser(source) if is_path else source,
+        "target": target,
+        "read_only": "ro" in options,
+    }
+
+
+def _secret_mode(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    return int(text, 8) if text.startswith("0") else int(text)
+
+
+def _model(doc: dict, files: list[Path], loader: str) -> ComposeModel:
+    services = {}
+    for name, svc in (doc.get("services") or {}).items():
+        secrets = [
+            SecretRef(
+                source=str(ref["source"]),
+                target=_secret_target(str(ref.get("target") or ref["source"])),
+                mode=_secret_mode(ref.get("mode")),
+                uid=None if ref.get("uid") is None else str(ref["uid"]),
+                gid=None if ref.get("gid") is None else str(ref["gid"]),
+            )
+            for ref in svc.get("secrets") or []
+        ]
+        volumes = [
+            Mount(
+                type=str(vol.get("type", "volume")),
+                source=str(vol.get("source", "")),
+                target=str(vol["target"]),
+                read_only=bool(vol.get("read_only", False)),
+            )
+            for vol in svc.get("volumes") or []
+        ]
+        services[name] = Service(
+            name=name,
+            image=svc.get("image"),
+            user=None if svc.get("user") is None else str(svc["user"]),
+            command=[str(part) for part in svc.get("command") or []],
+            environment={str(k): None if v is None else str(v) for k, v in (svc.get("environment") or {}).items()},
+            secrets=secrets,
+            volumes=volumes,
+        )
+    secrets = {
+        name: Path(spec["file"]) if isinstance(spec, dict) and spec.get("file") else None
+        for name, spec in (doc.get("secrets") or {}).items()
+    }
+    return ComposeModel(name=str(doc.get("name", "")), files=files, services=services, secrets=secrets, loader=loader)
+
+
+def _secret_target(target: str) -> str:
+    return target if target.startswith("/") else f"{SECRETS_ROOT}/{target}"
+
+
+__all__ = ["ComposeModel", "Mount", "SecretRef", "Service", "interpolate", "load_compose", "parse_yaml"]

@@ -1,0 +1,54 @@
+"""The six controls of the validation report, one suite file each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Control:
+    id: str
+    title: str
+    impact: str
+    p0: bool = True
+    warning: str = ""
+
+
+CONTROLS: tuple[Control, ...] = (
+    Control(
+        "api_key_permissions",
+        "API key permissions",
+        "An API key readable by other users or processes gives away every protected endpoint.",
+    ),
+    Control(
+        "docker_secrets_mode",
+        "Docker secrets mode",
+        "Services must see the key as 0400, owned by their own user, inside the container.",
+        warning=(
+            "Non-swarm Compose ignores `mode` on file secrets: it bind-mounts the host file, "
+            "so the container sees the host file's mode and owner. Only the live check proves this control."
+        ),
+    ),
+    Control(
+        "connection_pool",
+        "Connection pool",
+        "A pool too small for the agents queues or times out requests; one too large exhausts Postgres.",
+    ),
+    Control(
+        "alert_rules",
+        "Prometheus alert rules",
+        "Rules Prometheus cannot load, or that select no series, never fire.",
+    ),
+    Control(
+        "tls_monitoring",
+        "TLS certificate monitoring",
+        "An expired certificate takes the API down for every client at once.",
+    ),
+    Control(
+        "progressive_disclosure",
+        "Progressive disclosure",
+        "Agents that load the full docs spend their token budget before doing any work.",
+    ),
+)
+
+BY_ID: dict[str, Control] = {c.id: c for c in CONTROLS}

@@ -1,0 +1,224 @@
+"""The validation report: one row per check, control statuses, totals, verdict.
+
+`ValidationReport` is the plugin's state object (like junitxml's LogXML): it is
+registered in pytest_configure, fills rows from the run's hooks and writes the
+report files at the end of the session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from . import __version__, render
+from .controls import BY_ID, CONTROLS
+from .errors import StackError
+from .evidence import EVIDENCE_KEY
+from .redact import Redactor, clean
+
+PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
+REPORT_NAME = "validation-report"
+
+
+@dataclass
+class CheckRow:
+    control: str
+    nodeid: str
+    name: str
+    mode: str  # static | live
+    status: str = SKIPPED
+    test: str = ""
+    result: str = ""
+    expected: str = ""
+    reason: str = ""
+    notes: tuple[str, ...] = ()
+    ran: bool = False
+
+
+def reason_of(excinfo: pytest.ExceptionInfo) -> str:
+    """The one line that explains a failure, error or skip."""
+    exc = excinfo.value
+    if isinstance(exc, (pytest.skip.Exception, pytest.fail.Exception)):
+        text = exc.msg
+    elif isinstance(exc, (AssertionError, StackError)):
+        text = str(exc) or "assertion failed"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def control_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("control")
+    return marker.args[0] if marker else None
+
+
+class ValidationReport:
+    def __init__(self, config: pytest.Config, report_dir: Path, target: "TargetInfo", redactor: Redactor):
+        self.config = config
+        self.report_dir = report_dir
+        self.target = target
+        self.redactor = redactor
+        self.rows: dict[str, CheckRow] = {}
+        self.live_run = False
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self.written: list[Path] = []
+        self.summary: dict | None = None
+
+    # --- hooks ---------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            control = control_of(item)
+            if control is None:
+                continue
+            mode = "live" if item.get_closest_marker("live") else "static"
+            self.live_run |= mode == "live"
+            doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines() if hasattr(item, "function") else []
+            self.rows[item.nodeid] = CheckRow(control, item.nodeid, doc[0] if doc else item.name, mode)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        rep = outcome.get_result()
+        self._scrub(rep)
+        row = self.rows.get(item.nodeid)
+        if row is None:
+            return
+        evidence = item.stash.get(EVIDENCE_KEY, None)
+        if evidence is not None:
+            row.test, row.expected, row.result = evidence.test, evidence.expected, evidence.result
+            row.notes = tuple(evidence.notes)
+        if rep.skipped and call.excinfo is not None:
+            if row.status != FAIL:
+                row.status, row.reason = SKIPPED, reason_of(call.excinfo)
+        elif rep.failed:
+            reason = reason_of(call.excinfo) if call.excinfo is not None else "failed"
+            if rep.when != "call":
+                reason = f"error in {rep.when}: {reason}"
+            if row.status != FAIL:
+                row.status, row.reason = FAIL, reason
+        elif rep.when == "call" and rep.passed:
+            row.status, row.ran = PASS, True
+
+    def _scrub(self, rep: pytest.TestReport) -> None:
+        """Remove secret values from pytest's own failure text and captured output."""
+        if not self.redactor:
+            return
+        if rep.longrepr is not None:
+            text = str(rep.longrepr)
+            scrubbed = self.redactor.scrub(text)
+            if scrubbed != text:
+                rep.longrepr = scrubbed
+        rep.sections = [(title, self.redactor.scrub(body)) for title, body in rep.sections]
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.rows:
+            return
+        self.summary = self.build_summary()
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        for suffix, text in render.render_all(self.summary).items():
+            path = self.report_dir / f"{REPORT_NAME}.{suffix}"
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+            self.written.append(path)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.summary:
+            return
+        verdict = self.summary["verdict"]
+        color = {"green": True} if verdict["decision"] == "GO" else {"red": True}
+        terminalreporter.section("stackproof validation report")
+        for control in self.summary["controls"]:
+            terminalreporter.write_line(f"{control['status']:8} {control['title']}")
+        terminalreporter.write_line(verdict["line"], bold=True, **color)
+        for path in self.written:
+            terminalreporter.write_line(f"report: {path}")
+
+    # --- summary ---------------------------------------------------------------
+
+    def build_summary(self) -> dict:
+        rows = [self._clean_row(row) for row in self.rows.values()]
+        controls = []
+        for control in CONTROLS:
+            mine = [row for row in rows if row["control"] == control.id]
+            controls.append(_control_summary(control, mine))
+        totals = {
+            "passed": sum(row["status"] == PASS for row in rows),
+            "failed": sum(row["status"] == FAIL for row in rows),
+            "skipped": sum(row["status"] == SKIPPED for row in rows),
+        }
+        ran = totals["passed"] + totals["failed"]
+        totals["total"] = len(rows)
+        totals["success_rate"] = round(100.0 * totals["passed"] / ran, 1) if ran else 0.0
+        return {
+            "tool": {"name": "stackproof", "version": __version__},
+            "generated": self.started.isoformat(timespec="seconds"),
+            "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target).items()},
+            "run": {"live": self.live_run},
+            "controls": controls,
+            "totals": totals,
+            "verdict": decide(controls, rows, self.live_run),
+        }
+
+    def _clean_row(self, row: CheckRow) -> dict:
+        data = asdict(row)
+        for key in ("name", "test", "result", "expected", "reason"):
+            data[key] = clean(self.redactor.scrub(data[key]))
+        data["notes"] = [clean(self.redactor.scrub(note)) for note in row.notes]
+        return data
+
+
+@dataclass
+class TargetInfo:
+    stack_dir: str
+    git_commit: str | None
+    compose_project: str | None
+    profile: str | None
+
+
+def _control_summary(control, rows: list[dict]) -> dict:
+    if any(row["status"] == FAIL for row in rows):
+        status = FAIL
+    elif any(row["status"] == PASS for row in rows):
+        status = PASS
+    else:
+        status = SKIPPED
+    modes = sorted({row["mode"] for row in rows if row["status"] == PASS})
+    validated = "both" if len(modes) == 2 else (modes[0] if modes and status == PASS else "-")
+    failing = [row for row in rows if row["status"] == FAIL]
+    return {
+        "id": control.id,
+        "title": control.title,
+        "impact": control.impact,
+        "p0": control.p0,
+        "warning": control.warning,
+        "status": status,
+        "validated": validated,
+        "reason": failing[0]["reason"] if failing else "",
+        "checks": rows,
+    }
+
+
+def decide(controls: list[dict], rows: list[dict], live_run: bool) -> dict:
+    """GO only when every P0 control passes and, on a live run, no live check was skipped."""
+    failed = [c for c in controls if c["p0"] and c["status"] != PASS]
+    live_skips = [r for r in rows if r["mode"] == "live" and r["status"] == SKIPPED]
+    if failed:
+        first = failed[0]
+        detail = first["reason"] or "no check of it ran"
+        others = f" (and {len(failed) - 1} more control(s))" if len(failed) > 1 else ""
+        reason = f"{first['title']} {first['status']}: {detail}{others}"
+    elif live_run and live_skips:
+        reason = f"{len(live_skips)} live check(s) skipped: {live_skips[0]['reason']}"
+    else:
+        return {"decision": "GO", "reason": "", "line": "GO: every P0 control passed"}
+    return {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
+
+
+def is_control_id(value: str) -> bool:
+    return value in BY_ID

@@ -1,0 +1,131 @@
+"""The stackproof pytest plugin: options, markers, fixtures and the report.
+
+Loaded by the root conftest.py. Options are registered here, in one place; the
+run's state lives in objects stored on `config.stash`, never in globals.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .controls import BY_ID
+from .evidence import EVIDENCE_KEY, Evidence
+from .redact import Redactor
+from .report import TargetInfo, ValidationReport
+from .target import Stack
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STACK_DIR = REPO_ROOT / "stack"
+STACK_KEY = pytest.StashKey[Stack]()
+REPORT_KEY = pytest.StashKey[ValidationReport]()
+
+# option name -> (environment variable, ini key, default, help)
+SETTINGS = {
+    "stack_dir": (
+        "STACKPROOF_STACK_DIR", str(DEFAULT_STACK_DIR),
+        "root of the deployment repository to validate (default: the bundled reference stack)",
+    ),
+    "report_dir": (
+        "STACKPROOF_REPORT_DIR", str(REPO_ROOT / "reports"),
+        "where validation-report.{html,md,json} are written (default: reports/)",
+    ),
+    "compose_project": (
+        "STACKPROOF_COMPOSE_PROJECT", "",
+        "compose project of the running stack for live checks (default: the compose file's name)",
+    ),
+    "stack_timeout": (
+        "STACKPROOF_TIMEOUT", "20",
+        "seconds allowed for each subprocess, docker exec, HTTP call and query",
+    ),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stackproof", "stackproof: validate an AI stack")
+    for name, (env, default, help_text) in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        group.addoption(flag, dest=name, default=None, help=f"{help_text}; also ${env} or ini '{name}'")
+        parser.addini(name, help_text, default=default)
+    group.addoption(
+        "--live", action="store_true", default=False,
+        help="live checks must run: fail them, instead of skipping, when no engine or compose project is reachable",
+    )
+    group.addoption(
+        "--allow-changes", action="store_true", default=False,
+        help="allow checks that change the running stack (live API key rotation); they restore what they change",
+    )
+
+
+def setting(config: pytest.Config, name: str) -> str:
+    """A setting's value: command line, then environment, then ini file, then default."""
+    value = config.getoption(name)
+    if value is None:
+        env = SETTINGS[name][0]
+        value = os.environ.get(env) or config.getini(name)
+    return str(value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "static: check that reads only the stack's files")
+    config.addinivalue_line("markers", "live: check against the running containers of the stack")
+    config.addinivalue_line("markers", "control(id): the report control this check belongs to")
+    redactor = Redactor()
+    stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
+    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor)
+    stack.register_secrets()
+    config.stash[STACK_KEY] = stack
+    report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
+    target = TargetInfo(
+        stack_dir=str(stack_dir),
+        git_commit=stack.git_commit() if stack_dir.is_dir() else None,
+        compose_project=setting(config, "compose_project") or None,
+        profile=None,
+    )
+    report = ValidationReport(config, report_dir, target, redactor)
+    config.stash[REPORT_KEY] = report
+    config.pluginmanager.register(report, "stackproof-report")
+    if config.pluginmanager.hasplugin("html"):
+        from .html_summary import HtmlSummary
+
+        config.pluginmanager.register(HtmlSummary(report), "stackproof-html-summary")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker("control")
+        if marker is None:
+            continue
+        if not marker.args or marker.args[0] not in BY_ID:
+            raise pytest.UsageError(f"{item.nodeid}: unknown control {marker.args!r}")
+        if bool(item.get_closest_marker("static")) == bool(item.get_closest_marker("live")):
+            raise pytest.UsageError(f"{item.nodeid}: a check is marked either static or live")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill in what the report says about the target once the stack can be read."""
+    stack, report = session.config.stash[STACK_KEY], session.config.stash[REPORT_KEY]
+    try:
+        report.target.profile = str(stack.profile.source.name) if stack.profile.source else "defaults"
+        if report.target.compose_project is None:
+            report.target.compose_project = stack.compose.name
+    except Exception as exc:  # a broken stack is reported by the checks, not here
+        report.target.profile = report.target.profile or f"unreadable: {type(exc).__name__}"
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The stack under test (see plugins/target.py)."""
+    target = request.config.stash[STACK_KEY]
+    target.require()
+    return target
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Evidence:
+    """Record what this check looked at; it becomes the check's row in the report."""
+    record = Evidence()
+    request.node.stash[EVIDENCE_KEY] = record
+    return record

@@ -1,0 +1,108 @@
+"""The target: one stack directory, its profile, and how its files are read."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from . import proc
+from .backends import local_host
+from .compose import ComposeModel, load_compose, read_env_file
+from .errors import StackError
+from .profile import Profile
+from .redact import Redactor
+
+SECRET_NAME_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
+
+
+class Stack:
+    """A stack under test. Cheap to build; each part is read (and cached) on first use,
+    so a broken file fails only the checks that need it."""
+
+    def __init__(self, root: Path, timeout: float, redactor: Redactor):
+        self.root = root
+        self.timeout = timeout
+        self.redactor = redactor
+
+    def require(self) -> None:
+        if not self.root.is_dir():
+            raise StackError(f"{self.root}: stack dir not found")
+
+    @cached_property
+    def profile(self) -> Profile:
+        self.require()
+        return Profile.load(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.profile.path(key)
+
+    def rel(self, path: Path | str) -> str:
+        """A path as messages show it: relative to the stack dir when inside it."""
+        path = Path(path)
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    @cached_property
+    def compose(self) -> ComposeModel:
+        self.require()
+        overrides = [self.profile.stack_path(p) for p in self.profile["paths"]["compose_overrides"]]
+        return load_compose(self.path("compose"), overrides, self.timeout)
+
+    @cached_property
+    def host(self):
+        """testinfra host for the stack's own files (the static backend)."""
+        return local_host(self.timeout)
+
+    def read_secret(self, path: Path) -> bytes:
+        """Read a secret file; its value is registered for redaction before it is returned."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StackError(f"{self.rel(path)}: cannot read ({exc.strerror})") from None
+        self.redactor.add(data)
+        return data
+
+    def register_secrets(self) -> None:
+        """Best effort, before any check runs: teach the redactor every secret of the stack
+        (files in the secrets dir, secret-looking values of the compose .env)."""
+        if not self.root.is_dir():
+            return
+        try:
+            secrets_dir = self.path("secrets_dir")
+            compose_dir = self.path("compose").parent
+        except StackError:
+            secrets_dir, compose_dir = self.root / "ai-stack/compose/secrets", self.root / "ai-stack/compose"
+        if secrets_dir.is_dir():
+            for path in secrets_dir.rglob("*"):
+                if path.is_file() and not path.is_symlink() and path.stat().st_size <= 65536:
+                    try:
+                        self.redactor.add(path.read_bytes())
+                    except OSError:
+                        pass
+        for env_file in (compose_dir / ".env", self.root / ".env"):
+            for name, value in read_env_file(env_file).items():
+                if any(hint in name.upper() for hint in SECRET_NAME_HINTS):
+                    self.redactor.add(value)
+        for name, value in os.environ.items():
+            if name.startswith("STACK") and any(hint in name.upper() for hint in SECRET_NAME_HINTS):
+                self.redactor.add(value)
+
+    def git(self, *args: str) -> str | None:
+        """Run git in the stack dir; None when git or a work tree is not there."""
+        try:
+            done = proc.run(["git", "-C", str(self.root), *args], timeout=self.timeout, where=f"git {args[0]}")
+        except StackError:
+            return None
+        return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else None
+
+    def git_commit(self) -> str | None:
+        return self.git("rev-parse", "--short=12", "HEAD")
+
+    def git_tracked(self, path: Path) -> bool | None:
+        """True if git tracks `path`, False if not, None if the stack dir is not a git checkout."""
+        if self.git("rev-parse", "--is-inside-work-tree") != "true":
+            return None
+        return bool(self.git("ls-files", "--", str(path)))
