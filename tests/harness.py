@@ -1,0 +1,53 @@
+"""What the suite's own tests share: the outcome of a `pytest suites/` run and the
+assertion that a defect fails exactly one control."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE_STACK = REPO / "stack"
+SUITES = REPO / "suites"
+
+@dataclass
+class SuiteRun:
+    """The outcome of one `pytest suites/` run, read from its JSON report."""
+
+    ret: int
+    stdout: str
+    stderr: str
+    report: dict | None
+    report_dir: Path
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {c["id"]: c["status"] for c in self.report["controls"]}
+
+    @property
+    def failed_controls(self) -> set[str]:
+        return {cid for cid, status in self.statuses.items() if status == "FAIL"}
+
+    def reasons(self, control: str) -> list[str]:
+        """Every failing check's one-line reason for `control`."""
+        found = next(c for c in self.report["controls"] if c["id"] == control)
+        return [row["reason"] for row in found["checks"] if row["status"] == "FAIL"]
+
+    @property
+    def verdict(self) -> str:
+        return self.report["verdict"]["decision"]
+
+
+
+def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str) -> None:
+    """The defect failed `control`, no other control, with a reason naming the defect."""
+    assert run.report is not None, f"no report written; stdout:\n{run.stdout[-3000:]}"
+    assert run.failed_controls == {control}, (
+        f"expected only {control} to fail, got {sorted(run.failed_controls)}: "
+        + "; ".join(f"{c}: {run.reasons(c)}" for c in sorted(run.failed_controls))
+    )
+    reasons = " | ".join(run.reasons(control))
+    for fragment in fragments:
+        assert fragment in reasons, f"{fragment!r} not in the failure reasons of {control}: {reasons}"
+    assert run.verdict == "NO-GO"
+    assert run.ret == 1
