@@ -13,6 +13,7 @@ import pytest
 
 from .controls import BY_ID
 from .evidence import EVIDENCE_KEY, Evidence
+from .live import LiveStack, LiveUnavailable, project_name
 from .redact import Redactor
 from .report import TargetInfo, ValidationReport
 from .target import Stack
@@ -129,3 +130,16 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
     record = Evidence()
     request.node.stash[EVIDENCE_KEY] = record
     return record
+
+
+@pytest.fixture(scope="session")
+def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
+    """The running stack (see plugins/live.py). Skips the live checks when no engine or
+    compose project is reachable, or fails them when --live says they must run."""
+    project = project_name(stack, setting(request.config, "compose_project") or None)
+    try:
+        return LiveStack.connect(stack, project)
+    except LiveUnavailable as exc:
+        if request.config.getoption("live"):
+            pytest.fail(f"--live: {exc}")
+        pytest.skip(f"live check not run: {exc}")

@@ -29,3 +29,50 @@ def test_secret_references_declare_mode(stack, evidence):
     assert refs, f"{stack.rel(compose.files[0])}: no service mounts a secret"
     wrong = [f"{name} → {ref.source} mode {_mode(ref.mode)}" for name, ref in refs if ref.mode != wanted]
     assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
+
+
+def _declared_owner(service, ref, stack):
+    """The uid:gid compose asks the secret to have: the reference's uid/gid, else the service's user."""
+    user = (service.user or "").split(":")
+    uid = ref.uid or (user[0] if user and user[0] else None)
+    gid = ref.gid or (user[1] if len(user) > 1 else None)
+    return uid, gid
+
+
+@pytest.mark.live
+def test_effective_secret_mode_in_containers(stack, live, evidence):
+    """Inside every running container, every /run/secrets/* target has the declared mode and owner."""
+    wanted = stack.profile["secrets"]["mode"]
+    declared = {
+        (name, ref.target): (svc, ref) for name, svc in stack.compose.services.items() for ref in svc.secrets
+    }
+    seen, wrong = [], []
+    for container in live.containers:
+        service = live.service_of(container)
+        host = live.host(service)
+        for mount in live.secret_mounts(container):
+            target = mount["Destination"]
+            facts = host.file(target)
+            mode, uid, gid = facts.mode, str(facts.uid), str(facts.gid)
+            svc, ref = declared.get((service, target), (None, None))
+            want_mode = ref.mode if ref and ref.mode is not None else wanted
+            want_uid, want_gid = _declared_owner(svc, ref, stack) if ref else (None, None)
+            seen.append(f"{container.name}:{target} {mode:04o} {uid}:{gid}")
+            problems = []
+            if mode != want_mode:
+                problems.append(f"mode {mode:04o}, declared {want_mode:04o}")
+            if want_uid and uid != want_uid:
+                problems.append(f"owner uid {uid}, declared {want_uid}")
+            if want_gid and gid != want_gid:
+                problems.append(f"group gid {gid}, declared {want_gid}")
+            if ref is None:
+                problems.append("not declared in compose")
+            if problems:
+                wrong.append(f"{container.name}:{target} {', '.join(problems)}")
+    evidence.record(
+        test="stat of every /run/secrets/* mount in the project's containers",
+        expected=f"mode {wanted:04o} and the declared owner, as compose declares",
+        result="; ".join(seen) or "no secret mounts",
+    )
+    assert seen, f"compose project {live.project}: no container mounts a secret"
+    assert not wrong, f"effective secret mode differs from compose: {'; '.join(wrong)}"
