@@ -220,10 +220,15 @@ def _load_real(binary: list[str], files: list[Path], timeout: float) -> ComposeM
         cmd += ["-f", str(path)]
     cmd += ["config", "--format", "json"]
     done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config")
-    if done.returncode != 0:
-        message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}"
+    # compose 2.40 exits 0 on some errors (an unset required variable): trust the output, not the code
+    try:
+        doc = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}, no output"
         raise StackError(f"{files[0].name}: docker compose config: {message}")
-    return _model(json.loads(done.stdout), files, "docker compose config")
+    return _model(doc, files, "docker compose config")
 
 
 def _load_fallback(files: list[Path], docs: list[dict]) -> ComposeModel:

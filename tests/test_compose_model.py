@@ -1,0 +1,103 @@
+"""The compose model: the pure-Python fallback agrees with `docker compose config`,
+and interpolation behaves as Compose documents it."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from harness import REFERENCE_STACK
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plugins.compose import interpolate, load_compose, read_env_file
+from plugins.errors import StackError
+
+COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_fallback_yields_the_same_model_as_docker_compose_config(reference_stack):
+    real = load_compose(COMPOSE, [], timeout=30)
+    fallback = load_compose(COMPOSE, [], timeout=30, prefer_real=False)
+    assert real.loader == "docker compose config" and fallback.loader == "fallback"
+    assert fallback.name == real.name
+    assert fallback.secrets == real.secrets
+    assert fallback.services == real.services
+
+
+ENV = {"SET": "value", "EMPTY": ""}
+CASES = [
+    ("plain", "plain"),
+    ("$SET", "value"),
+    ("${SET}", "value"),
+    ("${UNSET}", ""),
+    ("${UNSET:-fallback}", "fallback"),
+    ("${EMPTY:-fallback}", "fallback"),
+    ("${EMPTY-fallback}", ""),
+    ("${UNSET-fallback}", "fallback"),
+    ("${SET:+alt}", "alt"),
+    ("${UNSET:+alt}", ""),
+    ("${UNSET:-${SET}}", "value"),
+    ("$$SET", "$SET"),
+    ("a-${SET}-b", "a-value-b"),
+]
+
+
+@pytest.mark.parametrize("text, expected", CASES)
+def test_interpolation(text, expected):
+    assert interpolate(text, ENV, "compose.yml") == expected
+
+
+@pytest.mark.parametrize("text", ["${UNSET:?set it}", "${EMPTY:?}", "${UNSET?}"])
+def test_required_variable_is_reported(text):
+    with pytest.raises(StackError, match=r"compose.yml: required variable (UNSET|EMPTY) is missing a value"):
+        interpolate(text, ENV, "compose.yml")
+
+
+def test_required_variable_in_a_stack_fails_with_one_line(tmp_path):
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  a:\n    image: x\n    user: ${NOPE_UID:?run setup.sh}\n")
+    with pytest.raises(StackError) as info:
+        load_compose(compose, [], timeout=30)
+    assert "NOPE_UID" in str(info.value) and "\n" not in str(info.value)
+
+
+@given(st.text(max_size=60))
+def test_interpolation_never_crashes(text):
+    """Any string either interpolates or raises a one-line StackError naming the file."""
+    try:
+        result = interpolate(text, ENV, "compose.yml")
+    except StackError as exc:
+        assert str(exc).startswith("compose.yml: ")
+    else:
+        assert isinstance(result, str)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="${}"), max_size=40))
+def test_text_without_dollar_is_unchanged(text):
+    assert interpolate(text, ENV, "f") == text
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True),
+                       st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\"'#\\"), max_size=20).map(str.strip),
+                       max_size=5))
+def test_env_file_round_trip(tmp_path_factory, values):
+    path = tmp_path_factory.mktemp("env") / ".env"
+    path.write_text("# comment\n" + "".join(f'{k}="{v}"\n' for k, v in values.items()))
+    assert read_env_file(path) == values
+
+
+def test_override_file_and_profiles(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text(
+        "name: p\nx-base: &base\n  image: img\nservices:\n"
+        "  a:\n    <<: *base\n    environment: {A: '1'}\n"
+        "  debug:\n    image: dbg\n    profiles: [debug]\n"
+    )
+    (tmp_path / "docker-compose.override.yml").write_text("services:\n  a:\n    environment: {B: '2'}\n")
+    for prefer_real in (True, False):
+        if prefer_real and not shutil.which("docker-compose"):
+            continue
+        model = load_compose(tmp_path / "docker-compose.yml", [], timeout=30, prefer_real=prefer_real)
+        assert set(model.services) == {"a"}, model.loader
+        assert model.services["a"].image == "img"
+        assert model.services["a"].environment == {"A": "1", "B": "2"}, model.loader
