@@ -7,6 +7,7 @@ run's state lives in objects stored on `config.stash`, never in globals.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,12 @@ SETTINGS = {
         "STACKPROOF_TIMEOUT", "20",
         "seconds allowed for each subprocess, docker exec, HTTP call and query",
     ),
+    "run_timeout": (
+        "STACKPROOF_RUN_TIMEOUT", "900",
+        "seconds allowed for the whole run; checks not started by then fail with that reason",
+    ),
 }
+DEADLINE_KEY = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,7 +112,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fill in what the report says about the target once the stack can be read."""
+    """Start the run's clock; fill in what the report says about the target once the stack can be read."""
+    session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
     stack, report = session.config.stash[STACK_KEY], session.config.stash[REPORT_KEY]
     try:
         report.target.profile = str(stack.profile.source.name) if stack.profile.source else "defaults"
@@ -114,6 +121,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             report.target.compose_project = stack.compose.name
     except Exception as exc:  # a broken stack is reported by the checks, not here
         report.target.profile = report.target.profile or f"unreadable: {type(exc).__name__}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Bound the whole run: every single step is bounded, and so is their sum."""
+    if item.get_closest_marker("control") and time.monotonic() > item.config.stash[DEADLINE_KEY]:
+        pytest.fail(f"run time limit of {setting(item.config, 'run_timeout')}s exceeded before this check started")
 
 
 @pytest.fixture(scope="session")
