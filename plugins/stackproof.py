@@ -79,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "static: check that reads only the stack's files")
     config.addinivalue_line("markers", "live: check against the running containers of the stack")
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
+    config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
     redactor = Redactor()
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
     stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor)

@@ -1,0 +1,215 @@
+"""Live self-tests: each live check's defect, injected into the running reference stack,
+fails exactly its control; the stack is restored after each.
+
+They need the reference stack up (`bin/stackproof up`). Without it they skip, unless
+STACKPROOF_SELFTEST_LIVE=1 (set by `bin/stackproof selftest`), which makes them fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from harness import REFERENCE_STACK, assert_only_control_fails
+
+from plugins import proc
+
+COMPOSE_DIR = REFERENCE_STACK / "ai-stack/compose"
+COMPOSE = COMPOSE_DIR / "docker-compose.yml"
+PROJECT = "ai-stack"
+pytestmark = pytest.mark.live_selftest
+
+
+def compose(*args: str, timeout: float = 300) -> None:
+    done = proc.run(["docker-compose", "-p", PROJECT, "-f", str(COMPOSE), *args], timeout=timeout, where="docker-compose")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+
+def recreate(services: tuple[str, ...]) -> None:
+    if services:
+        compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps", *services)
+
+
+@pytest.fixture(scope="module")
+def running_reference_stack() -> Path:
+    """The reference stack, up and healthy."""
+    try:
+        client = docker.from_env(timeout=10)
+        containers = client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
+    except Exception as exc:
+        containers, reason = [], f"no Docker engine ({type(exc).__name__})"
+    else:
+        reason = f"compose project {PROJECT!r} is not running (bin/stackproof up)"
+    unhealthy = [c.name for c in containers if c.attrs["State"].get("Health", {}).get("Status") not in (None, "healthy")]
+    if not containers or unhealthy:
+        reason = f"unhealthy containers: {unhealthy}" if unhealthy else reason
+        if os.environ.get("STACKPROOF_SELFTEST_LIVE") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return REFERENCE_STACK
+
+
+# --- defects ----------------------------------------------------------------------
+
+
+def _replace(relative: str, old: str, new: str) -> Callable[[Path], None]:
+    def inject(stack: Path) -> None:
+        path = stack / relative
+        text = path.read_text()
+        assert old in text, f"{relative} changed: update this defect"
+        path.write_text(text.replace(old, new, 1))
+
+    return inject
+
+
+def _chmod(relative: str, mode: int) -> Callable[[Path], None]:
+    return lambda stack: (stack / relative).chmod(mode)
+
+
+def _write(relative: str, text: str) -> Callable[[Path], None]:
+    return lambda stack: (stack / relative).write_text(text)
+
+
+def _nginx_sends_the_key(stack: Path) -> None:
+    """nginx adds the real key to every proxied request: clients without a key get in."""
+    key = (stack / "ai-stack/compose/secrets/stack_api_key").read_text().strip()
+    _replace("ai-stack/compose/nginx/nginx.conf", "proxy_connect_timeout 5s;",
+             f'proxy_set_header X-API-Key "{key}";\n        proxy_connect_timeout 5s;')(stack)
+
+
+def _near_expiry_certificate(stack: Path) -> None:
+    """nginx serves a valid certificate for localhost that expires in 10 days."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=10))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certs = stack / "ai-stack/compose/nginx/certs"
+    (certs / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (certs / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def _bloated_discovery(stack: Path) -> None:
+    path = stack / "ai-stack/mcp-servers/aidb/disclosure/discovery.json"
+    doc = json.loads(path.read_text())
+    doc["changelog"] = [f"release {n}: improved retrieval quality, new ranking features and fixes" for n in range(150)]
+    path.write_text(json.dumps(doc, indent=2))
+
+
+@dataclass(frozen=True)
+class LiveDefect:
+    id: str
+    control: str
+    touches: tuple[str, ...]  # stack-relative files the defect changes; restored afterwards
+    inject: Callable[[Path], None]
+    recreate: tuple[str, ...]  # services recreated after injecting and after restoring
+    fragments: tuple[str, ...]  # what the failure reason must name
+
+
+LIVE_DEFECTS = [
+    LiveDefect(
+        "secret-file-0644-on-host", "docker_secrets_mode",
+        ("ai-stack/compose/secrets/postgres_password",),
+        _chmod("ai-stack/compose/secrets/postgres_password", 0o644), (),
+        ("postgres_password mode 0644, declared 0400",),
+    ),
+    LiveDefect(
+        "nginx-sends-the-key-for-clients", "api_key_permissions",
+        ("ai-stack/compose/nginx/nginx.conf",), _nginx_sends_the_key, ("nginx",),
+        ("no key",),
+    ),
+    LiveDefect(
+        "pool-size-5-through-environment", "connection_pool",
+        ("ai-stack/compose/docker-compose.override.yml",),
+        _write("ai-stack/compose/docker-compose.override.yml", "services:\n  aidb:\n    environment:\n      DB_POOL_SIZE: \"5\"\n"),
+        ("aidb",),
+        ("aidb", "5"),
+    ),
+    LiveDefect(
+        "prometheus-without-rules-mount", "alert_rules",
+        ("ai-stack/compose/docker-compose.yml",),
+        _replace("ai-stack/compose/docker-compose.yml", "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
+        ("prometheus",),
+        ("DatabasePoolExhausted",),
+    ),
+    LiveDefect(
+        "nginx-serves-near-expiry-certificate", "tls_monitoring",
+        ("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
+        _near_expiry_certificate, ("nginx",),
+        ("days",),
+    ),
+    LiveDefect(
+        "bloated-discovery-response", "progressive_disclosure",
+        ("ai-stack/mcp-servers/aidb/disclosure/discovery.json",), _bloated_discovery, ("aidb",),
+        ("tokens",),
+    ),
+]
+
+
+@dataclass
+class _Saved:
+    path: Path
+    content: bytes | None
+    mode: int | None
+    owner: tuple[int, int] | None
+
+
+def _save(path: Path) -> _Saved:
+    if not path.exists():
+        return _Saved(path, None, None, None)
+    st = path.stat()
+    return _Saved(path, path.read_bytes(), st.st_mode & 0o7777, (st.st_uid, st.st_gid))
+
+
+def _restore(saved: _Saved) -> None:
+    if saved.content is None:
+        saved.path.unlink(missing_ok=True)
+        return
+    saved.path.chmod(0o600)
+    saved.path.write_bytes(saved.content)
+    os.chown(saved.path, *saved.owner)
+    saved.path.chmod(saved.mode)
+
+
+@pytest.mark.parametrize("defect", LIVE_DEFECTS, ids=[d.id for d in LIVE_DEFECTS])
+def test_live_defect_fails_only_its_control(defect: LiveDefect, running_reference_stack: Path, run_suite):
+    saved = [_save(running_reference_stack / relative) for relative in defect.touches]
+    try:
+        defect.inject(running_reference_stack)
+        for item in saved:  # keep the owner the stack's services need
+            if item.owner and item.path.exists():
+                os.chown(item.path, *item.owner)
+        recreate(defect.recreate)
+        run = run_suite(running_reference_stack, "-m", "live", "--live")
+    finally:
+        for item in saved:
+            _restore(item)
+        recreate(defect.recreate)
+    assert_only_control_fails(run, defect.control, *defect.fragments)
+
+
+def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite):
+    """Static and live checks on the running reference stack: every control passes, GO."""
+    run = run_suite(running_reference_stack, "--live")
+    assert run.report is not None, run.stdout[-3000:]
+    assert {c: run.reasons(c) for c in run.failed_controls} == {}
+    assert set(run.statuses.values()) == {"PASS"}, run.statuses
+    assert all(c["validated"] == "both" for c in run.report["controls"]), [c["validated"] for c in run.report["controls"]]
+    assert run.verdict == "GO" and run.ret == 0
