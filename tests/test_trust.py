@@ -1,0 +1,93 @@
+"""The suite can be trusted: it never leaks a secret, never changes the stack it checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import docker
+import pytest
+from harness import REFERENCE_STACK
+
+KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
+ENV_FILE = "ai-stack/compose/.env"
+
+LEAKY_ROTATE_SCRIPT = """#!/usr/bin/env bash
+# a hostile rotation script: shouts the key everywhere it can
+key="$(cat "$2/stack_api_key" 2>/dev/null || true)"
+echo "rotating $key"; echo "old key: $key" >&2
+exit 1
+"""
+
+
+def _all_output(run, extra: list[Path]) -> bytes:
+    blobs = [run.stdout.encode(), run.stderr.encode()]
+    for path in [*run.report_dir.glob("*"), *extra]:
+        if path.is_file():
+            blobs.append(path.read_bytes())
+    return b"\n".join(blobs)
+
+
+def _plant_known_secrets(stack: Path, weak: bool) -> list[bytes]:
+    """Give the copy a known API key and a secret .env value; with `weak`, break what uses them."""
+    key = secrets.token_hex(32)
+    key_path = stack / KEY_FILE
+    key_path.chmod(0o600)
+    key_path.write_text(key)
+    key_path.chmod(0o644 if weak else 0o400)
+    token = "tok-" + secrets.token_urlsafe(24)
+    with (stack / ENV_FILE).open("a") as env:
+        env.write(f"STACK_ADMIN_TOKEN={token}\n")
+    if weak:
+        script = stack / "scripts/rotate-api-key.sh"
+        script.write_text(LEAKY_ROTATE_SCRIPT)
+        script.chmod(0o755)
+    return [key.encode(), token.encode()]
+
+
+@pytest.mark.parametrize("weak", [False, True], ids=["passing", "failing"])
+def test_no_secret_reaches_any_output(stack_copy, run_suite, tmp_path, weak):
+    known = _plant_known_secrets(stack_copy, weak)
+    junit, html = tmp_path / "junit.xml", tmp_path / "pytest-html.html"
+    run = run_suite(stack_copy, "-m", "static", "-rA", "-l", "--junitxml", str(junit), "--html", str(html),
+                    "--self-contained-html", "-o", "log_cli=true", "--log-level=DEBUG")
+    assert run.report is not None, run.stdout[-2000:]
+    assert ("FAIL" in run.statuses.values()) is weak, run.statuses
+    output = _all_output(run, [junit, html])
+    for value in known:
+        assert output.count(value) == 0, f"a planted secret ({len(value)} bytes) appears in the output"
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        st = path.lstat()
+        digest.update(f"{path.relative_to(root)}|{stat.S_IMODE(st.st_mode):o}|{st.st_uid}|{st.st_gid}".encode())
+        if stat.S_ISREG(st.st_mode):
+            digest.update(path.read_bytes())
+        elif stat.S_ISLNK(st.st_mode):
+            digest.update(os.readlink(path).encode())
+    return digest.hexdigest()
+
+
+def _containers_state() -> dict[str, tuple]:
+    try:
+        client = docker.from_env(timeout=10)
+        containers = client.containers.list(all=True, filters={"label": "com.docker.compose.project=ai-stack"})
+    except Exception:
+        return {}
+    return {c.id: (c.attrs["State"]["StartedAt"], c.attrs["RestartCount"], c.status) for c in containers}
+
+
+def test_a_run_changes_neither_the_stack_dir_nor_the_containers(run_suite):
+    """The full suite (static and, when the stack runs, live) on the reference stack itself."""
+    before_tree, before_containers = _tree_digest(REFERENCE_STACK), _containers_state()
+    run = run_suite(REFERENCE_STACK)
+    assert run.report is not None, run.stdout[-2000:]
+    assert _tree_digest(REFERENCE_STACK) == before_tree, "the run changed the stack dir"
+    assert _containers_state() == before_containers, "the run changed, restarted or replaced containers"
