@@ -153,7 +153,19 @@ for svc, spec in sorted(cfg.get("services", {}).items()):
     # shellcheck disable=SC2086
     timeout 180 docker-compose -p ai-stack -f "$COMPOSE_FILE" restart $services \
       || die "--restart: restart of $(echo $services) failed"
-    echo "$PROG: restarted $(echo $services) so they read the new $name"
+    # wait (bounded) until the restarted services report healthy again
+    deadline=$((SECONDS + 120))
+    for svc in $services; do
+      cid="$(timeout "$T" docker-compose -p ai-stack -f "$COMPOSE_FILE" ps -q "$svc" 2>/dev/null | head -1)"
+      [[ -n "$cid" ]] || continue
+      while :; do
+        health="$(timeout 10 docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$cid" 2>/dev/null || echo unknown)"
+        [[ "$health" == healthy || "$health" == running ]] && break
+        ((SECONDS < deadline)) || die "--restart: $svc not healthy after restart (status $health)"
+        sleep 1
+      done
+    done
+    echo "$PROG: restarted $(echo $services) so they read the new $name (healthy)"
   fi
 else
   echo "$PROG: running containers keep the old key until restarted (bind mounts pin the old inode); use --restart"
