@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         ],
         "prometheus_service": "prometheus",
         "tls_alert_prefix": "TLS",
+        "tls_monitor_service": "tls-monitor",  # runs monitor_script and writes the textfile the exporter serves
     },
     "tls": {
         "min_days_left": 30,

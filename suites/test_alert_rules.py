@@ -1,0 +1,426 @@
+"""Control 4: Prometheus alert rules.
+
+The rule files must load and hold complete alerts for the P0 incidents; and, what the
+original validation never looked at, they must be wired: Prometheus sees them through
+its container's mounts, sends alerts to an Alertmanager, and scrapes every metric the
+TLS alerts select. An alert on a metric nobody exports never fires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import posixpath
+import shlex
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import promql_parser
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
+
+from plugins import proc, promql
+from plugins.compose import Service
+from plugins.errors import StackError
+from plugins.yamlio import load_yaml
+
+pytestmark = pytest.mark.control("alert_rules")
+
+DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
+TEXTFILE_FLAG = "--collector.textfile.directory"
+METRICS_FILE_ENV = "TLS_METRICS_FILE"  # where the monitor script writes, in its container
+# series Prometheus adds for every target it scrapes
+SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added",
+                 "scrape_samples_post_metric_relabeling"}
+# (what an alert must carry, how to read it from the rule)
+ALERT_FIELDS = [
+    ("for", lambda rule: rule.get("for")),
+    ("labels.severity", lambda rule: (rule.get("labels") or {}).get("severity")),
+    ("annotations.summary", lambda rule: (rule.get("annotations") or {}).get("summary")),
+    ("annotations.description", lambda rule: (rule.get("annotations") or {}).get("description")),
+]
+
+
+@dataclass
+class Rule:
+    file: Path
+    group: str
+    kind: str  # alert | record
+    name: str
+    spec: dict = field(repr=False)
+
+
+@dataclass
+class RulePattern:
+    pattern: str  # as written in rule_files
+    container: str  # the pattern as the Prometheus container resolves it
+    host: Path | None  # the same pattern on the host, through the bind mounts
+    files: list[Path]
+
+
+class Alerting:
+    """prometheus.yml, the prometheus service and the rule files it loads; each part read on first use."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    @cached_property
+    def config_path(self) -> Path:
+        return self.stack.path("prometheus_config")
+
+    @cached_property
+    def config(self) -> dict:
+        doc = load_yaml(self.config_path, self.stack.rel(self.config_path))
+        if not isinstance(doc, dict):
+            raise StackError(f"{self.stack.rel(self.config_path)}: top level is not a mapping")
+        return doc
+
+    @cached_property
+    def service(self) -> Service:
+        name = self.stack.profile["alerts"]["prometheus_service"]
+        compose = self.stack.compose
+        if name not in compose.services:
+            raise StackError(f"{self.stack.rel(compose.files[0])}: no service {name!r} (profile alerts.prometheus_service)")
+        return compose.services[name]
+
+    @cached_property
+    def patterns(self) -> list[RulePattern]:
+        """rule_files, resolved as Prometheus does (relative to its config file) inside its container."""
+        raw = self.config.get("rule_files") or []
+        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+            raise StackError(f"{self.stack.rel(self.config_path)}: rule_files is not a list of patterns")
+        config_file = next((arg.split("=", 1)[1] for arg in self.service.command if arg.startswith("--config.file=")),
+                           DEFAULT_CONFIG_FILE)
+        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))  # the image's workdir
+        found = []
+        for pattern in raw:
+            container = posixpath.normpath(posixpath.join(config_dir, pattern))
+            host = self.service.host_path_for(container)
+            files = {Path(p) for p in glob.glob(str(host))} if host is not None else set()
+            # single rule files bind-mounted where the pattern looks
+            files |= {Path(m.source) for m in self.service.volumes
+                      if m.type == "bind" and PurePosixPath(m.target).match(container)}
+            found.append(RulePattern(pattern, container, host, sorted(f for f in files if f.is_file())))
+        return found
+
+    def pattern_problems(self) -> list[str]:
+        config, compose = self.stack.rel(self.config_path), self.stack.rel(self.stack.compose.files[0])
+        if not self.patterns:
+            return [f"{config}: no rule_files: Prometheus loads no alerting rule"]
+        problems = []
+        for p in self.patterns:
+            if p.host is None and not p.files:
+                problems.append(f"{compose}: rule_files pattern {p.pattern} is not visible in the {self.service.name} "
+                                f"container (no bind mount covers {posixpath.dirname(p.container)})")
+            elif not p.files:
+                problems.append(f"{config}: rule_files pattern {p.pattern} matches no file "
+                                f"({self.stack.rel(p.host)} on the host)")
+        return problems
+
+    @cached_property
+    def rule_files(self) -> list[Path]:
+        problems = self.pattern_problems()
+        if problems:
+            raise StackError(problems[0])
+        return sorted({f for p in self.patterns for f in p.files})
+
+    @cached_property
+    def rules(self) -> list[Rule]:
+        return [rule for path in self.rule_files for rule in _read_rule_file(path, self.stack.rel(path))]
+
+    @property
+    def alerts(self) -> list[Rule]:
+        return [rule for rule in self.rules if rule.kind == "alert"]
+
+    def static_targets(self, section: list | None) -> list[tuple[str, str]]:
+        """(job or '', host) of every static target of a scrape_configs / alertmanagers list."""
+        found = []
+        for entry in section if isinstance(section, list) else []:
+            statics = entry.get("static_configs") if isinstance(entry, dict) else None
+            for static in statics if isinstance(statics, list) else []:
+                targets = static.get("targets") if isinstance(static, dict) else None
+                for target in targets if isinstance(targets, list) else []:
+                    found.append((str(entry.get("job_name", "")), str(target).rsplit(":", 1)[0].strip("[]")))
+        return found
+
+
+def _read_rule_file(path: Path, rel: str) -> list[Rule]:
+    """The rules of one file, checked for the structure Prometheus needs (groups → rules → alert|record + expr)."""
+    doc = load_yaml(path, rel)
+    if doc is None:
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
+        raise StackError(f"{rel}: not a Prometheus rule file (no 'groups' list)")
+    rules = []
+    for g, group in enumerate(doc["groups"], 1):
+        if not isinstance(group, dict) or not isinstance(group.get("rules"), list):
+            raise StackError(f"{rel}: group {g} has no 'rules' list")
+        for r, spec in enumerate(group["rules"], 1):
+            kinds = [k for k in ("alert", "record") if isinstance(spec, dict) and k in spec]
+            if len(kinds) != 1 or not isinstance(spec[kinds[0]], str):
+                raise StackError(f"{rel}: group {group.get('name')!r} rule {r} needs exactly one of alert/record")
+            if not isinstance(spec.get("expr"), str) or not spec["expr"].strip():
+                raise StackError(f"{rel}: {spec[kinds[0]]}: no expr")
+            for key in ("labels", "annotations"):
+                if not isinstance(spec.get(key) or {}, dict):
+                    raise StackError(f"{rel}: {spec[kinds[0]]}: {key} is not a mapping")
+            rules.append(Rule(path, str(group.get("name")), kinds[0], spec[kinds[0]], spec))
+    return rules
+
+
+def _fallback_problems(rules: list[Rule], rel) -> list[str]:
+    """Without promtool: every expr parses as PromQL and every `for` as a duration."""
+    problems = []
+    for rule in rules:
+        try:
+            promql.parse(rule.spec["expr"])
+            if rule.spec.get("for") is not None:
+                promql_parser.parse_duration(str(rule.spec["for"]))
+        except ValueError as exc:
+            problems.append(f"{rel(rule.file)}: {rule.name}: {' '.join(str(exc).split())}")
+    return problems
+
+
+def _promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
+    """Run promtool on one file (from its directory); (passed, one-line output)."""
+    done = proc.run(["promtool", *args, path.name], timeout=stack.timeout, cwd=path.parent,
+                    where=f"promtool {args[-1]} {stack.rel(path)}")
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode == 0:
+        return True, " ".join(line.strip() for line in out.splitlines() if "SUCCESS" in line)
+    failed = out.split("FAILED:", 1)[-1]
+    lines = dict.fromkeys(line.strip().removeprefix(f"{path.name}: ") for line in failed.splitlines() if line.strip())
+    detail = " ".join(" ".join(lines).split()) or f"exit {done.returncode}"
+    return False, detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+@pytest.fixture(scope="module")
+def alerting(stack) -> Alerting:
+    return Alerting(stack)
+
+
+@pytest.mark.static
+def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
+    """Each rule_files pattern, resolved inside the Prometheus container through its mounts, matches rule files."""
+    evidence.record(test=f"rule_files in {stack.rel(alerting.config_path)}, seen through the "
+                         f"{stack.profile['alerts']['prometheus_service']} service's mounts",
+                    expected="at least one pattern; each matches at least one mounted file")
+    problems = alerting.pattern_problems()
+    evidence.record(result="; ".join(
+        f"{p.container} → {', '.join(stack.rel(f) for f in p.files) or 'nothing'}" for p in alerting.patterns)
+        or "no rule_files")
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.static
+def test_rule_files_valid(stack, alerting, evidence):
+    """Prometheus refuses to start (or drops the group) when a rule file is invalid."""
+    files = alerting.rule_files
+    checker = "promtool check rules" if shutil.which("promtool") else "structure + PromQL parse (no promtool)"
+    evidence.record(test=f"{checker} on {', '.join(stack.rel(f) for f in files)}", expected="every file valid")
+    if shutil.which("promtool"):
+        results = [(f, *_promtool(stack, ["check", "rules"], f)) for f in files]
+        problems = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+        evidence.record(result="; ".join(f"{stack.rel(f)}: {detail if ok else 'FAILED'}"
+                                         for f, ok, detail in results))
+    else:
+        problems = _fallback_problems(alerting.rules, stack.rel)
+        evidence.record(result=f"{len(alerting.rules)} rules parsed" + (f"; {len(problems)} invalid" if problems else ""))
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.static
+def test_alert_inventory(stack, alerting, evidence):
+    """Enough alerting rules, the P0 alerts among them, and no two alerts with the same name."""
+    wanted = stack.profile["alerts"]
+    alerts = alerting.alerts
+    per_file = Counter(stack.rel(rule.file) for rule in alerts)
+    missing = [name for name in wanted["required"] if name not in {rule.name for rule in alerts}]
+    duplicates = sorted(name for name, n in Counter(rule.name for rule in alerts).items() if n > 1)
+    evidence.record(
+        test=f"alerting rules in {', '.join(stack.rel(f) for f in alerting.rule_files)}",
+        expected=f">= {wanted['min_rules']} alerts, including {', '.join(wanted['required'])}; unique names",
+        result=(f"{len(alerts)} alerting rules (" + ", ".join(f"{n} in {f}" for f, n in per_file.items()) + "); "
+                f"required present: {len(wanted['required']) - len(missing)}/{len(wanted['required'])}; "
+                f"duplicate names: {', '.join(duplicates) or 'none'}"),
+    )
+    problems = []
+    if len(alerts) < wanted["min_rules"]:
+        problems.append(f"only {len(alerts)} alerting rules (expected >= {wanted['min_rules']})")
+    if missing:
+        problems.append(f"required alert(s) missing: {', '.join(missing)}")
+    if duplicates:
+        problems.append(f"duplicate alert name(s): {', '.join(duplicates)}")
+    files = ", ".join(stack.rel(f) for f in alerting.rule_files)
+    assert not problems, f"{files}: {'; '.join(problems)}"
+
+
+@pytest.mark.static
+def test_alerts_complete(stack, alerting, evidence):
+    """Alerts route on severity, tell on-call what broke (summary, description), and wait out blips (`for`)."""
+    alerts = alerting.alerts
+    gaps = [f"{stack.rel(rule.file)}: {rule.name} has no {what}"
+            for rule in alerts for what, read in ALERT_FIELDS if read(rule.spec) in (None, "")]
+    evidence.record(test=f"{', '.join(what for what, _ in ALERT_FIELDS)} of every alert",
+                    expected="present on every alert",
+                    result=f"{len(alerts) * len(ALERT_FIELDS) - len(gaps)}/{len(alerts) * len(ALERT_FIELDS)} present "
+                           f"on {len(alerts)} alerts")
+    assert not gaps, "; ".join(gaps)
+
+
+@pytest.mark.static
+def test_rule_unit_tests_pass(stack, evidence):
+    """The promtool unit tests shipped with the stack fire each P0 alert from synthetic series."""
+    tests_dir = stack.path("prometheus_rule_tests")
+    files = sorted(tests_dir.glob("*.yml")) + sorted(tests_dir.glob("*.yaml"))
+    evidence.record(test=f"promtool test rules {stack.rel(tests_dir)}/*.yml", expected="every test file passes")
+    if not shutil.which("promtool"):
+        pytest.skip("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
+    if not files:
+        pytest.skip(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
+    results = [(f, *_promtool(stack, ["test", "rules"], f)) for f in files]
+    evidence.record(result="; ".join(f"{stack.rel(f)}: {'SUCCESS' if ok else 'FAILED'}" for f, ok, _ in results))
+    failed = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+    assert not failed, "promtool test rules failed: " + "; ".join(failed)
+
+
+@pytest.mark.static
+def test_alertmanager_configured(stack, alerting, evidence):
+    """Firing alerts go nowhere unless Prometheus sends them to an Alertmanager of the stack."""
+    config = stack.rel(alerting.config_path)
+    section = alerting.config.get("alerting")
+    section = section.get("alertmanagers") if isinstance(section, dict) else None
+    targets = [host for _, host in alerting.static_targets(section)]
+    services = stack.compose.services
+    evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
+                    result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
+                                     for host in targets) or "no alertmanager target")
+    assert targets, f"{config}: no alertmanager configured (alerting.alertmanagers has no static target)"
+    unknown = [host for host in targets if host not in services]
+    assert not unknown, f"{config}: alertmanager target(s) {', '.join(unknown)} not a service of {stack.rel(stack.compose.files[0])}"
+
+
+# --- TLS metric wiring ------------------------------------------------------------------
+
+
+def _self_signed_cert(directory: Path) -> Path:
+    """A throwaway certificate valid for a year (EC: fast to make)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stackproof-probe")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256()))
+    path = directory / "probe.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _interpreter(script: Path, rel: str) -> list[str]:
+    """The script's #! line, so running it does not depend on its exec bit (another control's concern)."""
+    try:
+        with script.open("rb") as handle:
+            first = handle.readline(256)
+    except OSError as exc:
+        raise StackError(f"{rel}: cannot read ({exc.strerror})") from None
+    return shlex.split(first[2:].decode(errors="replace")) if first.startswith(b"#!") else []
+
+
+def monitor_metrics(stack) -> set[str]:
+    """Names of the series the TLS monitor script writes for a valid certificate."""
+    script = stack.path("monitor_script")
+    rel = stack.rel(script)
+    with tempfile.TemporaryDirectory(prefix="stackproof-tls-") as tmp:
+        out = Path(tmp) / "tls_certs.prom"
+        cmd = [*_interpreter(script, rel), str(script), "--metrics-file", str(out), str(_self_signed_cert(Path(tmp)))]
+        done = proc.run(cmd, timeout=stack.timeout, where=rel)
+        if not out.is_file():
+            err = " ".join(done.stderr.decode(errors="replace").split())[:200]
+            raise StackError(f"{rel}: wrote no metrics file for a valid certificate (exit {done.returncode}) {err}".strip())
+        text = out.read_text(encoding="utf-8", errors="replace")
+    try:
+        # sample names, not family names: a counter family `x` has samples `x_total`
+        return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    except ValueError as exc:
+        raise StackError(f"{rel}: metrics file is not Prometheus text format ({exc})") from None
+
+
+def _mount_of(service: Service, path: str) -> tuple[str, str, str] | None:
+    """(type, volume name or host path, sub-path) of the mount holding `path` in the service's container."""
+    best = None
+    for mount in service.volumes:
+        if mount.type in ("bind", "volume") and (path == mount.target or path.startswith(mount.target.rstrip("/") + "/")):
+            if best is None or len(mount.target) > len(best.target):
+                best = mount
+    return None if best is None else (best.type, best.source, path[len(best.target):].strip("/"))
+
+
+def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
+    """Is the monitor's metrics file in a textfile dir an exporter reads, and is that exporter scraped?"""
+    services = stack.compose.services
+    compose = stack.rel(stack.compose.files[0])
+    monitor_name = stack.profile["alerts"]["tls_monitor_service"]
+    if monitor_name not in services:
+        return "", [f"{compose}: no service {monitor_name!r} runs the TLS monitor (profile alerts.tls_monitor_service)"]
+    monitor = services[monitor_name]
+    metrics_file = monitor.environment.get(METRICS_FILE_ENV) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    written = _mount_of(monitor, posixpath.dirname(metrics_file))
+    exporters = {}
+    for svc in services.values():
+        args = svc.command
+        for i, arg in enumerate(args):
+            if arg.startswith(TEXTFILE_FLAG + "="):
+                exporters[svc.name] = arg.split("=", 1)[1]
+            elif arg == TEXTFILE_FLAG and i + 1 < len(args):
+                exporters[svc.name] = args[i + 1]
+    readers = [name for name, directory in exporters.items()
+               if written is not None and _mount_of(services[name], directory) == written]
+    jobs = {host: job for job, host in alerting.static_targets(alerting.config.get("scrape_configs"))}
+    problems = []
+    if not metrics_file.endswith(".prom"):
+        problems.append(f"{compose}: {monitor_name} writes {metrics_file}; the textfile collector reads only *.prom")
+    if not readers:
+        where = f"{written[0]} {written[1]}" if written else "no shared mount"
+        seen = ", ".join(f"{name} reads {d}" for name, d in exporters.items()) or f"no service has {TEXTFILE_FLAG}"
+        problems.append(f"{compose}: {monitor_name} writes {metrics_file} ({where}), which no textfile exporter reads ({seen})")
+    elif not any(name in jobs for name in readers):
+        problems.append(f"{stack.rel(alerting.config_path)}: no scrape job targets {', '.join(readers)} (the TLS textfile exporter)")
+    scraped = next((name for name in readers if name in jobs), None)
+    path = (f"{monitor_name} → {written[0]} {written[1]} → {readers[0]}" if readers else f"{monitor_name} → ?") + (
+        f", scraped by job {jobs[scraped]}" if scraped else ", not scraped")
+    return path, problems
+
+
+@pytest.mark.static
+def test_tls_alert_metrics_are_scraped(stack, alerting, evidence):
+    """Every metric a TLS alert selects is written by the TLS monitor into a textfile that a scraped exporter serves."""
+    prefix = stack.profile["alerts"]["tls_alert_prefix"]
+    script = stack.rel(stack.path("monitor_script"))
+    evidence.record(test=f"metrics selected by the {prefix}* alerts",
+                    expected=f"each written by {script} into a textfile dir a scraped exporter reads")
+    tls_alerts = [rule for rule in alerting.alerts if rule.name.startswith(prefix)]
+    assert tls_alerts, f"{', '.join(stack.rel(f) for f in alerting.rule_files)}: no alert named {prefix}*"
+    selected = []
+    for rule in tls_alerts:
+        try:
+            selected += [(rule, s) for s in promql.selectors(rule.spec["expr"])]
+        except promql.PromQLError as exc:
+            raise StackError(f"{stack.rel(rule.file)}: {rule.name}: invalid PromQL: {exc}") from None
+    produced = monitor_metrics(stack)
+    path, problems = textfile_wiring(stack, alerting)
+    names = sorted({s.metric or s.promql() for _, s in selected})
+    evidence.record(result=f"{len(tls_alerts)} alerts select {', '.join(names)}; {script} writes "
+                           f"{', '.join(sorted(produced))}; {path}")
+    dead = [f"{rule.name} selects {s.metric or s.promql()}" for rule, s in selected
+            if not any(s.selects(m) for m in produced | SCRAPE_SERIES)]
+    if dead:
+        problems.insert(0, f"{stack.rel(tls_alerts[0].file)}: no scraped target produces it: {'; '.join(dead)}")
+    assert not problems, "; ".join(problems)
