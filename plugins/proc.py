@@ -23,15 +23,18 @@ def run(
     On timeout the whole process group is killed (a script's children too) and a
     one-line StackError naming `where` is raised.
     """
-    proc = subprocess.Popen(
-        cmd,
-        shell=shell,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        **kwargs,
-    )
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            shell=shell,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            **kwargs,
+        )
+    except OSError as exc:  # not found, not executable, bad interpreter
+        raise StackError(f"{where}: cannot run ({exc.strerror})") from None
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
