@@ -190,7 +190,7 @@ def _control_summary(control, rows: list[dict]) -> dict:
         status = SKIPPED
     modes = sorted({row["mode"] for row in rows if row["status"] == PASS})
     validated = "both" if len(modes) == 2 else (modes[0] if modes and status == PASS else "-")
-    failing = [row for row in rows if row["status"] == FAIL]
+    failing = [row for row in rows if row["status"] == status] if status != PASS else []
     return {
         "id": control.id,
         "title": control.title,
@@ -205,19 +205,27 @@ def _control_summary(control, rows: list[dict]) -> dict:
 
 
 def decide(controls: list[dict], rows: list[dict], live_run: bool) -> dict:
-    """GO only when every P0 control passes and, on a live run, no live check was skipped."""
-    failed = [c for c in controls if c["p0"] and c["status"] != PASS]
+    """GO only when every P0 control passes and, on a live run, no live check was skipped.
+    The reason names what matters most: a failed control, then a skipped live check, then a control that never ran."""
+    p0 = [c for c in controls if c["p0"]]
+    failed = [c for c in p0 if c["status"] == FAIL]
+    unproven = [c for c in p0 if c["status"] == SKIPPED]
     live_skips = [r for r in rows if r["mode"] == "live" and r["status"] == SKIPPED]
     if failed:
-        first = failed[0]
-        detail = first["reason"] or "no check of it ran"
-        others = f" (and {len(failed) - 1} more control(s))" if len(failed) > 1 else ""
-        reason = f"{first['title']} {first['status']}: {detail}{others}"
+        reason = _control_reason(failed, "failed")
     elif live_run and live_skips:
         reason = f"{len(live_skips)} live check(s) skipped: {live_skips[0]['reason']}"
+    elif unproven:
+        reason = _control_reason(unproven, "not validated")
     else:
         return {"decision": "GO", "reason": "", "line": "GO: every P0 control passed"}
     return {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
+
+
+def _control_reason(controls: list[dict], what: str) -> str:
+    first = controls[0]
+    others = f" (and {len(controls) - 1} more control(s))" if len(controls) > 1 else ""
+    return f"{first['title']} {what}: {first['reason'] or 'no check of it ran'}{others}"
 
 
 def is_control_id(value: str) -> bool:

@@ -1,0 +1,84 @@
+"""Bad input anywhere fails the right controls with one line naming the file or
+container; nothing crashes and the report is always written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from harness import SuiteRun
+
+COMPOSE = "ai-stack/compose/docker-compose.yml"
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
+)
+
+
+def _explained(run: SuiteRun, *fragments: str) -> list[str]:
+    """Every failure reason is one line; at least one names each fragment. Returns the reasons."""
+    assert run.report is not None, f"no report written:\n{run.stdout[-3000:]}"
+    assert "INTERNALERROR" not in run.stdout and "Traceback" not in run.stdout.split("= FAILURES =")[0]
+    reasons = [r for c in run.failed_controls for r in run.reasons(c)]
+    assert reasons, "nothing failed"
+    for reason in reasons:
+        assert reason and "\n" not in reason
+    for fragment in fragments:
+        assert any(fragment in r for r in reasons), f"{fragment!r} in none of {reasons}"
+    assert run.verdict == "NO-GO" and run.ret == 1
+    return reasons
+
+
+def _append(path, text):
+    with path.open("a") as handle:
+        handle.write(text)
+
+
+# (id, how to break the copy, fragments some reason must hold, controls that must still pass)
+CASES = [
+    ("compose-malformed", lambda s: _append(s / COMPOSE, "\n  : [unclosed\n"), ["docker-compose.yml", "invalid YAML"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("compose-empty", lambda s: (s / COMPOSE).write_text(""), ["docker-compose.yml", "not a compose file"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("compose-huge", lambda s: (s / COMPOSE).write_text("x: " + "y" * (5 * 1024 * 1024)), ["docker-compose.yml", "limit"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("compose-yaml-bomb", lambda s: (s / COMPOSE).write_text(YAML_BOMB), ["docker-compose.yml", "YAML bomb"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("compose-duplicate-key", lambda s: _append(s / COMPOSE, "\nvolumes:\n  other:\n"), ["docker-compose.yml", "duplicate key 'volumes'"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("compose-unknown-key", lambda s: _append(s / COMPOSE, "\nservice_typo:\n  a: 1\n"), ["docker-compose.yml", "service_typo"],
+     ["tls_monitoring", "progressive_disclosure"]),
+    ("secrets-dir-missing", lambda s: shutil.rmtree(s / "ai-stack/compose/secrets"), ["secrets"],
+     ["alert_rules", "tls_monitoring", "progressive_disclosure"]),
+    ("profile-unknown-key", lambda s: _append(s / "stackproof.yml", "\npool:\n  min_sise: 5\n"), ["stackproof.yml", "min_sise"], []),
+]
+
+
+@pytest.mark.parametrize("break_it, fragments, still_pass", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_file_fails_with_one_line(stack_copy, run_static, break_it, fragments, still_pass):
+    break_it(stack_copy)
+    run = run_static(stack_copy)
+    _explained(run, *fragments)
+    for control in still_pass:
+        assert run.statuses[control] == "PASS", (control, run.reasons(control))
+
+
+def test_stack_dir_not_found(tmp_path, run_static):
+    run = run_static(tmp_path / "nowhere")
+    _explained(run, "stack dir not found")
+    assert set(run.statuses.values()) == {"FAIL"}
+
+
+@pytest.mark.parametrize("env, args, fragment", [
+    ({"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, [], "Docker engine unreachable"),
+    ({}, ["--compose-project", "no-such-project"], "compose project 'no-such-project' has no running containers"),
+], ids=["docker-socket-refused", "compose-project-not-found"])
+def test_live_without_a_stack_fails_with_live_and_skips_without(stack_copy, run_suite, monkeypatch, env, args, fragment):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    strict = run_suite(stack_copy, "-m", "live", "--live", *args)
+    _explained(strict, fragment)
+    lenient = run_suite(stack_copy, "-m", "live", *args)
+    assert lenient.report is not None and lenient.ret == 0
+    assert set(lenient.statuses.values()) == {"SKIPPED"}
+    assert lenient.verdict == "NO-GO" and fragment in lenient.report["verdict"]["reason"]
