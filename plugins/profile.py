@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
         "overflow_env": "DB_POOL_MAX_OVERFLOW",
         "default_max_connections": 100,
         "default_reserved_connections": 3,
+        # live: gauges aidb's /metrics (live.aidb_metrics_url) exports for its pool
+        "size_metric": "aidb_db_pool_size",
+        "overflow_metric": "aidb_db_pool_max_overflow",
+        "checked_out_metric": "aidb_db_pool_checked_out",
     },
     "alerts": {
         "min_rules": 10,

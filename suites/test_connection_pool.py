@@ -8,10 +8,15 @@ Postgres' max_connections minus the superuser-reserved ones.
 
 from __future__ import annotations
 
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from plugins.errors import StackError
 from plugins.yamlio import load_yaml
@@ -224,3 +229,155 @@ def test_pools_fit_postgres(stack, evidence):
         f"{stack.rel(stack.compose.files[0])}: the pools need up to {total} connections but {service} allows "
         f"max_connections {max_conn} - {reserved} reserved = {available}"
     )
+
+
+# --- live checks ----------------------------------------------------------------------
+
+
+def gauges(text: str, where: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text page."""
+    try:
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    except Exception as exc:  # the parser raises ValueError and friends
+        raise StackError(f"{where}: not Prometheus text format ({type(exc).__name__})") from None
+
+
+def aidb_gauges(live) -> dict[str, float]:
+    cfg = live.stack.profile["live"]
+    response = live.http_in(cfg["aidb_service"], cfg["aidb_metrics_url"])
+    where = f"service {cfg['aidb_service']} {cfg['aidb_metrics_url']}"
+    if response.status != 200:
+        raise StackError(f"{where}: HTTP {response.status}")
+    return gauges(response.body.decode(errors="replace"), where)
+
+
+def postgres_setting(live, name: str) -> int:
+    """SHOW <name> in the postgres container, as the compose user; the password stays in the container."""
+    cfg = live.stack.profile["pool"]
+    svc = live.stack.compose.services.get(cfg["postgres_service"])
+    if svc is None:
+        raise StackError(f"{live.stack.rel(live.stack.compose.files[0])}: no service {cfg['postgres_service']!r}")
+    env = svc.environment
+    script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAtc "$4"'
+    code, out = live.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
+                                     env.get("POSTGRES_USER") or "postgres", env.get("POSTGRES_DB") or "postgres",
+                                     f"SHOW {name}"])
+    text = out.decode(errors="replace").strip()
+    if code != 0 or not text.isdigit():
+        raise StackError(f"service {svc.name}: SHOW {name} failed (exit {code}): {text.splitlines()[-1:] or ''}")
+    return int(text)
+
+
+@pytest.mark.live
+def test_live_aidb_pool_matches_config(stack, live, evidence):
+    """The running aidb must use the pool the files configure (a stale image or env override would not)."""
+    cfg = stack.profile["pool"]
+    service = stack.profile["live"]["aidb_service"]
+    expected = next((p for p in service_pools(stack) if p.service == service), None)
+    if expected is None:
+        raise StackError(f"{stack.rel(stack.compose.files[0])}: service {service} does not use the pool config")
+    found = aidb_gauges(live)
+    size, overflow = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])
+    evidence.record(
+        test=f"{cfg['size_metric']} / {cfg['overflow_metric']} on {service} {stack.profile['live']['aidb_metrics_url']}",
+        expected=f"{expected.size} / {expected.overflow} (effective config)",
+        result=f"{size if size is None else f'{size:g}'} / {overflow if overflow is None else f'{overflow:g}'}",
+    )
+    assert size == expected.size and overflow == expected.overflow, (
+        f"service {service}: /metrics reports pool size {size}, max_overflow {overflow} "
+        f"(expected {expected.size}, {expected.overflow} from {expected.config})"
+    )
+
+
+@pytest.mark.live
+def test_live_postgres_max_connections(stack, live, evidence):
+    """The pools must fit the limits Postgres really runs with, not only those the compose file asks for."""
+    max_conn, reserved = postgres_setting(live, "max_connections"), postgres_setting(live, "superuser_reserved_connections")
+    declared, declared_reserved, source = postgres_limits(stack)
+    total = sum(pool.max for pool in service_pools(stack))
+    service = stack.profile["pool"]["postgres_service"]
+    evidence.record(
+        test=f"SHOW max_connections / superuser_reserved_connections in {service}; sum of the services' max pools",
+        expected=f"{declared} / {declared_reserved} ({source}); sum < {max_conn - reserved}",
+        result=f"{max_conn} / {reserved}; sum {total}",
+    )
+    assert (max_conn, reserved) == (declared, declared_reserved), (
+        f"service {service}: runs with max_connections {max_conn}, reserved {reserved} "
+        f"(expected {declared}, {declared_reserved} from the {source})"
+    )
+    assert total < max_conn - reserved, (
+        f"service {service}: the pools need up to {total} connections, Postgres allows {max_conn - reserved}"
+    )
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float]
+    statuses: dict[str, int]  # "200", "503 pool timeout", "error: ..." -> count
+    peak_checked_out: int
+
+    def percentile(self, q: int) -> float:
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] if len(self.latencies) > 1 \
+            else (self.latencies or [0.0])[0]
+
+
+def run_load(live, clients: int, endpoint: str, headers: dict[str, str], metric: str) -> LoadResult:
+    """`clients` concurrent requests (released together) while aidb's checked-out gauge is sampled."""
+    start, done = threading.Barrier(clients), threading.Event()
+    latencies, statuses, peak = [], {}, [0.0]
+    lock = threading.Lock()
+
+    def client():
+        try:
+            start.wait(timeout=live.timeout)
+        except threading.BrokenBarrierError:  # some client never started: go anyway, the outcome says so
+            pass
+        began = time.perf_counter()
+        try:
+            response = live.https(endpoint, headers)
+            body = response.body.decode(errors="replace")
+            key = str(response.status) + (" pool timeout" if "pool timeout" in body else "")
+            checked_out = response.json().get("checked_out_after", 0) if response.status == 200 else 0
+        except (StackError, ValueError) as exc:
+            key, checked_out = f"error: {str(exc)[:80]}", 0
+        with lock:
+            latencies.append(time.perf_counter() - began)
+            statuses[key] = statuses.get(key, 0) + 1
+            peak[0] = max(peak[0], checked_out)
+
+    def sampler():
+        while not done.is_set():
+            try:
+                value = aidb_gauges(live).get(metric, 0.0)
+            except StackError:
+                value = 0.0
+            with lock:
+                peak[0] = max(peak[0], value)
+            done.wait(0.05)
+
+    with ThreadPoolExecutor(max_workers=clients + 1) as pool:
+        watcher = pool.submit(sampler)
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+        done.set()
+        watcher.result()
+    return LoadResult(sorted(latencies), statuses, int(peak[0]))
+
+
+@pytest.mark.live
+def test_live_load_concurrent_clients(stack, live, evidence):
+    """The agents' peak load (each client holding a pooled connection) must be served without errors or pool timeouts."""
+    cfg, pool_cfg = stack.profile["live"], stack.profile["pool"]
+    clients, endpoint = cfg["load_clients"], cfg["load_endpoint"]
+    evidence.record(
+        test=f"{clients} concurrent GET {endpoint} through {cfg['nginx_service']} with the API key",
+        expected=f"{clients} × HTTP 200, no pool timeout",
+    )
+    headers = {cfg["api_key_header"]: live.api_key()}
+    result = run_load(live, clients, endpoint, headers, pool_cfg["checked_out_metric"])
+    outcome = ", ".join(f"{count} × {status}" for status, count in sorted(result.statuses.items()))
+    evidence.record(
+        result=f"{outcome}; latency p50 {result.percentile(50):.3f}s, p95 {result.percentile(95):.3f}s; "
+        f"peak checked-out connections {result.peak_checked_out}"
+    )
+    assert result.statuses == {"200": clients}, f"{cfg['nginx_service']} {endpoint} under {clients} clients: {outcome}"
