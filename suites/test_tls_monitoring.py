@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import socket
+import ssl
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,3 +363,115 @@ def test_stack_key_not_tracked_by_git(stack, evidence):
         result={True: "tracked", False: "not tracked", None: "stack dir is not a git checkout"}[tracked],
     )
     assert not tracked, f"{stack.rel(path)}: tracked by git (expected generated, ignored and never committed)"
+
+
+# --- live checks ----------------------------------------------------------------------
+
+EXPIRY_METRIC = "tls_cert_expiry_timestamp_seconds"  # documented in the monitor script's header
+# old protocol versions a client may still try; nginx must refuse each
+OLD_VERSIONS = [("TLSv1.0", "TLSv1"), ("TLSv1.1", "TLSv1_1")]
+CLIENT_CANNOT_OFFER = {"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE"}
+
+
+def handshake(live, version: str | None = None) -> tuple[bytes, str]:
+    """A TLS handshake with nginx's published port, pinned to `version` (an ssl.TLSVersion name) if given.
+    Returns (the served certificate, DER; the negotiated version). The certificate is compared by
+    fingerprint, so chain verification is off."""
+    cfg = live.stack.profile["live"]
+    host, port = live.published(cfg["nginx_service"], cfg["nginx_port"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if version:
+        with warnings.catch_warnings():  # old versions are deprecated: that is the point of the probe
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.set_ciphers("ALL:@SECLEVEL=0")  # let the local OpenSSL offer what nginx must refuse
+            context.minimum_version = context.maximum_version = getattr(ssl.TLSVersion, version)
+    where = f"service {cfg['nginx_service']} {host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=live.timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                return tls.getpeercert(binary_form=True), tls.version()
+    except ssl.SSLError as exc:
+        if exc.reason in CLIENT_CANNOT_OFFER:
+            raise StackError(f"local {ssl.OPENSSL_VERSION} cannot offer {version}: cannot probe {where}") from None
+        if version:  # a pinned probe: the caller decides whether refusal is right
+            raise
+        raise StackError(f"{where}: TLS handshake failed ({exc.reason or exc})") from None
+    except ConnectionResetError:
+        if version:
+            raise
+        raise StackError(f"{where}: connection reset during the TLS handshake") from None
+    except OSError as exc:
+        raise StackError(f"{where}: no TLS handshake ({exc.strerror or exc})") from None
+
+
+def served_certificate(live) -> tuple[x509.Certificate, str]:
+    der, version = handshake(live)
+    return x509.load_der_x509_certificate(der), version
+
+
+@pytest.mark.live
+def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
+    """Monitoring the file on disk only helps if nginx serves that file (not a stale or baked-in copy)."""
+    path = stack.path("tls_cert")
+    disk, _ = load_certificate(stack, path)
+    served, version = served_certificate(live)
+    service = stack.profile["live"]["nginx_service"]
+    evidence.record(
+        test=f"sha256 of the certificate {service} serves vs {stack.rel(path)}",
+        expected=fingerprint_of(disk),
+        result=f"{fingerprint_of(served)} (negotiated {version})",
+    )
+    assert served == disk, (
+        f"service {service}: serves sha256 {fingerprint_of(served)[:23]}…, {stack.rel(path)} is {fingerprint_of(disk)[:23]}…"
+    )
+
+
+@pytest.mark.live
+def test_live_served_certificate_days_left(stack, live, evidence):
+    """What clients see decides the outage: the served certificate must have time left."""
+    minimum = stack.profile["tls"]["min_days_left"]
+    served, _ = served_certificate(live)
+    left = days_left(served)
+    service = stack.profile["live"]["nginx_service"]
+    evidence.record(
+        test=f"days until notAfter of the certificate {service} serves",
+        expected=f"> {minimum} days",
+        result=f"{left} days (notAfter {served.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(served)!r})",
+    )
+    assert left > minimum, f"service {service}: served certificate has {left} days left (expected more than {minimum})"
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("label, version", OLD_VERSIONS, ids=[v[0] for v in OLD_VERSIONS])
+def test_live_old_tls_version_refused(stack, live, evidence, label, version):
+    """TLS 1.0 and 1.1 are broken and deprecated: only TLS 1.2 or newer may be accepted."""
+    service = stack.profile["live"]["nginx_service"]
+    evidence.record(test=f"{label}-only handshake with {service}", expected="refused")
+    try:
+        _, negotiated = handshake(live, version)
+    except (ssl.SSLError, ConnectionResetError) as exc:
+        evidence.record(result=f"refused ({getattr(exc, 'reason', None) or type(exc).__name__})")
+        return
+    evidence.record(result=f"accepted ({negotiated})")
+    pytest.fail(f"service {service}: accepted a {label} handshake (expected TLS 1.2 or newer only)")
+
+
+@pytest.mark.live
+def test_live_expiry_metric_in_prometheus(stack, live, evidence):
+    """Alerts fire from Prometheus: the monitor's expiry metric must reach it with the certificate's notAfter."""
+    path = stack.path("tls_cert")
+    disk, _ = load_certificate(stack, path)
+    want = int(disk.not_valid_after_utc.timestamp())
+    series = live.prometheus("/api/v1/query", {"query": EXPIRY_METRIC}).get("result", [])
+    seen = [(s["metric"].get("path", "?"), s["metric"].get("cn", "?"), float(s["value"][1])) for s in series]
+    evidence.record(
+        test=f"Prometheus query {EXPIRY_METRIC}",
+        expected=f"a series with value {want} (notAfter of {stack.rel(path)}), cn {common_name(disk)!r}",
+        result="; ".join(f"path={p} cn={cn} {v:.0f}" for p, cn, v in seen) or "no series",
+    )
+    assert seen, f"prometheus: no {EXPIRY_METRIC} series (is the tls-monitor's textfile scraped?)"
+    assert any(v == want and cn == common_name(disk) for _, cn, v in seen), (
+        f"prometheus: {EXPIRY_METRIC} is {', '.join(f'{v:.0f}' for *_, v in seen)}, "
+        f"expected {want} (notAfter of {stack.rel(path)})"
+    )
