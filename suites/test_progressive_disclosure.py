@@ -102,3 +102,72 @@ def test_recorded_savings_vs_full_docs(stack, evidence):
     assert saved >= cfg["min_savings"], (
         f"{docs}: progressive {total} vs full docs {full} tokens saves {saved:.1%} (expected >= {cfg['min_savings']:.0%})"
     )
+
+
+# --- live checks ----------------------------------------------------------------------
+
+
+def fetch_text(live, path: str, headers: dict[str, str] | None = None) -> str:
+    """The body of a 200 response through nginx, as text."""
+    response = live.https(path, headers)
+    service = live.stack.profile["live"]["nginx_service"]
+    if response.status != 200:
+        raise StackError(f"service {service} GET {path}: HTTP {response.status} (expected 200)")
+    if len(response.body) > MAX_RESPONSE_BYTES:
+        raise StackError(f"service {service} GET {path}: {len(response.body)} bytes, larger than {MAX_RESPONSE_BYTES}")
+    return response.body.decode("utf-8", errors="replace")
+
+
+def live_counts(live) -> dict[str, int]:
+    cfg = live.stack.profile["disclosure"]
+    return {name: count_tokens(fetch_text(live, path), cfg["encoding"]) for name, path in cfg["endpoints"].items()}
+
+
+@pytest.mark.live
+def test_live_progressive_total(stack, live, evidence):
+    """What agents really receive at start-up must stay under the token budget."""
+    cfg = stack.profile["disclosure"]
+    counts = live_counts(live)
+    total = sum(counts.values())
+    evidence.record(
+        test=f"{cfg['encoding']} tokens of GET {', '.join(cfg['endpoints'].values())} through nginx",
+        expected=f"< {cfg['max_tokens']} tokens",
+        result=describe(counts),
+    )
+    largest = max(counts, key=counts.get)
+    assert total < cfg["max_tokens"], (
+        f"live responses: {describe(counts)}, not under {cfg['max_tokens']} "
+        f"(largest: {largest}, {cfg['endpoints'][largest]})"
+    )
+
+
+@pytest.mark.live
+def test_live_savings_vs_full_docs(stack, live, evidence):
+    """The live full docs (with the key) against the live progressive responses."""
+    cfg = stack.profile["disclosure"]
+    counts = live_counts(live)
+    headers = {stack.profile["live"]["api_key_header"]: live.api_key()}
+    full = count_tokens(fetch_text(live, cfg["full_docs_endpoint"], headers), cfg["encoding"])
+    if full == 0:
+        raise StackError(f"service {stack.profile['live']['nginx_service']} GET {cfg['full_docs_endpoint']}: empty body")
+    total, saved = token_budget(counts, full)
+    evidence.record(
+        test=f"{cfg['encoding']} tokens: live responses vs GET {cfg['full_docs_endpoint']} (with the API key)",
+        expected=f">= {cfg['min_savings']:.0%} saved",
+        result=f"{total} vs {full} tokens: {saved:.1%} saved",
+    )
+    assert saved >= cfg["min_savings"], (
+        f"GET {cfg['full_docs_endpoint']}: progressive {total} vs full docs {full} tokens saves {saved:.1%} "
+        f"(expected >= {cfg['min_savings']:.0%})"
+    )
+
+
+@pytest.mark.live
+def test_live_full_docs_need_key(stack, live, evidence):
+    """The full docs are the protected level: without the key they must not be served."""
+    path = stack.profile["disclosure"]["full_docs_endpoint"]
+    service = stack.profile["live"]["nginx_service"]
+    response = live.https(path)
+    evidence.record(test=f"GET {path} through {service} without the API key", expected="HTTP 401",
+                    result=f"HTTP {response.status}")
+    assert response.status == 401, f"service {service} GET {path} without a key: HTTP {response.status} (expected 401)"
