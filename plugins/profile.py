@@ -32,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
         "secret": "stack_api_key",
         "min_random_bytes": 32,
         "rotation_runs": 3,
+        "file_modes": [0o400, 0o600],  # allowed modes of every secret source file
+        "secrets_dir_mode": 0o700,
+        "min_entropy_bits": 4.0,  # empirical Shannon entropy per decoded byte
+        "rotation_uid": 65534,  # who runs the rotate script when the suite runs as root
     },
     "secrets": {"mode": 0o400},
     "pool": {

@@ -1,0 +1,182 @@
+"""Each defect of the API key permissions control fails that control, and only it,
+and no run ever shows a key."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from harness import assert_only_control_fails
+
+KEY = "ai-stack/compose/secrets/stack_api_key"
+PASSWORD = "ai-stack/compose/secrets/postgres_password"
+SECRETS = "ai-stack/compose/secrets"
+SCRIPT = "scripts/rotate-api-key.sh"
+CONTROL = "api_key_permissions"
+
+
+# --- injectors: each takes (stack dir, scratch dir) and returns extra pytest args ------
+
+
+def chmod(rel: str, mode: int):
+    def inject(stack: Path, scratch: Path):
+        os.chmod(stack / rel, mode)
+    return inject
+
+
+def write_key(content: bytes):
+    def inject(stack: Path, scratch: Path):
+        (stack / KEY).unlink()
+        (stack / KEY).write_bytes(content)
+        os.chmod(stack / KEY, 0o400)
+    return inject
+
+
+def remove(rel: str):
+    def inject(stack: Path, scratch: Path):
+        (stack / rel).unlink()
+    return inject
+
+
+def key_is_directory(stack: Path, scratch: Path):
+    (stack / KEY).unlink()
+    (stack / KEY).mkdir(mode=0o700)
+
+
+def symlink_key_outside(stack: Path, scratch: Path):
+    outside = scratch / "outside"
+    outside.mkdir()
+    shutil.move(stack / KEY, outside / "stack_api_key")
+    (stack / KEY).symlink_to(outside / "stack_api_key")
+
+
+def tracked_by_git(stack: Path, scratch: Path):
+    for cmd in (["git", "init", "-q"], ["git", "add", "-f", KEY]):
+        subprocess.run(cmd, cwd=stack, check=True, timeout=30, capture_output=True)
+
+
+def profile_names_unknown_secret(stack: Path, scratch: Path):
+    with (stack / "stackproof.yml").open("a") as profile:
+        profile.write("api_key:\n  secret: no_such_secret\n")
+
+
+def edit_script(*replacements: tuple[str, str], args: tuple[str, ...] = ()):
+    """Replace pieces of the reference rotate script (which must still contain each exactly once)."""
+    def inject(stack: Path, scratch: Path):
+        script = stack / SCRIPT
+        text = script.read_text()
+        for old, new in replacements:
+            assert text.count(old) == 1, f"the reference {SCRIPT} changed: update this defect ({old!r})"
+            text = text.replace(old, new)
+        script.write_text(text)
+        return args
+    return inject
+
+
+def garbage_script(stack: Path, scratch: Path):
+    (stack / SCRIPT).write_bytes(b"\x7fELF\x00\x01garbage\xff" * 20)
+
+
+REPLACE_KEY = 'mv -f -- "$tmpk" "$key" || die "could not replace $key"'
+BACKUP = ('cat -- "$key" >"$tmpb" && chmod 0400 "$tmpb" && mv -f -- "$tmpb" "$backup" \\\n'
+          '  || { rm -f -- "$tmpb"; die "backup failed"; }')
+AUDIT_ARGS = '"$old_fp" "$new_fp" "$backup" >>"$audit_log"'
+HANG = edit_script(("umask 077\n", "umask 077\nsleep 300\n"), args=("--stack-timeout", "5"))
+
+# (id, injector, fragments the failure reason must name)
+DEFECTS = [
+    ("key-0644", chmod(KEY, 0o644), [f"{KEY} 0644"]),
+    ("key-0640", chmod(KEY, 0o640), [f"{KEY} 0640"]),
+    ("password-0444", chmod(PASSWORD, 0o444), [f"{PASSWORD} 0444"]),
+    ("secrets-dir-0755", chmod(SECRETS, 0o755), [f"{SECRETS}: secrets dir mode 0755, expected 0700"]),
+    ("secret-missing", remove(PASSWORD), [f"{PASSWORD} missing"]),
+    ("secret-symlink-outside", symlink_key_outside, [f"{KEY} symlink to", "outside the stack dir"]),
+    ("key-16-bytes", write_key(secrets.token_hex(16).encode()), [f"{KEY}: 16 random bytes (hex), need >= 32"]),
+    ("key-zeros", write_key(b"0" * 64), [f"{KEY}: low-entropy key"]),
+    ("key-repeated-base64", write_key(b"QUFB" * 16), [f"{KEY}: low-entropy key"]),
+    ("key-empty", write_key(b""), [f"{KEY}: 0 random bytes"]),
+    ("key-is-directory", key_is_directory, [f"{KEY} not a regular file"]),
+    ("secret-tracked-by-git", tracked_by_git, [f"secret file tracked by git: {KEY}"]),
+    ("profile-unknown-secret", profile_names_unknown_secret, ["no top-level secret 'no_such_secret'"]),
+    ("rotate-not-atomic",
+     edit_script((REPLACE_KEY, 'chmod u+w -- "$key"; : >"$key"; sleep 0.2; cat -- "$tmpk" >"$key"; '
+                               'chmod "$new_mode" "$key"; rm -f -- "$tmpk"')),
+     [SCRIPT, "run 1 of 3", "empty or partial"]),
+    ("rotate-no-backup", edit_script((BACKUP, 'rm -f -- "$tmpb"')), [SCRIPT, "no backup of the old key"]),
+    ("rotate-backup-0600", edit_script(('chmod 0400 "$tmpb"', 'chmod 0600 "$tmpb"')),
+     [SCRIPT, "backup of the old key is not 0400"]),
+    ("rotate-key-0644", edit_script(('chmod "$new_mode" "$tmpk"', 'chmod 0644 "$tmpk"')),
+     [SCRIPT, "key left with mode 0644"]),
+    ("rotate-logs-key", edit_script((AUDIT_ARGS, '"$old_fp" "$new_fp" "$backup key=$(cat "$key")" >>"$audit_log"')),
+     [SCRIPT, "audit log holds key material"]),
+    ("rotate-prints-key", edit_script(("trap - EXIT\n", 'trap - EXIT\necho "new key: $(cat "$key")"\n')),
+     [SCRIPT, "printed key material"]),
+    ("rotate-same-key", edit_script(("openssl rand -hex 32 |", 'cat -- "$key" |'),
+                                    ('cmp -s -- "$tmpk" "$key" && die "could not generate a different key"\n', "")),
+     [SCRIPT, "the new key equals the old one"]),
+    ("rotate-not-executable", chmod(SCRIPT, 0o644), [f"{SCRIPT}: rotate script is not executable (mode 0644)"]),
+    ("rotate-hangs", HANG, [f"{SCRIPT}: run 1 of 3: did not finish within 5s"]),
+    ("rotate-missing", remove(SCRIPT), [f"{SCRIPT}: rotate script not found"]),
+    ("rotate-garbage", garbage_script, [SCRIPT, "run 1 of 3"]),
+]
+
+
+def outputs(run) -> str:
+    """Everything a run showed: terminal output and every report file."""
+    files = [path.read_text(errors="replace") for path in run.report_dir.glob("*") if path.is_file()]
+    return "\n".join([run.stdout, run.stderr, *files])
+
+
+def assert_no_key_shown(run, keys: list[bytes]) -> None:
+    """No known key, and nothing shaped like a generated key (64 hex), in any output of the control."""
+    text = outputs(run)
+    for key in keys:
+        shown = key.strip().decode(errors="replace")
+        assert len(shown) < 8 or shown not in text, f"a key ({len(shown)} chars) appears in the run's output"
+    control = next(c for c in run.report["controls"] if c["id"] == CONTROL)
+    assert not re.search(r"[0-9a-f]{64}", json.dumps(control)), "a 64-hex value appears in the control's report rows"
+
+
+@pytest.mark.parametrize("inject, fragments", [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
+def test_defect_fails_api_key_permissions(stack_copy, tmp_path, run_static, inject, fragments):
+    original = (stack_copy / KEY).read_bytes()
+    args = inject(stack_copy, tmp_path) or ()
+    injected = (stack_copy / KEY).read_bytes() if (stack_copy / KEY).is_file() else b""
+    run = run_static(stack_copy, *args)
+    assert_only_control_fails(run, CONTROL, *fragments)
+    assert_no_key_shown(run, [original, injected])
+
+
+def tree_state(root: Path) -> dict[Path, tuple]:
+    """Content and mode of every file under `root`, and every directory's mode."""
+    return {path: (path.read_bytes() if path.is_file() else None, path.lstat().st_mode, path.lstat().st_mtime_ns)
+            for path in root.rglob("*")}
+
+
+@pytest.fixture
+def private_tmpdir(monkeypatch):
+    """A TMPDIR of our own (reachable by the unprivileged rotation user) to see what a run leaves in it."""
+    path = Path(tempfile.mkdtemp(prefix="stackproof-selftest-"))
+    path.chmod(0o711)
+    monkeypatch.setenv("TMPDIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("inject", [lambda stack, scratch: (), HANG], ids=["passing", "hanging"])
+def test_rotation_leaves_stack_and_tmp_untouched(stack_copy, tmp_path, run_static, private_tmpdir, inject):
+    """The rotation runs on a temp copy: the stack's key, secrets dir and logs are unchanged and
+    the temp copy is gone afterwards, also when the script hangs."""
+    before = tree_state(stack_copy / "ai-stack/compose")
+    args = inject(stack_copy, tmp_path) or ()
+    run = run_static(stack_copy, "-k", "test_rotate_script", *args)
+    assert run.report is not None, run.stdout[-3000:]
+    assert tree_state(stack_copy / "ai-stack/compose") == before
+    assert list(private_tmpdir.iterdir()) == []
