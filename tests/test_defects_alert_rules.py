@@ -1,0 +1,146 @@
+"""Each defect of the alert rules control fails that control, and only it."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import assert_only_control_fails
+
+COMPOSE = "ai-stack/compose/docker-compose.yml"
+PROMETHEUS = "ai-stack/compose/prometheus/prometheus.yml"
+RULES = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
+RULE_TEST = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
+
+
+def edit(path: str, old: str, new: str):
+    def inject(stack):
+        file = stack / path
+        text = file.read_text()
+        assert old in text, f"the reference {path} changed: update this defect"
+        file.write_text(text.replace(old, new, 1))
+    return inject
+
+
+def write(path: str, data: bytes):
+    return lambda stack: (stack / path).write_bytes(data)
+
+
+def remove(path: str):
+    return lambda stack: (stack / path).unlink()
+
+
+def edit_alerts(change):
+    """Apply `change(alerts_by_name, rules_of_group)` to the rule file's parsed YAML and write it back."""
+    def inject(stack):
+        file = stack / RULES
+        doc = yaml.safe_load(file.read_text())
+        for group in doc["groups"]:
+            group["rules"] = change({rule["alert"]: rule for rule in group["rules"]}, group["rules"])
+        file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return inject
+
+
+def drop_alerts(*names):
+    return edit_alerts(lambda by_name, rules: [rule for rule in rules if rule["alert"] not in names])
+
+
+def drop_field(alert: str, section: str | None, key: str):
+    def change(by_name, rules):
+        if alert in by_name:
+            (by_name[alert][section] if section else by_name[alert]).pop(key)
+        return rules
+    return edit_alerts(change)
+
+
+# (id, how to break the stack copy, fragments the failure reason must name)
+DEFECTS = [
+    ("no-rule-files", edit(PROMETHEUS, "rule_files:\n  - /etc/prometheus/alerts/*.yml\n", ""),
+     ["prometheus.yml: no rule_files"]),
+    ("pattern-matches-nothing", edit(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "/etc/prometheus/alerts/*.yaml"),
+     ["rule_files pattern /etc/prometheus/alerts/*.yaml matches no file (ai-stack/compose/prometheus/alerts/*.yaml"]),
+    ("alerts-not-mounted", edit(COMPOSE, "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
+     ["docker-compose.yml: rule_files pattern /etc/prometheus/alerts/*.yml is not visible in the prometheus container"]),
+    ("rules-not-yaml", write(RULES, b"groups:\n  - name: broken\n    rules: [\n"), [f"{RULES}:", "invalid YAML"]),
+    ("rules-binary-garbage", write(RULES, b"\x00\xff\xfe" + os.urandom(256)), [f"{RULES}: not UTF-8 text"]),
+    ("rules-not-a-rule-file", write(RULES, b"alerts:\n  - alert: X\n"), [f"{RULES}: not a Prometheus rule file"]),
+    ("invalid-promql", edit(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1"),
+     [f"{RULES}:", '"CircuitBreakerOpen": could not parse expression']),
+    ("only-9-alerts", drop_alerts("AuthFailureSpike", "MonitoringTargetDown", "HighRequestLatency"),
+     ["only 9 alerting rules (expected >= 10)"]),
+    ("required-alert-renamed", edit(RULES, "- alert: CircuitBreakerOpen", "- alert: CircuitBreakerTripped"),
+     ["required alert(s) missing: CircuitBreakerOpen"]),
+    ("missing-severity", drop_field("DatabasePoolExhausted", "labels", "severity"),
+     [f"{RULES}: DatabasePoolExhausted has no labels.severity"]),
+    ("missing-for", drop_field("ServiceHealthCheckFailing", None, "for"), [f"{RULES}: ServiceHealthCheckFailing has no for"]),
+    ("missing-description", drop_field("TLSCertificateExpiringSoon", "annotations", "description"),
+     [f"{RULES}: TLSCertificateExpiringSoon has no annotations.description"]),
+    ("duplicate-alert-name", edit(RULES, "- alert: HighErrorRate", "- alert: AuthFailureSpike"),
+     ["duplicate alert name(s): AuthFailureSpike"]),
+    ("no-alertmanagers", edit(PROMETHEUS, 'alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ["alertmanager:9093"]\n', ""),
+     ["prometheus.yml: no alertmanager configured"]),
+    ("alertmanager-not-a-service", edit(PROMETHEUS, '"alertmanager:9093"', '"alertmgr:9093"'),
+     ["prometheus.yml: alertmanager target(s) alertmgr not a service of ai-stack/compose/docker-compose.yml"]),
+    ("tls-alert-metric-not-produced", edit(RULES, "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
+     [f"{RULES}: TLSCertificateExpiringSoon selects tls_cert_days_remaining"]),
+    ("textfile-dir-not-shared",
+     edit(COMPOSE, "--collector.textfile.directory=/var/lib/node-exporter/textfile", "--collector.textfile.directory=/srv/textfile"),
+     ["tls-monitor writes /var/lib/node-exporter/textfile/tls_certs.prom (volume tls-metrics), which no textfile exporter "
+      "reads (node-exporter reads /srv/textfile)"]),
+    ("exporter-not-scraped", edit(PROMETHEUS, '  - job_name: node-exporter\n    static_configs:\n      - targets: ["node-exporter:9100"]\n', ""),
+     ["prometheus.yml: no scrape job targets node-exporter"]),
+    ("failing-rule-unit-test", edit(RULE_TEST, "values: '48x10'", "values: '30x10'"),
+     ["promtool test rules failed", "name: DatabasePoolExhausted fires at 48/50 connections"]),
+    ("rule-unit-test-not-yaml", write(RULE_TEST, b"tests: [\n"), [f"{RULE_TEST}: yaml:"]),
+    ("prometheus-config-not-yaml", write(PROMETHEUS, b"rule_files: [\n"), [f"{PROMETHEUS}:", "invalid YAML"]),
+    ("prometheus-config-missing", remove(PROMETHEUS), [f"{PROMETHEUS}: file not found"]),
+]
+
+
+@pytest.mark.parametrize("inject, fragments", [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
+def test_defect_fails_alert_rules(stack_copy, run_static, inject, fragments):
+    inject(stack_copy)
+    assert_only_control_fails(run_static(stack_copy), "alert_rules", *fragments)
+
+
+# Wirings other than the reference stack's that Prometheus loads just as well.
+VARIANTS = [
+    ("relative-pattern", edit(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "alerts/*.yml")),
+    ("rule-file-mounted-alone", edit(
+        COMPOSE, "./prometheus/alerts:/etc/prometheus/alerts:ro",
+        "./prometheus/alerts/ai-stack-alerts.yml:/etc/prometheus/alerts/ai-stack-alerts.yml:ro")),
+]
+
+
+@pytest.mark.parametrize("inject", [v[1] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
+def test_equivalent_wiring_passes(stack_copy, run_static, inject):
+    inject(stack_copy)
+    run = run_static(stack_copy)
+    assert run.statuses["alert_rules"] == "PASS", run.reasons("alert_rules")
+
+
+@pytest.fixture
+def path_without_promtool():
+    """A PATH dir with every command but promtool; world-readable, as other controls run scripts as nobody."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="stackproof-bin-"))
+    bin_dir.chmod(0o755)
+    for directory in reversed(os.environ["PATH"].split(":")):
+        for entry in os.scandir(directory) if os.path.isdir(directory) else []:
+            if entry.name != "promtool":
+                (bin_dir / entry.name).unlink(missing_ok=True)
+                (bin_dir / entry.name).symlink_to(entry.path)
+    yield str(bin_dir)
+    shutil.rmtree(bin_dir)
+
+
+def test_without_promtool_invalid_promql_still_fails(stack_copy, run_static, monkeypatch, path_without_promtool):
+    """The structural fallback names the file and the alert, as promtool does."""
+    edit(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1")(stack_copy)
+    monkeypatch.setenv("PATH", path_without_promtool)
+    run = run_static(stack_copy)
+    assert_only_control_fails(run, "alert_rules", f"{RULES}: CircuitBreakerOpen:")
+    skipped = [row["reason"] for c in run.report["controls"] if c["id"] == "alert_rules"
+               for row in c["checks"] if row["status"] == "SKIPPED"]
+    assert any("promtool not installed" in reason for reason in skipped), skipped
