@@ -4,8 +4,8 @@ Every secret file Compose mounts must be a regular file inside the stack dir tha
 only its owner can read, in an owner-only secrets dir, out of git; the API key must
 be really random; and the stack's rotate script must replace the key atomically,
 keep a read-only backup of the old one and never write key material to its audit
-log or its output. No check ever prints, records or compares a key in clear: keys
-are read through `stack.read_secret` (registered for redaction) and named by
+log or its output. No check prints or records a key, or compares one in an assert:
+keys are read through `stack.read_secret` (registered for redaction) and named by
 `redact.fingerprint`.
 """
 
@@ -24,6 +24,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 import pytest
 
@@ -134,10 +135,10 @@ def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
 
 
 def leaks(text: bytes, secret: bytes) -> bool:
-    """Whether `text` holds key material: any LEAK_WINDOW consecutive bytes of the (stripped) secret."""
+    """Whether `text` holds key material: any LEAK_WINDOW consecutive bytes of the (stripped) secret.
+    A key shorter than that cannot be told from ordinary text (and fails the randomness check)."""
     secret = secret.strip()
-    width = min(LEAK_WINDOW, len(secret))
-    return width > 0 and any(secret[i:i + width] in text for i in range(len(secret) - width + 1))
+    return any(secret[i:i + LEAK_WINDOW] in text for i in range(len(secret) - LEAK_WINDOW + 1))
 
 
 def sha256(data: bytes) -> str:
@@ -160,7 +161,7 @@ class KeyWatcher(threading.Thread):
         self.path = path
         self.seen: set[str] = set()
         self.reads = 0
-        self.missing = 0
+        self.failed = 0  # missing or unreadable
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -168,7 +169,7 @@ class KeyWatcher(threading.Thread):
             try:
                 self.seen.add(sha256(self.path.read_bytes()))
             except OSError:
-                self.missing += 1
+                self.failed += 1
             self.reads += 1
             self._done.wait(0.001)
 
@@ -203,10 +204,10 @@ def rotation_sandbox(stack, key: Path, script: Path, uid: int | None):
     (None: by us); removed afterwards. The real stack dir is never written."""
     root = Path(tempfile.mkdtemp(prefix="stackproof-rotate-"))
     try:
-        secrets = root / relative_inside(stack, key.parent, "secrets")
+        secrets_copy = root / relative_inside(stack, key.parent, "secrets")
         copy = root / relative_inside(stack, script, "scripts/rotate")
         try:
-            shutil.copytree(key.parent, secrets, symlinks=True)
+            shutil.copytree(key.parent, secrets_copy, symlinks=True)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(script, copy)
         except (OSError, shutil.Error):
@@ -215,7 +216,7 @@ def rotation_sandbox(stack, key: Path, script: Path, uid: int | None):
         if uid is not None:
             for path in [root, *root.rglob("*")]:
                 os.chown(path, uid, uid, follow_symlinks=False)
-        yield Sandbox(root, copy, secrets / key.name, root / "logs/key-rotation.log")
+        yield Sandbox(root, copy, secrets_copy / key.name, root / "logs/key-rotation.log")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -251,7 +252,7 @@ class Rotation:
     audit_leak: bool = False
     output_leak: bool = False
     torn_reads: int = 0  # reads that were neither the old nor the new key
-    missing_reads: int = 0
+    failed_reads: int = 0
     reads: int = 0
 
     def summary(self) -> str:
@@ -300,7 +301,7 @@ def rotate_once(stack, box: Sandbox, uid: int | None, where: str) -> Rotation:
         audit_leak=leaks(audit, old) or leaks(audit, new),
         output_leak=leaks(output, old) or leaks(output, new),
         torn_reads=len(watcher.seen - {old_hash, new_hash}),
-        missing_reads=watcher.missing,
+        failed_reads=watcher.failed,
         reads=watcher.reads,
     )
 
@@ -321,9 +322,9 @@ def rotation_problems(run: Rotation, cfg: dict) -> list[str]:
         (run.audit_lines < 1, "no line appended to the audit log"),
         (run.audit_leak, f"the audit log holds key material ({LEAK_WINDOW}+ characters of a key)"),
         (run.output_leak, "the script printed key material"),
-        (run.torn_reads or run.missing_reads,
+        (run.torn_reads or run.failed_reads,
          f"the key file was seen empty or partial (not replaced atomically): {run.torn_reads} other content(s), "
-         f"{run.missing_reads} read(s) with no file, in {run.reads} reads"),
+         f"{run.failed_reads} failed read(s), in {run.reads} reads"),
     ]
     return [message for failed, message in checks if failed]
 
@@ -450,3 +451,99 @@ def test_rotate_script(stack, evidence):
                 break
     evidence.record(result="; ".join(summaries))
     assert not failure, f"{where}: {failure}"
+
+
+# --- live checks ---------------------------------------------------------------------
+
+DENIED = (401, 403)
+RIGHT_KEY = "the key"
+
+
+def key_variants(key: str) -> list[tuple[str, str | None]]:
+    """(label, header value) of the requests to make: only the last one carries the right key.
+    The altered key differs in its last character, to catch prefix or length-only comparisons."""
+    altered = key[:-1] + ("0" if key[-1:] != "0" else "1")
+    return [("no key", None), ("empty key", ""), ("wrong key", token_hex(32)),
+            ("key with its last character changed", altered), (RIGHT_KEY, key)]
+
+
+def process_owner(live, service: str) -> tuple[int, int]:
+    """Effective uid and gid of the service's main process (PID 1 of its container)."""
+    code, out = live.exec(service, ["cat", "/proc/1/status"])
+    ids = dict(line.split(":", 1) for line in out.decode(errors="replace").splitlines() if ":" in line)
+    try:
+        return int(ids["Uid"].split()[1]), int(ids["Gid"].split()[1])
+    except (KeyError, IndexError, ValueError):
+        raise StackError(f"service {service}: cannot read the owner of PID 1 (exit {code})") from None
+
+
+def key_targets(stack, live, container) -> list[str]:
+    """Where a container has the API key: the targets compose declares for its service, and any
+    mount of the host key file the engine reports."""
+    name, host_key = stack.profile["api_key"]["secret"], str(api_key_path(stack))
+    service = stack.compose.services.get(live.service_of(container))
+    declared = {ref.target for ref in (service.secrets if service else []) if ref.source == name}
+    mounted = {m["Destination"] for m in container.attrs.get("Mounts", []) if m.get("Source") == host_key}
+    return sorted(declared | mounted)
+
+
+@pytest.mark.live
+def test_live_endpoint_requires_the_key(stack, live, evidence):
+    """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
+    path = stack.profile["disclosure"]["full_docs_endpoint"]
+    cfg = stack.profile["live"]
+    statuses = {}
+    for label, value in key_variants(live.api_key()):
+        headers = None if value is None else {cfg["api_key_header"]: value}
+        statuses[label] = live.https(path, headers).status
+    evidence.record(
+        test=f"GET {path} through {cfg['nginx_service']} with {', '.join(statuses)} ({cfg['api_key_header']})",
+        expected=f"{'/'.join(map(str, DENIED))} without the right key, 200 with it",
+        result="; ".join(f"{label} → HTTP {status}" for label, status in statuses.items()),
+    )
+    wrong = [f"{label}: HTTP {status}" for label, status in statuses.items()
+             if (status != 200 if label == RIGHT_KEY else status not in DENIED)]
+    assert not wrong, (f"service {cfg['nginx_service']} GET {path}: {'; '.join(wrong)} "
+                       f"(expected {'/'.join(map(str, DENIED))} without the right key, 200 with it)")
+
+
+@pytest.mark.live
+def test_live_key_file_in_containers(stack, live, evidence):
+    """Inside every container that mounts the key, it is 0400, owned by and readable by the service's process.
+
+    Non-swarm Compose bind-mounts the host file, so this is where the host file's mode and owner
+    really show; a key the process cannot read breaks the service, one others can read leaks it."""
+    wanted = stack.profile["secrets"]["mode"]
+    name = stack.profile["api_key"]["secret"]
+    seen, wrong = [], []
+    for container in live.containers:
+        targets = key_targets(stack, live, container)
+        if not targets:
+            continue
+        service = live.service_of(container)
+        uid, gid = process_owner(live, service)
+        host = live.host(service)
+        for target in targets:
+            facts = host.file(target)
+            if not facts.exists:
+                seen.append(f"{container.name}:{target} missing")
+                wrong.append(f"{container.name}:{target} missing")
+                continue
+            mode, owner = facts.mode, facts.uid
+            readable = live.exec(service, ["test", "-r", target], user=f"{uid}:{gid}")[0] == 0
+            seen.append(f"{container.name}:{target} {mode:04o} uid {owner}, process uid {uid}, "
+                        f"{'readable' if readable else 'not readable'} by it")
+            problems = [text for failed, text in (
+                (mode != wanted, f"mode {mode:04o}, expected {wanted:04o}"),
+                (owner != uid, f"owned by uid {owner}, the service's process runs as uid {uid}"),
+                (not readable, f"not readable by the service's process (uid {uid})"),
+            ) if failed]
+            if problems:
+                wrong.append(f"{container.name}:{target} {', '.join(problems)}")
+    evidence.record(
+        test=f"stat and access of {name} in every container that mounts it",
+        expected=f"mode {wanted:04o}, owner = the service process's uid, readable by that process",
+        result="; ".join(seen) or "no container mounts it",
+    )
+    assert seen, f"compose project {live.project}: no running container mounts {name}"
+    assert not wrong, f"API key in containers: {'; '.join(wrong)}"

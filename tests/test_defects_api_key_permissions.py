@@ -3,6 +3,8 @@ and no run ever shows a key."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from harness import assert_only_control_fails
+
+from suites.test_api_key_permissions import key_strength, leaks, strength_problem
 
 KEY = "ai-stack/compose/secrets/stack_api_key"
 PASSWORD = "ai-stack/compose/secrets/postgres_password"
@@ -180,3 +184,33 @@ def test_rotation_leaves_stack_and_tmp_untouched(stack_copy, tmp_path, run_stati
     assert run.report is not None, run.stdout[-3000:]
     assert tree_state(stack_copy / "ai-stack/compose") == before
     assert list(private_tmpdir.iterdir()) == []
+
+
+# --- the key-strength and leak rules, on their own ------------------------------------
+
+RANDOM = secrets.token_bytes(48)
+STRENGTH_CASES = [
+    ("hex-32", RANDOM[:32].hex().encode(), True),
+    ("base64-32", base64.b64encode(RANDOM[:32]), True),
+    ("base64url-unpadded-32", base64.urlsafe_b64encode(RANDOM[:32]).rstrip(b"="), True),
+    ("raw-48", RANDOM, True),
+    ("hex-16", RANDOM[:16].hex().encode() + b"\n", False),
+    ("base64-24", base64.b64encode(RANDOM[:24]), False),
+    ("a-times-64", b"a" * 64, False),
+    ("00-times-32", b"00" * 32, False),
+    ("password-like", b"correct horse battery staple!!", False),
+    ("empty", b"", False),
+]
+
+
+@pytest.mark.parametrize("key, ok", [c[1:] for c in STRENGTH_CASES], ids=[c[0] for c in STRENGTH_CASES])
+def test_key_strength_rule(key, ok):
+    cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
+    assert (strength_problem(key_strength(key), cfg) is None) == ok
+
+
+def test_leak_rule_needs_eight_characters_of_a_key():
+    key = RANDOM.hex().encode()
+    assert leaks(b"note=" + key[10:18] + b"\n", key)
+    assert not leaks(b"note=" + key[10:17] + b"\n", key)
+    assert not leaks(b"old_sha256=" + hashlib.sha256(key).hexdigest()[:12].encode(), key)
