@@ -14,6 +14,7 @@ import posixpath
 import shlex
 import shutil
 import tempfile
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,10 +50,19 @@ ALERT_FIELDS = [
 ]
 
 
+def flag_value(command: list[str], flag: str) -> str | None:
+    """The value of `--flag=value` or `--flag value` in a service's command."""
+    for i, arg in enumerate(command):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
 @dataclass
 class Rule:
     file: Path
-    group: str
     kind: str  # alert | record
     name: str
     spec: dict = field(repr=False)
@@ -97,8 +107,7 @@ class Alerting:
         raw = self.config.get("rule_files") or []
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise StackError(f"{self.stack.rel(self.config_path)}: rule_files is not a list of patterns")
-        config_file = next((arg.split("=", 1)[1] for arg in self.service.command if arg.startswith("--config.file=")),
-                           DEFAULT_CONFIG_FILE)
+        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
         config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))  # the image's workdir
         found = []
         for pattern in raw:
@@ -140,16 +149,17 @@ class Alerting:
     def alerts(self) -> list[Rule]:
         return [rule for rule in self.rules if rule.kind == "alert"]
 
-    def static_targets(self, section: list | None) -> list[tuple[str, str]]:
-        """(job or '', host) of every static target of a scrape_configs / alertmanagers list."""
-        found = []
-        for entry in section if isinstance(section, list) else []:
-            statics = entry.get("static_configs") if isinstance(entry, dict) else None
-            for static in statics if isinstance(statics, list) else []:
-                targets = static.get("targets") if isinstance(static, dict) else None
-                for target in targets if isinstance(targets, list) else []:
-                    found.append((str(entry.get("job_name", "")), str(target).rsplit(":", 1)[0].strip("[]")))
-        return found
+
+def static_targets(section) -> list[tuple[str, str]]:
+    """(job or '', host) of every static target of a scrape_configs / alertmanagers list of prometheus.yml."""
+    found = []
+    for entry in section if isinstance(section, list) else []:
+        statics = entry.get("static_configs") if isinstance(entry, dict) else None
+        for static in statics if isinstance(statics, list) else []:
+            targets = static.get("targets") if isinstance(static, dict) else None
+            for target in targets if isinstance(targets, list) else []:
+                found.append((str(entry.get("job_name", "")), str(target).rsplit(":", 1)[0].strip("[]")))
+    return found
 
 
 def _read_rule_file(path: Path, rel: str) -> list[Rule]:
@@ -172,7 +182,7 @@ def _read_rule_file(path: Path, rel: str) -> list[Rule]:
             for key in ("labels", "annotations"):
                 if not isinstance(spec.get(key) or {}, dict):
                     raise StackError(f"{rel}: {spec[kinds[0]]}: {key} is not a mapping")
-            rules.append(Rule(path, str(group.get("name")), kinds[0], spec[kinds[0]], spec))
+            rules.append(Rule(path, kinds[0], spec[kinds[0]], spec))
     return rules
 
 
@@ -225,9 +235,9 @@ def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
 @pytest.mark.static
 def test_rule_files_valid(stack, alerting, evidence):
     """Prometheus refuses to start (or drops the group) when a rule file is invalid."""
-    files = alerting.rule_files
     checker = "promtool check rules" if shutil.which("promtool") else "structure + PromQL parse (no promtool)"
-    evidence.record(test=f"{checker} on {', '.join(stack.rel(f) for f in files)}", expected="every file valid")
+    evidence.record(test=f"{checker} on the rule files", expected="every file valid")
+    files = alerting.rule_files
     if shutil.which("promtool"):
         results = [(f, *_promtool(stack, ["check", "rules"], f)) for f in files]
         problems = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
@@ -300,7 +310,7 @@ def test_alertmanager_configured(stack, alerting, evidence):
     config = stack.rel(alerting.config_path)
     section = alerting.config.get("alerting")
     section = section.get("alertmanagers") if isinstance(section, dict) else None
-    targets = [host for _, host in alerting.static_targets(section)]
+    targets = [host for _, host in static_targets(section)]
     services = stack.compose.services
     evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
                     result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
@@ -376,16 +386,11 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     monitor = services[monitor_name]
     metrics_file = monitor.environment.get(METRICS_FILE_ENV) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
     written = _mount_of(monitor, posixpath.dirname(metrics_file))
-    exporters = {}
-    for svc in services.values():
-        for i, arg in enumerate(svc.command):
-            if arg.startswith(TEXTFILE_FLAG + "="):
-                exporters[svc.name] = arg.split("=", 1)[1]
-            elif arg == TEXTFILE_FLAG and i + 1 < len(svc.command):
-                exporters[svc.name] = svc.command[i + 1]
+    exporters = {svc.name: flag_value(svc.command, TEXTFILE_FLAG) for svc in services.values()}
+    exporters = {name: directory for name, directory in exporters.items() if directory}
     readers = [name for name, directory in exporters.items()
                if written is not None and _mount_of(services[name], directory) == written]
-    jobs = {host: job for job, host in alerting.static_targets(alerting.config.get("scrape_configs"))}
+    jobs = {host: job for job, host in static_targets(alerting.config.get("scrape_configs"))}
     scraped = [name for name in readers if name in jobs]
     problems = []
     if not metrics_file.endswith(".prom"):
@@ -444,3 +449,78 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     dead = [f"{stack.rel(rule.file)}: {rule.name} selects {s.metric or s.promql()}" for rule, s in selected
             if not any(s.selects(m) for m in produced | SCRAPE_SERIES)]
     assert not dead, f"{'; '.join(dead)}: no scraped target produces it ({script} writes {', '.join(sorted(produced))})"
+
+
+# --- live: what the running Prometheus loaded and sees ------------------------------------------
+
+
+def live_alerts(live) -> list[dict]:
+    """The alerting rules the running Prometheus evaluates (each with its group's `file`)."""
+    groups = live.prometheus("/api/v1/rules", {"type": "alert"}).get("groups") or []
+    return [{**rule, "file": group.get("file", "?")} for group in groups for rule in group.get("rules") or []
+            if rule.get("type") == "alerting"]
+
+
+@pytest.mark.live
+def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
+    """Prometheus runs the alerts of the rule files (not a stale or partial set), and evaluates each without error."""
+    service = stack.profile["live"]["prometheus_service"]
+    try:
+        wanted = {rule.name for rule in alerting.alerts}
+        source = ", ".join(stack.rel(f) for f in alerting.rule_files)
+    except StackError as exc:  # the static checks report it; the live one still needs the P0 alerts running
+        wanted, source = set(stack.profile["alerts"]["required"]), "the profile (rule files unusable)"
+        evidence.note(str(exc))
+    evidence.record(test=f"GET /api/v1/rules on {service}", expected=f"the {len(wanted)} alerts of {source}, health ok")
+    loaded = live_alerts(live)
+    # health is "unknown" until the group's first evaluation (just after a start or reload): not an error
+    unhealthy = [f"{rule['name']} ({' '.join(str(rule.get('lastError') or rule.get('health')).split())})"
+                 for rule in loaded if rule.get("health") not in ("ok", "unknown")]
+    pending = sum(rule.get("health") == "unknown" for rule in loaded)
+    missing = sorted(wanted - {rule["name"] for rule in loaded})
+    evidence.record(result=f"{len(loaded)} alerting rules loaded from {', '.join(sorted({r['file'] for r in loaded})) or 'no file'}; "
+                           f"{len(loaded) - len(unhealthy) - pending} healthy" + (f", {pending} not evaluated yet" if pending else ""))
+    assert not missing, f"service {service}: does not run alert(s) {', '.join(missing)} of the rule files (reload Prometheus?)"
+    assert not unhealthy, f"service {service}: unhealthy alert(s): {'; '.join(unhealthy)}"
+
+
+@pytest.mark.live
+def test_live_alertmanager_active(stack, live, evidence):
+    """Prometheus has discovered an Alertmanager, and it is a running service of the stack."""
+    service = stack.profile["live"]["prometheus_service"]
+    evidence.record(test=f"GET /api/v1/alertmanagers on {service}",
+                    expected="at least one active Alertmanager, a running container")
+    data = live.prometheus("/api/v1/alertmanagers")
+    urls = [am.get("url", "") for am in data.get("activeAlertmanagers") or []]
+    evidence.record(result=", ".join(urls) or f"none active ({len(data.get('droppedAlertmanagers') or [])} dropped)")
+    assert urls, f"service {service}: no active Alertmanager"
+    for url in urls:
+        live.container(str(urllib.parse.urlparse(url).hostname))  # raises naming the service not running
+
+
+@pytest.mark.live
+def test_live_alert_metrics_have_series(stack, live, evidence):
+    """An alert whose metric has no series can never fire: every metric an alert selects must exist in Prometheus."""
+    service = stack.profile["live"]["prometheus_service"]
+    evidence.record(test=f"series in {service} of every metric the running alerts select", expected="at least one series each")
+    loaded = live_alerts(live)
+    selected: dict[promql.Selector, set[str]] = {}
+    for rule in loaded:
+        try:
+            for selector in promql.selectors(rule.get("query", "")):
+                selected.setdefault(selector, set()).add(rule["name"])
+        except promql.PromQLError as exc:
+            raise StackError(f"service {service}: alert {rule['name']}: query does not parse: {exc}") from None
+    # one query for every metric name; selectors that fix no name are asked as written
+    names = sorted({s.metric for s in selected if s.metric})
+    query = f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})'
+    have = {sample["metric"].get("__name__") for sample in live.prometheus("/api/v1/query", {"query": query})["result"]} \
+        if names else set()
+    missing = {s.metric for s in selected if s.metric and s.metric not in have}
+    missing |= {s.promql() for s in selected if not s.metric
+                and not live.prometheus("/api/v1/query", {"query": f"count({s.promql()})"})["result"]}
+    dead = sorted({alert for s, alerts in selected.items() if (s.metric or s.promql()) in missing for alert in alerts})
+    total = len({s.metric or s.promql() for s in selected})
+    evidence.record(result=f"{total - len(missing)}/{total} metrics selected by {len(loaded)} alerts have series"
+                           + (f"; none for {', '.join(sorted(missing))}" if missing else ""))
+    assert not dead, f"service {service}: dead alert(s) {', '.join(dead)}: no series of {', '.join(sorted(missing))}"
