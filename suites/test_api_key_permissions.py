@@ -487,13 +487,27 @@ def key_targets(stack, live, container) -> list[str]:
     return sorted(declared | mounted)
 
 
+def freshness_note(stack, served: str) -> str:
+    """Whether the services use the host file's key: after a rotation they keep the old one until restarted."""
+    path = api_key_path(stack)
+    try:
+        on_disk = stack.read_secret(path).strip()
+    except StackError as exc:
+        return f"key in the services {redact.fingerprint(served)}; {exc}"
+    same = redact.fingerprint(on_disk) == redact.fingerprint(served)
+    return (f"key in the services {redact.fingerprint(served)}, {stack.rel(path)} {redact.fingerprint(on_disk)}"
+            + ("" if same else ": they differ, restart the services after a rotation"))
+
+
 @pytest.mark.live
 def test_live_endpoint_requires_the_key(stack, live, evidence):
     """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
     cfg = stack.profile["live"]
+    key = live.api_key()
+    evidence.note(freshness_note(stack, key))
     statuses = {}
-    for label, value in key_variants(live.api_key()):
+    for label, value in key_variants(key):
         headers = None if value is None else {cfg["api_key_header"]: value}
         statuses[label] = live.https(path, headers).status
     evidence.record(
