@@ -350,7 +350,10 @@ def _secret_mode(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     text = str(value)
-    return int(text, 8) if text.startswith("0") else int(text)
+    try:
+        return int(text, 8) if text.startswith("0") else int(text)
+    except ValueError:
+        raise StackError(f"compose: secret mode {text!r} is not a number") from None
 
 
 def _model(doc: dict, files: list[Path], loader: str) -> ComposeModel:
