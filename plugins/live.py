@@ -2,13 +2,15 @@
 
 Checks get a `LiveStack` from the `live` fixture. Everything here is bounded by the
 run's timeout: Docker API calls (client timeout), commands in containers (wrapped in
-`timeout`), and HTTP requests. Nothing here changes a container.
+`timeout`), and HTTP requests. Nothing here changes a container, except `restart`,
+which only checks marked `changes_stack` use (opt-in: --allow-changes).
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -95,6 +97,20 @@ class LiveStack:
             raise StackError(f"container {container.name}: {cmd[0]} did not finish within {self.timeout:g}s")
         return result.exit_code, result.output or b""
 
+    def restart(self, service: str, timeout: float) -> None:
+        """Restart the service's container and wait (bounded) until it is healthy again."""
+        container = self.container(service)
+        container.restart(timeout=10)
+        deadline = time.monotonic() + timeout
+        while True:
+            container.reload()
+            health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
+            if container.status == "running" and health == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"container {container.name}: not healthy {timeout:g}s after a restart ({health})")
+            time.sleep(1)
+
     def secret_mounts(self, container) -> list[dict]:
         """The container's effective mounts under /run/secrets (from the engine, not from compose)."""
         return [m for m in container.attrs.get("Mounts", []) if str(m.get("Destination", "")).startswith("/run/secrets")]
@@ -141,23 +157,26 @@ class LiveStack:
         """A request through nginx's published TLS port."""
         cfg = self.stack.profile["live"]
         host, port = self.published(cfg["nginx_service"], cfg["nginx_port"])
-        return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context)
+        return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context,
+                             f"service {cfg['nginx_service']}")
 
     def prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
         """A Prometheus HTTP API call; returns its `data`."""
         cfg = self.stack.profile["live"]
         host, port = self.published(cfg["prometheus_service"], cfg["prometheus_port"])
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        response = self._request(f"http://{host}:{port}{api_path}{query}", None, "GET", None)
+        response = self._request(f"http://{host}:{port}{api_path}{query}", None, "GET", None,
+                                 f"service {cfg['prometheus_service']}")
         try:
             payload = response.json()
         except ValueError:
-            raise StackError(f"prometheus {api_path}: HTTP {response.status}, not JSON") from None
+            raise StackError(f"service {cfg['prometheus_service']}: {api_path}: HTTP {response.status}, not JSON") from None
         if payload.get("status") != "success":
-            raise StackError(f"prometheus {api_path}: {payload.get('error', 'status ' + str(payload.get('status')))}")
+            error = payload.get("error", f"status {payload.get('status')}")
+            raise StackError(f"service {cfg['prometheus_service']}: {api_path}: {error}")
         return payload["data"]
 
-    def _request(self, url: str, headers, method: str, context) -> HttpResponse:
+    def _request(self, url: str, headers, method: str, context, where: str) -> HttpResponse:
         request = urllib.request.Request(url, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
@@ -165,8 +184,10 @@ class LiveStack:
         except urllib.error.HTTPError as exc:
             return HttpResponse(exc.code, dict(exc.headers or {}), exc.read())
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise StackError(f"{method} {url}: {_first_line(reason)}") from None
+            reason = _first_line(getattr(exc, "reason", exc))
+            if "timed out" in reason:
+                reason = f"no answer within {self.timeout:g}s"
+            raise StackError(f"{where}: {method} {url}: {reason}") from None
 
     # --- the API key -------------------------------------------------------------
 

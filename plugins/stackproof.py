@@ -79,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "static: check that reads only the stack's files")
     config.addinivalue_line("markers", "live: check against the running containers of the stack")
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
+    config.addinivalue_line("markers", "changes_stack: live check that changes the stack; runs only with --allow-changes")
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
     redactor = Redactor()
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
@@ -102,6 +103,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate the checks' markers; leave out the checks that change the stack unless --allow-changes."""
+    if not config.getoption("allow_changes"):
+        changing = [item for item in items if item.get_closest_marker("changes_stack")]
+        if changing:
+            config.hook.pytest_deselected(items=changing)
+            items[:] = [item for item in items if not item.get_closest_marker("changes_stack")]
     for item in items:
         marker = item.get_closest_marker("control")
         if marker is None:

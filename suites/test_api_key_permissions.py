@@ -561,3 +561,81 @@ def test_live_key_file_in_containers(stack, live, evidence):
     )
     assert seen, f"compose project {live.project}: no running container mounts {name}"
     assert not wrong, f"API key in containers: {'; '.join(wrong)}"
+
+
+# --- live rotation (opt-in: --allow-changes) ---------------------------------------------
+
+
+@dataclass
+class SavedKey:
+    """What the live rotation changes on the host, to put back afterwards."""
+
+    path: Path
+    content: bytes
+    mode: int
+    owner: tuple[int, int]
+    backups: set[Path]
+
+    @classmethod
+    def take(cls, path: Path, backups_dir: Path) -> "SavedKey":
+        st = path.stat()
+        return cls(path, path.read_bytes(), st.st_mode & 0o777, (st.st_uid, st.st_gid), set(backups_dir.glob("*")))
+
+    def restore(self, backups_dir: Path) -> None:
+        """Put the old key back atomically, with its mode and owner, and drop the rotation's backups."""
+        tmp = self.path.with_name(f".{self.path.name}.restore")
+        tmp.write_bytes(self.content)
+        tmp.chmod(self.mode)
+        if os.geteuid() == 0:
+            os.chown(tmp, *self.owner)
+        tmp.replace(self.path)
+        for backup in set(backups_dir.glob("*")) - self.backups:
+            backup.unlink()
+
+
+@pytest.mark.live
+@pytest.mark.changes_stack
+def test_live_key_rotation(stack, live, evidence, tmp_path):
+    """Rotating the key on the running stack revokes the old key and enables the new one.
+
+    scripts/rotate-api-key.sh --restart: the backup keeps the key's mode, the audit line holds no
+    key. Opt-in (--allow-changes); the old key is put back and the services restarted afterwards."""
+    name = stack.profile["api_key"]["secret"]
+    key_path, script = api_key_path(stack), stack.path("rotate_script")
+    backups_dir, audit = key_path.parent / "backups", tmp_path / "key-rotation.log"
+    header = stack.profile["live"]["api_key_header"]
+    path = stack.profile["disclosure"]["full_docs_endpoint"]
+    services = sorted({live.service_of(c) for c in live.containers if key_targets(stack, live, c)})
+    old = live.api_key()
+    saved = SavedKey.take(key_path, backups_dir)
+    restart_timeout = max(180.0, 6 * stack.timeout)
+    try:
+        done = proc.run([str(script), "--yes", "--restart", "--audit-log", str(audit), name], cwd=stack.root,
+                        timeout=restart_timeout, where=stack.rel(script))
+        new = live.api_key()
+        statuses = {label: live.https(path, {header: value}).status for label, value in (("old key", old), ("new key", new))}
+        new_backups = sorted(set(backups_dir.glob("*")) - saved.backups)
+        backup_modes = [stack.host.file(str(b)).mode for b in new_backups]
+        backup_matches = [redact.fingerprint(b.read_bytes()) == redact.fingerprint(saved.content) for b in new_backups]
+        audit_text = audit.read_text(errors="replace") if audit.exists() else ""
+        leaked = any(leaks(text, key.encode()) for text in (audit_text.encode(), done.stdout, done.stderr)
+                     for key in (old, new))
+    finally:
+        saved.restore(backups_dir)
+        for service in services:
+            live.restart(service, timeout=restart_timeout)
+    evidence.record(
+        test=f"{stack.rel(script)} --yes --restart {name}, then GET {path} with the old and the new key",
+        expected="exit 0; old key 401/403, new key 200; a backup of the old key with its mode; audit line without key",
+        result=(f"exit {done.returncode}; {'; '.join(f'{k} → HTTP {v}' for k, v in statuses.items())}; "
+                f"backups {[f'{m:04o}' for m in backup_modes]}; audit lines {len(audit_text.splitlines())}; "
+                f"restored {redact.fingerprint(saved.content)} and restarted {', '.join(services)}"),
+    )
+    where = stack.rel(script)
+    assert done.returncode == 0, f"{where}: exit {done.returncode} against the live stack"
+    assert statuses["old key"] in DENIED, f"{where}: the old key still works after rotation (HTTP {statuses['old key']})"
+    assert statuses["new key"] == 200, f"{where}: the new key does not work (HTTP {statuses['new key']})"
+    assert len(new_backups) == 1 and all(backup_matches), f"{where}: expected one backup of the old key, found {len(new_backups)}"
+    assert backup_modes == [saved.mode], f"{where}: backup mode {backup_modes[0]:04o}, the key's was {saved.mode:04o}"
+    assert audit_text.strip(), f"{where}: no audit line written"
+    assert not leaked, f"{where}: key material in its audit line or output"

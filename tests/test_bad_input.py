@@ -82,3 +82,10 @@ def test_live_without_a_stack_fails_with_live_and_skips_without(stack_copy, run_
     assert lenient.report is not None and lenient.ret == 0
     assert set(lenient.statuses.values()) == {"SKIPPED"}
     assert lenient.verdict == "NO-GO" and fragment in lenient.report["verdict"]["reason"]
+
+
+def test_whole_run_is_bounded(stack_copy, run_static):
+    """--run-timeout bounds the run: checks that would start after it fail with that reason."""
+    run = run_static(stack_copy, "--run-timeout", "0")
+    _explained(run, "run time limit of 0s exceeded")
+    assert set(run.statuses.values()) == {"FAIL"}

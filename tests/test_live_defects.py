@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -81,11 +81,12 @@ def _write(relative: str, text: str) -> Callable[[Path], None]:
     return lambda stack: (stack / relative).write_text(text)
 
 
-def _nginx_sends_the_key(stack: Path) -> None:
-    """nginx adds the real key to every proxied request: clients without a key get in."""
+def _nginx_swaps_in_the_key(stack: Path) -> None:
+    """nginx replaces any key a client sends with the real one: a wrong key gets in (no key still does not)."""
     key = (stack / "ai-stack/compose/secrets/stack_api_key").read_text().strip()
-    _replace("ai-stack/compose/nginx/nginx.conf", "proxy_connect_timeout 5s;",
-             f'proxy_set_header X-API-Key "{key}";\n        proxy_connect_timeout 5s;')(stack)
+    conf = "ai-stack/compose/nginx/nginx.conf"
+    _replace(conf, "    # Plain HTTP is not served", f'    map $http_x_api_key $upstream_api_key {{\n        "" "";\n        default "{key}";\n    }}\n\n    # Plain HTTP is not served')(stack)
+    _replace(conf, "proxy_connect_timeout 5s;", "proxy_set_header X-API-Key $upstream_api_key;\n        proxy_connect_timeout 5s;")(stack)
 
 
 def _near_expiry_certificate(stack: Path) -> None:
@@ -106,6 +107,16 @@ def _near_expiry_certificate(stack: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
+def _rotation_without_restart(stack: Path) -> None:
+    """The rotate script drops --restart: the key file changes, the running services keep the old key."""
+    script = stack / "scripts/rotate-api-key.sh"
+    original = stack / "scripts/rotate-api-key.orig.sh"
+    original.write_bytes(script.read_bytes())
+    original.chmod(0o755)
+    script.write_text('#!/usr/bin/env bash\nargs=(); for a in "$@"; do [[ $a == --restart ]] || args+=("$a"); done\n'
+                      'exec "$(dirname "$0")/rotate-api-key.orig.sh" "${args[@]}"\n')
+
+
 def _bloated_discovery(stack: Path) -> None:
     path = stack / "ai-stack/mcp-servers/aidb/disclosure/discovery.json"
     doc = json.loads(path.read_text())
@@ -121,6 +132,7 @@ class LiveDefect:
     inject: Callable[[Path], None]
     recreate: tuple[str, ...]  # services recreated after injecting and after restoring
     fragments: tuple[str, ...]  # what the failure reason must name
+    args: tuple[str, ...] = ()  # extra options for the suite run
 
 
 LIVE_DEFECTS = [
@@ -131,9 +143,14 @@ LIVE_DEFECTS = [
         ("postgres_password mode 0644, declared 0400",),
     ),
     LiveDefect(
-        "nginx-sends-the-key-for-clients", "api_key_permissions",
-        ("ai-stack/compose/nginx/nginx.conf",), _nginx_sends_the_key, ("nginx",),
-        ("no key",),
+        "nginx-accepts-any-key", "api_key_permissions",
+        ("ai-stack/compose/nginx/nginx.conf",), _nginx_swaps_in_the_key, ("nginx",),
+        ("wrong key",),
+    ),
+    LiveDefect(
+        "rotation-leaves-services-on-the-old-key", "api_key_permissions",
+        ("scripts/rotate-api-key.sh", "scripts/rotate-api-key.orig.sh"), _rotation_without_restart, (),
+        ("the old key still works",), ("--allow-changes",),
     ),
     LiveDefect(
         "pool-size-5-through-environment", "connection_pool",
@@ -197,7 +214,7 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
             if item.owner and item.path.exists():
                 os.chown(item.path, *item.owner)
         recreate(defect.recreate)
-        run = run_suite(running_reference_stack, "-m", "live", "--live")
+        run = run_suite(running_reference_stack, "-m", "live", "--live", *defect.args)
     finally:
         for item in saved:
             _restore(item)
@@ -213,3 +230,34 @@ def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite)
     assert set(run.statuses.values()) == {"PASS"}, run.statuses
     assert all(c["validated"] == "both" for c in run.report["controls"]), [c["validated"] for c in run.report["controls"]]
     assert run.verdict == "GO" and run.ret == 0
+
+
+def _wait_healthy(container, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container.name} not healthy {timeout:g}s after unpause")
+
+
+def test_hung_container_fails_its_checks_within_the_timeout(running_reference_stack: Path, run_suite):
+    """A paused Prometheus (connections accepted by the engine's proxy, never answered) fails the
+    alert checks that query it, each within --stack-timeout, and the run still ends with a report."""
+    container = docker.from_env(timeout=10).containers.list(
+        filters={"label": [f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=prometheus"]})[0]
+    container.pause()
+    started = time.monotonic()
+    try:
+        run = run_suite(running_reference_stack, "-m", "live", "-k", "alert_rules", "--live", "--stack-timeout", "3",
+                        timeout=120)
+    finally:
+        elapsed = time.monotonic() - started
+        container.unpause()
+        _wait_healthy(container, 90)
+    assert run.report is not None, run.stdout[-2000:]
+    reasons = run.reasons("alert_rules")
+    assert len(reasons) == 3 and all("\n" not in r for r in reasons), reasons
+    assert all("prometheus" in r.lower() for r in reasons), reasons
+    assert elapsed < 3 * (3 + 2) + 15, f"{elapsed:.0f}s for three checks bounded at 3s each"
