@@ -9,6 +9,7 @@ which only checks marked `changes_stack` use (opt-in: --allow-changes).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
 import urllib.error
@@ -56,7 +57,9 @@ class LiveStack:
     @classmethod
     def connect(cls, stack: Stack, project: str) -> "LiveStack":
         try:
-            client = docker.from_env(timeout=int(max(stack.timeout, 1)))
+            # ssh:// engines go through the system's ssh client (no paramiko needed)
+            ssh = os.environ.get("DOCKER_HOST", "").startswith("ssh://")
+            client = docker.from_env(timeout=int(max(stack.timeout, 1)), use_ssh_client=ssh)
             client.ping()
         except Exception as exc:  # docker raises many kinds: all mean "no engine"
             raise LiveUnavailable(f"Docker engine unreachable ({type(exc).__name__}: {_first_line(exc)})") from None
@@ -139,9 +142,9 @@ class LiveStack:
         if not bindings:
             raise StackError(f"service {service}: port {container_port} is not published")
         host_ip = bindings[0].get("HostIp") or "127.0.0.1"
-        base = urllib.parse.urlparse(self.client.api.base_url)
-        if base.scheme in ("http", "https", "tcp", "ssh") and base.hostname not in (None, "localhost"):
-            host_ip = base.hostname
+        engine = urllib.parse.urlparse(os.environ.get("DOCKER_HOST", ""))
+        if engine.scheme in ("tcp", "ssh", "http", "https") and engine.hostname not in (None, "localhost"):
+            host_ip = engine.hostname  # ports published on a remote engine are on its host
         elif host_ip in ("0.0.0.0", "::"):
             host_ip = "127.0.0.1"
         return host_ip, int(bindings[0]["HostPort"])

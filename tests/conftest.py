@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
+import docker
 import pytest
-from harness import REFERENCE_STACK, SUITES, SuiteRun
+from harness import PROJECT, REFERENCE_STACK, SUITES, SuiteRun
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,23 @@ def run_static(run_suite):
         return run_suite(stack_dir, "-m", "static", *args)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def running_reference_stack() -> Path:
+    """The reference stack, up and healthy. Skips without it, unless STACKPROOF_SELFTEST_LIVE=1
+    (set by `bin/stackproof selftest`), which makes its absence a failure."""
+    try:
+        client = docker.from_env(timeout=10)
+        containers = client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
+    except Exception as exc:
+        containers, reason = [], f"no Docker engine ({type(exc).__name__})"
+    else:
+        reason = f"compose project {PROJECT!r} is not running (bin/stackproof up)"
+    unhealthy = [c.name for c in containers if c.attrs["State"].get("Health", {}).get("Status") not in (None, "healthy")]
+    if not containers or unhealthy:
+        reason = f"unhealthy containers: {unhealthy}" if unhealthy else reason
+        if os.environ.get("STACKPROOF_SELFTEST_LIVE") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return REFERENCE_STACK

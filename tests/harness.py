@@ -9,6 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
 SUITES = REPO / "suites"
+PROJECT = "ai-stack"  # the reference stack's compose project
 
 @dataclass
 class SuiteRun:
@@ -51,3 +52,20 @@ def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str) -> N
         assert fragment in reasons, f"{fragment!r} not in the failure reasons of {control}: {reasons}"
     assert run.verdict == "NO-GO"
     assert run.ret == 1
+
+
+def assert_no_secret_in(run: SuiteRun, secrets: list[bytes], extra_files: tuple[Path, ...] = ()) -> None:
+    """No secret value appears in any byte the run produced: stdout, stderr, reports, extra files."""
+    blobs = [run.stdout.encode(), run.stderr.encode()]
+    for path in [*run.report_dir.glob("*"), *extra_files]:
+        if path.is_file():
+            blobs.append(path.read_bytes())
+    output = b"\n".join(blobs)
+    for value in secrets:
+        assert output.count(value) == 0, f"a secret ({len(value)} bytes) appears in the run's output"
+
+
+def stack_secrets(stack: Path) -> list[bytes]:
+    """The values of every secret file of a stack (stripped), to search outputs for."""
+    secrets_dir = stack / "ai-stack/compose/secrets"
+    return [path.read_bytes().strip() for path in secrets_dir.glob("*") if path.is_file()]

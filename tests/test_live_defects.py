@@ -21,13 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from harness import REFERENCE_STACK, assert_only_control_fails
+from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
 
 from plugins import proc
 
 COMPOSE_DIR = REFERENCE_STACK / "ai-stack/compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
-PROJECT = "ai-stack"
 pytestmark = pytest.mark.live_selftest
 
 
@@ -39,25 +38,6 @@ def compose(*args: str, timeout: float = 300) -> None:
 def recreate(services: tuple[str, ...]) -> None:
     if services:
         compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps", *services)
-
-
-@pytest.fixture(scope="module")
-def running_reference_stack() -> Path:
-    """The reference stack, up and healthy."""
-    try:
-        client = docker.from_env(timeout=10)
-        containers = client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"})
-    except Exception as exc:
-        containers, reason = [], f"no Docker engine ({type(exc).__name__})"
-    else:
-        reason = f"compose project {PROJECT!r} is not running (bin/stackproof up)"
-    unhealthy = [c.name for c in containers if c.attrs["State"].get("Health", {}).get("Status") not in (None, "healthy")]
-    if not containers or unhealthy:
-        reason = f"unhealthy containers: {unhealthy}" if unhealthy else reason
-        if os.environ.get("STACKPROOF_SELFTEST_LIVE") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return REFERENCE_STACK
 
 
 # --- defects ----------------------------------------------------------------------
@@ -207,6 +187,7 @@ def _restore(saved: _Saved) -> None:
 
 @pytest.mark.parametrize("defect", LIVE_DEFECTS, ids=[d.id for d in LIVE_DEFECTS])
 def test_live_defect_fails_only_its_control(defect: LiveDefect, running_reference_stack: Path, run_suite):
+    known = stack_secrets(running_reference_stack)
     saved = [_save(running_reference_stack / relative) for relative in defect.touches]
     try:
         defect.inject(running_reference_stack)
@@ -220,6 +201,7 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
             _restore(item)
         recreate(defect.recreate)
     assert_only_control_fails(run, defect.control, *defect.fragments)
+    assert_no_secret_in(run, known)
 
 
 def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite):
