@@ -270,22 +270,32 @@ def postgres_setting(live, name: str) -> int:
 
 @pytest.mark.live
 def test_live_aidb_pool_matches_config(stack, live, evidence):
-    """The running aidb must use the pool the files configure (a stale image or env override would not)."""
+    """The running aidb must use the pool config.yaml configures: a stale image, or a DB_POOL_* variable
+    in its environment, would give it another one."""
     cfg = stack.profile["pool"]
     service = stack.profile["live"]["aidb_service"]
-    expected = next((p for p in service_pools(stack) if p.service == service), None)
-    if expected is None:
-        raise StackError(f"{stack.rel(stack.compose.files[0])}: service {service} does not use the pool config")
+    path = stack.path("pool_config")
+    section = pool_section(stack, path)
+    where = f"{stack.rel(path)}: {cfg['config_key']}"
+    configured = as_int(section.get("size"), f"{where}.size"), as_int(section.get("max_overflow"), f"{where}.max_overflow")
+    declared = next((p for p in service_pools(stack) if p.service == service), None)
     found = aidb_gauges(live)
-    size, overflow = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])
+    running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])
+    shown = " / ".join("missing" if v is None else f"{v:g}" for v in running)
     evidence.record(
         test=f"{cfg['size_metric']} / {cfg['overflow_metric']} on {service} {stack.profile['live']['aidb_metrics_url']}",
-        expected=f"{expected.size} / {expected.overflow} (effective config)",
-        result=f"{size if size is None else f'{size:g}'} / {overflow if overflow is None else f'{overflow:g}'}",
+        expected=f"{configured[0]} / {configured[1]} ({stack.rel(path)}), size >= {cfg['min_size']}, "
+        f"overflow >= {cfg['min_overflow']}",
+        result=shown,
     )
-    assert size == expected.size and overflow == expected.overflow, (
-        f"service {service}: /metrics reports pool size {size}, max_overflow {overflow} "
-        f"(expected {expected.size}, {expected.overflow} from {expected.config})"
+    if declared and declared.overrides:
+        evidence.note(f"compose environment of {service}: {declared.describe()}")
+    assert running == configured, (
+        f"service {service}: /metrics reports pool size / max_overflow {shown}, {stack.rel(path)} configures "
+        f"{configured[0]} / {configured[1]}" + (f" ({declared.describe()})" if declared and declared.overrides else "")
+    )
+    assert running[0] >= cfg["min_size"] and running[1] >= cfg["min_overflow"], (
+        f"service {service}: pool size / max_overflow {shown} (expected >= {cfg['min_size']} / {cfg['min_overflow']})"
     )
 
 

@@ -57,10 +57,6 @@ def _chmod(relative: str, mode: int) -> Callable[[Path], None]:
     return lambda stack: (stack / relative).chmod(mode)
 
 
-def _write(relative: str, text: str) -> Callable[[Path], None]:
-    return lambda stack: (stack / relative).write_text(text)
-
-
 def _nginx_swaps_in_the_key(stack: Path) -> None:
     """nginx replaces any key a client sends with the real one: a wrong key gets in (no key still does not)."""
     key = (stack / "ai-stack/compose/secrets/stack_api_key").read_text().strip()
@@ -134,10 +130,11 @@ LIVE_DEFECTS = [
     ),
     LiveDefect(
         "pool-size-5-through-environment", "connection_pool",
-        ("ai-stack/compose/docker-compose.override.yml",),
-        _write("ai-stack/compose/docker-compose.override.yml", "services:\n  aidb:\n    environment:\n      DB_POOL_SIZE: \"5\"\n"),
+        ("ai-stack/compose/docker-compose.yml",),
+        _replace("ai-stack/compose/docker-compose.yml", "      SERVICE_NAME: aidb\n",
+                 "      SERVICE_NAME: aidb\n      DB_POOL_SIZE: \"5\"\n"),
         ("aidb",),
-        ("aidb", "5"),
+        ("service aidb: /metrics reports pool size / max_overflow 5 / 30",),
     ),
     LiveDefect(
         "prometheus-without-rules-mount", "alert_rules",
