@@ -51,6 +51,14 @@ def reason_of(excinfo: pytest.ExceptionInfo) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _check_name(item: pytest.Item) -> str:
+    """A check's name in the report: its docstring's first line, with the parameter id if any."""
+    doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip().splitlines()
+    name = doc[0] if doc else item.name
+    callspec = getattr(item, "callspec", None)
+    return f"{name} [{callspec.id}]" if callspec else name
+
+
 def control_of(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("control")
     return marker.args[0] if marker else None
@@ -77,8 +85,7 @@ class ValidationReport:
                 continue
             mode = "live" if item.get_closest_marker("live") else "static"
             self.live_run |= mode == "live"
-            doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines() if hasattr(item, "function") else []
-            self.rows[item.nodeid] = CheckRow(control, item.nodeid, doc[0] if doc else item.name, mode)
+            self.rows[item.nodeid] = CheckRow(control, item.nodeid, _check_name(item), mode)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):

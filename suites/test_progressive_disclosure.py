@@ -48,117 +48,114 @@ def describe(counts: dict[str, int]) -> str:
     return " + ".join(f"{name} {count}" for name, count in counts.items()) + f" = {sum(counts.values())} tokens"
 
 
-def recorded_counts(stack) -> dict[str, int]:
-    cfg = stack.profile["disclosure"]
-    return {
-        name: count_tokens(read_text(stack, stack.profile.stack_path(rel)), cfg["encoding"])
-        for name, rel in cfg["responses"].items()
-    }
+class RecordedResponses:
+    """The responses recorded in the profile, read from the stack's files (static)."""
+
+    kind = "recorded responses"
+
+    def __init__(self, stack):
+        self.stack, self.cfg = stack, stack.profile["disclosure"]
+
+    def places(self) -> dict[str, str]:
+        return dict(self.cfg["responses"])
+
+    def text(self, name: str) -> str:
+        return read_text(self.stack, self.stack.profile.stack_path(self.cfg["responses"][name]))
+
+    def full_docs(self) -> tuple[str, str]:
+        """(where the full docs are, their text)."""
+        path = self.stack.profile.stack_path(self.cfg["full_docs"])
+        return self.stack.rel(path), read_text(self.stack, path)
 
 
-def full_docs_count(stack) -> tuple[int, str]:
-    cfg = stack.profile["disclosure"]
-    path = stack.profile.stack_path(cfg["full_docs"])
-    count = count_tokens(read_text(stack, path), cfg["encoding"])
-    if count == 0:
-        raise StackError(f"{stack.rel(path)}: empty")
-    return count, stack.rel(path)
+class LiveResponses:
+    """The same levels fetched from the running endpoints through nginx (live); the full docs with the key."""
+
+    kind = "live responses"
+
+    def __init__(self, stack, live):
+        self.stack, self.live, self.cfg = stack, live, stack.profile["disclosure"]
+
+    def places(self) -> dict[str, str]:
+        return {name: f"GET {path}" for name, path in self.cfg["endpoints"].items()}
+
+    def text(self, name: str) -> str:
+        return self._fetch(self.cfg["endpoints"][name])
+
+    def full_docs(self) -> tuple[str, str]:
+        path = self.cfg["full_docs_endpoint"]
+        headers = {self.stack.profile["live"]["api_key_header"]: self.live.api_key()}
+        return f"GET {path}", self._fetch(path, headers)
+
+    def _fetch(self, path: str, headers: dict[str, str] | None = None) -> str:
+        """The body of a 200 response through nginx, as text."""
+        response = self.live.https(path, headers)
+        service = self.stack.profile["live"]["nginx_service"]
+        if response.status != 200:
+            raise StackError(f"service {service} GET {path}: HTTP {response.status} (expected 200)")
+        if len(response.body) > MAX_RESPONSE_BYTES:
+            raise StackError(f"service {service} GET {path}: {len(response.body)} bytes, larger than {MAX_RESPONSE_BYTES}")
+        return response.body.decode("utf-8", errors="replace")
 
 
-# --- static checks ------------------------------------------------------------------
+SOURCES = [
+    pytest.param("recorded", marks=pytest.mark.static, id="recorded"),
+    pytest.param("live", marks=pytest.mark.live, id="live"),
+]
 
 
-@pytest.mark.static
-def test_recorded_progressive_total(stack, evidence):
+@pytest.fixture
+def responses(request, stack):
+    """Where the disclosure levels are read from: the recorded files, or the running endpoints."""
+    if request.param == "recorded":
+        return RecordedResponses(stack)
+    return LiveResponses(stack, request.getfixturevalue("live"))
+
+
+def token_counts(responses) -> dict[str, int]:
+    encoding_name = responses.cfg["encoding"]
+    return {name: count_tokens(responses.text(name), encoding_name) for name in responses.places()}
+
+
+# --- checks (static and live) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("responses", SOURCES, indirect=True)
+def test_progressive_total(responses, evidence):
     """The first three levels together must stay small enough to load on every agent start."""
-    cfg = stack.profile["disclosure"]
-    counts = recorded_counts(stack)
+    cfg = responses.cfg
+    counts = token_counts(responses)
     total = sum(counts.values())
+    places = responses.places()
     evidence.record(
-        test=f"{cfg['encoding']} tokens of the recorded responses ({', '.join(cfg['responses'].values())})",
+        test=f"{cfg['encoding']} tokens of the {responses.kind} ({', '.join(places.values())})",
         expected=f"< {cfg['max_tokens']} tokens",
         result=describe(counts),
     )
     evidence.note(f"tiktoken encoding {encoding(cfg['encoding']).name}")
     largest = max(counts, key=counts.get)
     assert total < cfg["max_tokens"], (
-        f"recorded responses: {describe(counts)}, not under {cfg['max_tokens']} "
-        f"(largest: {largest}, {cfg['responses'][largest]})"
+        f"{responses.kind}: {describe(counts)}, not under {cfg['max_tokens']} (largest: {largest}, {places[largest]})"
     )
 
 
-@pytest.mark.static
-def test_recorded_savings_vs_full_docs(stack, evidence):
+@pytest.mark.parametrize("responses", SOURCES, indirect=True)
+def test_savings_vs_full_docs(responses, evidence):
     """Progressive disclosure is only worth it if it saves most of the full docs' tokens."""
-    cfg = stack.profile["disclosure"]
-    counts = recorded_counts(stack)
-    full, docs = full_docs_count(stack)
+    cfg = responses.cfg
+    counts = token_counts(responses)
+    docs, text = responses.full_docs()
+    full = count_tokens(text, cfg["encoding"])
+    if full == 0:
+        raise StackError(f"{docs}: empty full docs")
     total, saved = token_budget(counts, full)
     evidence.record(
-        test=f"{cfg['encoding']} tokens: recorded responses vs full docs ({docs})",
+        test=f"{cfg['encoding']} tokens: {responses.kind} vs full docs ({docs})",
         expected=f">= {cfg['min_savings']:.0%} saved",
         result=f"{total} vs {full} tokens: {saved:.1%} saved",
     )
     assert saved >= cfg["min_savings"], (
         f"{docs}: progressive {total} vs full docs {full} tokens saves {saved:.1%} (expected >= {cfg['min_savings']:.0%})"
-    )
-
-
-# --- live checks ----------------------------------------------------------------------
-
-
-def fetch_text(live, path: str, headers: dict[str, str] | None = None) -> str:
-    """The body of a 200 response through nginx, as text."""
-    response = live.https(path, headers)
-    service = live.stack.profile["live"]["nginx_service"]
-    if response.status != 200:
-        raise StackError(f"service {service} GET {path}: HTTP {response.status} (expected 200)")
-    if len(response.body) > MAX_RESPONSE_BYTES:
-        raise StackError(f"service {service} GET {path}: {len(response.body)} bytes, larger than {MAX_RESPONSE_BYTES}")
-    return response.body.decode("utf-8", errors="replace")
-
-
-def live_counts(live) -> dict[str, int]:
-    cfg = live.stack.profile["disclosure"]
-    return {name: count_tokens(fetch_text(live, path), cfg["encoding"]) for name, path in cfg["endpoints"].items()}
-
-
-@pytest.mark.live
-def test_live_progressive_total(stack, live, evidence):
-    """What agents really receive at start-up must stay under the token budget."""
-    cfg = stack.profile["disclosure"]
-    counts = live_counts(live)
-    total = sum(counts.values())
-    evidence.record(
-        test=f"{cfg['encoding']} tokens of GET {', '.join(cfg['endpoints'].values())} through nginx",
-        expected=f"< {cfg['max_tokens']} tokens",
-        result=describe(counts),
-    )
-    largest = max(counts, key=counts.get)
-    assert total < cfg["max_tokens"], (
-        f"live responses: {describe(counts)}, not under {cfg['max_tokens']} "
-        f"(largest: {largest}, {cfg['endpoints'][largest]})"
-    )
-
-
-@pytest.mark.live
-def test_live_savings_vs_full_docs(stack, live, evidence):
-    """The live full docs (with the key) against the live progressive responses."""
-    cfg = stack.profile["disclosure"]
-    counts = live_counts(live)
-    headers = {stack.profile["live"]["api_key_header"]: live.api_key()}
-    full = count_tokens(fetch_text(live, cfg["full_docs_endpoint"], headers), cfg["encoding"])
-    if full == 0:
-        raise StackError(f"service {stack.profile['live']['nginx_service']} GET {cfg['full_docs_endpoint']}: empty body")
-    total, saved = token_budget(counts, full)
-    evidence.record(
-        test=f"{cfg['encoding']} tokens: live responses vs GET {cfg['full_docs_endpoint']} (with the API key)",
-        expected=f">= {cfg['min_savings']:.0%} saved",
-        result=f"{total} vs {full} tokens: {saved:.1%} saved",
-    )
-    assert saved >= cfg["min_savings"], (
-        f"GET {cfg['full_docs_endpoint']}: progressive {total} vs full docs {full} tokens saves {saved:.1%} "
-        f"(expected >= {cfg['min_savings']:.0%})"
     )
 
 

@@ -308,21 +308,6 @@ def test_stack_certificate_parses(stack, evidence):
 
 
 @pytest.mark.static
-def test_stack_certificate_days_left(stack, evidence):
-    """An expired certificate takes the API down for every client at once: renew well before."""
-    path = stack.path("tls_cert")
-    minimum = stack.profile["tls"]["min_days_left"]
-    cert, _ = load_certificate(stack, path)
-    left = days_left(cert)
-    evidence.record(
-        test=f"days until notAfter of {stack.rel(path)}",
-        expected=f"> {minimum} days",
-        result=f"{left} days (notAfter {cert.not_valid_after_utc:%Y-%m-%d} UTC)",
-    )
-    assert left > minimum, f"{stack.rel(path)}: {left} days left (expected more than {minimum})"
-
-
-@pytest.mark.static
 def test_stack_key_matches_certificate(stack, evidence):
     """nginx refuses to start when its key does not belong to its certificate."""
     cert_path, key_path = stack.path("tls_cert"), stack.path("tls_key")
@@ -428,21 +413,6 @@ def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
 
 
 @pytest.mark.live
-def test_live_served_certificate_days_left(stack, live, evidence):
-    """What clients see decides the outage: the served certificate must have time left."""
-    minimum = stack.profile["tls"]["min_days_left"]
-    served, _ = served_certificate(live)
-    left = days_left(served)
-    service = stack.profile["live"]["nginx_service"]
-    evidence.record(
-        test=f"days until notAfter of the certificate {service} serves",
-        expected=f"> {minimum} days",
-        result=f"{left} days (notAfter {served.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(served)!r})",
-    )
-    assert left > minimum, f"service {service}: served certificate has {left} days left (expected more than {minimum})"
-
-
-@pytest.mark.live
 @pytest.mark.parametrize("label, version", OLD_VERSIONS, ids=[v[0] for v in OLD_VERSIONS])
 def test_live_old_tls_version_refused(stack, live, evidence, label, version):
     """TLS 1.0 and 1.1 are broken and deprecated: only TLS 1.2 or newer may be accepted."""
@@ -475,3 +445,35 @@ def test_live_expiry_metric_in_prometheus(stack, live, evidence):
         f"prometheus: {EXPIRY_METRIC} is {', '.join(f'{v:.0f}' for *_, v in seen)}, "
         f"expected {want} (notAfter of {stack.rel(path)})"
     )
+
+
+# --- the certificate's time left, on disk (static) and as served (live) ---------------------
+
+CERTIFICATE_SOURCES = [
+    pytest.param("disk", marks=pytest.mark.static, id="on-disk"),
+    pytest.param("served", marks=pytest.mark.live, id="served"),
+]
+
+
+@pytest.fixture
+def certificate(request, stack) -> tuple[x509.Certificate, str]:
+    """(certificate, where it is): the stack's file, or what nginx serves."""
+    if request.param == "disk":
+        path = stack.path("tls_cert")
+        return load_certificate(stack, path)[0], stack.rel(path)
+    served, _ = served_certificate(request.getfixturevalue("live"))
+    return served, f"service {stack.profile['live']['nginx_service']}: served certificate"
+
+
+@pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+def test_certificate_days_left(certificate, stack, evidence):
+    """An expired certificate takes the API down for every client at once: renew well before."""
+    cert, where = certificate
+    minimum = stack.profile["tls"]["min_days_left"]
+    left = days_left(cert)
+    evidence.record(
+        test=f"days until notAfter of {where}",
+        expected=f"> {minimum} days",
+        result=f"{left} days (notAfter {cert.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(cert)!r})",
+    )
+    assert left > minimum, f"{where}: {left} days left (expected more than {minimum})"

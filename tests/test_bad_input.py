@@ -3,7 +3,6 @@ container; nothing crashes and the report is always written."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest

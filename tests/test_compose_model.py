@@ -2,7 +2,6 @@
 and interpolation behaves as Compose documents it."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from harness import REFERENCE_STACK

@@ -7,29 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from defects import remove, replace, write
 from harness import assert_only_control_fails
 
 COMPOSE = "ai-stack/compose/docker-compose.yml"
 PROMETHEUS = "ai-stack/compose/prometheus/prometheus.yml"
 RULES = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
 RULE_TEST = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
-
-
-def edit(path: str, old: str, new: str):
-    def inject(stack):
-        file = stack / path
-        text = file.read_text()
-        assert old in text, f"the reference {path} changed: update this defect"
-        file.write_text(text.replace(old, new, 1))
-    return inject
-
-
-def write(path: str, data: bytes):
-    return lambda stack: (stack / path).write_bytes(data)
-
-
-def remove(path: str):
-    return lambda stack: (stack / path).unlink()
 
 
 def edit_alerts(change):
@@ -57,41 +41,41 @@ def drop_field(alert: str, section: str | None, key: str):
 
 # (id, how to break the stack copy, fragments the failure reason must name)
 DEFECTS = [
-    ("no-rule-files", edit(PROMETHEUS, "rule_files:\n  - /etc/prometheus/alerts/*.yml\n", ""),
+    ("no-rule-files", replace(PROMETHEUS, "rule_files:\n  - /etc/prometheus/alerts/*.yml\n", ""),
      ["prometheus.yml: no rule_files"]),
-    ("pattern-matches-nothing", edit(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "/etc/prometheus/alerts/*.yaml"),
+    ("pattern-matches-nothing", replace(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "/etc/prometheus/alerts/*.yaml"),
      ["rule_files pattern /etc/prometheus/alerts/*.yaml matches no file (ai-stack/compose/prometheus/alerts/*.yaml"]),
-    ("alerts-not-mounted", edit(COMPOSE, "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
+    ("alerts-not-mounted", replace(COMPOSE, "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
      ["docker-compose.yml: rule_files pattern /etc/prometheus/alerts/*.yml is not visible in the prometheus container"]),
     ("rules-not-yaml", write(RULES, b"groups:\n  - name: broken\n    rules: [\n"), [f"{RULES}:", "invalid YAML"]),
     ("rules-binary-garbage", write(RULES, b"\x00\xff\xfe" + os.urandom(256)), [f"{RULES}: not UTF-8 text"]),
     ("rules-not-a-rule-file", write(RULES, b"alerts:\n  - alert: X\n"), [f"{RULES}: not a Prometheus rule file"]),
-    ("invalid-promql", edit(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1"),
+    ("invalid-promql", replace(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1"),
      [f"{RULES}:", '"CircuitBreakerOpen": could not parse expression']),
     ("only-9-alerts", drop_alerts("AuthFailureSpike", "MonitoringTargetDown", "HighRequestLatency"),
      ["only 9 alerting rules (expected >= 10)"]),
-    ("required-alert-renamed", edit(RULES, "- alert: CircuitBreakerOpen", "- alert: CircuitBreakerTripped"),
+    ("required-alert-renamed", replace(RULES, "- alert: CircuitBreakerOpen", "- alert: CircuitBreakerTripped"),
      ["required alert(s) missing: CircuitBreakerOpen"]),
     ("missing-severity", drop_field("DatabasePoolExhausted", "labels", "severity"),
      [f"{RULES}: DatabasePoolExhausted has no labels.severity"]),
     ("missing-for", drop_field("ServiceHealthCheckFailing", None, "for"), [f"{RULES}: ServiceHealthCheckFailing has no for"]),
     ("missing-description", drop_field("TLSCertificateExpiringSoon", "annotations", "description"),
      [f"{RULES}: TLSCertificateExpiringSoon has no annotations.description"]),
-    ("duplicate-alert-name", edit(RULES, "- alert: HighErrorRate", "- alert: AuthFailureSpike"),
+    ("duplicate-alert-name", replace(RULES, "- alert: HighErrorRate", "- alert: AuthFailureSpike"),
      ["duplicate alert name(s): AuthFailureSpike"]),
-    ("no-alertmanagers", edit(PROMETHEUS, 'alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ["alertmanager:9093"]\n', ""),
+    ("no-alertmanagers", replace(PROMETHEUS, 'alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ["alertmanager:9093"]\n', ""),
      ["prometheus.yml: no alertmanager configured"]),
-    ("alertmanager-not-a-service", edit(PROMETHEUS, '"alertmanager:9093"', '"alertmgr:9093"'),
+    ("alertmanager-not-a-service", replace(PROMETHEUS, '"alertmanager:9093"', '"alertmgr:9093"'),
      ["prometheus.yml: alertmanager target(s) alertmgr not a service of ai-stack/compose/docker-compose.yml"]),
-    ("tls-alert-metric-not-produced", edit(RULES, "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
+    ("tls-alert-metric-not-produced", replace(RULES, "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
      [f"{RULES}: TLSCertificateExpiringSoon selects tls_cert_days_remaining"]),
     ("textfile-dir-not-shared",
-     edit(COMPOSE, "--collector.textfile.directory=/var/lib/node-exporter/textfile", "--collector.textfile.directory=/srv/textfile"),
+     replace(COMPOSE, "--collector.textfile.directory=/var/lib/node-exporter/textfile", "--collector.textfile.directory=/srv/textfile"),
      ["tls-monitor writes /var/lib/node-exporter/textfile/tls_certs.prom (volume tls-metrics), which no textfile exporter "
       "reads (node-exporter reads /srv/textfile)"]),
-    ("exporter-not-scraped", edit(PROMETHEUS, '  - job_name: node-exporter\n    static_configs:\n      - targets: ["node-exporter:9100"]\n', ""),
+    ("exporter-not-scraped", replace(PROMETHEUS, '  - job_name: node-exporter\n    static_configs:\n      - targets: ["node-exporter:9100"]\n', ""),
      ["prometheus.yml: no scrape job targets node-exporter"]),
-    ("failing-rule-unit-test", edit(RULE_TEST, "values: '48x10'", "values: '30x10'"),
+    ("failing-rule-unit-test", replace(RULE_TEST, "values: '48x10'", "values: '30x10'"),
      ["promtool test rules failed", "name: DatabasePoolExhausted fires at 48/50 connections"]),
     ("rule-unit-test-not-yaml", write(RULE_TEST, b"tests: [\n"), [f"{RULE_TEST}: yaml:"]),
     ("prometheus-config-not-yaml", write(PROMETHEUS, b"rule_files: [\n"), [f"{PROMETHEUS}:", "invalid YAML"]),
@@ -107,8 +91,8 @@ def test_defect_fails_alert_rules(stack_copy, run_static, inject, fragments):
 
 # Wirings other than the reference stack's that Prometheus loads just as well.
 VARIANTS = [
-    ("relative-pattern", edit(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "alerts/*.yml")),
-    ("rule-file-mounted-alone", edit(
+    ("relative-pattern", replace(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "alerts/*.yml")),
+    ("rule-file-mounted-alone", replace(
         COMPOSE, "./prometheus/alerts:/etc/prometheus/alerts:ro",
         "./prometheus/alerts/ai-stack-alerts.yml:/etc/prometheus/alerts/ai-stack-alerts.yml:ro")),
 ]
@@ -137,7 +121,7 @@ def path_without_promtool():
 
 def test_without_promtool_invalid_promql_still_fails(stack_copy, run_static, monkeypatch, path_without_promtool):
     """The structural fallback names the file and the alert, as promtool does."""
-    edit(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1")(stack_copy)
+    replace(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1")(stack_copy)
     monkeypatch.setenv("PATH", path_without_promtool)
     run = run_static(stack_copy)
     assert_only_control_fails(run, "alert_rules", f"{RULES}: CircuitBreakerOpen:")

@@ -1,13 +1,10 @@
 """Each defect of the TLS monitoring control fails that control, and only it."""
 
-import datetime as dt
 import os
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from defects import certificate_pair, chmod, remove, replace, write
 from harness import assert_only_control_fails
 
 SCRIPT = "scripts/monitor-tls-certs.sh"
@@ -15,87 +12,51 @@ CERT = "ai-stack/compose/nginx/certs/server.crt"
 KEY = "ai-stack/compose/nginx/certs/server.key"
 
 
-def make_pair(days: int):
-    """A self-signed localhost certificate with `days` left, and its key (EC P-256: fast)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days, hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return cert, pem_key
-
-
-def edit_script(old: str, new: str):
-    def inject(stack):
-        path = stack / SCRIPT
-        text = path.read_text()
-        assert old in text, f"the reference {SCRIPT} changed: update this defect"
-        path.write_text(text.replace(old, new, 1))
-    return inject
-
-
-def chmod(path: str, mode: int):
-    return lambda stack: os.chmod(stack / path, mode)
-
-
 def write_pair(days: int, with_key: bool = True, cert_format=serialization.Encoding.PEM):
     def inject(stack):
-        cert, pem_key = make_pair(days)
+        cert, pem_key = certificate_pair(days)
         (stack / CERT).write_bytes(cert.public_bytes(cert_format))
         if with_key:
             (stack / KEY).write_bytes(pem_key)
     return inject
 
 
-def write_bytes(path: str, data: bytes):
-    return lambda stack: (stack / path).write_bytes(data)
-
-
-def remove(path: str):
-    return lambda stack: (stack / path).unlink()
-
-
 # (id, how to break the stack copy, extra pytest args, fragments the failure reason must name)
 DEFECTS = [
     (
         "monitor-always-exits-0",
-        edit_script('((any_error)) && exit 3\nexit "$worst"', "exit 0"),
+        replace(SCRIPT, '((any_error)) && exit 3\nexit "$worst"', "exit 0"),
         (), [f"{SCRIPT}: 20-days-left: exit 0, expected 1 (warning)", "3-days-left: exit 0, expected 2 (critical)"],
     ),
     (
         "monitor-wrong-days-left",
-        edit_script("days_left=$((diff / 86400))", "days_left=$((diff / 86400 + 1))"),
+        replace(SCRIPT, "days_left=$((diff / 86400))", "days_left=$((diff / 86400 + 1))"),
         (), [f"{SCRIPT}: 365-days-left:", "tls_cert_days_left 366, expected 365"],
     ),
     (
         "monitor-unescaped-labels",
-        edit_script('esc() {\n', 'esc() {\n  printf \'%s\' "$1"; return\n'),
+        replace(SCRIPT, 'esc() {\n', 'esc() {\n  printf \'%s\' "$1"; return\n'),
         (), [f"{SCRIPT}: other-cn: metrics file does not parse as Prometheus text format"],
     ),
     ("monitor-not-executable", chmod(SCRIPT, 0o644), (), [f"{SCRIPT}: mode 0644, not executable", "cannot run"]),
     ("monitor-missing", remove(SCRIPT), (), [f"{SCRIPT}: not found"]),
     (
         "monitor-hangs",
-        edit_script("set -uo pipefail\n", "set -uo pipefail\nsleep 300\n"),
+        replace(SCRIPT, "set -uo pipefail\n", "set -uo pipefail\nsleep 300\n"),
         ("--stack-timeout", "5"), [f"{SCRIPT}: did not finish within 5s", "(on an earlier run)"],
     ),
     ("cert-10-days-left", write_pair(10), (), [f"{CERT}: 10 days left (expected more than 30)"]),
     ("key-does-not-match", write_pair(365, with_key=False), (), [f"{KEY}: private key does not match {CERT}"]),
     ("key-mode-0644", chmod(KEY, 0o644), (), [f"{KEY}: mode 0644 (expected 0600 or stricter)"]),
     ("key-missing", remove(KEY), (), [f"{KEY}: file not found"]),
-    ("key-garbage", write_bytes(KEY, os.urandom(512)), (), [f"{KEY}: not a PEM private key"]),
-    ("cert-garbage", write_bytes(CERT, os.urandom(512)), (), [f"{CERT}: not a certificate"]),
+    ("key-garbage", write(KEY, os.urandom(512)), (), [f"{KEY}: not a PEM private key"]),
+    ("cert-garbage", write(CERT, os.urandom(512)), (), [f"{CERT}: not a certificate"]),
     (
         "cert-der",
         write_pair(365, cert_format=serialization.Encoding.DER),
         (), [f"{CERT}: DER-encoded certificate; nginx and the monitor script need PEM"],
     ),
-    ("cert-empty", write_bytes(CERT, b""), (), [f"{CERT}: not a certificate"]),
+    ("cert-empty", write(CERT, b""), (), [f"{CERT}: not a certificate"]),
 ]
 
 
@@ -109,7 +70,7 @@ def test_chain_and_trailing_text_are_accepted(stack_copy, run_static):
     """A certificate file with its chain and a trailing comment still serves the first certificate."""
     cert_file = stack_copy / CERT
     leaf = cert_file.read_bytes()
-    other, _ = make_pair(365)
+    other, _ = certificate_pair(365)
     cert_file.write_bytes(leaf + other.public_bytes(serialization.Encoding.PEM) + b"# issued by setup.sh\n")
     run = run_static(stack_copy)
     assert run.statuses["tls_monitoring"] == "PASS", run.reasons("tls_monitoring")

@@ -7,7 +7,6 @@ STACKPROOF_SELFTEST_LIVE=1 (set by `bin/stackproof selftest`), which makes them 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import time
@@ -17,10 +16,8 @@ from typing import Callable
 
 import docker
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from defects import certificate_pair, chmod, replace
 from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
 
 from plugins import proc
@@ -43,44 +40,20 @@ def recreate(services: tuple[str, ...]) -> None:
 # --- defects ----------------------------------------------------------------------
 
 
-def _replace(relative: str, old: str, new: str) -> Callable[[Path], None]:
-    def inject(stack: Path) -> None:
-        path = stack / relative
-        text = path.read_text()
-        assert old in text, f"{relative} changed: update this defect"
-        path.write_text(text.replace(old, new, 1))
-
-    return inject
-
-
-def _chmod(relative: str, mode: int) -> Callable[[Path], None]:
-    return lambda stack: (stack / relative).chmod(mode)
-
-
 def _nginx_swaps_in_the_key(stack: Path) -> None:
     """nginx replaces any key a client sends with the real one: a wrong key gets in (no key still does not)."""
     key = (stack / "ai-stack/compose/secrets/stack_api_key").read_text().strip()
     conf = "ai-stack/compose/nginx/nginx.conf"
-    _replace(conf, "    # Plain HTTP is not served", f'    map $http_x_api_key $upstream_api_key {{\n        "" "";\n        default "{key}";\n    }}\n\n    # Plain HTTP is not served')(stack)
-    _replace(conf, "proxy_connect_timeout 5s;", "proxy_set_header X-API-Key $upstream_api_key;\n        proxy_connect_timeout 5s;")(stack)
+    replace(conf, "    # Plain HTTP is not served", f'    map $http_x_api_key $upstream_api_key {{\n        "" "";\n        default "{key}";\n    }}\n\n    # Plain HTTP is not served')(stack)
+    replace(conf, "proxy_connect_timeout 5s;", "proxy_set_header X-API-Key $upstream_api_key;\n        proxy_connect_timeout 5s;")(stack)
 
 
 def _near_expiry_certificate(stack: Path) -> None:
     """nginx serves a valid certificate for localhost that expires in 10 days."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=10))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = certificate_pair(10)
     certs = stack / "ai-stack/compose/nginx/certs"
     (certs / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (certs / "server.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (certs / "server.key").write_bytes(key)
 
 
 def _rotation_without_restart(stack: Path) -> None:
@@ -115,7 +88,7 @@ LIVE_DEFECTS = [
     LiveDefect(
         "secret-file-0644-on-host", "docker_secrets_mode",
         ("ai-stack/compose/secrets/postgres_password",),
-        _chmod("ai-stack/compose/secrets/postgres_password", 0o644), (),
+        chmod("ai-stack/compose/secrets/postgres_password", 0o644), (),
         ("postgres_password mode 0644, declared 0400",),
     ),
     LiveDefect(
@@ -131,7 +104,7 @@ LIVE_DEFECTS = [
     LiveDefect(
         "pool-size-5-through-environment", "connection_pool",
         ("ai-stack/compose/docker-compose.yml",),
-        _replace("ai-stack/compose/docker-compose.yml", "      SERVICE_NAME: aidb\n",
+        replace("ai-stack/compose/docker-compose.yml", "      SERVICE_NAME: aidb\n",
                  "      SERVICE_NAME: aidb\n      DB_POOL_SIZE: \"5\"\n"),
         ("aidb",),
         ("service aidb: /metrics reports pool size / max_overflow 5 / 30",),
@@ -139,7 +112,7 @@ LIVE_DEFECTS = [
     LiveDefect(
         "prometheus-without-rules-mount", "alert_rules",
         ("ai-stack/compose/docker-compose.yml",),
-        _replace("ai-stack/compose/docker-compose.yml", "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
+        replace("ai-stack/compose/docker-compose.yml", "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
         ("prometheus",),
         ("DatabasePoolExhausted",),
     ),

@@ -45,14 +45,16 @@ def leaves(draw):
 def _combine(children):
     unary = st.tuples(
         st.sampled_from([
-            "sum by (job) ({})", "-{}", "({})", "abs({})", 'label_replace({}, "dst", "$1", "src", "(.*)")',
-            "histogram_quantile(0.9, {})", "topk(3, {})", "max_over_time(({})[1h:1m])", "{} > bool 3",
-            "time() - {}", "absent({})",
+            "sum by (job) ({})", "-({})", "({})", "abs({})", 'label_replace({}, "dst", "$1", "src", "(.*)")',
+            "histogram_quantile(0.9, {})", "topk(3, {})", "max_over_time(({})[1h:1m])", "({}) > bool 3",
+            "time() - ({})", "absent({})",
         ]),
         children,
     ).map(lambda t: (t[0].format(t[1][0]), t[1][1]))
     binary = st.tuples(
-        st.sampled_from(["{} + {}", "{} / on (job) group_left {}", "{} and {}", "{} or {}", "{} unless ignoring (a) {}"]),
+        # operands in parentheses: precedence must not pair a modifier with a scalar (`a / on(x) time() - b`)
+        st.sampled_from(["({}) + ({})", "({}) / on (job) group_left () ({})", "({}) and ({})", "({}) or ({})",
+                         "({}) unless ignoring (a) ({})"]),
         children,
         children,
     ).map(lambda t: (t[0].format(t[1][0], t[2][0]), t[1][1] + t[2][1]))
