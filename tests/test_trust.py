@@ -48,6 +48,8 @@ def test_no_secret_reaches_any_output(stack_copy, run_suite, tmp_path, weak):
                     "--self-contained-html", "-o", "log_cli=true", "--log-level=DEBUG")
     assert run.report is not None, run.stdout[-2000:]
     assert ("FAIL" in run.statuses.values()) is weak, run.statuses
+    assert f"stackproof: {run.report['verdict']['line']}".encode() in html.read_bytes(), "no summary in pytest-html"
+    assert b"<testsuite" in junit.read_bytes()
     assert_no_secret_in(run, known, (junit, html))
 
 
