@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from . import __version__, render
-from .controls import BY_ID, CONTROLS
+from .controls import CONTROLS
 from .errors import StackError
 from .evidence import EVIDENCE_KEY
 from .redact import Redactor, clean
@@ -233,7 +233,3 @@ def _control_reason(controls: list[dict], what: str) -> str:
     first = controls[0]
     others = f" (and {len(controls) - 1} more control(s))" if len(controls) > 1 else ""
     return f"{first['title']} {what}: {first['reason'] or 'no check of it ran'}{others}"
-
-
-def is_control_id(value: str) -> bool:
-    return value in BY_ID
