@@ -335,3 +335,33 @@ def set_threadpool(size: int) -> None:
     """Sync endpoints run in anyio's default thread limiter; raise its size."""
     import anyio.to_thread
     anyio.to_thread.current_default_thread_limiter().total_tokens = int(size)
+
+
+@dataclass
+class ServiceParts:
+    """What every API service of the stack is built from, all configured by config.yaml."""
+
+    config: dict
+    threads: int
+    api_key: ApiKey
+    breaker: CircuitBreaker
+    db: Database
+    metrics: Metrics
+
+
+def service_parts(service: str) -> ServiceParts:
+    """The key check, the circuit breaker around the pooled database and the metrics of `service`."""
+    config = load_config()
+    security = config.get("security") or {}
+    server = config.get("server") or {}
+    cb_cfg = (config.get("circuit_breaker") or {}).get("postgres") or {}
+    breaker = CircuitBreaker("postgres", cb_cfg.get("failure_threshold", 5), cb_cfg.get("reset_timeout", 30))
+    db = Database(DbSettings.from_config(config), breaker, service)
+    return ServiceParts(
+        config=config,
+        threads=max(60, int(server.get("worker_threads", 100))),
+        api_key=ApiKey(security.get("api_key_file", "/run/secrets/stack_api_key")),
+        breaker=breaker,
+        db=db,
+        metrics=Metrics(db),
+    )

@@ -16,8 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
-from aistack_common import (ApiKey, CircuitBreaker, CircuitOpenError, Database, DbSettings, Metrics,
-                            MetricsMiddleware, load_config, set_threadpool)
+from aistack_common import CircuitOpenError, MetricsMiddleware, service_parts, set_threadpool
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 log = logging.getLogger("hybrid-coordinator")
@@ -26,16 +25,8 @@ SERVICE = os.environ.get("SERVICE_NAME", "hybrid-coordinator")
 AIDB_URL = os.environ.get("AIDB_URL", "http://aidb:8000").rstrip("/")
 STARTED = time.time()
 
-config = load_config()
-security = config.get("security") or {}
-server = config.get("server") or {}
-cb_cfg = (config.get("circuit_breaker") or {}).get("postgres") or {}
-THREADS = max(60, int(server.get("worker_threads", 100)))
-
-api_key = ApiKey(security.get("api_key_file", "/run/secrets/stack_api_key"))
-breaker = CircuitBreaker("postgres", cb_cfg.get("failure_threshold", 5), cb_cfg.get("reset_timeout", 30))
-db = Database(DbSettings.from_config(config), breaker, SERVICE)
-metrics = Metrics(db)
+parts = service_parts(SERVICE)
+api_key, breaker, db, metrics, THREADS = parts.api_key, parts.breaker, parts.db, parts.metrics, parts.threads
 
 app = FastAPI(title="hybrid-coordinator", version="1.0.0", docs_url=None, redoc_url=None, openapi_url=None)
 
