@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -65,10 +67,10 @@ def control_of(item: pytest.Item) -> str | None:
 
 
 class ValidationReport:
-    def __init__(self, config: pytest.Config, report_dir: Path, target: "TargetInfo", redactor: Redactor):
+    def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor):
         self.config = config
         self.report_dir = report_dir
-        self.target = target
+        self.target = target  # called once, when the summary is built
         self.redactor = redactor
         self.rows: dict[str, CheckRow] = {}
         self.live_run = False
@@ -148,6 +150,10 @@ class ValidationReport:
 
     # --- summary ---------------------------------------------------------------
 
+    @cached_property
+    def target_info(self) -> "TargetInfo":
+        return self.target()
+
     def build_summary(self) -> dict:
         rows = [self._clean_row(row) for row in self.rows.values()]
         controls = []
@@ -165,7 +171,7 @@ class ValidationReport:
         return {
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
-            "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target).items()},
+            "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},
             "run": {"live": self.live_run},
             "controls": controls,
             "totals": totals,

@@ -87,13 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     stack.register_secrets()
     config.stash[STACK_KEY] = stack
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
-    target = TargetInfo(
-        stack_dir=str(stack_dir),
-        git_commit=stack.git_commit() if stack_dir.is_dir() else None,
-        compose_project=setting(config, "compose_project") or None,
-        profile=None,
-    )
-    report = ValidationReport(config, report_dir, target, redactor)
+    project = setting(config, "compose_project") or None
+    report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor)
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
     if config.pluginmanager.hasplugin("html"):
@@ -120,15 +115,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the run's clock; fill in what the report says about the target once the stack can be read."""
+    """Start the run's clock."""
     session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
-    stack, report = session.config.stash[STACK_KEY], session.config.stash[REPORT_KEY]
+
+
+def describe_target(stack: Stack, project: str | None) -> TargetInfo:
+    """What the report says about the target; read at the end, when the checks have loaded the stack.
+    A part that cannot be read is named as such (the checks report why)."""
+    if not stack.root.is_dir():
+        return TargetInfo(str(stack.root), None, project, None)
     try:
-        report.target.profile = str(stack.profile.source.name) if stack.profile.source else "defaults"
-        if report.target.compose_project is None:
-            report.target.compose_project = stack.compose.name
-    except Exception as exc:  # a broken stack is reported by the checks, not here
-        report.target.profile = report.target.profile or f"unreadable: {type(exc).__name__}"
+        profile = stack.profile.source.name if stack.profile.source else "defaults"
+    except Exception as exc:
+        profile = f"unreadable: {type(exc).__name__}"
+    if project is None:
+        try:
+            project = stack.compose.name
+        except Exception as exc:
+            project = f"unreadable: {type(exc).__name__}"
+    return TargetInfo(str(stack.root), stack.git_commit(), project, profile)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

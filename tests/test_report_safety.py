@@ -33,7 +33,7 @@ class _Tags(HTMLParser):
 
 
 def _report(values, redactor=None) -> dict:
-    report = ValidationReport(None, Path("/nonexistent"), TargetInfo(values[0], values[1], values[2], None),
+    report = ValidationReport(None, Path("/nonexistent"), lambda: TargetInfo(values[0], values[1], values[2], None),
                               redactor or Redactor())
     for number, value in enumerate(values):
         row = CheckRow("alert_rules", f"suites/x.py::t{number}", value, "static", "FAIL",
