@@ -82,6 +82,7 @@ class LiveDefect:
     recreate: tuple[str, ...]  # services recreated after injecting and after restoring
     fragments: tuple[str, ...]  # what the failure reason must name
     args: tuple[str, ...] = ()  # extra options for the suite run
+    also: tuple[str, ...] = ()  # controls that check the same fact by design and fail too
 
 
 LIVE_DEFECTS = [
@@ -97,6 +98,12 @@ LIVE_DEFECTS = [
         ("wrong key",),
     ),
     LiveDefect(
+        # the key's mode inside the containers is checked by both controls, as the report asks
+        "api-key-0440-on-host", "api_key_permissions",
+        ("ai-stack/compose/secrets/stack_api_key",), chmod("ai-stack/compose/secrets/stack_api_key", 0o440), (),
+        ("/run/secrets/stack_api_key mode 0440, expected 0400",), also=("docker_secrets_mode",),
+    ),
+    LiveDefect(
         "rotation-leaves-services-on-the-old-key", "api_key_permissions",
         ("scripts/rotate-api-key.sh", "scripts/rotate-api-key.orig.sh"), _rotation_without_restart, (),
         ("the old key still works",), ("--allow-changes",),
@@ -108,6 +115,21 @@ LIVE_DEFECTS = [
                  "      SERVICE_NAME: aidb\n      DB_POOL_SIZE: \"5\"\n"),
         ("aidb",),
         ("service aidb: /metrics reports pool size / max_overflow 5 / 30",),
+    ),
+    LiveDefect(
+        "postgres-max-connections-60", "connection_pool",
+        ("ai-stack/compose/docker-compose.yml",),
+        replace("ai-stack/compose/docker-compose.yml", "      - max_connections=200\n", "      - max_connections=60\n"),
+        ("postgres",),
+        ("the pools need up to 100 connections, Postgres allows 57",),
+    ),
+    LiveDefect(
+        "dead-alert-metric", "alert_rules",
+        ("ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml",),
+        replace("ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml", "expr: tls_cert_days_left < 7",
+                "expr: tls_cert_days_remaining < 7"),
+        ("prometheus",),
+        ("TLSCertificateExpiringSoon", "tls_cert_days_remaining"),
     ),
     LiveDefect(
         "prometheus-without-rules-mount", "alert_rules",
@@ -170,7 +192,7 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
         for item in saved:
             _restore(item)
         recreate(defect.recreate)
-    assert_only_control_fails(run, defect.control, *defect.fragments)
+    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
     assert_no_secret_in(run, known)
 
 
