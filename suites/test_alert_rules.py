@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins import proc, promql
-from plugins.compose import Service
-from plugins.errors import StackError
-from plugins.yamlio import load_yaml
+from stackproof import proc, promql
+from stackproof.compose import Service
+from stackproof.errors import StackError
+from stackproof.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("alert_rules")
 

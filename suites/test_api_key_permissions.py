@@ -28,8 +28,8 @@ from secrets import token_hex
 
 import pytest
 
-from plugins import proc, redact
-from plugins.errors import StackError
+from stackproof import proc, redact
+from stackproof.errors import StackError
 
 pytestmark = pytest.mark.control("api_key_permissions")
 

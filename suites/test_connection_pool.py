@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins.errors import StackError
-from plugins.yamlio import load_yaml
+from stackproof.errors import StackError
+from stackproof.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("connection_pool")
 

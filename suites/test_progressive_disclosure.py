@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.errors import StackError
-from plugins.tokens import count_tokens, encoding
+from stackproof.errors import StackError
+from stackproof.tokens import count_tokens, encoding
 
 pytestmark = pytest.mark.control("progressive_disclosure")
 

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins import proc
-from plugins.errors import StackError
+from stackproof import proc
+from stackproof.errors import StackError
 
 pytestmark = pytest.mark.control("tls_monitoring")
 

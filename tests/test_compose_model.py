@@ -8,8 +8,8 @@ from harness import REFERENCE_STACK
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugins.compose import interpolate, load_compose, read_env_file
-from plugins.errors import StackError
+from stackproof.compose import interpolate, load_compose, read_env_file
+from stackproof.errors import StackError
 
 COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
 

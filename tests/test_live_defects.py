@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from defects import certificate_pair, chmod, replace
 from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
 
-from plugins import proc
+from stackproof import proc
 
 COMPOSE_DIR = REFERENCE_STACK / "ai-stack/compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"

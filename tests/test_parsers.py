@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.compose import _parse_volume, _secret_mode
-from plugins.errors import StackError
-from plugins.profile import DEFAULTS, PROFILE_FILE, Profile
-from plugins.redact import MAX_TEXT, clean
-from plugins.yamlio import parse_yaml
+from stackproof.compose import _parse_volume, _secret_mode
+from stackproof.errors import StackError
+from stackproof.profile import DEFAULTS, PROFILE_FILE, Profile
+from stackproof.redact import MAX_TEXT, clean
+from stackproof.yamlio import parse_yaml
 from suites.test_api_key_permissions import decode_key, key_strength
 
 yaml_ish = st.text(alphabet=st.sampled_from(list("ab:- []{}&*<>!|\n\t'\"#,?0123456789")), max_size=80)

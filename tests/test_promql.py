@@ -1,4 +1,4 @@
-"""Properties of plugins/promql.py: the metrics an expression selects, whatever the expression around them."""
+"""Properties of stackproof/promql.py: the metrics an expression selects, whatever the expression around them."""
 
 import re
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins import promql
+from stackproof import promql
 
 KEYWORDS = {
     "and", "or", "unless", "atan2", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",

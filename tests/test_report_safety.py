@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from plugins.redact import MAX_TEXT, Redactor, fingerprint
-from plugins.render import render_all
-from plugins.report import CheckRow, TargetInfo, ValidationReport
+from stackproof.redact import MAX_TEXT, Redactor, fingerprint
+from stackproof.render import render_all
+from stackproof.report import CheckRow, TargetInfo, ValidationReport
 
 HOSTILE = [
     "<script>alert('x')</script>",

@@ -144,7 +144,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Stack:
-    """The stack under test (see plugins/target.py)."""
+    """The stack under test (see stackproof/target.py)."""
     target = request.config.stash[STACK_KEY]
     target.require()
     return target
@@ -160,7 +160,7 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 
 @pytest.fixture(scope="session")
 def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
-    """The running stack (see plugins/live.py). Skips the live checks when no engine or
+    """The running stack (see stackproof/live.py). Skips the live checks when no engine or
     compose project is reachable, or fails them when --live says they must run."""
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:
