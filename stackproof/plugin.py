@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .controls import BY_ID
+from .errors import Blocked
 from .evidence import EVIDENCE_KEY, Evidence
 from .live import LiveStack, LiveUnavailable, project_name
 from .redact import Redactor
@@ -57,6 +58,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=name, default=None, help=f"{help_text}; also ${env} or ini '{name}'")
         parser.addini(name, help_text, default=default)
     group.addoption(
+        "--env-file", dest="env_files", action="append", default=[], metavar="PATH",
+        help="an env file for the compose model, as `docker compose --env-file` (repeatable; replaces the "
+             "default .env, like Compose); the profile's compose.env_files come first",
+    )
+    group.addoption(
         "--live", action="store_true", default=False,
         help="live checks must run: fail them, instead of skipping, when no engine or compose project is reachable",
     )
@@ -83,12 +89,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
     redactor = Redactor()
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
-    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor)
+    env_files = [Path(p).expanduser().resolve() for p in config.getoption("env_files") or []]
+    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files)
     stack.register_secrets()
     config.stash[STACK_KEY] = stack
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
     project = setting(config, "compose_project") or None
-    report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor)
+    report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
+                              target_errors=lambda: stack.target_errors)
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
     if config.pluginmanager.hasplugin("html"):
@@ -128,18 +136,49 @@ def describe_target(stack: Stack, project: str | None) -> TargetInfo:
         profile = stack.profile.source.name if stack.profile.source else "defaults"
     except Exception as exc:
         profile = f"unreadable: {type(exc).__name__}"
+    loader = None
+    try:
+        model = stack.compose
+        loader = model.loader_note + (f"; profiles: {', '.join(model.profiles)}" if model.profiles else "")
+    except Exception as exc:
+        model = None
+        loader = f"compose model unreadable: {type(exc).__name__}"
     if project is None:
-        try:
-            project = stack.compose.name
-        except Exception as exc:
-            project = f"unreadable: {type(exc).__name__}"
-    return TargetInfo(str(stack.root), stack.git_commit(), project, profile)
+        project = model.name if model is not None else "unreadable"
+    return TargetInfo(str(stack.root), stack.git_commit(), project, profile, loader)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Bound the whole run: every single step is bounded, and so is their sum."""
+    """Bound the whole run: every single step is bounded, and so is their sum. Tell the stack which
+    check runs, so that an input it finds broken blocks (not fails) the later checks that need it."""
+    item.config.stash[STACK_KEY].current_check = item.name
     if item.get_closest_marker("control") and time.monotonic() > item.config.stash[DEADLINE_KEY]:
         pytest.fail(f"run time limit of {setting(item.config, 'run_timeout')}s exceeded before this check started")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """A check that needs an input an earlier check found broken is SKIPPED 'blocked by <check>: <reason>'."""
+    try:
+        return (yield)
+    except Blocked as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """The same for a fixture that loads a broken input (e.g. the certificate a parametrized check reads)."""
+    try:
+        return (yield)
+    except Blocked as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A target error (the compose model cannot be read at all) makes the run fail, like the verdict."""
+    if session.config.stash[STACK_KEY].target_errors and session.exitstatus == 0:
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

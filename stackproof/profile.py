@@ -16,6 +16,23 @@ from .yamlio import load_yaml
 PROFILE_FILE = "stackproof.yml"
 
 DEFAULTS: dict[str, Any] = {
+    # which service plays each role the checks need; "" / []: discovered from the compose model
+    # (by image, command, entrypoint, ports and mounts, never by name; see stackproof/roles.py)
+    "roles": {
+        "prometheus": "",
+        "alertmanager": "",
+        "node_exporter": "",  # the exporter with the textfile collector
+        "postgres": "",
+        "tls_terminator": "",
+        "api_services": [],  # services that mount the API key
+        "metrics_service": "",  # API service whose /metrics exports the pool gauges
+        "tls_monitor": "",  # a service name, or "cron:<path of a cron file in the repo>"
+    },
+    # how the compose model is read, as `docker compose --env-file F --profile P config` would
+    "compose": {
+        "env_files": [],  # relative to the stack dir; default: the compose dir's .env (also --env-file)
+        "profiles": [],  # compose profiles to activate, besides COMPOSE_PROFILES
+    },
     "paths": {
         "compose": "ai-stack/compose/docker-compose.yml",
         "compose_overrides": [],  # extra -f files; docker-compose.override.yml is picked up as Compose does
@@ -43,13 +60,11 @@ DEFAULTS: dict[str, Any] = {
         "min_size": 20,
         "min_overflow": 30,
         "min_total": 50,
-        "postgres_service": "postgres",
-        "config_mount": "/etc/ai-stack/config.yaml",
         "size_env": "DB_POOL_SIZE",
         "overflow_env": "DB_POOL_MAX_OVERFLOW",
         "default_max_connections": 100,
         "default_reserved_connections": 3,
-        # live: gauges aidb's /metrics (live.aidb_metrics_url) exports for its pool
+        # live: gauges the metrics_service role's /metrics (live.metrics_url) exports for its pool
         "size_metric": "aidb_db_pool_size",
         "overflow_metric": "aidb_db_pool_max_overflow",
         "checked_out_metric": "aidb_db_pool_checked_out",
@@ -62,9 +77,7 @@ DEFAULTS: dict[str, Any] = {
             "CircuitBreakerOpen",
             "ServiceHealthCheckFailing",
         ],
-        "prometheus_service": "prometheus",
         "tls_alert_prefix": "TLS",
-        "tls_monitor_service": "tls-monitor",  # runs monitor_script and writes the textfile the exporter serves
     },
     "tls": {
         "min_days_left": 30,
@@ -90,13 +103,10 @@ DEFAULTS: dict[str, Any] = {
         "full_docs_endpoint": "/discovery/docs",
     },
     "live": {
-        "nginx_service": "nginx",
-        "nginx_port": 443,
+        "nginx_port": 443,  # the TLS terminator's container port
         "api_key_header": "X-API-Key",
-        "prometheus_service": "prometheus",
         "prometheus_port": 9090,
-        "aidb_service": "aidb",
-        "aidb_metrics_url": "http://127.0.0.1:8000/metrics",
+        "metrics_url": "http://127.0.0.1:8000/metrics",  # inside the metrics_service container
         "load_endpoint": "/db/hold?seconds=0.5",
         "load_clients": 50,
     },

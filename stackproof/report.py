@@ -67,8 +67,10 @@ def control_of(item: pytest.Item) -> str | None:
 
 
 class ValidationReport:
-    def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor):
+    def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor,
+                 target_errors: Callable[[], list[str]] = list):
         self.config = config
+        self.target_errors = target_errors  # problems of the whole target, listed once at the top
         self.report_dir = report_dir
         self.target = target  # called once, when the summary is built
         self.redactor = redactor
@@ -142,6 +144,8 @@ class ValidationReport:
         verdict = self.summary["verdict"]
         color = {"green": True} if verdict["decision"] == "GO" else {"red": True}
         terminalreporter.section("stackproof validation report")
+        for error in self.summary["target_errors"]:
+            terminalreporter.write_line(f"TARGET ERROR: {error}", red=True, bold=True)
         for control in self.summary["controls"]:
             terminalreporter.write_line(f"{control['status']:8} {control['title']}")
         terminalreporter.write_line(verdict["line"], bold=True, **color)
@@ -168,14 +172,20 @@ class ValidationReport:
         ran = totals["passed"] + totals["failed"]
         totals["total"] = len(rows)
         totals["success_rate"] = round(100.0 * totals["passed"] / ran, 1) if ran else 0.0
+        target_errors = [clean(self.redactor.scrub(error)) for error in self.target_errors()]
+        verdict = decide(controls, rows, self.live_run)
+        if target_errors:
+            reason = f"target error: {target_errors[0]}"
+            verdict = {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
         return {
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
             "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},
             "run": {"live": self.live_run},
+            "target_errors": target_errors,
             "controls": controls,
             "totals": totals,
-            "verdict": decide(controls, rows, self.live_run),
+            "verdict": verdict,
         }
 
     def _clean_row(self, row: CheckRow) -> dict:
@@ -192,6 +202,7 @@ class TargetInfo:
     git_commit: str | None
     compose_project: str | None
     profile: str | None
+    compose_loader: str | None = None  # how the compose model was read (the Python fallback is named)
 
 
 def _control_summary(control, rows: list[dict]) -> dict:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
 from . import proc
 from .backends import local_host
 from .compose import ComposeModel, load_compose, read_env_file
-from .errors import StackError
+from .errors import Blocked, RequiredVariablesMissing, StackError
 from .profile import Profile
 from .redact import Redactor
 
@@ -20,10 +21,35 @@ class Stack:
     """A stack under test. Cheap to build; each part is read (and cached) on first use,
     so a broken file fails only the checks that need it."""
 
-    def __init__(self, root: Path, timeout: float, redactor: Redactor):
+    def __init__(self, root: Path, timeout: float, redactor: Redactor, env_files: list[Path] | None = None):
         self.root = root
         self.timeout = timeout
         self.redactor = redactor
+        self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
+        self.current_check = ""  # set by the plugin before each check: who first hit a broken input
+        self._inputs: dict[str, tuple[bool, Any, str]] = {}  # key -> (ok, value or error, first check)
+        self.target_errors: list[str] = []  # problems of the whole target, reported once at the top
+
+    def needs(self, key: str, load: Callable[[], Any]) -> Any:
+        """An input of the checks, loaded once. When loading it failed, the check that hit it first
+        fails with the error; any later check that needs it raises Blocked ('blocked by <check>')."""
+        if key not in self._inputs:
+            try:
+                self._inputs[key] = (True, load(), self.current_check)
+            except RequiredVariablesMissing as exc:
+                self._inputs[key] = (False, exc, "target error")
+                if str(exc) not in self.target_errors:
+                    self.target_errors.append(str(exc))
+            except Blocked:
+                raise
+            except StackError as exc:
+                self._inputs[key] = (False, exc, self.current_check)
+        ok, value, first = self._inputs[key]
+        if ok:
+            return value
+        if first == self.current_check:
+            raise value
+        raise Blocked(f"blocked by {first}: {value}")
 
     def require(self) -> None:
         if not self.root.is_dir():
@@ -45,11 +71,33 @@ class Stack:
         except ValueError:
             return str(path)
 
-    @cached_property
+    @property
     def compose(self) -> ComposeModel:
+        """The compose model with the active profiles (COMPOSE_PROFILES and the profile's compose.profiles)."""
+        return self.needs("compose model", lambda: self._load_compose(self.profile["compose"]["profiles"]))
+
+    def compose_all_profiles(self) -> ComposeModel | None:
+        """The model with every compose profile active, to name a service's inactive profile; None if unreadable."""
+        try:
+            return self.needs("compose model, all profiles", lambda: self._load_compose(["*"]))
+        except StackError:
+            return None
+
+    def compose_env_files(self) -> list[Path]:
+        return [self.profile.stack_path(p) for p in self.profile["compose"]["env_files"]] + self.cli_env_files
+
+    def _load_compose(self, profiles: list[str]) -> ComposeModel:
         self.require()
         overrides = [self.profile.stack_path(p) for p in self.profile["paths"]["compose_overrides"]]
-        return load_compose(self.path("compose"), overrides, self.timeout)
+        return load_compose(self.path("compose"), overrides, self.timeout,
+                            env_files=self.compose_env_files(), profiles=profiles)
+
+    @cached_property
+    def roles(self):
+        """The services (or cron file) that play each role the checks need (see stackproof/roles.py)."""
+        from .roles import Roles
+
+        return Roles(self)
 
     @cached_property
     def host(self):
@@ -82,7 +130,11 @@ class Stack:
                         self.redactor.add(path.read_bytes())
                     except OSError:
                         pass
-        for env_file in (compose_dir / ".env", self.root / ".env"):
+        try:
+            extra = self.compose_env_files()
+        except StackError:
+            extra = list(self.cli_env_files)
+        for env_file in (compose_dir / ".env", self.root / ".env", *extra):
             for name, value in read_env_file(env_file).items():
                 if any(hint in name.upper() for hint in SECRET_NAME_HINTS):
                     self.redactor.add(value)

@@ -86,20 +86,19 @@ class Alerting:
     def config_path(self) -> Path:
         return self.stack.path("prometheus_config")
 
-    @cached_property
+    @property
     def config(self) -> dict:
+        return self.stack.needs("prometheus config", self._config)
+
+    def _config(self) -> dict:
         doc = load_yaml(self.config_path, self.stack.rel(self.config_path))
         if not isinstance(doc, dict):
             raise StackError(f"{self.stack.rel(self.config_path)}: top level is not a mapping")
         return doc
 
-    @cached_property
+    @property
     def service(self) -> Service:
-        name = self.stack.profile["alerts"]["prometheus_service"]
-        compose = self.stack.compose
-        if name not in compose.services:
-            raise StackError(f"{self.stack.rel(compose.files[0])}: no service {name!r} (profile alerts.prometheus_service)")
-        return compose.services[name]
+        return self.stack.roles.service("prometheus")
 
     @cached_property
     def patterns(self) -> list[RulePattern]:
@@ -134,16 +133,35 @@ class Alerting:
                                 f"({self.stack.rel(p.host)} on the host)")
         return problems
 
-    @cached_property
+    @property
     def rule_files(self) -> list[Path]:
-        problems = self.pattern_problems()
-        if problems:
-            raise StackError(problems[0])
-        return sorted({f for p in self.patterns for f in p.files})
+        """The rule files Prometheus loads; when a pattern is not visible in its container (not mounted),
+        the files it would name beside prometheus.yml on disk, so that they are still judged."""
+        return self.stack.needs("alert rule files", self._rule_files)
 
-    @cached_property
+    def _rule_files(self) -> list[Path]:
+        files = {f for p in self.patterns for f in p.files}
+        for p in self.patterns:
+            if p.host is None and not p.files:
+                files |= set(self._beside_config(p.pattern))
+        if not files:
+            raise StackError(self.pattern_problems()[0])
+        return sorted(files)
+
+    def _beside_config(self, pattern: str) -> list[Path]:
+        """Files a rule_files pattern names relative to prometheus.yml's own directory on disk."""
+        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
+        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))
+        container = posixpath.normpath(posixpath.join(config_dir, pattern))
+        if not container.startswith(config_dir.rstrip("/") + "/"):
+            return []
+        relative = container[len(config_dir.rstrip("/")) + 1:]
+        return sorted(Path(p) for p in glob.glob(str(self.config_path.parent / relative)) if Path(p).is_file())
+
+    @property
     def rules(self) -> list[Rule]:
-        return [rule for path in self.rule_files for rule in _read_rule_file(path, self.stack.rel(path))]
+        return self.stack.needs("alert rules", lambda: [
+            rule for path in self.rule_files for rule in _read_rule_file(path, self.stack.rel(path))])
 
     @property
     def alerts(self) -> list[Rule]:
@@ -223,9 +241,14 @@ def alerting(stack) -> Alerting:
 def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
     """Each rule_files pattern, resolved inside the Prometheus container through its mounts, matches rule files."""
     evidence.record(test=f"rule_files in {stack.rel(alerting.config_path)}, seen through the "
-                         f"{stack.profile['alerts']['prometheus_service']} service's mounts",
+                         f"{alerting.service.name} service's mounts",
                     expected="at least one pattern; each matches at least one mounted file")
     problems = alerting.pattern_problems()
+    if problems:  # the later checks judge the files on disk if there are any; if not, they are blocked by this one
+        try:
+            alerting.rule_files
+        except StackError:
+            pass
     evidence.record(result="; ".join(
         f"{p.container} → {', '.join(stack.rel(f) for f in p.files) or 'nothing'}" for p in alerting.patterns)
         or "no rule_files")
@@ -317,6 +340,8 @@ def test_alertmanager_configured(stack, alerting, evidence):
                                      for host in targets) or "no alertmanager target")
     assert targets, f"{config}: no alertmanager configured (alerting.alertmanagers has no static target)"
     unknown = [host for host in targets if host not in services]
+    inactive = [message for host in unknown if (message := stack.roles.inactive(host, "the Alertmanager"))]
+    assert not inactive, inactive[0]
     assert not unknown, f"{config}: alertmanager target(s) {', '.join(unknown)} not a service of {stack.rel(stack.compose.files[0])}"
 
 
@@ -375,33 +400,50 @@ def _mount_of(service: Service, path: str) -> tuple[str, str, str] | None:
     return None if best is None else (best.type, best.source, path[len(best.target):].strip("/"))
 
 
+def _location(mount: tuple[str, str, str] | None) -> tuple[str, str] | None:
+    """A mount as a comparable place: (volume, name/sub-path) or (bind, host path)."""
+    if mount is None:
+        return None
+    kind, source, sub = mount
+    return (kind, str(Path(source) / sub) if kind == "bind" else posixpath.join(source, sub).rstrip("/"))
+
+
+def monitor_metrics_file(monitor) -> str | None:
+    """Where the TLS monitor writes its metrics: its service environment's or cron line's
+    TLS_METRICS_FILE, or its --metrics-file argument."""
+    env = monitor.service.environment if monitor.service else monitor.cron.env
+    argv = [*monitor.service.entrypoint, *monitor.service.command] if monitor.service else list(monitor.cron.argv)
+    return env.get(METRICS_FILE_ENV) or flag_value(argv, "--metrics-file")
+
+
 def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     """(how the monitor's metrics reach Prometheus, problems): the metrics file must sit in a textfile
     dir that an exporter reads (same volume or host dir), and a scrape job must target that exporter."""
     services = stack.compose.services
     compose = stack.rel(stack.compose.files[0])
-    monitor_name = stack.profile["alerts"]["tls_monitor_service"]
-    if monitor_name not in services:
-        return "", [f"{compose}: no service {monitor_name!r} runs the TLS monitor (profile alerts.tls_monitor_service)"]
-    monitor = services[monitor_name]
-    metrics_file = monitor.environment.get(METRICS_FILE_ENV) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
-    written = _mount_of(monitor, posixpath.dirname(metrics_file))
-    exporters = {svc.name: flag_value(svc.command, TEXTFILE_FLAG) for svc in services.values()}
+    monitor = stack.roles.tls_monitor()
+    metrics_file = monitor_metrics_file(monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    if monitor.service:
+        written = _location(_mount_of(monitor.service, posixpath.dirname(metrics_file)))
+    else:  # a cron job of the host writes a host path
+        written = ("bind", str(Path(posixpath.dirname(metrics_file))))
+    exporters = {svc.name: flag_value([*svc.entrypoint, *svc.command], TEXTFILE_FLAG) for svc in services.values()}
     exporters = {name: directory for name, directory in exporters.items() if directory}
     readers = [name for name, directory in exporters.items()
-               if written is not None and _mount_of(services[name], directory) == written]
+               if written is not None and _location(_mount_of(services[name], directory)) == written]
     jobs = {host: job for job, host in static_targets(alerting.config.get("scrape_configs"))}
     scraped = [name for name in readers if name in jobs]
     problems = []
+    label = monitor.label
     if not metrics_file.endswith(".prom"):
-        problems.append(f"{compose}: {monitor_name} writes {metrics_file}; the textfile collector reads only *.prom")
+        problems.append(f"{compose}: {label} writes {metrics_file}; the textfile collector reads only *.prom")
     if not readers:
         where = f"{written[0]} {written[1]}" if written else "on no shared mount"
         seen = ", ".join(f"{name} reads {d}" for name, d in exporters.items()) or f"no service has {TEXTFILE_FLAG}"
-        problems.append(f"{compose}: {monitor_name} writes {metrics_file} ({where}), which no textfile exporter reads ({seen})")
+        problems.append(f"{compose}: {label} writes {metrics_file} ({where}), which no textfile exporter reads ({seen})")
     elif not scraped:
         problems.append(f"{stack.rel(alerting.config_path)}: no scrape job targets {', '.join(readers)} (the TLS textfile exporter)")
-    route = f"{monitor_name} writes {metrics_file}"
+    route = f"{label} writes {metrics_file}"
     if readers:
         route += f" → {written[0]} {written[1]} → {readers[0]}"
     route += f", scraped by job {jobs[scraped[0]]}" if scraped else ", not scraped"
@@ -426,8 +468,7 @@ def tls_alert_selectors(stack, alerting) -> list[tuple[Rule, promql.Selector]]:
 def test_tls_textfile_is_scraped(stack, alerting, evidence):
     """The TLS monitor's metrics file lands where a textfile exporter reads it, and Prometheus scrapes that exporter."""
     evidence.record(test=f"{TEXTFILE_FLAG} services, their mounts and scrape jobs in {stack.rel(alerting.config_path)}",
-                    expected=f"the {stack.profile['alerts']['tls_monitor_service']} metrics file (*.prom) is in a "
-                             "scraped exporter's textfile dir")
+                    expected="the TLS monitor's metrics file (*.prom) is in a scraped exporter's textfile dir")
     route, problems = textfile_wiring(stack, alerting)
     evidence.record(result=route)
     assert not problems, "; ".join(problems)
@@ -464,7 +505,7 @@ def live_alerts(live) -> list[dict]:
 @pytest.mark.live
 def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
     """Prometheus runs the alerts of the rule files (not a stale or partial set), and evaluates each without error."""
-    service = stack.profile["live"]["prometheus_service"]
+    service = stack.roles.name("prometheus")
     try:
         wanted = {rule.name for rule in alerting.alerts}
         source = ", ".join(stack.rel(f) for f in alerting.rule_files)
@@ -487,7 +528,7 @@ def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
 @pytest.mark.live
 def test_live_alertmanager_active(stack, live, evidence):
     """Prometheus has discovered an Alertmanager, and it is a running service of the stack."""
-    service = stack.profile["live"]["prometheus_service"]
+    service = stack.roles.name("prometheus")
     evidence.record(test=f"GET /api/v1/alertmanagers on {service}",
                     expected="at least one active Alertmanager, a running container")
     data = live.prometheus("/api/v1/alertmanagers")
@@ -501,7 +542,7 @@ def test_live_alertmanager_active(stack, live, evidence):
 @pytest.mark.live
 def test_live_alert_metrics_have_series(stack, live, evidence):
     """An alert whose metric has no series can never fire: every metric an alert selects must exist in Prometheus."""
-    service = stack.profile["live"]["prometheus_service"]
+    service = stack.roles.name("prometheus")
     evidence.record(test=f"series in {service} of every metric the running alerts select", expected="at least one series each")
     loaded = live_alerts(live)
     selected: dict[promql.Selector, set[str]] = {}

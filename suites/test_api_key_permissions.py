@@ -511,13 +511,13 @@ def test_live_endpoint_requires_the_key(stack, live, evidence):
         headers = None if value is None else {cfg["api_key_header"]: value}
         statuses[label] = live.https(path, headers).status
     evidence.record(
-        test=f"GET {path} through {cfg['nginx_service']} with {', '.join(statuses)} ({cfg['api_key_header']})",
+        test=f"GET {path} through {stack.roles.name('tls_terminator')} with {', '.join(statuses)} ({cfg['api_key_header']})",
         expected=f"{'/'.join(map(str, DENIED))} without the right key, 200 with it",
         result="; ".join(f"{label} → HTTP {status}" for label, status in statuses.items()),
     )
     wrong = [f"{label}: HTTP {status}" for label, status in statuses.items()
              if (status != 200 if label == RIGHT_KEY else status not in DENIED)]
-    assert not wrong, (f"service {cfg['nginx_service']} GET {path}: {'; '.join(wrong)} "
+    assert not wrong, (f"service {stack.roles.name('tls_terminator')} GET {path}: {'; '.join(wrong)} "
                        f"(expected {'/'.join(map(str, DENIED))} without the right key, 200 with it)")
 
 

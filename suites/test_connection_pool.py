@@ -29,6 +29,10 @@ pytestmark = pytest.mark.control("connection_pool")
 
 def pool_section(stack, path: Path) -> dict:
     """The pool mapping (profile pool.config_key, e.g. database.postgres.pool) of a config file."""
+    return stack.needs(f"pool config {path}", lambda: _pool_section(stack, path))
+
+
+def _pool_section(stack, path: Path) -> dict:
     node = load_yaml(path, stack.rel(path))
     key = stack.profile["pool"]["config_key"]
     for part in key.split("."):
@@ -70,15 +74,45 @@ class ServicePool:
         return f"{self.service}: size {self.size}, overflow {self.overflow}, max {self.max}{via}"
 
 
+def pool_config_of(stack, svc) -> tuple[Path | None, str]:
+    """The pool config a service reads, and how it was found: a file its environment points at
+    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config."""
+    key = stack.profile["pool"]["config_key"].split(".")
+    for var, value in sorted(svc.environment.items()):
+        if not value or not value.startswith("/"):
+            continue
+        host = svc.host_path_for(value)
+        if host is not None and host.is_file() and host.suffix in (".yml", ".yaml") and _holds(host, key):
+            return host, f"{var}={value}"
+    configured = stack.path("pool_config")
+    for mount in svc.volumes:
+        if mount.type == "bind" and (str(configured) == mount.source
+                                     or str(configured).startswith(mount.source.rstrip("/") + "/")):
+            return configured, f"mounted at {mount.target}"
+    return None, ""
+
+
+def _holds(path: Path, key: list[str]) -> bool:
+    try:
+        node = load_yaml(path, path.name)
+    except StackError:
+        return False
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict)
+
+
 def service_pools(stack) -> list[ServicePool]:
-    """Every compose service that mounts a pool config (profile pool.config_mount) or sets a pool
+    """Every compose service that reads a pool config (see pool_config_of) or sets a pool
     env var, with its effective pool."""
     cfg = stack.profile["pool"]
     compose = stack.compose
     compose_file = stack.rel(compose.files[0])
     pools = []
     for name, svc in compose.services.items():
-        mounted = svc.host_path_for(cfg["config_mount"])
+        mounted, _ = pool_config_of(stack, svc)
         env = {var: svc.environment.get(var) for var in (cfg["size_env"], cfg["overflow_env"])}
         overrides = {var: value for var, value in env.items() if value not in (None, "")}
         if mounted is None and not overrides:
@@ -94,7 +128,8 @@ def service_pools(stack) -> list[ServicePool]:
             overflow = as_int(overrides[cfg["overflow_env"]], f"{compose_file}: {name}: {cfg['overflow_env']}")
         pools.append(ServicePool(name, size, overflow, stack.rel(config_path), overrides))
     if not pools:
-        raise StackError(f"{compose_file}: no service mounts the pool config at {cfg['config_mount']}")
+        raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
+                         "(through a bind mount, or an environment variable naming a mounted file)")
     return pools
 
 
@@ -120,12 +155,9 @@ def postgres_settings(command: list[str]) -> dict[str, str]:
 def postgres_limits(stack) -> tuple[int, int, str]:
     """(max_connections, superuser_reserved_connections, where they came from)."""
     cfg = stack.profile["pool"]
-    compose = stack.compose
-    compose_file = stack.rel(compose.files[0])
-    service = compose.services.get(cfg["postgres_service"])
-    if service is None:
-        raise StackError(f"{compose_file}: no service {cfg['postgres_service']!r} (profile pool.postgres_service)")
-    settings = postgres_settings(service.command)
+    compose_file = stack.rel(stack.compose.files[0])
+    service = stack.roles.service("postgres")
+    settings = postgres_settings([*service.entrypoint, *service.command])
     where = f"{compose_file}: {service.name} command"
     max_conn = as_int(settings.get("max_connections", cfg["default_max_connections"]), f"{where} max_connections")
     reserved = as_int(
@@ -195,8 +227,8 @@ def test_effective_pool_per_service(stack, evidence):
     cfg = stack.profile["pool"]
     pools = service_pools(stack)
     evidence.record(
-        test=f"effective pool of each service mounting {cfg['config_mount']} ({cfg['size_env']}/{cfg['overflow_env']} "
-        f"overrides from {stack.rel(stack.compose.files[0])})",
+        test=f"effective pool of each service reading {stack.rel(stack.path('pool_config'))} ({cfg['size_env']}/"
+        f"{cfg['overflow_env']} overrides from {stack.rel(stack.compose.files[0])})",
         expected=f"each: size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']}",
         result="; ".join(pool.describe() for pool in pools),
     )
@@ -218,7 +250,7 @@ def test_pools_fit_postgres(stack, evidence):
     max_conn, reserved, source = postgres_limits(stack)
     available = max_conn - reserved
     total = sum(pool.max for pool in pools)
-    service = stack.profile["pool"]["postgres_service"]
+    service = stack.roles.name("postgres")
     evidence.record(
         test=f"sum of the services' max pools vs {service} max_connections - superuser_reserved_connections",
         expected=f"< {max_conn} - {reserved} = {available}",
@@ -242,10 +274,11 @@ def gauges(text: str, where: str) -> dict[str, float]:
         raise StackError(f"{where}: not Prometheus text format ({type(exc).__name__})") from None
 
 
-def aidb_gauges(live) -> dict[str, float]:
-    cfg = live.stack.profile["live"]
-    response = live.http_in(cfg["aidb_service"], cfg["aidb_metrics_url"])
-    where = f"service {cfg['aidb_service']} {cfg['aidb_metrics_url']}"
+def pool_gauges(live) -> dict[str, float]:
+    """The unlabelled gauges of the metrics_service role's /metrics page."""
+    service = live.metrics_service
+    response = live.metrics_page(service)
+    where = f"service {service} {live.stack.profile['live']['metrics_url']}"
     if response.status != 200:
         raise StackError(f"{where}: HTTP {response.status}")
     return gauges(response.body.decode(errors="replace"), where)
@@ -253,10 +286,7 @@ def aidb_gauges(live) -> dict[str, float]:
 
 def postgres_setting(live, name: str) -> int:
     """SHOW <name> in the postgres container, as the compose user; the password stays in the container."""
-    cfg = live.stack.profile["pool"]
-    svc = live.stack.compose.services.get(cfg["postgres_service"])
-    if svc is None:
-        raise StackError(f"{live.stack.rel(live.stack.compose.files[0])}: no service {cfg['postgres_service']!r}")
+    svc = live.stack.roles.service("postgres")
     env = svc.environment
     script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAtc "$4"'
     code, out = live.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
@@ -269,21 +299,21 @@ def postgres_setting(live, name: str) -> int:
 
 
 @pytest.mark.live
-def test_live_aidb_pool_matches_config(stack, live, evidence):
-    """The running aidb must use the pool config.yaml configures: a stale image, or a DB_POOL_* variable
-    in its environment, would give it another one."""
+def test_live_pool_matches_config(stack, live, evidence):
+    """The running API service must use the pool its config file configures: a stale image, or a
+    DB_POOL_* variable in its environment, would give it another one."""
     cfg = stack.profile["pool"]
-    service = stack.profile["live"]["aidb_service"]
+    service = live.metrics_service
     path = stack.path("pool_config")
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
     configured = as_int(section.get("size"), f"{where}.size"), as_int(section.get("max_overflow"), f"{where}.max_overflow")
     declared = next((p for p in service_pools(stack) if p.service == service), None)
-    found = aidb_gauges(live)
+    found = pool_gauges(live)
     running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])
     shown = " / ".join("missing" if v is None else f"{v:g}" for v in running)
     evidence.record(
-        test=f"{cfg['size_metric']} / {cfg['overflow_metric']} on {service} {stack.profile['live']['aidb_metrics_url']}",
+        test=f"{cfg['size_metric']} / {cfg['overflow_metric']} on {service} {stack.profile['live']['metrics_url']}",
         expected=f"{configured[0]} / {configured[1]} ({stack.rel(path)}), size >= {cfg['min_size']}, "
         f"overflow >= {cfg['min_overflow']}",
         result=shown,
@@ -305,7 +335,7 @@ def test_live_postgres_max_connections(stack, live, evidence):
     max_conn, reserved = postgres_setting(live, "max_connections"), postgres_setting(live, "superuser_reserved_connections")
     declared, declared_reserved, source = postgres_limits(stack)
     total = sum(pool.max for pool in service_pools(stack))
-    service = stack.profile["pool"]["postgres_service"]
+    service = stack.roles.name("postgres")
     evidence.record(
         test=f"SHOW max_connections / superuser_reserved_connections in {service}; sum of the services' max pools",
         expected=f"{declared} / {declared_reserved} ({source}); sum < {max_conn - reserved}",
@@ -358,7 +388,7 @@ def run_load(live, clients: int, endpoint: str, headers: dict[str, str], metric:
     def sampler():
         while not done.is_set():
             try:
-                value = aidb_gauges(live).get(metric, 0.0)
+                value = pool_gauges(live).get(metric, 0.0)
             except StackError:
                 value = 0.0
             with lock:
@@ -380,7 +410,7 @@ def test_live_load_concurrent_clients(stack, live, evidence):
     cfg, pool_cfg = stack.profile["live"], stack.profile["pool"]
     clients, endpoint = cfg["load_clients"], cfg["load_endpoint"]
     evidence.record(
-        test=f"{clients} concurrent GET {endpoint} through {cfg['nginx_service']} with the API key",
+        test=f"{clients} concurrent GET {endpoint} through {stack.roles.name('tls_terminator')} with the API key",
         expected=f"{clients} × HTTP 200, no pool timeout",
     )
     headers = {cfg["api_key_header"]: live.api_key()}
@@ -390,4 +420,5 @@ def test_live_load_concurrent_clients(stack, live, evidence):
         result=f"{outcome}; latency p50 {result.percentile(50):.3f}s, p95 {result.percentile(95):.3f}s; "
         f"peak checked-out connections {result.peak_checked_out}"
     )
-    assert result.statuses == {"200": clients}, f"{cfg['nginx_service']} {endpoint} under {clients} clients: {outcome}"
+    assert result.statuses == {"200": clients}, (
+        f"service {stack.roles.name('tls_terminator')} {endpoint} under {clients} clients: {outcome}")

@@ -56,6 +56,10 @@ class RecordedResponses:
     def __init__(self, stack):
         self.stack, self.cfg = stack, stack.profile["disclosure"]
 
+    def recorded(self) -> bool:
+        """Whether the stack keeps recorded responses at all (a missing one among others is a defect)."""
+        return any(self.stack.profile.stack_path(p).exists() for p in self.cfg["responses"].values())
+
     def places(self) -> dict[str, str]:
         return dict(self.cfg["responses"])
 
@@ -90,7 +94,7 @@ class LiveResponses:
     def _fetch(self, path: str, headers: dict[str, str] | None = None) -> str:
         """The body of a 200 response through nginx, as text."""
         response = self.live.https(path, headers)
-        service = self.stack.profile["live"]["nginx_service"]
+        service = self.stack.roles.name("tls_terminator")
         if response.status != 200:
             raise StackError(f"service {service} GET {path}: HTTP {response.status} (expected 200)")
         if len(response.body) > MAX_RESPONSE_BYTES:
@@ -108,7 +112,12 @@ SOURCES = [
 def responses(request, stack):
     """Where the disclosure levels are read from: the recorded files, or the running endpoints."""
     if request.param == "recorded":
-        return RecordedResponses(stack)
+        recorded = RecordedResponses(stack)
+        if not recorded.recorded():
+            places = ", ".join(recorded.places().values()) or "none declared"
+            pytest.skip(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
+                        f"judged live by {request.node.originalname}[live]")
+        return recorded
     return LiveResponses(stack, request.getfixturevalue("live"))
 
 
@@ -163,7 +172,7 @@ def test_savings_vs_full_docs(responses, evidence):
 def test_live_full_docs_need_key(stack, live, evidence):
     """The full docs are the protected level: without the key they must not be served."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
-    service = stack.profile["live"]["nginx_service"]
+    service = stack.roles.name("tls_terminator")
     response = live.https(path)
     evidence.record(test=f"GET {path} through {service} without the API key", expected="HTTP 401",
                     result=f"HTTP {response.status}")

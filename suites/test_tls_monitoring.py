@@ -362,8 +362,8 @@ def handshake(live, version: str | None = None) -> tuple[bytes, str]:
     """A TLS handshake with nginx's published port, pinned to `version` (an ssl.TLSVersion name) if given.
     Returns (the served certificate, DER; the negotiated version). The certificate is compared by
     fingerprint, so chain verification is off."""
-    cfg = live.stack.profile["live"]
-    host, port = live.published(cfg["nginx_service"], cfg["nginx_port"])
+    service = live.stack.roles.name("tls_terminator")
+    host, port = live.published(service, live.stack.profile["live"]["nginx_port"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     if version:
@@ -371,7 +371,7 @@ def handshake(live, version: str | None = None) -> tuple[bytes, str]:
             warnings.simplefilter("ignore", DeprecationWarning)
             context.set_ciphers("ALL:@SECLEVEL=0")  # let the local OpenSSL offer what nginx must refuse
             context.minimum_version = context.maximum_version = getattr(ssl.TLSVersion, version)
-    where = f"service {cfg['nginx_service']} {host}:{port}"
+    where = f"service {service} {host}:{port}"
     try:
         with socket.create_connection((host, port), timeout=live.timeout) as sock:
             with context.wrap_socket(sock, server_hostname=host) as tls:
@@ -401,7 +401,7 @@ def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
     path = stack.path("tls_cert")
     disk, _ = load_certificate(stack, path)
     served, version = served_certificate(live)
-    service = stack.profile["live"]["nginx_service"]
+    service = stack.roles.name("tls_terminator")
     evidence.record(
         test=f"sha256 of the certificate {service} serves vs {stack.rel(path)}",
         expected=fingerprint_of(disk),
@@ -416,7 +416,7 @@ def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
 @pytest.mark.parametrize("label, version", OLD_VERSIONS, ids=[v[0] for v in OLD_VERSIONS])
 def test_live_old_tls_version_refused(stack, live, evidence, label, version):
     """TLS 1.0 and 1.1 are broken and deprecated: only TLS 1.2 or newer may be accepted."""
-    service = stack.profile["live"]["nginx_service"]
+    service = stack.roles.name("tls_terminator")
     evidence.record(test=f"{label}-only handshake with {service}", expected="refused")
     try:
         _, negotiated = handshake(live, version)
@@ -462,7 +462,7 @@ def certificate(request, stack) -> tuple[x509.Certificate, str]:
         path = stack.path("tls_cert")
         return load_certificate(stack, path)[0], stack.rel(path)
     served, _ = served_certificate(request.getfixturevalue("live"))
-    return served, f"service {stack.profile['live']['nginx_service']}: served certificate"
+    return served, f"service {stack.roles.name('tls_terminator')}: served certificate"
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)

@@ -7,9 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
+import subprocess
+
 import docker
 import pytest
-from harness import PROJECT, REFERENCE_STACK, SUITES, SuiteRun
+from defects import LAYOUTS, Layout
+from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun
+
+from stackproof.init import write_profile
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +30,32 @@ def stack_copy(reference_stack: Path, tmp_path: Path) -> Path:
     target = tmp_path / "stack"
     shutil.copytree(reference_stack, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
     return target
+
+
+def set_up_copy(source: Path, target: Path, setup: str | None) -> Path:
+    """A copy of a test stack, its generated files made by its own set-up script (as a user would)."""
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    if setup:
+        subprocess.run([str(target / setup)], check=True, timeout=60, capture_output=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def prepared_stacks(reference_stack: Path, tmp_path_factory) -> dict[str, Path]:
+    """Every test stack, ready to copy: the reference stack as it is; the others set up by their
+    own set-up script and given the profile `stackproof init` writes (never edited by hand)."""
+    northwind = set_up_copy(STACKS / "northwind", tmp_path_factory.mktemp("prepared") / "northwind", "bin/setup")
+    write_profile(northwind, force=True)
+    return {"reference": reference_stack, "northwind": northwind}
+
+
+@pytest.fixture
+def layout_copy(request, prepared_stacks: dict[str, Path], tmp_path: Path) -> tuple[Path, Layout]:
+    """(a private copy, its layout) of the test stack named by the parametrization (indirect)."""
+    name = request.param
+    target = tmp_path / name
+    shutil.copytree(prepared_stacks[name], target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    return target, LAYOUTS[name]
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Each returns an injector `inject(stack_dir)`; the defect tables of tests/ are bu
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 import os
 from pathlib import Path
 from typing import Callable
@@ -57,3 +58,103 @@ def certificate_pair(days: int, common_name: str = "localhost") -> tuple[x509.Ce
     pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert, pem_key
+
+
+# --- the stacks a defect can be injected into -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a test stack keeps each file a defect breaks (relative to its root), and the names
+    the failure messages use. Fragments of expected reasons are format strings over these fields."""
+
+    name: str
+    compose: str
+    pool_config: str
+    prometheus_config: str
+    rules: str
+    secrets_dir: str
+    api_key: str
+    db_password: str
+    tls_cert: str
+    tls_key: str
+    monitor_script: str
+    rotate_script: str
+    api_service: str  # one service that mounts the API key
+    exporter: str  # the textfile exporter service
+
+    def fill(self, fragment: str) -> str:
+        return fragment.format(**self.__dict__)
+
+
+REFERENCE = Layout(
+    name="reference",
+    compose="ai-stack/compose/docker-compose.yml",
+    pool_config="ai-stack/mcp-servers/config/config.yaml",
+    prometheus_config="ai-stack/compose/prometheus/prometheus.yml",
+    rules="ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml",
+    secrets_dir="ai-stack/compose/secrets",
+    api_key="ai-stack/compose/secrets/stack_api_key",
+    db_password="ai-stack/compose/secrets/postgres_password",
+    tls_cert="ai-stack/compose/nginx/certs/server.crt",
+    tls_key="ai-stack/compose/nginx/certs/server.key",
+    monitor_script="scripts/monitor-tls-certs.sh",
+    rotate_script="scripts/rotate-api-key.sh",
+    api_service="aidb",
+    exporter="node-exporter",
+)
+
+# tests/stacks/northwind: another house style (see its README.md)
+NORTHWIND = Layout(
+    name="northwind",
+    compose="deploy/compose.yaml",
+    pool_config="config/app.yml",
+    prometheus_config="observability/prometheus.yml",
+    rules="observability/rules/northwind.rules.yml",
+    secrets_dir="secrets",
+    api_key="secrets/api_token",
+    db_password="secrets/db_password",
+    tls_cert="tls/api.northwind.internal.crt",
+    tls_key="tls/api.northwind.internal.key",
+    monitor_script="bin/certwatch",
+    rotate_script="bin/rotate-token",
+    api_service="catalog",
+    exporter="hostmetrics",
+)
+
+LAYOUTS = {layout.name: layout for layout in (REFERENCE, NORTHWIND)}
+
+# A defect for each stack: inject(stack_dir, layout) breaks the copy.
+LayoutInjector = Callable[[Path, Layout], None]
+
+
+def chmod_file(field: str, mode: int) -> LayoutInjector:
+    """chmod the layout's file (`field`: api_key, tls_key, secrets_dir...)."""
+    return lambda stack, layout: os.chmod(stack / getattr(layout, field), mode)
+
+
+def edit_yaml(field: str, dotted: str, value) -> LayoutInjector:
+    """Set a value in one of the layout's YAML files (a defect that does not depend on its layout)."""
+    import yaml
+
+    def inject(stack: Path, layout: Layout) -> None:
+        path = stack / getattr(layout, field)
+        doc = yaml.safe_load(path.read_text())
+        node = doc
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    return inject
+
+
+def per_stack(**edits: tuple[str, str, str]) -> LayoutInjector:
+    """A text edit written for each stack: name=(layout field, old text, new text)."""
+
+    def inject(stack: Path, layout: Layout) -> None:
+        field, old, new = edits[layout.name]
+        replace(getattr(layout, field), old, new)(stack)
+
+    return inject

@@ -9,6 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
 SUITES = REPO / "suites"
+STACKS = REPO / "tests/stacks"  # other complete stacks, in other house styles
 PROJECT = "ai-stack"  # the reference stack's compose project
 
 @dataclass

@@ -88,3 +88,42 @@ def test_whole_run_is_bounded(stack_copy, run_static):
     run = run_static(stack_copy, "--run-timeout", "0")
     _explained(run, "run time limit of 0s exceeded")
     assert set(run.statuses.values()) == {"FAIL"}
+
+
+def test_missing_required_variables_are_one_target_error(stack_copy, run_static):
+    """Without the compose .env, every ${STACK_UID:?} is unset: one target error at the top of the
+    report and terminal, the checks that need the compose model blocked by it, not 20 failures."""
+    (stack_copy / "ai-stack/compose/.env").unlink()
+    run = run_static(stack_copy)
+    assert run.report is not None, run.stdout[-3000:]
+    [error] = run.report["target_errors"]
+    assert "STACK_UID" in error and "STACK_GID" in error and "docker-compose.yml" in error
+    rows = [row for c in run.report["controls"] for row in c["checks"]]
+    assert not [row for row in rows if "STACK_UID" in row["reason"] and row["status"] == "FAIL"]
+    blocked = [row for row in rows if row["status"] == "SKIPPED" and row["reason"].startswith("blocked by target error: ")]
+    assert len(blocked) >= 10
+    assert run.verdict == "NO-GO" and "target error" in run.report["verdict"]["reason"] and run.ret == 1
+    assert run.stdout.count("TARGET ERROR: ") == 1
+    assert run.statuses["tls_monitoring"] == "PASS"  # checks that do not need the compose model still judge
+
+
+def test_role_behind_an_inactive_compose_profile_is_named(stack_copy, run_static):
+    """Prometheus only under compose profile 'full': the failure says so and how to activate it;
+    activating it in the profile makes the stack GO."""
+    compose = stack_copy / "ai-stack/compose/docker-compose.yml"
+    text = compose.read_text()
+    for service in ("prometheus", "alertmanager"):
+        marker = f"\n  {service}:\n    <<: *hardening\n"
+        assert marker in text
+        text = text.replace(marker, f"{marker}    profiles: [full]\n")
+    compose.write_text(text)
+    run = run_static(stack_copy)
+    assert run.failed_controls == {"alert_rules"}, run.statuses
+    reasons = run.reasons("alert_rules")
+    assert any("Prometheus (prometheus) is in compose profile 'full', which is not active" in r for r in reasons)
+    assert any("the Alertmanager (alertmanager) is in compose profile 'full'" in r for r in reasons)
+    assert all("which is not active" in r and "COMPOSE_PROFILES=full" in r for r in reasons), reasons
+    with (stack_copy / "stackproof.yml").open("a") as profile:
+        profile.write("\ncompose:\n  profiles: [full]\n")
+    again = run_static(stack_copy)
+    assert again.verdict == "GO", again.statuses

@@ -1,20 +1,22 @@
 """The compose model: the pure-Python fallback agrees with `docker compose config`,
 and interpolation behaves as Compose documents it."""
 
-import shutil
+import os
+import subprocess
+import sys
 
 import pytest
 from harness import REFERENCE_STACK
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stackproof.compose import interpolate, load_compose, read_env_file
-from stackproof.errors import StackError
+from stackproof.compose import compose_binary, interpolate, load_compose, read_env_file
+from stackproof.errors import RequiredVariablesMissing, StackError
 
 COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+@pytest.mark.skipif(not compose_binary(), reason="docker-compose not installed")
 def test_fallback_yields_the_same_model_as_docker_compose_config(reference_stack):
     real = load_compose(COMPOSE, [], timeout=30)
     fallback = load_compose(COMPOSE, [], timeout=30, prefer_real=False)
@@ -49,7 +51,7 @@ def test_interpolation(text, expected):
 
 @pytest.mark.parametrize("text", ["${UNSET:?set it}", "${EMPTY:?}", "${UNSET?}"])
 def test_required_variable_is_reported(text):
-    with pytest.raises(StackError, match=r"compose.yml: required variable (UNSET|EMPTY) is missing a value"):
+    with pytest.raises(StackError, match=r"compose.yml: required variable\(s\) without a value: (UNSET|EMPTY)"):
         interpolate(text, ENV, "compose.yml")
 
 
@@ -94,9 +96,60 @@ def test_override_file_and_profiles(tmp_path):
     )
     (tmp_path / "docker-compose.override.yml").write_text("services:\n  a:\n    environment: {B: '2'}\n")
     for prefer_real in (True, False):
-        if prefer_real and not shutil.which("docker-compose"):
+        if prefer_real and not compose_binary():
             continue
         model = load_compose(tmp_path / "docker-compose.yml", [], timeout=30, prefer_real=prefer_real)
         assert set(model.services) == {"a"}, model.loader
         assert model.services["a"].image == "img"
         assert model.services["a"].environment == {"A": "1", "B": "2"}, model.loader
+
+
+@pytest.mark.parametrize("prefer_real", [True, False], ids=["docker-compose", "fallback"])
+def test_every_missing_required_variable_is_listed_once(tmp_path, prefer_real):
+    """Compose stops at the first one; the operator gets them all, in one error."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  a:\n    image: ${IMG:?set IMG}\n    user: ${UID_X:?}:${UID_X:?}\n"
+                       "  b:\n    image: x\n    environment: {A: '${IMG:?set IMG}'}\n")
+    with pytest.raises(RequiredVariablesMissing) as info:
+        load_compose(compose, [], timeout=30, prefer_real=prefer_real)
+    assert list(info.value.variables) == ["IMG", "UID_X"]
+    assert str(info.value).count("IMG (") == 1
+
+
+def test_env_files_and_profiles_like_compose(tmp_path):
+    """--env-file replaces .env (repeatable, later wins); --profile activates a profile's services."""
+    (tmp_path / "docker-compose.yml").write_text(
+        "services:\n  a:\n    image: 'img:${TAG:?}'\n  mon:\n    image: prom/prometheus\n    profiles: [full]\n")
+    (tmp_path / ".env").write_text("TAG=dotenv\n")
+    (tmp_path / "one.env").write_text("TAG=one\n")
+    (tmp_path / "two.env").write_text("TAG=two\n")
+    for prefer_real in (True, False):
+        if prefer_real and not compose_binary():
+            continue
+        plain = load_compose(tmp_path / "docker-compose.yml", [], timeout=30, prefer_real=prefer_real)
+        assert plain.services["a"].image == "img:dotenv" and set(plain.services) == {"a"}, plain.loader
+        model = load_compose(tmp_path / "docker-compose.yml", [], timeout=30, prefer_real=prefer_real,
+                             env_files=[tmp_path / "one.env", tmp_path / "two.env"], profiles=["full"])
+        assert model.services["a"].image == "img:two", model.loader
+        assert set(model.services) == {"a", "mon"} and model.services["mon"].profiles == ["full"], model.loader
+
+
+@pytest.mark.parametrize("text, what", [
+    ("include:\n  - other.yml\nservices:\n  a:\n    image: x\n", "`include:`"),
+    ("services:\n  a:\n    extends: {file: base.yml, service: b}\n", "`extends`"),
+], ids=["include", "extends"])
+def test_fallback_refuses_what_it_does_not_implement(tmp_path, text, what):
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(text)
+    with pytest.raises(StackError, match=what):
+        load_compose(compose, [], timeout=30, prefer_real=False)
+
+
+@pytest.mark.skipif(not (os.path.exists(os.path.join(os.path.dirname(sys.executable), "docker-compose"))),
+                    reason="docker-compose is not installed beside this interpreter")
+def test_real_compose_is_found_beside_the_interpreter_without_path():
+    """`.venv/bin/python -m pytest` with the venv not on PATH still uses the venv's docker-compose."""
+    code = "from stackproof.compose import compose_binary; print(compose_binary())"
+    done = subprocess.run([sys.executable, "-c", code], env={"PATH": "/nonexistent"}, capture_output=True,
+                          text=True, timeout=30)
+    assert os.path.dirname(sys.executable) in done.stdout, done.stdout + done.stderr

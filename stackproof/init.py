@@ -1,0 +1,602 @@
+"""`stackproof init`: inspect a stack and write its profile, saying how each entry was found.
+
+    python -m stackproof.init --stack-dir DIR [--force]
+
+Reads the stack's files only (the compose model, configs, the scripts' usage text, cron
+files); it runs none of the stack's code. Every entry of the written `stackproof.yml` has a
+comment saying how it was found; whatever could not be decided is listed as TODO at the top
+and left to the defaults. An existing profile is never overwritten without --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
+from .errors import StackError
+from .profile import DEFAULTS, PROFILE_FILE, Profile
+from .redact import Redactor
+from .roles import SKIP_DIRS, Roles, cron_files, cron_job
+from .target import Stack
+from .yamlio import load_yaml
+
+MAX_SCAN_BYTES = 256 * 1024
+MAX_FILES = 5000
+ROLE_KEYS = ("prometheus", "alertmanager", "node_exporter", "postgres", "tls_terminator")
+REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?\?)")
+
+
+@dataclass
+class Entry:
+    """One value of the profile and the comment that says how it was found."""
+
+    section: str
+    key: str
+    value: object
+    how: str
+
+
+@dataclass
+class Findings:
+    entries: list[Entry] = field(default_factory=list)
+    todos: list[str] = field(default_factory=list)
+
+    def set(self, section: str, key: str, value: object, how: str) -> None:
+        self.entries = [e for e in self.entries if (e.section, e.key) != (section, key)]
+        self.entries.append(Entry(section, key, value, how))
+
+    def get(self, section: str, key: str):
+        found = [e.value for e in self.entries if (e.section, e.key) == (section, key)]
+        return found[0] if found else DEFAULTS[section][key]
+
+    def todo(self, text: str) -> None:
+        self.todos.append(text)
+
+    def profile_data(self) -> dict:
+        data = copy.deepcopy(DEFAULTS)
+        for entry in self.entries:
+            data[entry.section][entry.key] = entry.value
+        return data
+
+
+def repository_files(root: Path) -> list[Path]:
+    """The repository's regular files (no symlinks, no VCS or tool dirs), bounded."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+                if len(found) >= MAX_FILES:
+                    return found
+    return found
+
+
+def read_text(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_SCAN_BYTES:
+            return ""
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class Inspector:
+    """Finds what the profile needs, step by step; each step may use what the earlier ones found."""
+
+    def __init__(self, root: Path, timeout: float = 20.0):
+        self.root = root
+        self.timeout = timeout
+        self.files = repository_files(root)
+        self.found = Findings()
+
+    def rel(self, path: Path | str) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def stack(self) -> Stack:
+        """A Stack over what has been found so far (the suite's own readers, not a copy of them)."""
+        stack = Stack(self.root, self.timeout, Redactor())
+        stack.__dict__["profile"] = Profile(self.root, self.found.profile_data(), None)
+        return stack
+
+    # --- the steps ---------------------------------------------------------------------
+
+    def inspect(self) -> Findings:
+        for step in (self.compose_file, self.env_files, self.compose_profiles, self.tls_pair, self.roles,
+                     self.api_key, self.pool_config, self.prometheus, self.scripts, self.tls_monitor,
+                     self.disclosure):
+            try:
+                step()
+            except StackError as exc:
+                self.found.todo(f"{step.__name__}: {exc}")
+        return self.found
+
+    def compose_file(self) -> None:
+        default = self.root / DEFAULTS["paths"]["compose"]
+        candidates = [p for p in self.files if p.name in COMPOSE_FILE_NAMES]
+        if default.is_file():
+            self.found.set("paths", "compose", self.rel(default), "the default layout's compose file exists")
+            return
+        if not candidates:
+            raise StackError("no compose file (compose.yaml, docker-compose.yml...) in the repository: set paths.compose")
+        chosen = min(candidates, key=lambda p: (len(p.relative_to(self.root).parts), str(p)))
+        how = "the only compose file of the repository" if len(candidates) == 1 else (
+            f"the least nested of {len(candidates)} compose files ({', '.join(self.rel(p) for p in candidates)})")
+        self.found.set("paths", "compose", self.rel(chosen), how)
+        if len(candidates) > 1:
+            self.found.todo(f"paths.compose: check that {self.rel(chosen)} is the deployed compose file")
+
+    def env_files(self) -> None:
+        compose = self.root / self.found.get("paths", "compose")
+        required = sorted({name for name, _ in REQUIRED_VARIABLE.findall(read_text(compose))})
+        have = compose_environment(compose.parent, [])
+        missing = [name for name in required if not have.get(name)]
+        if not missing:
+            return
+        chosen = []
+        for path in self.files:
+            if not (path.name.endswith(".env") or path.name.startswith(".env")) or "example" in path.name \
+                    or "sample" in path.name or "template" in path.name:
+                continue
+            values = read_env_file(path)
+            if any(values.get(name) for name in missing):
+                chosen.append(path)
+                missing = [name for name in missing if not values.get(name)]
+        if chosen:
+            defined = sorted(set(required) - set(missing))
+            self.found.set("compose", "env_files", [self.rel(p) for p in chosen],
+                           f"define {', '.join(defined)}, which {self.rel(compose)} requires (${{X:?}})")
+        if missing:
+            self.found.todo(f"compose.env_files: no env file of the repository sets {', '.join(missing)} "
+                            f"(required by {self.rel(compose)}): generate it (set-up script?) and list it, or use --env-file")
+
+    def compose_profiles(self) -> None:
+        stack = self.stack()
+        active = stack.compose
+        everything = stack.compose_all_profiles()
+        if everything is None:
+            return
+        hidden = {name: svc for name, svc in everything.services.items() if name not in active.services}
+        if not hidden:
+            return
+        needed: dict[str, list[str]] = {}
+        roles = Roles(stack)
+        for role in ROLE_KEYS:
+            try:
+                roles.find(role)
+            except StackError:
+                spec_hits = [svc for svc in hidden.values() if role_fits(stack, role, svc)]
+                for svc in spec_hits[:1]:
+                    needed.setdefault(svc.profiles[0], []).append(f"{role} ({svc.name})")
+        if needed:
+            self.found.set("compose", "profiles", sorted(needed),
+                           "; ".join(f"profile {p} holds {', '.join(r)}" for p, r in sorted(needed.items())))
+
+    def roles(self) -> None:
+        stack = self.stack()
+        roles = Roles(stack)
+        for role in ROLE_KEYS:
+            try:
+                found = roles.find(role)
+            except StackError as exc:
+                self.found.todo(f"roles.{role}: {exc}")
+                continue
+            self.found.set("roles", role, found.service.name, found.how)
+
+    def api_key(self) -> None:
+        stack = self.stack()
+        compose = stack.compose
+        postgres = self.found.get("roles", "postgres")
+        db_secrets = {ref.source for ref in compose.services[postgres].secrets} if postgres in compose.services else set()
+        users: dict[str, list[str]] = {}
+        for svc in compose.services.values():
+            if svc.name == postgres:
+                continue
+            for ref in svc.secrets:
+                if ref.source not in db_secrets and compose.secrets.get(ref.source) is not None:
+                    users.setdefault(ref.source, []).append(svc.name)
+        if not users:
+            self.found.todo("api_key.secret: no file secret is mounted by services other than the database")
+            return
+        name = max(users, key=lambda s: (len(users[s]), "key" in s or "token" in s))
+        how = (f"the file secret mounted by {', '.join(users[name])} (and not by the database)"
+               + (f"; others: {', '.join(s for s in users if s != name)}" if len(users) > 1 else ""))
+        self.found.set("api_key", "secret", name, how)
+        if len(users) > 1:
+            self.found.todo(f"api_key.secret: {name} chosen among {', '.join(users)}; check it is the API key")
+        self.found.set("roles", "api_services", users[name], f"they mount the {name} secret")
+        key_file = compose.secrets[name]
+        self.found.set("paths", "secrets_dir", self.rel(key_file.parent), f"the directory of the {name} secret file")
+
+    def tls_pair(self) -> None:
+        stack = self.stack()
+        mounted: dict[Path, list[str]] = {}
+        for svc in stack.compose.services.values():
+            for m in svc.volumes:
+                if m.type == "bind" and str(m.source).startswith(str(self.root)):
+                    mounted.setdefault(Path(m.source), []).append(svc.name)
+        files: dict[Path, str] = {}
+        for source, names in mounted.items():
+            for path in [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []:
+                files[path] = ", ".join(sorted(set(names) | set(files.get(path, "").split(", ")) - {""}))
+        where = "mounted into {}"
+        if not files:
+            files, where = dict.fromkeys(self.files, ""), "in the repository"
+        certs, keys = {}, {}
+        for path in files:
+            data = path.read_bytes()[:MAX_SCAN_BYTES] if path.is_file() and path.stat().st_size < MAX_SCAN_BYTES else b""
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                try:
+                    certs[path] = x509.load_pem_x509_certificates(data)[0].public_key().public_bytes(*SPKI)
+                except ValueError:
+                    continue
+            elif b"PRIVATE KEY-----" in data:
+                try:
+                    keys[path] = serialization.load_pem_private_key(data, None).public_key().public_bytes(*SPKI)
+                except (ValueError, TypeError):
+                    continue
+        pairs = [(c, k) for c, cpub in certs.items() for k, kpub in keys.items() if cpub == kpub]
+        if not pairs:
+            raise StackError(f"no certificate with its private key {where}: set paths.tls_cert and paths.tls_key "
+                             "(run the stack's set-up script first if it generates them)")
+        cert, key = pairs[0]
+        where = where.format(files[cert])
+        self.found.set("paths", "tls_cert", self.rel(cert), f"PEM certificate {where}")
+        self.found.set("paths", "tls_key", self.rel(key), f"its private key (same public key), {where}")
+        if len(pairs) > 1:
+            self.found.todo(f"paths.tls_cert: {len(pairs)} certificate/key pairs found; check {self.rel(cert)} is the served one")
+
+    def pool_config(self) -> None:
+        stack = self.stack()
+        key = self.found.get("pool", "config_key").split(".")
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            for var, value in sorted((svc.environment if svc else {}).items()):
+                host = svc.host_path_for(value) if value and value.startswith("/") else None
+                if host is not None and host.is_file() and holds(host, key):
+                    self.found.set("paths", "pool_config", self.rel(host),
+                                   f"{name} reads it through {var}={value} (a bind mount of {self.rel(host)})")
+                    return
+            for mount in svc.volumes if svc else []:
+                source = Path(mount.source)
+                if mount.type == "bind" and source.is_file() and holds(source, key):
+                    self.found.set("paths", "pool_config", self.rel(source), f"mounted into {name} at {mount.target}")
+                    return
+        for path in self.files:
+            if path.suffix in (".yml", ".yaml") and holds(path, key):
+                self.found.set("paths", "pool_config", self.rel(path),
+                               f"the repository's file holding {'.'.join(key)} (baked into an image, or read otherwise)")
+                return
+        raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
+
+    def prometheus(self) -> None:
+        stack = self.stack()
+        svc = stack.compose.services.get(self.found.get("roles", "prometheus"))
+        if svc is None:
+            return
+        args = [*svc.entrypoint, *svc.command]
+        flag = next((a.split("=", 1)[1] for a in args if a.startswith("--config.file=")), None)
+        if flag is None and "--config.file" in args[:-1]:
+            flag = args[args.index("--config.file") + 1]
+        container = flag or "/etc/prometheus/prometheus.yml"
+        host = svc.host_path_for(posixpath_join("/prometheus", container))
+        if host is None or not host.is_file():
+            raise StackError(f"{svc.name} reads {container}, which no bind mount brings from the repository: "
+                             "set paths.prometheus_config")
+        self.found.set("paths", "prometheus_config", self.rel(host), f"{svc.name} --config.file {container}, bind-mounted")
+        tests = sorted({p.parent for p in self.files if p.suffix in (".yml", ".yaml") and is_rule_test(p)})
+        if tests:
+            self.found.set("paths", "prometheus_rule_tests", self.rel(tests[0]),
+                           "promtool rule unit tests (files with rule_files and tests)")
+        else:
+            self.found.todo("paths.prometheus_rule_tests: no promtool rule unit tests found (that check is skipped)")
+
+    def scripts(self) -> None:
+        monitor = self._script("monitor_script", MONITOR_HINTS, "the TLS monitor")
+        rotate = self._script("rotate_script", ROTATE_HINTS, "the key rotation")
+        if "scripts" not in DEFAULTS:
+            return
+        if monitor is not None:
+            interface, notes = monitor_interface(read_text(monitor), monitor.name)
+            self.found.set("scripts", "monitor", interface, f"read from the usage text of {self.rel(monitor)}: {notes}")
+        if rotate is not None:
+            interface, notes = rotate_interface(read_text(rotate), rotate.name)
+            self.found.set("scripts", "rotate", interface, f"read from the usage text of {self.rel(rotate)}: {notes}")
+
+    def _script(self, key: str, hints: tuple[re.Pattern, ...], what: str) -> Path | None:
+        default = self.root / DEFAULTS["paths"][key]
+        if default.is_file():
+            self.found.set("paths", key, self.rel(default), "the default layout's script exists")
+            return default
+        scored = []
+        for path in self.files:
+            if not os.access(path, os.X_OK) or path.suffix in (".yml", ".yaml", ".json", ".md"):
+                continue
+            text = read_text(path)
+            if not text.startswith("#!"):
+                continue
+            score = sum(bool(hint.search(text)) for hint in hints)
+            if score >= 2:
+                scored.append((score, path))
+        if not scored:
+            self.found.todo(f"paths.{key}: no script of the repository looks like {what}")
+            return None
+        scored.sort(key=lambda item: (-item[0], str(item[1])))
+        path = scored[0][1]
+        self.found.set("paths", key, self.rel(path), f"an executable script that reads like {what}")
+        return path
+
+    def tls_monitor(self) -> None:
+        stack = self.stack()
+        try:
+            monitor = Roles(stack).tls_monitor()
+        except StackError as exc:
+            self.found.todo(f"roles.tls_monitor: {exc}")
+            return
+        value = monitor.service.name if monitor.service else f"cron:{self.rel(monitor.cron.path)}"
+        self.found.set("roles", "tls_monitor", value, monitor.how)
+        if monitor.cron is not None:
+            env = monitor.cron.env
+            interface = self.found.get("scripts", "monitor") if "scripts" in DEFAULTS else {}
+            var = next((k for k, v in interface.get("env", {}).items() if v == "{metrics_file}"), None)
+            if var and var not in env:
+                self.found.todo(f"roles.tls_monitor: the cron line sets no {var} (where the metrics go)")
+
+    def disclosure(self) -> None:
+        responses = DEFAULTS["disclosure"]["responses"]
+        if all((self.root / p).is_file() for p in responses.values()):
+            self.found.set("disclosure", "responses", responses, "the default layout's recorded responses exist")
+            return
+        found = {}
+        for level in responses:
+            match = next((p for p in self.files if p.stem.lower().startswith(level) and p.suffix == ".json"), None)
+            if match:
+                found[level] = self.rel(match)
+        if len(found) == len(responses):
+            self.found.set("disclosure", "responses", found, "recorded responses named after their level")
+            docs = next((p for p in self.files if "full-docs" in p.name or p.stem.lower() == "docs"), None)
+            if docs:
+                self.found.set("disclosure", "full_docs", self.rel(docs), "the full docs beside them")
+            return
+        self.found.set("disclosure", "responses", {},
+                       "no recorded disclosure responses in the repository: the static token checks are skipped, "
+                       "the live ones judge the endpoints")
+
+
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+MONITOR_HINTS = (re.compile(r"x509|BEGIN CERTIFICATE|enddate|not_?after", re.I), re.compile(r"days", re.I),
+                 re.compile(r"# TYPE|\.prom\b|metrics", re.I))
+ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|secrets\.", re.I),
+                re.compile(r"backup|archive|\.bak|audit", re.I))
+
+
+def posixpath_join(base: str, path: str) -> str:
+    return str(PurePosixPath(base) / path)
+
+
+def holds(path: Path, key: list[str]) -> bool:
+    """Whether a YAML file has the mapping at the dotted key."""
+    try:
+        node = load_yaml(path, path.name)
+    except StackError:
+        return False
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict)
+
+
+def is_rule_test(path: Path) -> bool:
+    text = read_text(path)
+    return "rule_files" in text and re.search(r"^tests:", text, re.M) is not None
+
+
+def role_fits(stack, role: str, svc) -> bool:
+    from .roles import _specs
+
+    spec = _specs(stack)[role]
+    return sum(s.weight for s in spec.signals if s.test(svc)) >= spec.minimum
+
+
+# --- scripts' usage text ---------------------------------------------------------------
+
+ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$")
+FLAG_LINE = re.compile(r"^\s*#?\s*(--[a-z][a-z0-9-]*)(?:[ =]([A-Z][A-Z_]*))?\s{2,}(.+)$")
+EXIT_LINE = re.compile(r"^\s*#?\s*(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
+                       r"(ok|warning|critical|error)\b", re.I)
+EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error)\b", re.I)
+METRIC_LINE = re.compile(r"^\s*#?\s*([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I)
+
+MONITOR_PLACEHOLDERS = [  # (placeholder, words of a description that mean it)
+    ("{metrics_file}", ("metrics", ".prom", "textfile")),
+    ("{warn_days}", ("warn",)),
+    ("{crit_days}", ("crit",)),
+    ("{cert}", ("certificate", "cert")),
+]
+ROTATE_PLACEHOLDERS = [
+    ("{audit_log}", ("audit",)),
+    ("{secrets_dir}", ("directory", "dir")),
+    ("{key_file}", ("file",)),
+]
+METRIC_ROLES = [("expiry", ("not_after", "expiry", "expires", "notafter")), ("days_left", ("days",)),
+                ("status", ("status", "state")), ("success", ("success", "probe_ok", "_ok", "up"))]
+LABEL_ROLES = [("cert", ("path", "file", "cert")), ("cn", ("cn", "common")), ("issuer", ("issuer",))]
+
+
+def usage_text(source: str) -> str:
+    """The script's usage text: its header comments and any here-document of its usage function."""
+    lines = source.splitlines()
+    header = []
+    for line in lines[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line[1:])
+    docs = re.findall(r"<<-?\s*'?\"?(\w+)'?\"?\n(.*?)\n\s*\1\b", source, re.S)
+    return "\n".join(header + [body for _, body in docs])
+
+
+def _placeholder(description: str, table) -> str | None:
+    low = description.lower()
+    return next((ph for ph, words in table if any(word in low for word in words)), None)
+
+
+def monitor_interface(source: str, name: str) -> tuple[dict, str]:
+    text = usage_text(source)
+    interface = copy.deepcopy(DEFAULTS["scripts"]["monitor"])
+    notes = []
+    env = {var: ph for var, desc in ENV_LINE.findall(text)
+           if (ph := _placeholder(desc, MONITOR_PLACEHOLDERS)) and var.isupper()}
+    flags = {}
+    for flag, arg, desc in FLAG_LINE.findall(text):
+        ph = _placeholder(f"{flag} {desc}", MONITOR_PLACEHOLDERS)
+        if ph and arg:
+            flags[flag] = ph
+    if env and not flags:
+        interface["command"] = ["{script}"]
+        interface["env"] = dict(sorted(env.items(), key=lambda kv: kv[0]))
+        notes.append(f"paths from the environment ({', '.join(sorted(env))})")
+    elif flags:
+        positional = "{cert}" not in flags.values()
+        interface["command"] = ["{script}"] + [p for flag, ph in flags.items() for p in (flag, ph)] + \
+            (["{cert}"] if positional else [])
+        interface["env"] = {}
+        notes.append(f"flags {', '.join(flags)}" + (", certificates as arguments" if positional else ""))
+    codes = {}
+    for code, status in EXIT_LINE.findall(text) + EXIT_INLINE.findall(text):
+        codes.setdefault(status.lower(), int(code))
+    if len(codes) >= 3:
+        interface["exit_codes"] = {s: codes.get(s) for s in ("ok", "warning", "critical", "error")}
+        notes.append("exit codes " + ", ".join(f"{s} {c}" for s, c in interface["exit_codes"].items()))
+    metrics = METRIC_LINE.findall(text)
+    names = {}
+    labels = {}
+    for metric, label_text in metrics:
+        role = next((r for r, words in METRIC_ROLES if any(w in metric.lower() for w in words)), None)
+        if role and role not in names:
+            names[role] = metric
+        for label in (part.strip() for part in label_text.split(",") if part.strip()):
+            lrole = next((r for r, words in LABEL_ROLES if any(w in label.lower() for w in words)), None)
+            if lrole and lrole not in labels:
+                labels[lrole] = label
+    if len(names) == 4:
+        interface["metrics"] = names
+        notes.append("metrics " + ", ".join(names.values()))
+    if len(labels) == 3:
+        interface["labels"] = labels
+    status_line = re.search(r"^\s*#?\s*(<path>|\S+):\s.*status=<status>", text, re.M)
+    if status_line is None:
+        interface["status_line"] = None
+        notes.append("no machine-readable status line")
+    return interface, "; ".join(notes) or "the reference interface"
+
+
+def rotate_interface(source: str, name: str) -> tuple[dict, str]:
+    text = usage_text(source)
+    interface = copy.deepcopy(DEFAULTS["scripts"]["rotate"])
+    notes = []
+    env = {var: ph for var, desc in ENV_LINE.findall(text) if (ph := _placeholder(desc, ROTATE_PLACEHOLDERS))}
+    flags = {flag: ph for flag, arg, desc in FLAG_LINE.findall(text)
+             if arg and (ph := _placeholder(f"{flag} {desc}", ROTATE_PLACEHOLDERS))}
+    yes = next((flag for flag in ("--yes", "--force", "-y", "--non-interactive") if re.search(rf"\[{flag}\]|^\s*#?\s*{flag}\b",
+                                                                                              text, re.M)), None)
+    command = ["{script}"] + [p for flag, ph in flags.items() for p in (flag, ph)]
+    if yes and "ask" not in text.lower():
+        command.append(yes)
+        notes.append(f"{yes} skips the confirmation")
+    elif re.search(r"\[y/N\]|confirm|answer y", text, re.I):
+        interface["stdin"] = "y\n"
+        notes.append("answers the confirmation prompt with y")
+    elif yes:
+        command.append(yes)
+    command.append("{key_name}")
+    interface["command"] = command
+    interface["env"] = env
+    if env:
+        notes.append(f"paths from the environment ({', '.join(sorted(env))})")
+    if flags:
+        notes.append(f"flags {', '.join(flags)}")
+    return interface, "; ".join(notes) or "the reference interface"
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def render(findings: Findings, root: Path) -> str:
+    out = [f"# stackproof profile for {root.name}, written by `stackproof init`.",
+           "# Each entry says how it was found; review them, and the TODOs, before trusting the verdict.",
+           "# Anything not set here keeps its default (see stackproof/profile.py DEFAULTS)."]
+    if findings.todos:
+        out.append("#")
+        out += [f"# TODO: {todo}" for todo in findings.todos]
+    else:
+        out.append("# TODO: nothing left undecided")
+    for section in DEFAULTS:
+        entries = [e for e in findings.entries if e.section == section]
+        if not entries:
+            continue
+        out += ["", f"{section}:"]
+        for entry in entries:
+            out.append(f"  # {entry.how}")
+            out.append(f"  {entry.key}: {json.dumps(entry.value)}")
+    return "\n".join(out) + "\n"
+
+
+def write_profile(root: Path, force: bool = False, timeout: float = 20.0) -> tuple[Path, Findings]:
+    target = root / PROFILE_FILE
+    if target.exists() and not force:
+        raise StackError(f"{target}: already exists (use --force to overwrite it)")
+    findings = Inspector(root, timeout).inspect()
+    text = render(findings, root)
+    previous = target.read_bytes() if target.exists() else None
+    tmp = target.with_name(f".{PROFILE_FILE}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    try:
+        Profile.load(root)  # what init writes must load as a profile
+    except StackError:
+        if previous is None:
+            target.unlink()
+        else:
+            target.write_bytes(previous)
+        raise
+    return target, findings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stackproof init", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack-dir", required=True, type=Path, help="root of the deployment repository")
+    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {PROFILE_FILE}")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds for each subprocess (docker compose config)")
+    args = parser.parse_args(argv)
+    root = args.stack_dir.expanduser().resolve()
+    if not root.is_dir():
+        print(f"stackproof init: {root}: stack dir not found", file=sys.stderr)
+        return 2
+    try:
+        path, findings = write_profile(root, args.force, args.timeout)
+    except StackError as exc:
+        print(f"stackproof init: {exc}", file=sys.stderr)
+        return 1
+    print(f"stackproof init: wrote {path} ({len(findings.entries)} entries, {len(findings.todos)} TODO)")
+    for todo in findings.todos:
+        print(f"  TODO: {todo}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
