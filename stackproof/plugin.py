@@ -9,31 +9,33 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from . import resources
 from .controls import BY_ID
 from .errors import Blocked
 from .evidence import EVIDENCE_KEY, Evidence
-from .live import LiveStack, LiveUnavailable, project_name
 from .redact import Redactor
 from .report import TargetInfo, ValidationReport
 from .target import Stack
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STACK_DIR = REPO_ROOT / "stack"
+if TYPE_CHECKING:
+    from .live import LiveStack
+
 STACK_KEY = pytest.StashKey[Stack]()
 REPORT_KEY = pytest.StashKey[ValidationReport]()
 
 # option name -> (environment variable, ini key, default, help)
 SETTINGS = {
     "stack_dir": (
-        "STACKPROOF_STACK_DIR", str(DEFAULT_STACK_DIR),
+        "STACKPROOF_STACK_DIR", str(resources.reference_stack_dir()),
         "root of the deployment repository to validate (default: the bundled reference stack)",
     ),
     "report_dir": (
-        "STACKPROOF_REPORT_DIR", str(REPO_ROOT / "reports"),
-        "where validation-report.{html,md,json} are written (default: reports/)",
+        "STACKPROOF_REPORT_DIR", "reports",
+        "where validation-report.{html,md,json} are written (default: reports/ in the current directory)",
     ),
     "compose_project": (
         "STACKPROOF_COMPOSE_PROJECT", "",
@@ -200,7 +202,10 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 @pytest.fixture(scope="session")
 def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
     """The running stack (see stackproof/live.py). Skips the live checks when no engine or
-    compose project is reachable, or fails them when --live says they must run."""
+    compose project is reachable, or fails them when --live says they must run.
+    Imported here, not at the top: a static run needs neither the Docker SDK nor an HTTP client."""
+    from .live import LiveStack, LiveUnavailable, project_name
+
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:
         return LiveStack.connect(stack, project)

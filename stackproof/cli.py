@@ -1,0 +1,196 @@
+"""The `stackproof` command: validate a stack, start and stop the reference stack.
+
+    stackproof validate [--static] [--stack-dir DIR] [pytest args]
+    stackproof up | down
+
+`validate` runs the suites with pytest, in this process, with the suite's own ini
+(stackproof/suite.ini). Without --stack-dir (and $STACKPROOF_STACK_DIR) it validates the
+bundled reference stack, which it sets up and, for a live run, starts first. A stack of
+yours is never started or changed: its scripts run only inside the checks that test them.
+Reports go to ./reports/ unless --report-dir (or $STACKPROOF_REPORT_DIR) says otherwise.
+
+`bin/stackproof` in a checkout is a wrapper around this command that first installs what a
+bare machine lacks (Debian packages, the virtualenv, a running dockerd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__, resources
+
+REFERENCE_PROJECT = "ai-stack"
+"""The reference stack's compose project (its compose file's `name`)."""
+
+PROJECT_LABEL = "com.docker.compose.project"
+WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+
+# seconds: each step is bounded, like every subprocess of the suite
+SETUP_TIMEOUT = 120
+UP_TIMEOUT = 1800  # a cold start builds the base image from Debian packages
+DOWN_TIMEOUT = 300
+QUERY_TIMEOUT = 20
+
+EXIT_NO_TESTS = 5  # pytest: nothing collected
+
+
+class CommandFailed(Exception):
+    """A step of the command failed; the message says which, in one line."""
+
+
+def say(message: str) -> None:
+    print(f"[stackproof] {message}", file=sys.stderr, flush=True)
+
+
+def run_step(cmd: Sequence[str], timeout: float, what: str, capture: bool = False) -> str:
+    """Run one of stackproof's own commands (the reference stack's scripts, docker queries).
+
+    Unlike stackproof.proc.run, which runs the stack's code and keeps its output as evidence,
+    these show their progress on the terminal (a cold `up` takes minutes). The process group
+    is killed on timeout, so no docker-compose child outlives the step."""
+    try:
+        child = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if capture else None,
+            text=True, start_new_session=True,
+        )
+    except OSError as exc:
+        raise CommandFailed(f"{what}: cannot run {cmd[0]} ({exc.strerror})") from None
+    try:
+        out, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise CommandFailed(f"{what}: did not finish within {timeout:g}s") from None
+    if child.returncode != 0:
+        raise CommandFailed(f"{what}: {cmd[0]} exited with {child.returncode}")
+    return out or ""
+
+
+# --- the reference stack ---------------------------------------------------------
+
+
+def setup_reference_stack() -> Path:
+    """The reference stack's files and generated inputs (secrets, certificate, .env)."""
+    stack = resources.materialize_reference_stack()
+    run_step([str(stack / "scripts/setup.sh")], SETUP_TIMEOUT, "reference stack set-up")
+    return stack
+
+
+def reference_containers(stack: Path | None = None, all_states: bool = False) -> list[str]:
+    """Ids of the reference project's containers (only those started from `stack`, if given)."""
+    cmd = ["docker", "ps", "-q", "--filter", f"label={PROJECT_LABEL}={REFERENCE_PROJECT}"]
+    if all_states:
+        cmd.insert(2, "-a")
+    if stack is not None:
+        cmd += ["--filter", f"label={WORKDIR_LABEL}={stack / 'ai-stack/compose'}"]
+    return run_step(cmd, QUERY_TIMEOUT, "docker ps", capture=True).split()
+
+
+def replace_foreign_stack(stack: Path) -> None:
+    """The reference project runs from one stack dir at a time (same name, ports and volumes).
+    One started from another checkout keeps that checkout's secrets in its bind mounts and
+    volumes: take it down, volumes included, so this one starts clean."""
+    existing = reference_containers(all_states=True)
+    if not existing:
+        return
+    workdir = run_step(
+        ["docker", "inspect", "-f", f'{{{{index .Config.Labels "{WORKDIR_LABEL}"}}}}', existing[0]],
+        QUERY_TIMEOUT, "docker inspect", capture=True,
+    ).strip()
+    if workdir == str(stack / "ai-stack/compose"):
+        return
+    say(f"the {REFERENCE_PROJECT} project runs from {workdir}: taking it down (with its volumes) to start it from {stack}")
+    run_step([str(stack / "scripts/down.sh")], DOWN_TIMEOUT, "reference stack down")
+
+
+def up() -> Path:
+    """Set up and start the reference stack (a no-op when it already runs from here); returns its dir."""
+    stack = setup_reference_stack()
+    replace_foreign_stack(stack)
+    run_step([str(stack / "scripts/up.sh")], UP_TIMEOUT, "reference stack up")
+    return stack
+
+
+def down() -> None:
+    stack = resources.reference_stack_dir()
+    if not (stack / "scripts/down.sh").is_file():
+        say(f"no reference stack at {stack}: nothing to stop")
+        return
+    run_step([str(stack / "scripts/down.sh")], DOWN_TIMEOUT, "reference stack down")
+
+
+# --- validate --------------------------------------------------------------------
+
+
+def pytest_args(suites: Path, stack_dir: str | None, static: bool, extra: Sequence[str]) -> list[str]:
+    """The pytest command line of a validation run.
+
+    The suite's ini is given with -c and the rootdir pinned to the suites' parent, so the
+    configuration of the directory the user runs from never applies, and check ids read
+    `suites/test_<control>.py::...` from a checkout and an installed package alike."""
+    args = [str(suites), "-c", str(resources.SUITE_INI), "--rootdir", str(suites.parent)]
+    if stack_dir is not None:
+        args += ["--stack-dir", stack_dir]
+    args += ["-m", "static"] if static else ["--live"]
+    return args + list(extra)
+
+
+def validate(stack_dir: str | None, static: bool, extra: Sequence[str]) -> int:
+    import pytest  # here, not at the top: `up` and `down` do not need it
+
+    if stack_dir is None and not os.environ.get("STACKPROOF_STACK_DIR"):
+        # the bundled reference stack: set it up, and start it for a live run
+        stack = setup_reference_stack() if static else up()
+        stack_dir = str(stack)
+    code = int(pytest.main(pytest_args(resources.suites_dir(), stack_dir, static, extra)))
+    if code == EXIT_NO_TESTS:
+        say("pytest collected no checks: a run that checks nothing proves nothing")
+        return 1
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackproof", description="Decide whether an AI stack may go to production (GO / NO-GO).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"stackproof {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "validate", allow_abbrev=False, help="run the suites against a stack and write the report (static + live by default)",
+        description="Run the suites against a stack; other arguments go to pytest "
+        "(e.g. --report-dir, --compose-project, -n 2, --junitxml). Exit 0 only on GO.",
+    )
+    check.add_argument("--stack-dir", help="root of the deployment repository (default: the bundled reference stack, started first)")
+    check.add_argument("--static", action="store_true", help="check the stack's files only (no engine needed; for pull requests)")
+    commands.add_parser("up", help="set up and start the bundled reference stack")
+    commands.add_parser("down", help="stop the bundled reference stack and remove its volumes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "validate":
+        parser.error(f"{args.command} takes no arguments: {' '.join(extra)}")
+    try:
+        if args.command == "validate":
+            return validate(args.stack_dir, args.static, extra)
+        if args.command == "up":
+            up()
+        elif args.command == "down":
+            down()
+    except CommandFailed as exc:
+        say(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
