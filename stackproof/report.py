@@ -23,6 +23,8 @@ from .redact import Redactor, clean
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 REPORT_NAME = "validation-report"
+SCHEMA_VERSION = "1.0"
+"""Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 
 
 @dataclass
@@ -178,6 +180,7 @@ class ValidationReport:
             reason = f"target error: {target_errors[0]}"
             verdict = {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
         return {
+            "schema_version": SCHEMA_VERSION,
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
             "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},

@@ -12,7 +12,7 @@ import subprocess
 import docker
 import pytest
 from defects import LAYOUTS, Layout
-from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun
+from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun, report_schema_errors
 
 from stackproof.init import write_profile
 
@@ -60,7 +60,8 @@ def layout_copy(request, prepared_stacks: dict[str, Path], tmp_path: Path) -> tu
 
 @pytest.fixture
 def run_suite(pytester: pytest.Pytester, tmp_path: Path):
-    """Run `pytest suites/` against a stack dir; returns a SuiteRun."""
+    """Run `pytest suites/` against a stack dir; returns a SuiteRun. The JSON report, when there is
+    one, must follow docs/report.schema.json."""
 
     def run(stack_dir: Path, *args: str, timeout: float = 300) -> SuiteRun:
         report_dir = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
@@ -69,6 +70,9 @@ def run_suite(pytester: pytest.Pytester, tmp_path: Path):
         )
         report_file = report_dir / "validation-report.json"
         report = json.loads(report_file.read_text()) if report_file.exists() else None
+        if report is not None:
+            errors = report_schema_errors(report)
+            assert not errors, f"{report_file} does not follow docs/report.schema.json:\n" + "\n".join(errors[:20])
         return SuiteRun(int(result.ret), result.stdout.str(), result.stderr.str(), report, report_dir)
 
     return run

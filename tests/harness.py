@@ -3,14 +3,27 @@ assertion that a defect fails exactly one control."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import jsonschema
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
 SUITES = REPO / "suites"
 STACKS = REPO / "tests/stacks"  # other complete stacks, in other house styles
 PROJECT = "ai-stack"  # the reference stack's compose project
+REPORT_SCHEMA = json.loads((REPO / "docs/report.schema.json").read_text())
+_REPORT_VALIDATOR = jsonschema.Draft202012Validator(REPORT_SCHEMA)
+
+
+def report_schema_errors(report: dict) -> list[str]:
+    """Where `report` departs from docs/report.schema.json, one line per error (none: valid)."""
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:300]}"
+        for error in sorted(_REPORT_VALIDATOR.iter_errors(report), key=lambda e: list(map(str, e.absolute_path)))
+    ]
 
 @dataclass
 class SuiteRun:
