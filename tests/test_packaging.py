@@ -86,9 +86,9 @@ def test_wheel_contents(wheel: Path, reference_stack: Path) -> None:
 
 
 def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_copy: Path, tmp_path: Path) -> None:
-    """In a fresh venv with only the wheel, `stackproof validate --static` run from an unrelated
-    directory (holding a pytest config of its own that would break the run) validates a stack
-    given by a relative --stack-dir, and, without one, the bundled reference stack (set up in
+    """In a fresh venv with only the wheel, run from an unrelated directory (holding a pytest
+    config of its own that would break the run), `stackproof init` writes the profile of a stack
+    given by a relative --stack-dir and `stackproof validate --static` validates it; and, without one, the bundled reference stack (set up in
     $STACKPROOF_HOME, never in site-packages); reports go to ./reports/; the run imports stackproof
     from the wheel and none of the modules a static run does not use."""
     venv = tmp_path / "venv"
@@ -112,8 +112,12 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
     }
     command = [str(venv / "bin/stackproof"), "validate", "--static", "-p", "stackproof_probe"]
 
-    given = {**env, "STACKPROOF_PROBE_OUT": str(tmp_path / "given.json")}
     relative = os.path.relpath(stack_copy, workdir)
+    (stack_copy / "stackproof.yml").unlink()
+    run([str(venv / "bin/stackproof"), "init", "--stack-dir", relative], timeout=120, cwd=workdir, env=env)
+    assert (stack_copy / "stackproof.yml").is_file()
+
+    given = {**env, "STACKPROOF_PROBE_OUT": str(tmp_path / "given.json")}
     done = subprocess.run([*command, "--stack-dir", relative], cwd=workdir, env=given, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
