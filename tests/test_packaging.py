@@ -138,3 +138,23 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
     assert report["target"]["stack_dir"] == str(tmp_path / "home/stack")
     assert not list((site_packages / "stackproof").rglob("secrets")), "set-up wrote into site-packages"
     assert not list(site_packages.rglob("validation-report.*")), "a report was written into site-packages"
+
+
+REGISTRATIONS_PROBE = '''
+import json, os
+def pytest_configure(config):
+    import stackproof.plugin
+    names = [name for name, plugin in config.pluginmanager.list_name_plugin() if plugin is stackproof.plugin]
+    with open(os.environ["STACKPROOF_PROBE_OUT"], "w") as out:
+        json.dump(names, out)
+'''
+
+
+def test_checkout_run_registers_the_plugin_once(tmp_path: Path) -> None:
+    """From the checkout, conftest.py names the plugin and the installed pytest11 entry point
+    loads it too: it is registered once, under its module name."""
+    (tmp_path / "registrations_probe.py").write_text(REGISTRATIONS_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "STACKPROOF_PROBE_OUT": str(tmp_path / "names.json")}
+    run([sys.executable, "-m", "pytest", "--co", "-q", "-p", "registrations_probe", "suites"], timeout=120,
+        cwd=REPO, env=env)
+    assert json.loads((tmp_path / "names.json").read_text()) == ["stackproof.plugin"]
