@@ -12,6 +12,11 @@ class Control:
     impact: str
     p0: bool = True
     warning: str = ""
+    warning_engines: tuple[str, ...] = ()  # the engines the warning is about (none: every engine)
+
+    def warning_for(self, engine: str | None) -> str:
+        """The warning as it applies to the run's engine (unknown engine: shown)."""
+        return self.warning if not engine or not self.warning_engines or engine in self.warning_engines else ""
 
 
 CONTROLS: tuple[Control, ...] = (
@@ -28,6 +33,7 @@ CONTROLS: tuple[Control, ...] = (
             "Non-swarm Compose ignores `mode` on file secrets: it bind-mounts the host file, "
             "so the container sees the host file's mode and owner. Only the live check proves this control."
         ),
+        warning_engines=("compose", "podman"),  # swarm applies mode, uid and gid
     ),
     Control(
         "connection_pool",

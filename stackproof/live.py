@@ -1,36 +1,40 @@
-"""The running stack: its compose project's containers, reached through the Docker API.
+"""The running stack: its containers, reached through the engine that runs them.
 
-Checks get a `LiveStack` from the `live` fixture. Everything here is bounded by the
-run's timeout: Docker API calls (client timeout), commands in containers (wrapped in
-`timeout`), and HTTP requests. Nothing here changes a container, except `restart`,
-which only checks marked `changes_stack` use (opt-in: --allow-changes).
+Checks get a `LiveStack` from the `live` fixture. Which engine runs the stack (compose, swarm,
+podman: stackproof/engines.py) is hidden here: checks ask for containers, a service's container,
+a secret's mounts, a published port. Everything is bounded by the run's timeout: Docker API calls
+(client timeout), commands in containers (wrapped in `timeout`), and HTTP requests. Nothing here
+changes a container, except `restart`, which only checks marked `changes_stack` use (opt-in:
+--allow-changes).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import docker
+import pytest
 
-from .backends import container_host
+from . import engines, proc, probe
+from .engines import Engine, LiveUnavailable, SecretMount
 from .errors import StackError
 from .target import Stack
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
+__all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
+PROBE_WORKERS = 8  # concurrent container probes: enough to hide exec latency, few enough for a small engine
 
 
-class LiveUnavailable(Exception):
-    """No engine, or no running compose project: live checks cannot run."""
+class NotProven(pytest.skip.Exception):
+    """A check could not look at every container it must (a swarm task on a node the suite cannot
+    reach): the check is skipped with this reason, which keeps the verdict NO-GO."""
 
 
 @dataclass
@@ -44,79 +48,129 @@ class HttpResponse:
 
 
 class LiveStack:
-    """The compose project `project` as it runs on the engine DOCKER_HOST points at."""
+    """The stack `project` as it runs on one engine (compose project, swarm stack, podman)."""
 
-    def __init__(self, stack: Stack, project: str, client: docker.DockerClient, containers: list):
+    def __init__(self, stack: Stack, engine: Engine):
         self.stack = stack
-        self.project = project
-        self.client = client
+        self.engine = engine
+        self.project = engine.project
+        self.client = engine.client
         self.timeout = stack.timeout
-        self._containers = containers
+        self._placed = {p.container.id: p for p in engine.placed}
 
     @classmethod
-    def connect(cls, stack: Stack, project: str) -> "LiveStack":
-        try:
-            # ssh:// engines go through the system's ssh client (no paramiko needed)
-            ssh = os.environ.get("DOCKER_HOST", "").startswith("ssh://")
-            client = docker.from_env(timeout=int(max(stack.timeout, 1)), use_ssh_client=ssh)
-            client.ping()
-        except Exception as exc:  # docker raises many kinds: all mean "no engine"
-            raise LiveUnavailable(f"Docker engine unreachable ({type(exc).__name__}: {_first_line(exc)})") from None
-        containers = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
-        if not containers:
-            raise LiveUnavailable(f"compose project {project!r} has no running containers")
-        return cls(stack, project, client, containers)
+    def connect(cls, stack: Stack, project: str, engine: str = "") -> "LiveStack":
+        """Connect to the engine `engine` names (or the one found running `project`)."""
+        return cls(stack, engines.connect(stack, project, engine))
 
     # --- containers ------------------------------------------------------------
 
     @property
     def containers(self) -> list:
-        """Every running container of the project."""
-        return list(self._containers)
+        """Every running container of the project that the suite can reach."""
+        return [p.container for p in self._placed.values()]
+
+    @property
+    def unreached(self) -> list[engines.Unreached]:
+        """Tasks the suite could not reach (swarm tasks on unreachable nodes)."""
+        return list(self.engine.unreached)
+
+    def require_every_container(self, what: str) -> None:
+        """Raise NotProven when some of the project's tasks could not be looked at."""
+        if self.engine.unreached:
+            raise NotProven(f"not proven: {what} unchecked in {len(self.engine.unreached)} task(s): "
+                            + "; ".join(map(str, self.engine.unreached)))
 
     def service_of(self, container) -> str:
-        return container.labels.get(SERVICE_LABEL, container.name)
+        return self.engine.service_of(container)
 
     def container(self, service: str):
-        for container in self._containers:
-            if self.service_of(container) == service:
-                return container
-        raise StackError(f"service {service}: no running container in compose project {self.project!r}")
-
-    def host(self, service: str):
-        """testinfra host inside the service's container (runs as the container's user)."""
-        return container_host(self.container(service).name, self.timeout)
+        for placed in self._placed.values():
+            if placed.service == service:
+                return placed.container
+        missing = [u for u in self.engine.unreached if u.service == service]
+        if missing:
+            raise NotProven(f"not proven: service {service} runs only in unreached tasks: " + "; ".join(map(str, missing)))
+        raise StackError(f"service {service}: no running container in {self.engine.name} project {self.project!r}")
 
     def exec(self, service: str, cmd: list[str], user: str | None = None) -> tuple[int, bytes]:
-        """Run a command in the service's container: (exit code, stdout).
+        """Run a command in the service's container: (exit code, stdout)."""
+        return self._exec(self.container(service), cmd, user)
 
-        Goes through the docker CLI (testinfra's docker backend), which reaches unix, tcp and ssh
-        engines alike; bounded by `timeout` inside the container and by the backend outside."""
-        container = self.container(service)
-        spec = f"{user}@{container.name}" if user else container.name
-        bounded = ["timeout", f"{self.timeout:g}", *cmd]
-        result = container_host(spec, self.timeout + 5).run(" ".join(["%s"] * len(bounded)), *bounded)
-        if result.rc == 124:
+    def _exec(self, container, cmd: list[str], user: str | None = None) -> tuple[int, bytes]:
+        """`docker exec` through the docker CLI, which reaches unix, tcp and ssh engines alike (the SDK's
+        pooled ssh connections broke pipes); bounded by `timeout` inside the container and outside."""
+        host = self._placed[container.id].docker_host if container.id in self._placed else self.engine.docker_host
+        argv = ["docker", *(["-H", host] if host else []), "exec", *(["-u", user] if user else []),
+                container.id, "timeout", f"{self.timeout:g}", *cmd]
+        done = proc.run(argv, timeout=self.timeout + 5, where=f"container {container.name}")
+        if done.returncode == 124:
             raise StackError(f"container {container.name}: {cmd[0]} did not finish within {self.timeout:g}s")
-        return result.rc, result.stdout_bytes
+        return done.returncode, done.stdout
 
     def restart(self, service: str, timeout: float) -> None:
-        """Restart the service's container and wait (bounded) until it is healthy again."""
-        container = self.container(service)
-        container.restart(timeout=10)
+        """Restart the service's container (swarm: redeploy its task) and wait, bounded, until it is healthy."""
+        old = self.container(service)
+        container = self.engine.restart(old, timeout)
         deadline = time.monotonic() + timeout
         while True:
             container.reload()
             health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
             if container.status == "running" and health == "healthy":
-                return
+                break
             if time.monotonic() > deadline:
                 raise StackError(f"container {container.name}: not healthy {timeout:g}s after a restart ({health})")
             time.sleep(1)
+        placed = self._placed.pop(old.id)
+        placed.container = container  # shared with the engine's list
+        self._placed[container.id] = placed
+        self.__dict__.pop("probes", None)  # the new container has not been probed
 
-    def secret_mounts(self, container) -> list[dict]:
-        """The container's effective mounts under /run/secrets (from the engine, not from compose)."""
-        return [m for m in container.attrs.get("Mounts", []) if str(m.get("Destination", "")).startswith("/run/secrets")]
+    def secret_mounts(self, container) -> list[SecretMount]:
+        """The container's secrets under /run/secrets and what the engine (swarm) or compose says they should be."""
+        return self.engine.secret_mounts(container)
+
+    # --- the file probe ----------------------------------------------------------
+
+    def probe_paths(self, container) -> dict[str, bool]:
+        """Every path a run asks about in a container (path -> content wanted): its secrets' targets,
+        as the engine mounts them and as compose declares them."""
+        service = self.stack.compose.services.get(self.service_of(container))
+        paths = {mount.target: False for mount in self.secret_mounts(container)}
+        paths.update({ref.target: False for ref in (service.secrets if service else [])})
+        return paths
+
+    @cached_property
+    def probes(self) -> dict[str, probe.ContainerProbe]:
+        """One probe per reachable container (container id -> facts), run once per run, concurrently."""
+        containers = self.containers
+        with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(containers)))) as pool:
+            results = list(pool.map(self._probe, containers))
+        return {c.id: r for c, r in zip(containers, results)}
+
+    def probe(self, container) -> probe.ContainerProbe:
+        """The file facts of one container (see stackproof/probe.py); raises the probe's own error."""
+        result = self.probes[container.id]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _probe(self, container) -> probe.ContainerProbe | StackError:
+        paths = self.probe_paths(container)
+        try:
+            result = self._run_probe(container, paths, None)
+            if result.process_ids and result.process_ids != result.exec_ids:  # ask again as the service's process
+                view = self._run_probe(container, paths, "{}:{}".format(*result.process_ids))
+                result.process_view = view.files
+            return result
+        except StackError as exc:
+            return exc
+
+    def _run_probe(self, container, paths: dict[str, bool], user: str | None) -> probe.ContainerProbe:
+        code, out = self._exec(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *probe.script_args(paths)], user)
+        if code != 0:
+            raise StackError(f"container {container.name}: the file probe failed (exit {code}): {_first_line(out)}")
+        return probe.parse(container.name, list(paths), out)
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -136,18 +190,9 @@ class LiveStack:
         return HttpResponse(int(status), {}, body)
 
     def published(self, service: str, container_port: int) -> tuple[str, int]:
-        """Host address of a published port (127.0.0.1, or the remote engine's host for tcp:// and ssh://)."""
-        container = self.container(service)
-        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{container_port}/tcp") or []
-        if not bindings:
-            raise StackError(f"service {service}: port {container_port} is not published")
-        host_ip = bindings[0].get("HostIp") or "127.0.0.1"
-        engine = urllib.parse.urlparse(os.environ.get("DOCKER_HOST", ""))
-        if engine.scheme in ("tcp", "ssh", "http", "https") and engine.hostname not in (None, "localhost"):
-            host_ip = engine.hostname  # ports published on a remote engine are on its host
-        elif host_ip in ("0.0.0.0", "::"):
-            host_ip = "127.0.0.1"
-        return host_ip, int(bindings[0]["HostPort"])
+        """Where the suite reaches a service's port: a published host port (on the engine's host for
+        tcp:// and ssh:// engines), or, on swarm, the task's own address (see engines.SwarmEngine)."""
+        return self.engine.published(self.container(service), container_port)
 
     @cached_property
     def tls_context(self) -> ssl.SSLContext:

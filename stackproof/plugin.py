@@ -41,6 +41,10 @@ SETTINGS = {
         "STACKPROOF_COMPOSE_PROJECT", "",
         "compose project of the running stack for live checks (default: the compose file's name)",
     ),
+    "engine": (
+        "STACKPROOF_ENGINE", "",
+        "engine running the stack for live checks: compose, swarm or podman (default: detected)",
+    ),
     "stack_timeout": (
         "STACKPROOF_TIMEOUT", "20",
         "seconds allowed for each subprocess, docker exec, HTTP call and query",
@@ -99,6 +103,12 @@ def pytest_configure(config: pytest.Config) -> None:
     project = setting(config, "compose_project") or None
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
                               target_errors=lambda: stack.target_errors)
+    report.engine = setting(config, "engine") or None
+    if report.engine:
+        from .engines import ENGINES  # only here: a run without --engine needs no Docker SDK to start
+
+        if report.engine not in ENGINES:
+            raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
     if config.pluginmanager.hasplugin("html"):
@@ -208,7 +218,9 @@ def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
 
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:
-        return LiveStack.connect(stack, project)
+        live_stack = LiveStack.connect(stack, project, setting(request.config, "engine"))
+        request.config.stash[REPORT_KEY].engine = live_stack.engine.name
+        return live_stack
     except LiveUnavailable as exc:
         if request.config.getoption("live"):
             pytest.fail(f"--live: {exc}")

@@ -102,6 +102,11 @@ DEFAULTS: dict[str, Any] = {
         },
         "full_docs_endpoint": "/discovery/docs",
     },
+    "engine": {
+        # swarm: node hostname -> DOCKER_HOST of that node's engine (ssh://user@host in real use); a task on
+        # a node not listed here (other than the manager's own) is reported as not proven
+        "nodes": {},
+    },
     "live": {
         "nginx_port": 443,  # the TLS terminator's container port
         "api_key_header": "X-API-Key",
@@ -118,7 +123,7 @@ def _merge(base: dict, override: dict, where: str) -> dict:
     for key, value in override.items():
         if key not in base:
             raise StackError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict) and key not in ("responses", "endpoints"):
+        if isinstance(base[key], dict) and key not in ("responses", "endpoints", "nodes"):
             if not isinstance(value, dict):
                 raise StackError(f"{where}: {key!r} must be a mapping")
             merged[key] = _merge(base[key], value, f"{where}.{key}")

@@ -78,6 +78,7 @@ class ValidationReport:
         self.redactor = redactor
         self.rows: dict[str, CheckRow] = {}
         self.live_run = False
+        self.engine: str | None = None  # compose, swarm or podman, once known (--engine or the live connection)
         self.started = dt.datetime.now(dt.timezone.utc)
         self.written: list[Path] = []
         self.summary: dict | None = None
@@ -165,7 +166,7 @@ class ValidationReport:
         controls = []
         for control in CONTROLS:
             mine = [row for row in rows if row["control"] == control.id]
-            controls.append(_control_summary(control, mine))
+            controls.append(_control_summary(control, mine, self.engine))
         totals = {
             "passed": sum(row["status"] == PASS for row in rows),
             "failed": sum(row["status"] == FAIL for row in rows),
@@ -184,7 +185,7 @@ class ValidationReport:
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
             "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},
-            "run": {"live": self.live_run},
+            "run": {"live": self.live_run, "engine": self.engine},
             "target_errors": target_errors,
             "controls": controls,
             "totals": totals,
@@ -208,7 +209,7 @@ class TargetInfo:
     compose_loader: str | None = None  # how the compose model was read (the Python fallback is named)
 
 
-def _control_summary(control, rows: list[dict]) -> dict:
+def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
     if any(row["status"] == FAIL for row in rows):
         status = FAIL
     elif any(row["status"] == PASS for row in rows):
@@ -223,7 +224,7 @@ def _control_summary(control, rows: list[dict]) -> dict:
         "title": control.title,
         "impact": control.impact,
         "p0": control.p0,
-        "warning": control.warning,
+        "warning": control.warning_for(engine),
         "status": status,
         "validated": validated,
         "reason": failing[0]["reason"] if failing else "",

@@ -467,24 +467,15 @@ def key_variants(key: str) -> list[tuple[str, str | None]]:
             ("key with its last character changed", altered), (RIGHT_KEY, key)]
 
 
-def process_owner(live, service: str) -> tuple[int, int]:
-    """Effective uid and gid of the service's main process (PID 1 of its container)."""
-    code, out = live.exec(service, ["cat", "/proc/1/status"])
-    ids = dict(line.split(":", 1) for line in out.decode(errors="replace").splitlines() if ":" in line)
-    try:
-        return int(ids["Uid"].split()[1]), int(ids["Gid"].split()[1])
-    except (KeyError, IndexError, ValueError):
-        raise StackError(f"service {service}: cannot read the owner of PID 1 (exit {code})") from None
-
-
 def key_targets(stack, live, container) -> list[str]:
-    """Where a container has the API key: the targets compose declares for its service, and any
-    mount of the host key file the engine reports."""
+    """Where a container has the API key: the targets compose declares for its service, and the
+    secret mounts the engine reports for it (the host key file, or swarm's secret of that name)."""
     name, host_key = stack.profile["api_key"]["secret"], str(api_key_path(stack))
     service = stack.compose.services.get(live.service_of(container))
     declared = {ref.target for ref in (service.secrets if service else []) if ref.source == name}
     mounted = {m["Destination"] for m in container.attrs.get("Mounts", []) if m.get("Source") == host_key}
-    return sorted(declared | mounted)
+    engine = {mount.target for mount in live.secret_mounts(container) if mount.source == name}
+    return sorted(declared | mounted | engine)
 
 
 def freshness_note(stack, served: str) -> str:
@@ -534,17 +525,18 @@ def test_live_key_file_in_containers(stack, live, evidence):
         targets = key_targets(stack, live, container)
         if not targets:
             continue
-        service = live.service_of(container)
-        uid, gid = process_owner(live, service)
-        host = live.host(service)
+        facts = live.probe(container)
+        if facts.process_ids is None:
+            raise StackError(f"container {container.name}: cannot read the owner of PID 1")
+        uid, gid = facts.process_ids
         for target in targets:
-            facts = host.file(target)
-            if not facts.exists:
+            file = facts.file(target)
+            if not file.exists:
                 seen.append(f"{container.name}:{target} missing")
                 wrong.append(f"{container.name}:{target} missing")
                 continue
-            mode, owner = facts.mode, facts.uid
-            readable = live.exec(service, ["test", "-r", target], user=f"{uid}:{gid}")[0] == 0
+            mode, owner = file.mode, file.uid
+            readable = facts.readable_by_process(target)
             seen.append(f"{container.name}:{target} {mode:04o} uid {owner}, process uid {uid}, "
                         f"{'readable' if readable else 'not readable'} by it")
             problems = [text for failed, text in (
@@ -559,8 +551,9 @@ def test_live_key_file_in_containers(stack, live, evidence):
         expected=f"mode {wanted:04o}, owner = the service process's uid, readable by that process",
         result="; ".join(seen) or "no container mounts it",
     )
-    assert seen, f"compose project {live.project}: no running container mounts {name}"
+    assert seen or live.unreached, f"{live.engine.name} project {live.project}: no running container mounts {name}"
     assert not wrong, f"API key in containers: {'; '.join(wrong)}"
+    live.require_every_container(f"{name} in the containers")
 
 
 # --- live rotation (opt-in: --allow-changes) ---------------------------------------------

@@ -31,51 +31,41 @@ def test_secret_references_declare_mode(stack, evidence):
     assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
 
 
-def _declared_owner(service, ref):
-    """The numeric uid, gid compose asks the secret to have: the reference's, else the service's user
-    (a user given by name cannot be compared with a stat and is left out)."""
-    user = (service.user or "").split(":")
-    uid = ref.uid or (user[0] if user and user[0] else None)
-    gid = ref.gid or (user[1] if len(user) > 1 else None)
-    return tuple(value if value and value.isdigit() else None for value in (uid, gid))
-
-
 @pytest.mark.live
 def test_effective_secret_mode_in_containers(stack, live, evidence):
-    """Inside every running container, every /run/secrets/* target has the declared mode and owner."""
+    """Inside every running container, every /run/secrets/* target has the mode and owner it was deployed
+    with (swarm's service spec; compose's declaration, which non-swarm engines do not apply) and 0400."""
     wanted = stack.profile["secrets"]["mode"]
-    declared = {
-        (name, ref.target): (svc, ref) for name, svc in stack.compose.services.items() for ref in svc.secrets
-    }
     seen, wrong = [], []
     for container in live.containers:
-        service = live.service_of(container)
-        host = live.host(service)
+        facts = live.probe(container)
         for mount in live.secret_mounts(container):
-            target = mount["Destination"]
-            facts = host.file(target)
-            mode, uid, gid = facts.mode, str(facts.uid), str(facts.gid)
-            svc, ref = declared.get((service, target), (None, None))
-            declared_mode = ref.mode if ref else None
-            want_uid, want_gid = _declared_owner(svc, ref) if ref else (None, None)
+            target = mount.target
+            file = facts.file(target)
+            if not file.exists:
+                seen.append(f"{container.name}:{target} missing")
+                wrong.append(f"{container.name}:{target} missing")
+                continue
+            mode, uid, gid = file.mode, str(file.uid), str(file.gid)
             seen.append(f"{container.name}:{target} {mode:04o} {uid}:{gid}")
             problems = []
-            if declared_mode is not None and mode != declared_mode:
-                problems.append(f"mode {mode:04o}, declared {declared_mode:04o}")
+            if mount.mode is not None and mode != mount.mode:
+                problems.append(f"mode {mode:04o}, declared {mount.mode:04o}")
             elif mode != wanted:
                 problems.append(f"mode {mode:04o}, expected {wanted:04o}")
-            if want_uid and uid != want_uid:
-                problems.append(f"owner uid {uid}, declared {want_uid}")
-            if want_gid and gid != want_gid:
-                problems.append(f"group gid {gid}, declared {want_gid}")
-            if ref is None:
-                problems.append("not declared in compose")
+            if mount.uid and uid != mount.uid:
+                problems.append(f"owner uid {uid}, declared {mount.uid}")
+            if mount.gid and gid != mount.gid:
+                problems.append(f"group gid {gid}, declared {mount.gid}")
+            if mount.source is None:
+                problems.append(f"not declared in {mount.declared_by}")
             if problems:
                 wrong.append(f"{container.name}:{target} {', '.join(problems)}")
     evidence.record(
-        test="stat of every /run/secrets/* mount in the project's containers",
-        expected=f"mode {wanted:04o}, and the mode and owner compose declares",
+        test=f"stat of every /run/secrets/* mount in the {live.engine.name} project's containers",
+        expected=f"mode {wanted:04o}, and the mode and owner it was deployed with",
         result="; ".join(seen) or "no secret mounts",
     )
-    assert seen, f"compose project {live.project}: no container mounts a secret"
-    assert not wrong, f"effective secret mode differs from compose: {'; '.join(wrong)}"
+    assert seen or live.unreached, f"{live.engine.name} project {live.project}: no container mounts a secret"
+    assert not wrong, f"effective secret mode differs from its declaration: {'; '.join(wrong)}"
+    live.require_every_container("secret modes")
