@@ -91,6 +91,7 @@ class Engine:
     placed: list[Placed] = field(default_factory=list)
     unreached: list[Unreached] = field(default_factory=list)
     specs: dict[str, dict] = field(default_factory=dict)  # swarm: each service's deployed spec
+    local_node: str | None = None  # swarm: the manager's own node (hostname)
 
     def discover(self) -> None:
         raise NotImplementedError
@@ -151,6 +152,7 @@ class SwarmEngine(Engine):
         if not services:
             raise LiveUnavailable(f"swarm stack {self.project!r} has no services")
         local_node = info.get("NodeID")
+        self.local_node = self._node_name(local_node)
         node_hosts = self.stack.profile["engine"]["nodes"]
         clients: dict[str, docker.DockerClient | Exception] = {}
         for service in services:
@@ -164,13 +166,13 @@ class SwarmEngine(Engine):
                 if status.get("State") != "running" or not container_id:
                     self.unreached.append(Unreached(name, task_id, node, f"task {status.get('State', 'unknown')}"))
                     continue
-                if task.get("NodeID") == local_node:
-                    host, client = self.docker_host, self.client
-                elif node in node_hosts:
+                if node in node_hosts:  # declared: also for the manager's own node
                     host = node_hosts[node]
                     if host not in clients:
                         clients[host] = _connect(host, self.stack.timeout)
                     client = clients[host]
+                elif task.get("NodeID") == local_node:
+                    host, client = self.docker_host, self.client
                 else:
                     self.unreached.append(Unreached(name, task_id, node,
                                                     "no DOCKER_HOST for this node in stackproof.yml engine.nodes"))
@@ -238,7 +240,7 @@ class SwarmEngine(Engine):
             if published.get("TargetPort") == port and published.get("PublishedPort"):
                 return _engine_host(self.docker_host, None), int(published["PublishedPort"])
         placed = next((p for p in self.placed if p.container.id == container.id), None)
-        if _is_remote(self.docker_host) or (placed is not None and placed.docker_host != self.docker_host):
+        if _is_remote(self.docker_host) or (placed is not None and placed.node != self.local_node):
             raise StackError(f"service {name}: port {port} is not published, and its task runs on another host")
         try:
             bridge = self.client.networks.get("docker_gwbridge").attrs.get("Containers") or {}

@@ -1,0 +1,65 @@
+# engine.sh - sourced by up.sh and down.sh: the engine's project name, ports and helpers.
+# Expects ENGINE (compose|swarm|podman) and STACK_DIR; sets PROJECT, the STACK_*_PORT defaults,
+# PODMAN_HOST. Every command is bounded by a timeout.
+case "$ENGINE" in
+  compose) PROJECT="${STACK_PROJECT:-ai-stack}"; port_base=0 ;;
+  swarm) PROJECT="${STACK_PROJECT:-ai-stack-swarm}"; port_base=0 ;;
+  # podman's stack can run beside the compose one: other default host ports
+  podman) PROJECT="${STACK_PROJECT:-ai-stack-podman}"; port_base=10000 ;;
+  *) echo "engine: unknown engine $ENGINE (compose, swarm or podman)" >&2; exit 64 ;;
+esac
+export STACK_HTTPS_PORT="${STACK_HTTPS_PORT:-$((8443 + port_base))}"
+export STACK_PROMETHEUS_PORT="${STACK_PROMETHEUS_PORT:-$((9090 + port_base))}"
+export STACK_ALERTMANAGER_PORT="${STACK_ALERTMANAGER_PORT:-$((9093 + port_base))}"
+PODMAN_SOCKET=/run/podman/podman.sock
+PODMAN_HOST="unix://$PODMAN_SOCKET"
+
+start_podman() {
+  # Rootful Podman's Docker-compatible API; started once, left running (like dockerd).
+  command -v podman >/dev/null || { echo "up: podman not found (apt-get install podman uidmap slirp4netns)" >&2; return 1; }
+  if timeout 10 docker -H "$PODMAN_HOST" version >/dev/null 2>&1; then return 0; fi
+  mkdir -p "$(dirname "$PODMAN_SOCKET")"
+  echo "up: starting podman system service on $PODMAN_SOCKET (log: /var/log/stackproof-podman.log)"
+  nohup podman system service --time=0 "$PODMAN_HOST" >/var/log/stackproof-podman.log 2>&1 &
+  for _ in $(seq 1 30); do
+    timeout 5 docker -H "$PODMAN_HOST" version >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "up: podman system service did not answer within 30 s" >&2; return 1
+}
+
+copy_images_to_podman() {
+  # The images are built by Docker; Podman has its own storage: copy the ones it lacks, in one
+  # `docker save` so the shared base layers travel once.
+  local images missing=()
+  mapfile -t images < <(timeout 60 docker-compose -p "$PROJECT" -f "$STACK_DIR/ai-stack/compose/docker-compose.yml" config --images)
+  for image in "${images[@]}"; do
+    timeout 30 podman image exists "$image" || missing+=("$image")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "up: copying ${#missing[@]} image(s) from Docker to Podman"
+  timeout 900 bash -c 'docker save "$@" | podman load -q >/dev/null' _ "${missing[@]}"
+}
+
+start_podman_healthchecks() {
+  # one healthcheck loop per project (see podman-healthchecks.sh), left running like the project
+  local pidfile="/run/stackproof-podman-health-$PROJECT.pid"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  nohup "$STACK_DIR/scripts/podman-healthchecks.sh" "$PROJECT" >/dev/null 2>&1 &
+  echo $! >"$pidfile"
+}
+
+wait_swarm_healthy() {
+  # every service of the stack has all its replicas running, and every task container is healthy
+  local deadline=$(( $(date +%s) + $1 )) pending
+  while (( $(date +%s) < deadline )); do
+    pending="$(timeout 20 docker stack services "$PROJECT" --format '{{.Replicas}}' | awk -F/ '$1 != $2' | wc -l)"
+    if [[ "$pending" -eq 0 ]] && ! timeout 20 docker ps --filter "label=com.docker.stack.namespace=$PROJECT" \
+         --format '{{.Status}}' | grep -qv '(healthy)'; then
+      return 0
+    fi
+    sleep 2
+  done
+  timeout 30 docker stack ps --no-trunc "$PROJECT" | tail -20 >&2 || true
+  return 1
+}
