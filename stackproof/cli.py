@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, resources
+from .engines import ENGINES
 
 REFERENCE_PROJECT = "ai-stack"
 """The reference stack's compose project (its compose file's `name`)."""
@@ -111,20 +112,22 @@ def replace_foreign_stack(stack: Path) -> None:
     run_step([str(stack / "scripts/down.sh")], DOWN_TIMEOUT, "reference stack down")
 
 
-def up() -> Path:
-    """Set up and start the reference stack (a no-op when it already runs from here); returns its dir."""
+def up(engine: str = "compose") -> Path:
+    """Set up and start the reference stack on an engine (compose: a no-op when it already runs from
+    here; swarm and podman: see stack/scripts/up.sh); returns its dir."""
     stack = setup_reference_stack()
-    replace_foreign_stack(stack)
-    run_step([str(stack / "scripts/up.sh")], UP_TIMEOUT, "reference stack up")
+    if engine == "compose":
+        replace_foreign_stack(stack)
+    run_step([str(stack / "scripts/up.sh"), "--engine", engine], UP_TIMEOUT, f"reference stack up ({engine})")
     return stack
 
 
-def down() -> None:
+def down(engine: str = "compose") -> None:
     stack = resources.reference_stack_dir()
     if not (stack / "scripts/down.sh").is_file():
         say(f"no reference stack at {stack}: nothing to stop")
         return
-    run_step([str(stack / "scripts/down.sh")], DOWN_TIMEOUT, "reference stack down")
+    run_step([str(stack / "scripts/down.sh"), "--engine", engine], DOWN_TIMEOUT, f"reference stack down ({engine})")
 
 
 # --- validate --------------------------------------------------------------------
@@ -174,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "init", add_help=False, help="inspect a stack and write its profile, stackproof.yml (init --help for its options)",
     )
-    commands.add_parser("up", help="set up and start the bundled reference stack")
-    commands.add_parser("down", help="stop the bundled reference stack and remove its volumes")
+    for name, text in (("up", "set up and start the bundled reference stack"),
+                       ("down", "stop the bundled reference stack and remove its volumes")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--engine", choices=ENGINES, default="compose",
+                             help="compose (project ai-stack), swarm (stack ai-stack-swarm, docker stack deploy) or "
+                                  "podman (project ai-stack-podman, rootful, ports 18443/19090/19093)")
     return parser
 
 
@@ -201,9 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return validate(args.stack_dir, args.static, extra)
         if args.command == "up":
-            up()
+            up(args.engine)
         elif args.command == "down":
-            down()
+            down(args.engine)
     except CommandFailed as exc:
         say(str(exc))
         return 1

@@ -25,11 +25,13 @@ import os
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-
-import docker
+from typing import TYPE_CHECKING
 
 from .compose import SECRETS_ROOT
 from .errors import StackError
+
+if TYPE_CHECKING:
+    import docker
 
 ENGINES = ("compose", "swarm", "podman")
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -281,7 +283,10 @@ def _engine_host(docker_host: str | None, host_ip: str | None) -> str:
 
 
 def _connect(docker_host: str | None, timeout: float) -> docker.DockerClient | Exception:
-    """A client for one engine, pinged; the exception (one line) when it does not answer."""
+    """A client for one engine, pinged; the exception (one line) when it does not answer.
+    The Docker SDK is imported here: a static run (and the command's up/down) never loads it."""
+    import docker
+
     try:
         ssh = (docker_host or os.environ.get("DOCKER_HOST", "")).startswith("ssh://")
         if docker_host:

@@ -264,7 +264,7 @@ class LiveStack:
         """The API key as the services see it (read inside the container that serves it, so it works on
         a remote engine too). Registered for redaction; never print it."""
         cfg = self.stack.profile
-        running = {self.service_of(c) for c in self._containers}
+        running = {placed.service for placed in self._placed.values()}
         services = [svc.name for svc in self.stack.roles.api_services()]
         service = next((name for name in services if name in running), services[0])
         secret = cfg["api_key"]["secret"]

@@ -1,0 +1,139 @@
+"""Live self-tests on Docker Swarm: the reference stack deployed with `docker stack deploy` is GO, a
+secret deployed with the wrong mode is caught from the task's own view, and tasks on a node the
+suite cannot reach are reported as not proven.
+
+The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
+published ports, so it runs beside the compose project) and removes it afterwards; if it had to
+initialise the swarm, it leaves it again (`docker swarm leave --force`). Marked live_selftest: run
+alone, after the copy-based self-tests (`bin/stackproof selftest` does). Without a Docker engine
+they skip, unless STACKPROOF_SELFTEST_LIVE=1, which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
+
+from stackproof import proc
+from stackproof.live import LiveStack
+from stackproof.redact import Redactor
+from stackproof.target import Stack
+
+pytestmark = pytest.mark.live_selftest
+SWARM_PROJECT = "stackproof-selftest-swarm"
+SCRIPTS = REFERENCE_STACK / "scripts"
+
+
+def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
+    done = proc.run(cmd, timeout=timeout, where=cmd[0], env={**os.environ, **(env or {})})
+    assert done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace")[-3000:]
+    return done.stdout.decode(errors="replace")
+
+
+def _unavailable(reason: str):
+    if os.environ.get("STACKPROOF_SELFTEST_LIVE") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def swarm_stack():
+    """The reference stack as the swarm stack SWARM_PROJECT, healthy; removed afterwards."""
+    try:
+        client = docker.from_env(timeout=20)
+        state = client.info().get("Swarm", {}).get("LocalNodeState")
+    except Exception as exc:  # no engine at all
+        _unavailable(f"no Docker engine ({type(exc).__name__})")
+    started_swarm = state != "active"
+    env = {"STACK_PROJECT": SWARM_PROJECT}
+    try:
+        _run([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
+        yield client
+    finally:
+        proc.run([str(SCRIPTS / "down.sh"), "--engine", "swarm"], timeout=300, where="down.sh",
+                 env={**os.environ, **env})
+        if started_swarm:
+            proc.run(["docker", "swarm", "leave", "--force"], timeout=60, where="docker swarm leave")
+
+
+def _suite_args(*extra: str) -> tuple[str, ...]:
+    return ("--live", "--engine", "swarm", "--compose-project", SWARM_PROJECT, *extra)
+
+
+def _wait_converged(client, service: str, timeout: float = 240) -> None:
+    """The service's update (or rollback) is complete, its task healthy, and nginx serves through it
+    again (nginx re-resolves the new task's address within its resolver's 10 s)."""
+    stack = Stack(REFERENCE_STACK, 10.0, Redactor())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = (client.services.get(service).attrs.get("UpdateStatus") or {}).get("State", "completed")
+        if state in ("completed", "rollback_completed"):
+            try:
+                if LiveStack.connect(stack, SWARM_PROJECT, "swarm").https("/health").status == 200:
+                    return
+            except Exception:  # tasks still starting: not reachable yet
+                pass
+        time.sleep(2)
+    pytest.fail(f"{service}: not serving {timeout:g}s after an update")
+
+
+def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
+    """Static and live checks against the stack on swarm: GO; the secret-mode warning about
+    non-swarm Compose is not shown, since swarm applies the mode."""
+    run = run_suite(REFERENCE_STACK, *_suite_args())
+    assert run.report is not None, run.stdout[-3000:]
+    assert {c: run.reasons(c) for c in run.failed_controls} == {}
+    assert set(run.statuses.values()) == {"PASS"}, run.statuses
+    assert all(c["validated"] == "both" for c in run.report["controls"]), [c["validated"] for c in run.report["controls"]]
+    assert run.report["run"]["engine"] == "swarm"
+    assert [c["warning"] for c in run.report["controls"] if c["id"] == "docker_secrets_mode"] == [""]
+    assert run.verdict == "GO" and run.ret == 0
+
+
+def test_swarm_secret_deployed_0440_fails_secret_controls(swarm_stack, run_suite):
+    """The compose file declares 0400, but the service is deployed with the key at 0440: swarm applies
+    the deployed mode, and the live checks see it in the task (the static check cannot)."""
+    service = f"{SWARM_PROJECT}_aidb"
+    secret = f"{SWARM_PROJECT}_stack_api_key"
+    env = {line.split("=", 1)[0]: line.split("=", 1)[1]
+           for line in (REFERENCE_STACK / "ai-stack/compose/.env").read_text().splitlines() if "=" in line}
+    spec = f"source={secret},target=stack_api_key,uid={env['STACK_UID']},gid={env['STACK_GID']},mode=0440"
+    try:
+        _run(["docker", "service", "update", "--detach=false", "--quiet", "--secret-rm", secret, "--secret-add", spec, service], 120)
+        _wait_converged(swarm_stack, service)
+        run = run_suite(REFERENCE_STACK, *_suite_args(), "-m", "live")
+    finally:
+        _run(["docker", "service", "rollback", "--detach=false", "--quiet", service], 120)
+        _wait_converged(swarm_stack, service)
+    assert_only_control_fails(run, "docker_secrets_mode", "/run/secrets/stack_api_key mode 0440, expected 0400",
+                              also=("api_key_permissions",))
+    assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))
+
+
+def test_swarm_task_on_unreachable_node_is_not_proven(swarm_stack, run_suite, stack_copy: Path):
+    """The profile maps the node the tasks run on to an engine that does not answer: every live check
+    that needs those tasks is reported not proven, naming the node; nothing passes or fails silently."""
+    node = swarm_stack.info()["Name"]
+    with (stack_copy / "stackproof.yml").open("a") as profile:
+        profile.write(f"engine:\n  nodes:\n    {node}: tcp://127.0.0.1:{_free_port()}\n")
+    run = run_suite(stack_copy, *_suite_args(), "-m", "live")
+    assert run.report is not None, run.stdout[-3000:]
+    assert run.failed_controls == set(), {c: run.reasons(c) for c in run.failed_controls}
+    live_rows = [row for c in run.report["controls"] for row in c["checks"] if row["mode"] == "live"]
+    assert live_rows and all(row["status"] == "SKIPPED" for row in live_rows), [row["status"] for row in live_rows]
+    assert all("not proven" in row["reason"] and node in row["reason"] for row in live_rows), \
+        [row["reason"] for row in live_rows]
+    assert run.verdict == "NO-GO" and "not proven" in run.report["verdict"]["reason"]
+
+
+def _free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
