@@ -210,6 +210,12 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
 
 
 @pytest.fixture(scope="session")
+def target_engine(request: pytest.FixtureRequest) -> str | None:
+    """The engine --engine names (compose, swarm, podman), None when not given (live runs detect it)."""
+    return setting(request.config, "engine") or None
+
+
+@pytest.fixture(scope="session")
 def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
     """The running stack (see stackproof/live.py). Skips the live checks when no engine or
     compose project is reachable, or fails them when --live says they must run.

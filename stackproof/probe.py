@@ -14,6 +14,7 @@ Output lines, tab-separated; paths are never echoed back, only their index in th
     id      <exec uid> <exec gid>                who the probe ran as
     proc    <pid 1 uid> <pid 1 gid>              the service's process (effective ids of PID 1)
     file    <i> missing
+    file    <i> error                            it exists, but neither stat nor ls could read it
     file    <i> stat <raw mode, hex> <uid> <gid> <readable 0|1> <sha256 or ->
     file    <i> ls <ls -lnLd mode string> <uid> <gid> <readable 0|1> <sha256 or ->
     content <i> <hex bytes>                      only for paths asked with their content
@@ -40,8 +41,10 @@ for arg in "$@"; do
   if [ $r = 1 ] && [ -f "$p" ] && command -v sha256sum >/dev/null 2>&1; then h=$(sha256sum <"$p" 2>/dev/null); h=${h%% *}; fi
   if s=$(stat -L -c '%f %u %g' -- "$p" 2>/dev/null); then
     set -- $s; printf 'file\t%s\tstat\t%s\t%s\t%s\t%s\t%s\n' "$i" "$1" "$2" "$3" "$r" "${h:--}"
+  elif s=$(ls -lnLd -- "$p" 2>/dev/null) && [ -n "$s" ]; then
+    set -- $s; printf 'file\t%s\tls\t%s\t%s\t%s\t%s\t%s\n' "$i" "$1" "$3" "$4" "$r" "${h:--}"
   else
-    set -- $(ls -lnLd -- "$p"); printf 'file\t%s\tls\t%s\t%s\t%s\t%s\t%s\n' "$i" "$1" "$3" "$4" "$r" "${h:--}"
+    printf 'file\t%s\terror\n' "$i"
   fi
   if [ "$want" = c ] && [ $r = 1 ]; then printf 'content\t%s\t%s\n' "$i" "$(od -An -v -tx1 <"$p" | tr -d ' \n')"; fi
 done
@@ -103,6 +106,8 @@ def parse(container: str, paths: list[str], output: bytes) -> ContainerProbe:
                 process_ids = None if "-" in fields[1:3] else (int(fields[1]), int(fields[2]))
             elif fields[0] == "file":
                 path = paths[int(fields[1]) - 1]
+                if fields[2] == "error":
+                    raise StackError(f"container {container}: {path} exists but cannot be stat'ed")
                 files[path] = _file_facts(path, fields[2:])
             elif fields[0] == "content":
                 contents[paths[int(fields[1]) - 1]] = bytes.fromhex(fields[2])

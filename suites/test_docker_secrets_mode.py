@@ -10,12 +10,20 @@ import pytest
 pytestmark = pytest.mark.control("docker_secrets_mode")
 
 
+ENGINE_NOTES = {
+    "swarm": "target engine swarm applies the declared mode, uid and gid to the secret in each task",
+    "compose": "non-swarm Compose ignores the declared mode: the container sees the host file's mode and owner",
+    "podman": "Podman (compose) ignores the declared mode: the container sees the host file's mode and owner",
+    None: "engine not given (--engine): swarm applies the declared mode, non-swarm Compose and Podman ignore it",
+}
+
+
 def _mode(value):
     return "not declared" if value is None else f"{value:04o}"
 
 
 @pytest.mark.static
-def test_secret_references_declare_mode(stack, evidence):
+def test_secret_references_declare_mode(stack, evidence, target_engine):
     """Each service's secret uses the long syntax with mode 0400."""
     compose = stack.compose
     wanted = stack.profile["secrets"]["mode"]
@@ -26,6 +34,7 @@ def test_secret_references_declare_mode(stack, evidence):
         result="; ".join(f"{name} → {ref.source} → {_mode(ref.mode)}" for name, ref in refs) or "no secret references",
     )
     evidence.note(f"compose model read by {compose.loader}")
+    evidence.note(ENGINE_NOTES.get(target_engine, ENGINE_NOTES["compose"]))
     assert refs, f"{stack.rel(compose.files[0])}: no service mounts a secret"
     wrong = [f"{name} → {ref.source} mode {_mode(ref.mode)}" for name, ref in refs if ref.mode != wanted]
     assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
