@@ -4,11 +4,18 @@
     bench/benchmark.py                warm: static runs, full run with the stack up
     bench/benchmark.py --static-only  only the static runs (no engine needed)
     bench/benchmark.py --cold         also: remove the stack and all its images, then time `bin/stackproof validate`
+    bench/benchmark.py --project P --engine E   the live run and its probe floor against another deployment
 
 Targets: static run of the reference stack <= 2.5 s wall, median of 5 (issue 10 §5: start-up is
 imports, so bytecode is written and reused as in a user's install: PYTHONDONTWRITEBYTECODE is
 unset); with images built and the stack up, `pytest suites/` (static + live, load check
 included) < 60 s; cold end-to-end with no images < 5 min.
+
+Probe floor (issue 10 §3-4), measured in the same run as the live run it is compared with: the static
+run (median) + one concurrent `docker exec true` into every container + one HTTP call through the
+TLS terminator + one Prometheus API call + one SQL query in Postgres + the load check's own duration
+(from the live run's JUnit XML). Target: live run (static + live) <= 1.5x that floor. The live run's
+`docker exec` calls are counted through a `docker` shim on PATH.
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
 
 
-def timed(name: str, cmd: list[str], limit: float) -> dict:
+def timed(name: str, cmd: list[str], limit: float, env: dict[str, str] | None = None) -> dict:
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     start = time.monotonic()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit, env={**os.environ, **(env or {})})
     seconds = round(time.monotonic() - start, 1)
     verdict = next((line for line in done.stdout.splitlines()[::-1] if line.startswith(("GO", "NO-GO"))), "")
     print(f"   {seconds} s, exit {done.returncode} {verdict}", flush=True)
@@ -68,16 +75,73 @@ def static_runs(report_dir: Path) -> list[dict]:
         ]
 
 
+def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: float, project: str | None,
+                       engine: str | None) -> list[dict]:
+    """The live run (static + live), then its probe floor on the same deployment (see the docstring)."""
+    sys.path.insert(0, str(ROOT))
+    from concurrent.futures import ThreadPoolExecutor
+    import xml.etree.ElementTree as ET
+
+    from stackproof.live import LiveStack
+    from stackproof.redact import Redactor
+    from stackproof.target import Stack
+
+    target = [*(["--compose-project", project] if project else []), *(["--engine", engine] if engine else [])]
+    junit = report_dir / "live-junit.xml"
+    with tempfile.TemporaryDirectory() as shim_dir:
+        log = Path(shim_dir) / "docker-calls.log"
+        shim = Path(shim_dir) / "docker"
+        real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True, timeout=10).stdout.strip()
+        shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>"{log}"\nexec "{real}" "$@"\n')
+        shim.chmod(0o755)
+        env_path = f"{shim_dir}:{os.environ['PATH']}"
+        live = timed("full run, stack up (pytest suites --live)",
+                     [*pytest, "suites", "--live", "--junitxml", str(junit), *target], 300, {"PATH": env_path})
+        calls = log.read_text().splitlines() if log.exists() else []
+    live["docker_exec_calls"] = sum(1 for call in calls if " exec " in f" {call} ")
+    load = sum(float(case.get("time", 0)) for case in ET.parse(junit).iter("testcase")
+               if "load_concurrent_clients" in case.get("name", ""))
+
+    stack = Stack(ROOT / "stack", 20.0, Redactor())
+    connected = LiveStack.connect(stack, project or stack.compose.name, engine or "")
+    containers = connected.containers
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(containers)) as pool:
+        list(pool.map(lambda c: connected._exec(c, ["true"]), containers))
+    exec_floor = time.monotonic() - start
+    start = time.monotonic()
+    connected.https("/health")
+    connected.prometheus("/api/v1/query", {"query": "up"})
+    http_floor = time.monotonic() - start
+    postgres = stack.roles.name("postgres")
+    start = time.monotonic()
+    connected.exec(postgres, ["sh", "-c", 'PGPASSWORD="$(cat "$0")" psql -h 127.0.0.1 -U aidb -d aidb -tAc "SHOW max_connections"',
+                              "/run/secrets/postgres_password"])
+    sql_floor = time.monotonic() - start
+    floor = static_seconds + exec_floor + http_floor + sql_floor + load
+    result = {"name": "probe floor (static + concurrent exec true + HTTP + SQL + load check)",
+              "seconds": round(floor, 2), "containers": len(containers), "engine": connected.engine.name,
+              "parts": {"static": static_seconds, "exec_true_concurrent": round(exec_floor, 2),
+                        "http": round(http_floor, 2), "sql": round(sql_floor, 2), "load_check": round(load, 2)},
+              "live_over_floor": round(live["seconds"] / floor, 2), "target_ratio": 1.5}
+    print(f"== {result['name']}: {result['seconds']} s over {len(containers)} containers ({result['parts']}); "
+          f"live run {live['seconds']} s = {result['live_over_floor']}x the floor (target <= 1.5x); "
+          f"{live['docker_exec_calls']} docker exec calls", flush=True)
+    return [live, result]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="also measure a cold end-to-end run (removes images)")
     parser.add_argument("--static-only", action="store_true", help="only the static runs (no engine needed)")
+    parser.add_argument("--project", help="compose project / swarm stack of the live run (default: the compose file's name)")
+    parser.add_argument("--engine", choices=("compose", "swarm", "podman"), help="engine of the live run (default: detected)")
     args = parser.parse_args()
     report_dir = ROOT / "reports" / "bench"
     pytest = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(report_dir)]
     results = static_runs(report_dir)
     if not args.static_only:
-        results.append(timed("full run, stack up (pytest suites --live)", [*pytest, "suites", "--live"], 300))
+        results += live_run_and_floor(pytest, report_dir, results[0]["seconds"], args.project, args.engine)
     if args.cold and not args.static_only:
         subprocess.run([str(ROOT / "stack/scripts/down.sh")], cwd=ROOT, timeout=300)
         images = subprocess.run(["docker", "images", "-q", "--filter", "reference=ai-stack*"], capture_output=True,

@@ -1,23 +1,23 @@
-"""How the stack is reached: local disk or a running container.
+"""How the stack's own files are reached: a testinfra host on the local disk.
 
-Checks take a testinfra `Host` and ask it about files and commands
-(`host.file(path).mode`, `host.run(...)`), so the same check runs against the
-stack's files (static) and inside its containers (live). These backends only add
-what testinfra lacks: a timeout on every command, so nothing can hang a run.
+Static checks take a testinfra `Host` and ask it about files and commands
+(`host.file(path).mode`, `host.run(...)`). This backend only adds what testinfra lacks: a
+timeout on every command, so nothing can hang a run. Containers are not reached through
+testinfra (one exec per fact): live checks use the file probe (stackproof/probe.py), one exec
+per container.
 """
 
 from __future__ import annotations
 
 import testinfra.host
 from testinfra.backend.base import CommandResult
-from testinfra.backend.docker import DockerBackend
 from testinfra.backend.local import LocalBackend
 
 from . import proc
 
 
 class _BoundedRun:
-    """Mixin: run local commands (including `docker exec`) with a timeout."""
+    """Mixin: run local commands with a timeout."""
 
     timeout: float = 20.0
     where: str = "local"
@@ -33,17 +33,7 @@ class BoundedLocalBackend(_BoundedRun, LocalBackend):
     pass
 
 
-class BoundedDockerBackend(_BoundedRun, DockerBackend):
-    pass
-
-
 def local_host(timeout: float) -> testinfra.host.Host:
     backend = BoundedLocalBackend()
     backend.timeout, backend.where = timeout, "local"
-    return testinfra.host.Host(backend)
-
-
-def container_host(container: str, timeout: float) -> testinfra.host.Host:
-    backend = BoundedDockerBackend(container)
-    backend.timeout, backend.where = timeout, f"container {container}"
     return testinfra.host.Host(backend)

@@ -354,5 +354,6 @@ def connect(stack, project: str, choice: str) -> Engine:
     if len(found) > 1:
         raise LiveUnavailable(f"{project!r} runs both as a compose project and as a swarm stack: choose with --engine")
     if not found:
-        raise LiveUnavailable(reason if podman else f"neither a compose project nor a swarm stack {project!r} runs")
+        raise LiveUnavailable(reason if podman else
+                              f"compose project {project!r} has no running containers, nor has a swarm stack of that name")
     return found[0]

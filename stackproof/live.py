@@ -132,13 +132,13 @@ class LiveStack:
 
     # --- the file probe ----------------------------------------------------------
 
-    def probe_paths(self, container) -> dict[str, bool]:
-        """Every path a run asks about in a container (path -> content wanted): its secrets' targets,
-        as the engine mounts them and as compose declares them."""
+    def probe_paths(self, container) -> list[str]:
+        """Every path a run asks about in a container: its secrets' targets, as the engine mounts them
+        and as compose declares them."""
         service = self.stack.compose.services.get(self.service_of(container))
-        paths = {mount.target: False for mount in self.secret_mounts(container)}
-        paths.update({ref.target: False for ref in (service.secrets if service else [])})
-        return paths
+        paths = [mount.target for mount in self.secret_mounts(container)]
+        paths += [ref.target for ref in (service.secrets if service else [])]
+        return list(dict.fromkeys(paths))
 
     @cached_property
     def probes(self) -> dict[str, probe.ContainerProbe]:
@@ -166,11 +166,11 @@ class LiveStack:
         except StackError as exc:
             return exc
 
-    def _run_probe(self, container, paths: dict[str, bool], user: str | None) -> probe.ContainerProbe:
-        code, out = self._exec(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *probe.script_args(paths)], user)
+    def _run_probe(self, container, paths: list[str], user: str | None) -> probe.ContainerProbe:
+        code, out = self._exec(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *paths], user)
         if code != 0:
             raise StackError(f"container {container.name}: the file probe failed (exit {code}): {_first_line(out)}")
-        return probe.parse(container.name, list(paths), out)
+        return probe.parse(container.name, paths, out)
 
     # --- HTTP ------------------------------------------------------------------
 

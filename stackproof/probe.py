@@ -8,7 +8,7 @@ concurrently (bounded pool), and the result is kept for the whole run (`LiveStac
 
 Hand-written because no library probes a container over `docker exec` in one call: testinfra
 (used for local files) spends one exec per fact. The script uses only POSIX sh and `ls -lnLd`
-(with `stat`, `sha256sum` and `od` where the image has them), so it runs in minimal images too.
+(with `stat` and `sha256sum` where the image has them), so it runs in minimal images too.
 
 Output lines, tab-separated; paths are never echoed back, only their index in the arguments:
     id      <exec uid> <exec gid>                who the probe ran as
@@ -17,13 +17,12 @@ Output lines, tab-separated; paths are never echoed back, only their index in th
     file    <i> error                            it exists, but neither stat nor ls could read it
     file    <i> stat <raw mode, hex> <uid> <gid> <readable 0|1> <sha256 or ->
     file    <i> ls <ls -lnLd mode string> <uid> <gid> <readable 0|1> <sha256 or ->
-    content <i> <hex bytes>                      only for paths asked with their content
 """
 
 from __future__ import annotations
 
 import stat as statmod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import StackError
 
@@ -34,7 +33,7 @@ pid1() { while IFS= read -r line; do case $line in Uid:*) set -- $line; u=$3;; G
 pid1 2>/dev/null || printf 'proc\t-\t-\n'
 i=0
 for arg in "$@"; do
-  i=$((i+1)); want=${arg%%:*}; p=${arg#*:}
+  i=$((i+1)); p=$arg
   if [ ! -e "$p" ]; then printf 'file\t%s\tmissing\n' "$i"; continue; fi
   r=0; [ -r "$p" ] && r=1
   h=-
@@ -46,7 +45,6 @@ for arg in "$@"; do
   else
     printf 'file\t%s\terror\n' "$i"
   fi
-  if [ "$want" = c ] && [ $r = 1 ]; then printf 'content\t%s\t%s\n' "$i" "$(od -An -v -tx1 <"$p" | tr -d ' \n')"; fi
 done
 """
 
@@ -62,8 +60,7 @@ class FileFacts:
     uid: int | None = None
     gid: int | None = None
     readable: bool = False  # by the user the probe ran as (see ContainerProbe.readable_by_process)
-    sha256: str | None = None
-    content: bytes | None = field(default=None, repr=False)
+    sha256: str | None = None  # of the content, when readable and the image has sha256sum
 
 
 @dataclass
@@ -89,14 +86,9 @@ class ContainerProbe:
         return view[path].readable
 
 
-def script_args(paths: dict[str, bool]) -> list[str]:
-    """Arguments for PROBE_SCRIPT: each path prefixed with `c:` (content wanted) or `s:` (facts only)."""
-    return [f"{'c' if content else 's'}:{path}" for path, content in paths.items()]
-
-
 def parse(container: str, paths: list[str], output: bytes) -> ContainerProbe:
     """Read the probe's lines; anything unexpected is one StackError naming the container."""
-    exec_ids, process_ids, files, contents = None, None, {}, {}
+    exec_ids, process_ids, files = None, None, {}
     for raw in output.decode("utf-8", errors="replace").splitlines():
         fields = raw.split("\t")
         try:
@@ -109,15 +101,11 @@ def parse(container: str, paths: list[str], output: bytes) -> ContainerProbe:
                 if fields[2] == "error":
                     raise StackError(f"container {container}: {path} exists but cannot be stat'ed")
                 files[path] = _file_facts(path, fields[2:])
-            elif fields[0] == "content":
-                contents[paths[int(fields[1]) - 1]] = bytes.fromhex(fields[2])
         except (IndexError, ValueError):
             raise StackError(f"container {container}: unreadable probe line {raw[:80]!r}") from None
     if exec_ids is None or set(files) != set(paths):
         raise StackError(f"container {container}: the file probe did not answer for every path "
                          f"({len(files)} of {len(paths)})")
-    for path, content in contents.items():
-        files[path] = FileFacts(**{**files[path].__dict__, "content": content})
     return ContainerProbe(container, exec_ids, process_ids, files)
 
 
