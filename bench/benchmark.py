@@ -12,7 +12,7 @@ unset); with images built and the stack up, `pytest suites/` (static + live, loa
 included) < 60 s; cold end-to-end with no images < 5 min.
 
 Probe floor (issue 10 §3-4), measured in the same run as the live run it is compared with: the static
-run (median) + one concurrent `docker exec true` into every container + one HTTP call through the
+run (fastest of 5) + one concurrent `docker exec true` into every container + one HTTP call through the
 TLS terminator + one Prometheus API call + one SQL query in Postgres + the load check's own duration
 (from the live run's JUnit XML). Target: live run (static + live) <= 1.5x that floor. The live run's
 `docker exec` calls are counted through a `docker` shim on PATH.
@@ -118,15 +118,18 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
     connected.exec(postgres, ["sh", "-c", 'PGPASSWORD="$(cat "$0")" psql -h 127.0.0.1 -U aidb -d aidb -tAc "SHOW max_connections"',
                               "/run/secrets/postgres_password"])
     sql_floor = time.monotonic() - start
-    floor = static_seconds + exec_floor + http_floor + sql_floor + load
-    result = {"name": "probe floor (static + concurrent exec true + HTTP + SQL + load check)",
+    live_floor = exec_floor + http_floor + sql_floor + load
+    floor = static_seconds + live_floor
+    result = {"name": "probe floor (fastest static run + concurrent exec true + HTTP + SQL + load check)",
               "seconds": round(floor, 2), "containers": len(containers), "engine": connected.engine.name,
               "parts": {"static": static_seconds, "exec_true_concurrent": round(exec_floor, 2),
                         "http": round(http_floor, 2), "sql": round(sql_floor, 2), "load_check": round(load, 2)},
-              "live_over_floor": round(live["seconds"] / floor, 2), "target_ratio": 1.5}
+              "live_over_floor": round(live["seconds"] / floor, 2), "target_ratio": 1.5,
+              # the live part alone: the live run minus the fastest static run, over the live probes' floor
+              "live_part_over_live_floor": round((live["seconds"] - static_seconds) / live_floor, 2)}
     print(f"== {result['name']}: {result['seconds']} s over {len(containers)} containers ({result['parts']}); "
-          f"live run {live['seconds']} s = {result['live_over_floor']}x the floor (target <= 1.5x); "
-          f"{live['docker_exec_calls']} docker exec calls", flush=True)
+          f"live run {live['seconds']} s = {result['live_over_floor']}x the floor (target <= 1.5x), live part "
+          f"{result['live_part_over_live_floor']}x; {live['docker_exec_calls']} docker exec calls", flush=True)
     return [live, result]
 
 
@@ -141,7 +144,8 @@ def main() -> int:
     pytest = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(report_dir)]
     results = static_runs(report_dir)
     if not args.static_only:
-        results += live_run_and_floor(pytest, report_dir, results[0]["seconds"], args.project, args.engine)
+        # the fastest static run: on a busy machine the median is noise, and a lower floor is the stricter one
+        results += live_run_and_floor(pytest, report_dir, min(results[0]["runs"]), args.project, args.engine)
     if args.cold and not args.static_only:
         subprocess.run([str(ROOT / "stack/scripts/down.sh")], cwd=ROOT, timeout=300)
         images = subprocess.run(["docker", "images", "-q", "--filter", "reference=ai-stack*"], capture_output=True,
