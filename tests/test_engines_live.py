@@ -1,6 +1,7 @@
-"""Live self-tests on Docker Swarm: the reference stack deployed with `docker stack deploy` is GO, a
-secret deployed with the wrong mode is caught from the task's own view, and tasks on a node the
-suite cannot reach are reported as not proven.
+"""Live self-tests on other engines. Docker Swarm: the reference stack deployed with `docker stack
+deploy` is GO, a secret deployed with the wrong mode is caught from the task's own view, and tasks
+on a node the suite cannot reach are reported as not proven. Rootful Podman (where installed): GO,
+and a host secret file at 0644 caught in the container.
 
 The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
 published ports, so it runs beside the compose project) and removes it afterwards; if it had to
@@ -12,6 +13,7 @@ they skip, unless STACKPROOF_SELFTEST_LIVE=1, which makes that a failure.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -137,3 +139,43 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- rootful Podman ----------------------------------------------------------------------
+
+PODMAN_PROJECT = "stackproof-selftest-podman"
+PODMAN_PORTS = {"STACK_HTTPS_PORT": "28443", "STACK_PROMETHEUS_PORT": "29090", "STACK_ALERTMANAGER_PORT": "29093"}
+
+
+@pytest.fixture(scope="module")
+def podman_stack():
+    """The reference stack as the rootful Podman project PODMAN_PROJECT, healthy; removed afterwards.
+    Skips where Podman is not installed (bin/stackproof up --engine podman installs it)."""
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed (bin/stackproof up --engine podman installs it)")
+    env = {"STACK_PROJECT": PODMAN_PROJECT, **PODMAN_PORTS}
+    try:
+        _run([str(SCRIPTS / "up.sh"), "--engine", "podman", "--wait-timeout", "240"], 900, env)
+        yield
+    finally:
+        proc.run([str(SCRIPTS / "down.sh"), "--engine", "podman"], timeout=300, where="down.sh",
+                 env={**os.environ, **env})
+
+
+def test_podman_reference_stack_is_go_and_a_0644_secret_fails(podman_stack, run_suite):
+    """On rootful Podman (auto-detected from its socket): GO; then the host's postgres_password at 0644,
+    which Podman bind-mounts as it is, fails the secret-mode control naming the container's view."""
+    args = ("--live", "--engine", "podman", "--compose-project", PODMAN_PROJECT)
+    run = run_suite(REFERENCE_STACK, *args)
+    assert run.report is not None, run.stdout[-3000:]
+    assert {c: run.reasons(c) for c in run.failed_controls} == {}
+    assert run.report["run"]["engine"] == "podman" and run.verdict == "GO" and run.ret == 0
+    secret = REFERENCE_STACK / "ai-stack/compose/secrets/postgres_password"
+    mode = secret.stat().st_mode & 0o7777
+    try:
+        secret.chmod(0o644)
+        broken = run_suite(REFERENCE_STACK, *args, "-m", "live")
+    finally:
+        secret.chmod(mode)
+    assert_only_control_fails(broken, "docker_secrets_mode", "postgres_password mode 0644, declared 0400")
+    assert_no_secret_in(broken, stack_secrets(REFERENCE_STACK))
