@@ -8,7 +8,7 @@
 
 Targets: static run of the reference stack <= 2.5 s wall, median of 5 (issue 10 §5: start-up is
 imports, so bytecode is written and reused as in a user's install: PYTHONDONTWRITEBYTECODE is
-unset); with images built and the stack up, `pytest suites/` (static + live, load check
+unset); the same with a generated 1,000-service compose file <= 10 s; with images built and the stack up, `pytest suites/` (static + live, load check
 included) < 60 s; cold end-to-end with no images < 5 min.
 
 Probe floor (issue 10 §3-4), measured in the same run as the live run it is compared with: the static
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,17 +66,34 @@ def median_wall(name: str, cmd: list[str], runs: int = 5, cwd: Path = ROOT) -> d
     return {"name": name, "seconds": seconds, "runs": times, "cpu_seconds": cpu_seconds, "exit": done.returncode}
 
 
+def with_many_services(stack: Path, target: Path, count: int) -> Path:
+    """A copy of the reference stack whose compose file has `count` more services (issue 10 §4)."""
+    shutil.copytree(stack, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    compose = target / "ai-stack/compose/docker-compose.yml"
+    services = "".join(
+        f"  worker-{n}:\n    <<: *hardening\n    image: ai-stack/worker:local\n"
+        f"    environment:\n      WORKER_ID: \"{n}\"\n    networks: [backend]\n"
+        for n in range(count)
+    )
+    compose.write_text(compose.read_text().replace("\nservices:\n", "\nservices:\n" + services, 1))
+    return target
+
+
 def static_runs(report_dir: Path) -> list[dict]:
     """The static run of the reference stack, as a developer runs it in the checkout and as a user
-    runs the installed command (its own ini: no test-only plugins), from another directory."""
-    stack = str(ROOT / "stack")
+    runs the installed command (its own ini: no test-only plugins) from another directory; and the
+    user command on the reference stack grown to 1,000 more services."""
+    stack = ROOT / "stack"
     stackproof = str(Path(PYTHON).parent / "stackproof")
+    user_run = [stackproof, "validate", "--static", "-q", "--report-dir", str(report_dir), "--stack-dir"]
     with tempfile.TemporaryDirectory() as elsewhere:
+        big = with_many_services(stack, Path(elsewhere) / "big-stack", 1000)
         return [
             median_wall("static run, checkout (pytest suites -m static)",
                         [PYTHON, "-m", "pytest", "-q", "suites", "-m", "static", "--report-dir", str(report_dir)]),
-            median_wall("static run, user command (stackproof validate --static)",
-                        [stackproof, "validate", "--static", "-q", "--stack-dir", stack, "--report-dir", str(report_dir)],
+            median_wall("static run, user command (stackproof validate --static)", [*user_run, str(stack)],
+                        cwd=Path(elsewhere)),
+            median_wall("static run, 1,000 more services (stackproof validate --static)", [*user_run, str(big)],
                         cwd=Path(elsewhere)),
         ]
 
