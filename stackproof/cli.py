@@ -138,8 +138,10 @@ def pytest_args(suites: Path, stack_dir: str | None, static: bool, extra: Sequen
 
     The suite's ini is given with -c and the rootdir pinned to the suites' parent, so the
     configuration of the directory the user runs from never applies, and check ids read
-    `suites/test_<control>.py::...` from a checkout and an installed package alike."""
-    args = [str(suites), "-c", str(resources.SUITE_INI), "--rootdir", str(suites.parent)]
+    `suites/test_<control>.py::...` from a checkout and an installed package alike. The plugin
+    is named with -p too: the run works where plugin autoloading is off
+    (PYTEST_DISABLE_PLUGIN_AUTOLOAD), and where the entry point loaded it, it is not loaded twice."""
+    args = [str(suites), "-c", str(resources.SUITE_INI), "--rootdir", str(suites.parent), "-p", "stackproof.plugin"]
     if stack_dir is not None:
         args += ["--stack-dir", stack_dir]
     args += ["-m", "static"] if static else ["--live"]

@@ -87,10 +87,11 @@ def test_wheel_contents(wheel: Path, reference_stack: Path) -> None:
 
 def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_copy: Path, tmp_path: Path) -> None:
     """In a fresh venv with only the wheel, run from an unrelated directory (holding a pytest
-    config of its own that would break the run), `stackproof init` writes the profile of a stack
-    given by a relative --stack-dir and `stackproof validate --static` validates it; and, without one, the bundled reference stack (set up in
-    $STACKPROOF_HOME, never in site-packages); reports go to ./reports/; the run imports stackproof
-    from the wheel and none of the modules a static run does not use."""
+    config of its own that would break the run): `stackproof init` writes the profile of a stack
+    given by a relative --stack-dir, and `stackproof validate --static` validates it; without
+    --stack-dir (and with pytest's plugin autoloading off) it validates the bundled reference
+    stack, set up in $STACKPROOF_HOME, never in site-packages. Reports go to ./reports/; the run
+    imports stackproof from the wheel and none of the modules a static run does not use."""
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
     run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", "--no-deps",
@@ -130,7 +131,8 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
     imported = [name for name in UNUSED_BY_A_STATIC_RUN if name in probe["modules"]]
     assert imported == [], f"a static run imported {imported}"
 
-    bundled = {**env, "STACKPROOF_PROBE_OUT": str(tmp_path / "bundled.json")}
+    # also with plugin autoloading off: the command names its plugin itself
+    bundled = {**env, "STACKPROOF_PROBE_OUT": str(tmp_path / "bundled.json"), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     done = subprocess.run(command, cwd=workdir, env=bundled, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((workdir / "reports/validation-report.json").read_text())
