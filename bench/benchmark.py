@@ -8,8 +8,9 @@
 
 Targets: static run of the reference stack <= 2.5 s wall, median of 5 (issue 10 §5: start-up is
 imports, so bytecode is written and reused as in a user's install: PYTHONDONTWRITEBYTECODE is
-unset); the same with a generated 1,000-service compose file <= 10 s; with images built and the stack up, `pytest suites/` (static + live, load check
-included) < 60 s; cold end-to-end with no images < 5 min.
+unset); the same with a generated 1,000-service compose file <= 10 s; with images built and the
+stack up, `pytest suites/` (static + live, load check included) < 60 s; cold end-to-end with no
+images < 5 min.
 
 Probe floor (issue 10 §3-4), measured in the same run as the live run it is compared with: the static
 run (fastest of 5) + one concurrent `docker exec true` into every container + one HTTP call through the
