@@ -15,7 +15,7 @@ import pytest
 
 from . import resources
 from .controls import BY_ID
-from .errors import Blocked
+from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .redact import Redactor
 from .report import TargetInfo, ValidationReport
@@ -49,6 +49,10 @@ SETTINGS = {
         "STACKPROOF_TIMEOUT", "20",
         "seconds allowed for each subprocess, docker exec, HTTP call and query",
     ),
+    "profile": (
+        "STACKPROOF_PROFILE", "",
+        "an operator's profile, outside the stack dir: its values win over the stack's own stackproof.yml",
+    ),
     "run_timeout": (
         "STACKPROOF_RUN_TIMEOUT", "900",
         "seconds allowed for the whole run; checks not started by then fail with that reason",
@@ -71,6 +75,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--live", action="store_true", default=False,
         help="live checks must run: fail them, instead of skipping, when no engine or compose project is reachable",
+    )
+    group.addoption(
+        "--strict-profile", dest="strict_profile", action="store_true", default=False,
+        help="the stack's own stackproof.yml sets no threshold (its paths and interfaces still apply): "
+             "only the defaults and --profile set the bar",
     )
     group.addoption(
         "--allow-changes", action="store_true", default=False,
@@ -96,13 +105,16 @@ def pytest_configure(config: pytest.Config) -> None:
     redactor = Redactor()
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
     env_files = [Path(p).expanduser().resolve() for p in config.getoption("env_files") or []]
-    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files)
+    operator_profile = setting(config, "profile")
+    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files,
+                  operator_profile=Path(operator_profile).expanduser().resolve() if operator_profile else None,
+                  strict=config.getoption("strict_profile"))
     stack.register_secrets()
     config.stash[STACK_KEY] = stack
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
     project = setting(config, "compose_project") or None
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
-                              target_errors=lambda: stack.target_errors)
+                              target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack))
     report.engine = setting(config, "engine") or None
     if report.engine:
         from .engines import ENGINES  # only here: a run without --engine needs no Docker SDK to start
@@ -145,7 +157,9 @@ def describe_target(stack: Stack, project: str | None) -> TargetInfo:
     if not stack.root.is_dir():
         return TargetInfo(str(stack.root), None, project, None)
     try:
-        profile = stack.profile.source.name if stack.profile.source else "defaults"
+        profile = stack.profile.source
+    except StackError:
+        profile = "unusable (see the profile error)"
     except Exception as exc:
         profile = f"unreadable: {type(exc).__name__}"
     loader = None
@@ -158,6 +172,17 @@ def describe_target(stack: Stack, project: str | None) -> TargetInfo:
     if project is None:
         project = model.name if model is not None else "unreadable"
     return TargetInfo(str(stack.root), stack.git_commit(), project, profile, loader)
+
+
+def describe_profile(stack: Stack) -> dict:
+    """What the report says about the profile: its sources, every value that differs from the
+    defaults, and those that weaken a threshold (see stackproof/profile.py)."""
+    if not stack.root.is_dir():
+        return {"source": None, "error": "stack dir not found", "changed": [], "weakened": [], "ignored": []}
+    try:
+        return stack.profile.summary()
+    except StackError as exc:
+        return {"source": None, "error": str(exc), "changed": [], "weakened": [], "ignored": []}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,14 +1,25 @@
 """The stack profile: where each file of the stack is and what each control demands.
 
-Defaults describe the layout of the original validation report. A stack overrides
-any of them in `stackproof.yml` at its root, with the same nesting as DEFAULTS.
+Defaults describe the layout of the original validation report. A stack overrides any of
+them in `stackproof.yml` at its root, with the same nesting as DEFAULTS; an operator can
+add a profile of their own from outside the stack dir (`--profile`), which wins.
+
+The stack is untrusted, and so is its profile: every value is type-checked (with a model
+derived from DEFAULTS, so a key added there is checked too), every path it names must stay
+inside the stack dir, and every threshold it makes weaker than the default is reported
+(THRESHOLDS says what "weaker" means for each). `--strict-profile` ignores the thresholds of the
+stack's own profile: then only the defaults and the operator's profile set the bar.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import StackError
 from .yamlio import load_yaml
@@ -117,45 +128,329 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# Where a key's default alone does not say its type (fnmatch patterns on dotted keys).
+# Mappings named here are replaced as a whole by a profile, not merged key by key.
+TYPES: dict[str, tuple[Any, str]] = {
+    "disclosure.responses": (dict[str, str], "a mapping of names to file paths"),
+    "disclosure.endpoints": (dict[str, str], "a mapping of names to URL paths"),
+    "api_key.file_modes": (list[int], "a list of modes written in YAML octal (such as [0400, 0600])"),
+    "api_key.secrets_dir_mode": (int, "a mode written in YAML octal (such as 0700)"),
+    "secrets.mode": (int, "a mode written in YAML octal (such as 0400)"),
+}
 
-def _merge(base: dict, override: dict, where: str) -> dict:
+# --- thresholds: what makes each one weaker than its default ---------------------
+
+
+def _lower(value, default) -> bool:
+    return value < default
+
+
+def _higher(value, default) -> bool:
+    return value > default
+
+
+def _wider_mode(value, default) -> bool:
+    """A mode (or any mode of a list of allowed modes) grants a permission bit no default mode grants."""
+    allowed = 0
+    for mode in default if isinstance(default, list) else [default]:
+        allowed |= mode
+    return any(mode & ~allowed for mode in (value if isinstance(value, list) else [value]))
+
+
+def _fewer_items(value, default) -> bool:
+    return bool(set(default) - set(value))
+
+
+def _root_uid(value, default) -> bool:
+    return value == 0
+
+
+def _changed(value, default) -> bool:
+    return value != default
+
+
+MODE_KEYS = ("api_key.file_modes", "api_key.secrets_dir_mode", "secrets.mode")
+
+# Every key of DEFAULTS is either a threshold (here, with what makes it weaker) or an
+# interface of the stack (INTERFACES: where its files are, what its services, metrics and
+# endpoints are called). A key in neither counts as a threshold that any change weakens;
+# tests/test_profile.py keeps both tables complete.
+THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
+    "api_key.min_random_bytes": _lower,
+    "api_key.rotation_runs": _lower,
+    "api_key.file_modes": _wider_mode,
+    "api_key.secrets_dir_mode": _wider_mode,
+    "api_key.min_entropy_bits": _lower,
+    "api_key.rotation_uid": _root_uid,
+    "secrets.mode": _wider_mode,
+    "pool.min_size": _lower,
+    "pool.min_overflow": _lower,
+    "pool.min_total": _lower,
+    "pool.default_max_connections": _higher,
+    "pool.default_reserved_connections": _lower,
+    "alerts.min_rules": _lower,
+    "alerts.required": _fewer_items,
+    "tls.min_days_left": _lower,
+    "tls.warn_days": _lower,
+    "tls.crit_days": _lower,
+    "disclosure.encoding": _changed,
+    "disclosure.max_tokens": _higher,
+    "disclosure.min_savings": _lower,
+    "live.load_clients": _lower,
+}
+INTERFACES = (
+    "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
+    "api_key.secret",
+    "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.*_metric",
+    "alerts.tls_alert_prefix",
+    "tls.metrics_dir",
+    "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
+    "live.*",
+)
+
+
+def is_threshold(key: str) -> bool:
+    return key in THRESHOLDS or not any(fnmatchcase(key, pattern) for pattern in INTERFACES)
+
+
+def weakens(key: str, value: Any, default: Any) -> bool:
+    if not is_threshold(key):
+        return False
+    try:
+        return THRESHOLDS.get(key, _changed)(value, default)
+    except TypeError:  # a value of another shape than the default's (e.g. null): not comparable
+        return True
+
+
+def show(key: str, value: Any) -> str:
+    """A profile value as the report shows it (modes in octal)."""
+    if key in MODE_KEYS:
+        if isinstance(value, list):
+            return "[" + ", ".join(f"{mode:04o}" for mode in value) + "]"
+        return f"{value:04o}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# --- the model, derived from DEFAULTS ------------------------------------------------
+
+_SCALARS: dict[type, tuple[type, str]] = {
+    bool: (bool, "true or false"),
+    int: (int, "an integer"),
+    float: (float, "a number"),
+    str: (str, "a string"),
+}
+
+
+def _field_type(key: str, default: Any, sections: set[str], expected: dict[str, str]) -> Any:
+    """The type a profile value must have, from its default; records what to say when it has not."""
+    for pattern, (kind, text) in TYPES.items():
+        if fnmatchcase(key, pattern):
+            expected[key] = text
+            return kind
+    if isinstance(default, dict) and default:
+        sections.add(key)
+        return _section_model(key, default, sections, expected)
+    if isinstance(default, dict):
+        kind, text = dict[str, str], "a mapping of strings"
+    elif isinstance(default, list):
+        item = type(default[0]) if default else str
+        kind, text = list[_SCALARS[item][0]], f"a list of {_SCALARS[item][1].removeprefix('an ').removeprefix('a ')}s"
+    elif default is None:
+        kind, text = str | list[str] | None, "a string, a list of strings or null"
+    else:
+        kind, text = _SCALARS[type(default)]
+    expected[key] = text
+    return kind
+
+
+def _section_model(key: str, section: dict, sections: set[str], expected: dict[str, str]) -> type[BaseModel]:
+    """A closed section: unknown keys refused, scalars strictly typed ("30" is not an integer)."""
+    fields = {}
+    for index, (name, default) in enumerate(section.items()):
+        dotted = f"{key}.{name}" if key else name
+        kind = _field_type(dotted, default, sections, expected)
+        fields[f"f{index}"] = (kind, Field(default=None, alias=name))
+    return create_model(f"Profile_{key or 'root'}".replace(".", "_"),
+                        __config__=ConfigDict(strict=True, extra="forbid"), **fields)
+
+
+@dataclass(frozen=True)
+class _Schema:
+    model: type[BaseModel]
+    sections: set[str]  # dotted keys merged key by key (every other value is replaced whole)
+    expected: dict[str, str]  # dotted key -> what its value must be
+
+
+def _schema() -> _Schema:
+    sections: set[str] = set()
+    expected: dict[str, str] = {}
+    model = _section_model("", DEFAULTS, sections, expected)
+    return _Schema(model, sections, expected)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '…'}"
+
+
+def _known(key: str) -> str:
+    node = DEFAULTS
+    for part in key.split(".") if key else []:
+        node = node[part]
+    return ", ".join(node)
+
+
+def validate(override: Any, where: str, schema: _Schema) -> dict:
+    """The profile's values, type-checked; only the keys it sets. A problem is one line naming the key."""
+    if not isinstance(override, dict):
+        raise StackError(f"{where}: must be a mapping")
+    try:
+        return schema.model.model_validate(override).model_dump(by_alias=True, exclude_unset=True)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+    path, value = [], override
+    for part in error["loc"]:
+        dotted = ".".join(path)
+        if dotted and dotted not in schema.sections:
+            break
+        if error["type"] == "extra_forbidden" and part == error["loc"][-1]:
+            key = ".".join([*path, str(part)])
+            raise StackError(f"{where}: unknown key {key!r} (known in {dotted or 'the profile'}: {_known(dotted)})")
+        path.append(str(part))
+        value = value[part] if isinstance(value, dict) else value
+    key = ".".join(path)
+    if key in schema.sections:
+        raise StackError(f"{where}: {key} must be a mapping, got {_describe(value)}")
+    raise StackError(f"{where}: {key} must be {schema.expected.get(key, 'of another type')}, got {_describe(value)}")
+
+
+def _merge(base: dict, override: dict, sections: set[str], prefix: str = "") -> dict:
     merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if key not in base:
-            raise StackError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict) and key not in ("responses", "endpoints", "nodes"):
-            if not isinstance(value, dict):
-                raise StackError(f"{where}: {key!r} must be a mapping")
-            merged[key] = _merge(base[key], value, f"{where}.{key}")
-        else:
-            merged[key] = value
+    for name, value in override.items():
+        key = f"{prefix}{name}"
+        merged[name] = _merge(base[name], value, sections, key + ".") if key in sections else copy.deepcopy(value)
     return merged
 
 
-class Profile:
-    """Paths and thresholds for one stack: DEFAULTS overridden by the stack's stackproof.yml."""
+def _leaves(data: dict, sections: set[str], prefix: str = ""):
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if key in sections:
+            yield from _leaves(value, sections, key + ".")
+        else:
+            yield key, value
 
-    def __init__(self, root: Path, data: dict[str, Any], source: Path | None):
+
+# --- the profile ----------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    """One value that differs from the default, and which profile set it."""
+
+    key: str
+    value: Any
+    default: Any
+    source: str
+    weakened: bool
+    ignored: bool = False  # a threshold of the stack's own profile, under --strict-profile
+
+    def line(self) -> str:
+        return f"{self.key} = {show(self.key, self.value)} (default {show(self.key, self.default)}; {self.source})"
+
+
+class Profile:
+    """Paths and thresholds for one stack: DEFAULTS overridden by the stack's stackproof.yml,
+    then by the operator's profile."""
+
+    def __init__(self, root: Path, data: dict[str, Any], sources: list[str], changes: list[Change],
+                 set_by: dict[str, str] | None = None, strict: bool = False):
         self.root = root
         self.data = data
-        self.source = source
+        self.sources = sources
+        self.changes = changes
+        self.set_by = set_by or {}
+        self.strict = strict
+
+    @property
+    def source(self) -> str:
+        """Where the values come from, as the report's target says."""
+        text = " + ".join(self.sources) or "defaults"
+        return text + (" (--strict-profile: the stack's own thresholds ignored)" if self.strict else "")
+
+    @property
+    def weakened(self) -> list[Change]:
+        return [change for change in self.changes if change.weakened and not change.ignored]
 
     @classmethod
-    def load(cls, root: Path) -> "Profile":
-        path = root / PROFILE_FILE
-        if not path.exists():
-            return cls(root, copy.deepcopy(DEFAULTS), None)
-        override = load_yaml(path, PROFILE_FILE) or {}
-        if not isinstance(override, dict):
-            raise StackError(f"{PROFILE_FILE}: must be a mapping")
-        return cls(root, _merge(DEFAULTS, override, PROFILE_FILE), path)
+    def load(cls, root: Path, operator: Path | None = None, strict: bool = False) -> "Profile":
+        """The stack's profile (if any), then the operator's; under `strict`, the stack's thresholds are dropped."""
+        schema = _schema()
+        layers = []
+        own = root / PROFILE_FILE
+        if own.exists() or own.is_symlink():
+            layers.append((PROFILE_FILE, validate(load_yaml(own, PROFILE_FILE) or {}, PROFILE_FILE, schema), True))
+        if operator is not None:
+            label = f"{operator} (--profile)"
+            if operator.resolve().is_relative_to(root.resolve()):
+                raise StackError(f"{label}: inside the stack dir, so the stack could write it: "
+                                 "an operator's profile lives outside")
+            layers.append((label, validate(load_yaml(operator, str(operator)) or {}, str(operator), schema), False))
+        data, set_by, ignored = copy.deepcopy(DEFAULTS), {}, {}
+        for label, values, own_layer in layers:
+            for key, value in _leaves(values, schema.sections):
+                if strict and own_layer and is_threshold(key):
+                    ignored[key] = (value, label)
+                    continue
+                set_by[key] = label
+            kept = _drop(values, set(ignored) if strict and own_layer else set(), schema.sections)
+            data = _merge(data, kept, schema.sections)
+        defaults = dict(_leaves(DEFAULTS, schema.sections))
+        changes = [Change(key, value, defaults[key], set_by[key], weakens(key, value, defaults[key]))
+                   for key, value in _leaves(data, schema.sections) if key in set_by and value != defaults[key]]
+        changes += [Change(key, value, defaults[key], label, weakens(key, value, defaults[key]), ignored=True)
+                    for key, (value, label) in ignored.items() if value != defaults[key]]
+        return cls(root, data, [label for label, _, _ in layers], changes, set_by, strict)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.data[section]
 
     def path(self, key: str) -> Path:
         """Absolute path of one of the stack's files named in `paths`."""
-        return self.root / self.data["paths"][key]
+        return self.stack_path(self.data["paths"][key], f"paths.{key}")
 
-    def stack_path(self, relative: str) -> Path:
-        return self.root / relative
+    def stack_path(self, relative: str, key: str) -> Path:
+        """A path the profile names (at `key`), inside the stack dir: an absolute path, `..` or a
+        symlink that leads out is refused, so no outside file is read in the stack's name."""
+        where = self.set_by.get(key, "profile defaults")
+        path = self.root / relative
+        try:
+            inside = path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise StackError(f"{where}: {key} ({relative}) cannot be resolved: {exc}") from None
+        if not inside:
+            raise StackError(f"{where}: {key} ({relative}) leads outside the stack dir")
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """What the report says about the profile: where it comes from, what it changes, what it weakens."""
+        return {
+            "source": self.source,
+            "strict": self.strict,
+            "changed": [{"key": c.key, "value": show(c.key, c.value), "default": show(c.key, c.default),
+                         "source": c.source, "weakened": c.weakened, "ignored": c.ignored} for c in self.changes],
+            "weakened": [change.line() for change in self.weakened],
+            "ignored": [change.line() for change in self.changes if change.ignored],
+        }
+
+
+def _drop(values: dict, keys: set[str], sections: set[str], prefix: str = "") -> dict:
+    """`values` without the dotted leaf `keys`."""
+    kept = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if key in sections:
+            kept[name] = _drop(value, keys, sections, key + ".")
+        elif key not in keys:
+            kept[name] = value
+    return kept

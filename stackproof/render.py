@@ -45,6 +45,7 @@ def render_markdown(summary: dict) -> str:
         f"| Compose project | {_md(target['compose_project'])} |",
         f"| Profile | {_md(target['profile'])} |",
         f"| Compose model | {_md(target.get('compose_loader'))} |",
+        *_profile_rows_md(summary.get("profile") or {}),
         f"| Date | {_md(summary['generated'])} |",
         f"| Suite | stackproof {_md(summary['tool']['version'])} ({'static + live' if summary['run']['live'] else 'static'} run) |",
         "",
@@ -75,6 +76,27 @@ def render_markdown(summary: dict) -> str:
         out.append("")
     out += [f"**{_md(verdict['line'])}**", ""]
     return "\n".join(out)
+
+
+def _profile_rows_md(profile: dict) -> list[str]:
+    """The profile's changes beside the target: weakened thresholds first, so they cannot go unseen."""
+    rows = [f"| Profile weakens | **{_md(line)}** |" for line in profile.get("weakened", [])]
+    rows += [f"| Ignored (--strict-profile) | {_md(line)} |" for line in profile.get("ignored", [])]
+    rows += [f"| Profile changes | {_md(c['key'])} = {_md(c['value'])} (default {_md(c['default'])}; {_md(c['source'])}) |"
+             for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
+    if profile.get("error"):
+        rows.append(f"| Profile error | {_md(profile['error'])} |")
+    return rows
+
+
+def _profile_rows_html(profile: dict) -> str:
+    rows = [f'<tr><th>Profile weakens</th><td class="fail">{_h(line)}</td></tr>' for line in profile.get("weakened", [])]
+    rows += [f"<tr><th>Ignored (--strict-profile)</th><td>{_h(line)}</td></tr>" for line in profile.get("ignored", [])]
+    rows += [f"<tr><th>Profile changes</th><td>{_h(c['key'])} = {_h(c['value'])} (default {_h(c['default'])}; "
+             f"{_h(c['source'])})</td></tr>" for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
+    if profile.get("error"):
+        rows.append(f'<tr><th>Profile error</th><td class="fail">{_h(profile["error"])}</td></tr>')
+    return "".join(rows)
 
 
 # --- HTML -----------------------------------------------------------------------
@@ -117,6 +139,7 @@ def render_html(summary: dict) -> str:
         f"<tr><th>Compose project</th><td>{_h(target['compose_project'])}</td></tr>",
         f"<tr><th>Profile</th><td>{_h(target['profile'])}</td></tr>",
         f"<tr><th>Compose model</th><td>{_h(target.get('compose_loader'))}</td></tr>",
+        _profile_rows_html(summary.get("profile") or {}),
         f"<tr><th>Date</th><td>{_h(summary['generated'])}</td></tr>",
         f"<tr><th>Suite</th><td>stackproof {_h(summary['tool']['version'])} "
         f"({'static + live' if summary['run']['live'] else 'static'} run)</td></tr>",

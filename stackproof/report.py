@@ -70,11 +70,12 @@ def control_of(item: pytest.Item) -> str | None:
 
 class ValidationReport:
     def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor,
-                 target_errors: Callable[[], list[str]] = list):
+                 target_errors: Callable[[], list[str]] = list, profile: Callable[[], dict] | None = None):
         self.config = config
         self.target_errors = target_errors  # problems of the whole target, listed once at the top
         self.report_dir = report_dir
         self.target = target  # called once, when the summary is built
+        self.profile = profile  # the profile's sources, changed and weakened values; called once too
         self.redactor = redactor
         self.rows: dict[str, CheckRow] = {}
         self.live_run = False
@@ -151,6 +152,10 @@ class ValidationReport:
             terminalreporter.write_line(f"TARGET ERROR: {error}", red=True, bold=True)
         for control in self.summary["controls"]:
             terminalreporter.write_line(f"{control['status']:8} {control['title']}")
+        for line in self.summary["profile"].get("weakened", []):
+            terminalreporter.write_line(f"WEAKENED by the profile: {line}", yellow=True)
+        for line in self.summary["profile"].get("ignored", []):
+            terminalreporter.write_line(f"ignored (--strict-profile): {line}")
         terminalreporter.write_line(verdict["line"], bold=True, **color)
         for path in self.written:
             terminalreporter.write_line(f"report: {path}")
@@ -187,10 +192,19 @@ class ValidationReport:
             "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},
             "run": {"live": self.live_run, "engine": self.engine},
             "target_errors": target_errors,
+            "profile": self._clean_tree(self.profile() if self.profile else {}),
             "controls": controls,
             "totals": totals,
             "verdict": verdict,
         }
+
+    def _clean_tree(self, value):
+        """A JSON-able value with every string scrubbed and cleaned (the profile's values come from the stack)."""
+        if isinstance(value, dict):
+            return {key: self._clean_tree(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._clean_tree(item) for item in value]
+        return clean(self.redactor.scrub(value)) if isinstance(value, str) else value
 
     def _clean_row(self, row: CheckRow) -> dict:
         data = asdict(row)

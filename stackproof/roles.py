@@ -272,7 +272,7 @@ class Roles:
         declared = self.stack.profile["roles"]["tls_monitor"]
         script = self.stack.path("monitor_script").name
         if declared.startswith(CRON_PREFIX):
-            path = self.stack.profile.stack_path(declared[len(CRON_PREFIX):].strip())
+            path = self.stack.profile.stack_path(declared[len(CRON_PREFIX):].strip(), "roles.tls_monitor")
             job = cron_job(path, script, self.stack.rel(path))
             if job is None:
                 raise StackError(f"{self.stack.rel(path)}: no cron line runs {script} (stackproof.yml roles.tls_monitor)")

@@ -21,10 +21,13 @@ class Stack:
     """A stack under test. Cheap to build; each part is read (and cached) on first use,
     so a broken file fails only the checks that need it."""
 
-    def __init__(self, root: Path, timeout: float, redactor: Redactor, env_files: list[Path] | None = None):
+    def __init__(self, root: Path, timeout: float, redactor: Redactor, env_files: list[Path] | None = None, *,
+                 operator_profile: Path | None = None, strict: bool = False):
         self.root = root
         self.timeout = timeout
         self.redactor = redactor
+        self.operator_profile = operator_profile  # --profile: the operator's, from outside the stack dir
+        self.strict = strict  # --strict-profile: the stack's own profile sets no threshold
         self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
         self.current_check = ""  # set by the plugin before each check: who first hit a broken input
         self._inputs: dict[str, tuple[bool, Any, str]] = {}  # key -> (ok, value or error, first check)
@@ -58,7 +61,7 @@ class Stack:
     @cached_property
     def profile(self) -> Profile:
         self.require()
-        return Profile.load(self.root)
+        return Profile.load(self.root, self.operator_profile, self.strict)
 
     def path(self, key: str) -> Path:
         return self.profile.path(key)
@@ -84,11 +87,11 @@ class Stack:
             return None
 
     def compose_env_files(self) -> list[Path]:
-        return [self.profile.stack_path(p) for p in self.profile["compose"]["env_files"]] + self.cli_env_files
+        return [self.profile.stack_path(p, "compose.env_files") for p in self.profile["compose"]["env_files"]] + self.cli_env_files
 
     def _load_compose(self, profiles: list[str]) -> ComposeModel:
         self.require()
-        overrides = [self.profile.stack_path(p) for p in self.profile["paths"]["compose_overrides"]]
+        overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
         return load_compose(self.path("compose"), overrides, self.timeout,
                             env_files=self.compose_env_files(), profiles=profiles)
 

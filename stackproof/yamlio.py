@@ -1,4 +1,10 @@
-"""Loading YAML from the stack safely: size cap, no alias bombs, no duplicate keys."""
+"""Loading YAML from the stack safely: size cap, bounded depth and node count, no alias
+bombs, no duplicate keys.
+
+PyYAML's composer is recursive: without a depth bound, a deeply nested file ends in
+RecursionError, which names no file. The bounds are checked while the node tree is built,
+so a hostile file costs at most MAX_NODES nodes of work.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,40 @@ import yaml
 from .errors import StackError
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
-MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 100  # nesting levels; real compose files, profiles and rule files use fewer than 15
+MAX_NODES = 1_000_000  # nodes as written; more than a 4 MB file of real configuration holds
+MAX_ALIAS_NODES = 100_000  # nodes that aliases add once expanded (a "billion laughs" bomb)
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses alias bombs and duplicate mapping keys."""
+    """SafeLoader that bounds nesting and size and refuses alias bombs and duplicate mapping keys.
+
+    A bomb is told from a large file by what aliases add: 10,000 plain alerts are many nodes
+    as written, and pass; nine aliases of nine aliases... add millions, and do not."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_DEPTH:
+            raise _BoundExceeded(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        if self._nodes > MAX_NODES:
+            raise _BoundExceeded(f"more than {MAX_NODES} nodes", self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def get_single_node(self):
         node = super().get_single_node()
-        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
-            raise yaml.YAMLError(f"expands to more than {MAX_EXPANDED_NODES} nodes through aliases (YAML bomb?)")
+        if node is not None:
+            added = _expanded_size(node, {}) - self._nodes
+            if added > MAX_ALIAS_NODES:
+                raise yaml.YAMLError(f"aliases expand to more than {MAX_ALIAS_NODES} extra nodes (YAML bomb?)")
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -32,6 +62,11 @@ class _StrictLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+class _BoundExceeded(yaml.MarkedYAMLError):
+    def __init__(self, problem: str, mark):
+        super().__init__(problem=problem, problem_mark=mark)
 
 
 def _expanded_size(node, memo: dict) -> int:

@@ -58,17 +58,18 @@ class RecordedResponses:
 
     def recorded(self) -> bool:
         """Whether the stack keeps recorded responses at all (a missing one among others is a defect)."""
-        return any(self.stack.profile.stack_path(p).exists() for p in self.cfg["responses"].values())
+        return any(self.stack.profile.stack_path(p, f"disclosure.responses.{name}").exists()
+                   for name, p in self.cfg["responses"].items())
 
     def places(self) -> dict[str, str]:
         return dict(self.cfg["responses"])
 
     def text(self, name: str) -> str:
-        return read_text(self.stack, self.stack.profile.stack_path(self.cfg["responses"][name]))
+        return read_text(self.stack, self.stack.profile.stack_path(self.cfg["responses"][name], f"disclosure.responses.{name}"))
 
     def full_docs(self) -> tuple[str, str]:
         """(where the full docs are, their text)."""
-        path = self.stack.profile.stack_path(self.cfg["full_docs"])
+        path = self.stack.profile.stack_path(self.cfg["full_docs"], "disclosure.full_docs")
         return self.stack.rel(path), read_text(self.stack, path)
 
 

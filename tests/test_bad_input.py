@@ -50,6 +50,14 @@ CASES = [
     ("secrets-dir-missing", lambda s: shutil.rmtree(s / "ai-stack/compose/secrets"), ["secrets"],
      ["alert_rules", "tls_monitoring", "progressive_disclosure"]),
     ("profile-unknown-key", lambda s: _append(s / "stackproof.yml", "\npool:\n  min_sise: 5\n"), ["stackproof.yml", "min_sise"], []),
+    ("compose-10000-levels", lambda s: (s / COMPOSE).write_text("services: " + "[" * 10_000 + "]" * 10_000),
+     ["docker-compose.yml: line 1 invalid YAML: nested deeper than 100 levels"], ["tls_monitoring", "progressive_disclosure"]),
+    ("profile-string-for-int", lambda s: _append(s / "stackproof.yml", "\npool:\n  min_size: '30'\n"),
+     ["stackproof.yml: pool.min_size must be an integer, got str '30'"], []),
+    ("profile-list-for-path", lambda s: _append(s / "stackproof.yml", "\npaths:\n  compose: [a.yml]\n"),
+     ["stackproof.yml: paths.compose must be a string, got list ['a.yml']"], []),
+    ("profile-10000-levels", lambda s: _append(s / "stackproof.yml", "\npool: " + "{a: " * 10_000 + "}" * 10_000 + "\n"),
+     ["stackproof.yml: line 9 invalid YAML: nested deeper than 100 levels"], []),
 ]
 
 
