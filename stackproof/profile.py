@@ -422,14 +422,10 @@ class Profile:
     def stack_path(self, relative: str, key: str) -> Path:
         """A path the profile names (at `key`), inside the stack dir: an absolute path, `..` or a
         symlink that leads out is refused, so no outside file is read in the stack's name."""
-        where = self.set_by.get(key, "profile defaults")
         path = self.root / relative
-        try:
-            inside = path.resolve().is_relative_to(self.root.resolve())
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
-            raise StackError(f"{where}: {key} ({relative}) cannot be resolved: {exc}") from None
-        if not inside:
-            raise StackError(f"{where}: {key} ({relative}) leads outside the stack dir")
+        if not inside(path, self.root):
+            where = self.set_by.get(key, "profile defaults")
+            raise StackError(f"{where}: {key} ({relative}) leads outside the stack dir (or into a symlink loop)")
         return path
 
     def summary(self) -> dict[str, Any]:
@@ -442,6 +438,14 @@ class Profile:
             "weakened": [change.line() for change in self.weakened],
             "ignored": [change.line() for change in self.changes if change.ignored],
         }
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its symlinks followed, is inside `root` (a symlink loop is not)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
 
 
 def _drop(values: dict, keys: set[str], sections: set[str], prefix: str = "") -> dict:

@@ -7,11 +7,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from . import proc
+from dulwich.errors import NotGitRepository
+from dulwich.repo import Repo
+
 from .backends import local_host
 from .compose import ComposeModel, load_compose, read_env_file
 from .errors import Blocked, RequiredVariablesMissing, StackError
-from .profile import Profile
+from .profile import Profile, inside
 from .redact import Redactor
 
 SECRET_NAME_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
@@ -65,6 +67,10 @@ class Stack:
 
     def path(self, key: str) -> Path:
         return self.profile.path(key)
+
+    def inside(self, path: Path) -> bool:
+        """Whether `path`, its symlinks followed, is inside the stack dir (a symlink loop is not)."""
+        return inside(path, self.root)
 
     def rel(self, path: Path | str) -> str:
         """A path as messages show it: relative to the stack dir when inside it."""
@@ -145,19 +151,47 @@ class Stack:
             if name.startswith("STACK") and any(hint in name.upper() for hint in SECRET_NAME_HINTS):
                 self.redactor.add(value)
 
-    def git(self, *args: str) -> str | None:
-        """Run git in the stack dir; None when git or a work tree is not there."""
+    @cached_property
+    def repo(self) -> Repo | None:
+        """The git repository that holds the stack dir (found upwards, as git does), or None.
+
+        Read with dulwich, not the `git` binary: git run in a hostile checkout executes what the
+        repository's own config names (core.fsmonitor on every index refresh, hooks, filters,
+        external diff, pager). dulwich only reads files here: HEAD, refs and the index."""
         try:
-            done = proc.run(["git", "-C", str(self.root), *args], timeout=self.timeout, where=f"git {args[0]}")
-        except StackError:
+            return Repo.discover(str(self.root))
+        except NotGitRepository:
             return None
-        return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else None
+        except Exception as exc:  # a corrupt .git: its own one-line problem
+            raise StackError(f"{self.rel(self.root)}: git repository unreadable ({type(exc).__name__}: {exc})") from None
 
     def git_commit(self) -> str | None:
-        return self.git("rev-parse", "--short=12", "HEAD")
-
-    def git_tracked(self, path: Path) -> bool | None:
-        """True if git tracks `path`, False if not, None if the stack dir is not a git checkout."""
-        if self.git("rev-parse", "--is-inside-work-tree") != "true":
+        """The checked-out commit (12 hex digits), or None outside a git repository or before the first commit."""
+        try:
+            return self.repo.head().decode()[:12] if self.repo is not None else None
+        except (StackError, KeyError, OSError, ValueError):
             return None
-        return bool(self.git("ls-files", "--", str(path)))
+
+    def git_tracked(self, *paths: Path) -> dict[str, int | None] | None:
+        """The files among `paths` (a directory stands for every file under it) that git tracks:
+        {path relative to the stack dir: size of the staged file, None for a conflict}.
+        None when the stack dir is not in a git repository."""
+        repo = self.repo
+        if repo is None:
+            return None
+        top = Path(repo.path).resolve()
+        wanted = []
+        for path in paths:
+            try:
+                wanted.append(path.resolve().relative_to(top).as_posix().encode())
+            except (ValueError, OSError, RuntimeError):  # outside the repository: git cannot track it
+                continue
+        try:
+            index = repo.open_index()
+            tracked = {}
+            for name in index:
+                if any(name == w or name.startswith(w + b"/") or w == b"." for w in wanted):
+                    tracked[self.rel(top / os.fsdecode(name))] = getattr(index[name], "size", None)
+        except Exception as exc:
+            raise StackError(f"{self.rel(self.root)}: git index unreadable ({type(exc).__name__}: {exc})") from None
+        return tracked

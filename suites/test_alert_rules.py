@@ -73,7 +73,8 @@ class RulePattern:
     pattern: str  # as written in rule_files
     container: str  # the pattern as the Prometheus container resolves it
     host: Path | None  # the same pattern on the host, through the bind mounts
-    files: list[Path]
+    files: list[Path]  # what it matches inside the stack dir
+    outside: list[Path] = field(default_factory=list)  # what it matches outside (a mount or a symlink): never read
 
 
 class Alerting:
@@ -116,7 +117,9 @@ class Alerting:
             # single rule files bind-mounted where the pattern looks
             files |= {Path(m.source) for m in self.service.volumes
                       if m.type == "bind" and PurePosixPath(m.target).match(container)}
-            found.append(RulePattern(pattern, container, host, sorted(f for f in files if f.is_file())))
+            files = sorted(f for f in files if f.is_file())
+            found.append(RulePattern(pattern, container, host, [f for f in files if self.stack.inside(f)],
+                                     [f for f in files if not self.stack.inside(f)]))
         return found
 
     def pattern_problems(self) -> list[str]:
@@ -125,7 +128,10 @@ class Alerting:
             return [f"{config}: no rule_files: Prometheus loads no alerting rule"]
         problems = []
         for p in self.patterns:
-            if p.host is None and not p.files:
+            if p.outside:
+                problems.append(f"{config}: rule_files pattern {p.pattern} leads outside the stack dir "
+                                f"({len(p.outside)} file(s), through a mount or a symlink): not read")
+            elif p.host is None and not p.files:
                 problems.append(f"{compose}: rule_files pattern {p.pattern} is not visible in the {self.service.name} "
                                 f"container (no bind mount covers {posixpath.dirname(p.container)})")
             elif not p.files:
@@ -232,6 +238,23 @@ def _promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     return False, detail if len(detail) <= 300 else detail[:300] + "…"
 
 
+def _rule_test_escapes(stack, test_file: Path) -> list[str]:
+    """Why promtool, run on this unit-test file, would read a file outside the stack dir: the file
+    itself or one of its rule_files leads out (absolute, `..`, a symlink). promtool quotes the lines
+    of a file it cannot parse, so an outside file (a shadow file) would reach the report."""
+    where = stack.rel(test_file)
+    if not stack.inside(test_file):
+        return [f"{where}: leads outside the stack dir (a symlink): not run"]
+    doc = load_yaml(test_file, where)
+    patterns = doc.get("rule_files") if isinstance(doc, dict) else None
+    problems = []
+    for pattern in patterns if isinstance(patterns, list) else []:
+        target = test_file.parent / str(pattern)
+        if not all(stack.inside(Path(match)) for match in glob.glob(str(target)) or [target]):
+            problems.append(f"{where}: rule_files entry {pattern} leads outside the stack dir: not run")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def alerting(stack) -> Alerting:
     return Alerting(stack)
@@ -321,6 +344,8 @@ def test_rule_unit_tests_pass(stack, evidence):
         pytest.skip("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:
         pytest.skip(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
+    escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
+    assert not escapes, "; ".join(escapes)
     results = [(f, *_promtool(stack, ["test", "rules"], f)) for f in files]
     evidence.record(result="; ".join(f"{stack.rel(f)}: {'SUCCESS' if ok else 'FAILED'}" for f, ok, _ in results))
     failed = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]

@@ -387,15 +387,19 @@ def test_secrets_dir_mode(stack, evidence):
 def test_secrets_not_tracked_by_git(stack, evidence):
     """No secret file is tracked by git.
 
-    A committed secret is in every clone and in the history forever."""
+    A committed secret is in every clone and in the history forever. An empty placeholder
+    (`.gitkeep`, an empty README) that keeps the secrets dir in the repository holds nothing:
+    tracked empty files are fine, a tracked file with content is not, whatever its name."""
     secrets_dir = stack.path("secrets_dir")
-    checkout = stack.git_tracked(secrets_dir) is not None
     paths = [secrets_dir, *(path for _, path in secret_sources(stack) if is_inside(str(path), str(stack.root)))]
-    tracked = sorted(set((stack.git("ls-files", "--", *map(str, paths)) or "").splitlines())) if checkout else []
+    index = stack.git_tracked(*paths)
+    tracked = sorted(path for path, size in (index or {}).items() if size != 0)
+    placeholders = sorted(path for path, size in (index or {}).items() if size == 0)
     evidence.record(
-        test=f"git ls-files {stack.rel(secrets_dir)}/ and every secret source",
-        expected="nothing tracked",
-        result=", ".join(tracked) or ("nothing tracked" if checkout else "not a git checkout"),
+        test=f"git index entries under {stack.rel(secrets_dir)}/ and for every secret source",
+        expected="no tracked file with content (empty placeholders such as .gitkeep are fine)",
+        result=("not a git checkout" if index is None else ", ".join(tracked) or "nothing tracked")
+        + (f"; empty placeholders: {', '.join(placeholders)}" if placeholders else ""),
     )
     assert not tracked, f"secret file tracked by git: {', '.join(tracked)} (git rm --cached it and rotate the key)"
 

@@ -343,9 +343,9 @@ def test_stack_key_not_tracked_by_git(stack, evidence):
     path = stack.path("tls_key")
     tracked = stack.git_tracked(path)
     evidence.record(
-        test=f"git ls-files {stack.rel(path)}",
+        test=f"git index entry for {stack.rel(path)}",
         expected="not tracked",
-        result={True: "tracked", False: "not tracked", None: "stack dir is not a git checkout"}[tracked],
+        result="stack dir is not a git checkout" if tracked is None else "tracked" if tracked else "not tracked",
     )
     assert not tracked, f"{stack.rel(path)}: tracked by git (expected generated, ignored and never committed)"
 

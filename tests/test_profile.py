@@ -122,7 +122,7 @@ def test_profile_path_outside_the_stack_is_refused(tmp_path, key, value):
     profile = _load(stack, yaml.safe_dump({section: {name: value}}))
     with pytest.raises(StackError) as caught:
         profile.path(name) if section == "paths" else profile.stack_path(value, key)
-    assert str(caught.value) == f"stackproof.yml: {key} ({value}) leads outside the stack dir"
+    assert str(caught.value) == f"stackproof.yml: {key} ({value}) leads outside the stack dir (or into a symlink loop)"
 
 
 # --- whole runs on copies of the reference stack ---------------------------------------
