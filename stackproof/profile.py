@@ -363,12 +363,12 @@ class Profile:
     """Paths and thresholds for one stack: DEFAULTS overridden by the stack's stackproof.yml,
     then by the operator's profile."""
 
-    def __init__(self, root: Path, data: dict[str, Any], sources: list[str], changes: list[Change],
-                 set_by: dict[str, str] | None = None, strict: bool = False):
+    def __init__(self, root: Path, data: dict[str, Any], sources: list[str] | None = None,
+                 changes: list[Change] | None = None, set_by: dict[str, str] | None = None, strict: bool = False):
         self.root = root
         self.data = data
-        self.sources = sources
-        self.changes = changes
+        self.sources = sources or []
+        self.changes = changes or []
         self.set_by = set_by or {}
         self.strict = strict
 

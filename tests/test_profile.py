@@ -52,7 +52,7 @@ WRONG_TYPES = [
     ("disclosure:\n  responses:\n    health: {a: 1}\n", "stackproof.yml: disclosure.responses must be a mapping of names to file paths"),
     ("alerts:\n  required: [1, 2]\n", "stackproof.yml: alerts.required must be a list of strings, got list [1, 2]"),
     ("pool:\n  min_sise: 5\n", "stackproof.yml: unknown key 'pool.min_sise' (known in pool: config_key, min_size"),
-    ("nope: 1\n", "stackproof.yml: unknown key 'nope' (known in the profile: paths, api_key"),
+    ("nope: 1\n", "stackproof.yml: unknown key 'nope' (known in the profile: roles, compose, paths, api_key"),
     ("- a\n- b\n", "stackproof.yml: must be a mapping"),
     ("pool:\n  min_size:" + " [" * 10_000 + "]" * 10_000 + "\n", "stackproof.yml: line 2 invalid YAML: nested deeper than 100 levels"),
     ("pool: " + "{a: " * 10_000 + "1" + "}" * 10_000 + "\n", "stackproof.yml: line 1 invalid YAML: nested deeper than 100"),
