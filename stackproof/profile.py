@@ -136,6 +136,10 @@ TYPES: dict[str, tuple[Any, str]] = {
     "api_key.file_modes": (list[int], "a list of modes written in YAML octal (such as [0400, 0600])"),
     "api_key.secrets_dir_mode": (int, "a mode written in YAML octal (such as 0700)"),
     "secrets.mode": (int, "a mode written in YAML octal (such as 0400)"),
+    # the scripts' interfaces (stackproof/scripts.py): null where a script has no such thing
+    "scripts.*.stdin": (str | None, "a string or null"),
+    "scripts.*.status_line": (str | None, "a string or null"),
+    "scripts.*.exit_codes.*": (int | None, "an integer or null"),
 }
 
 # --- thresholds: what makes each one weaker than its default ---------------------
