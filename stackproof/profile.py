@@ -14,6 +14,7 @@ stack's own profile: then only the defaults and the operator's profile set the b
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -285,7 +286,9 @@ class _Schema:
     expected: dict[str, str]  # dotted key -> what its value must be
 
 
+@functools.cache
 def _schema() -> _Schema:
+    """The model of DEFAULTS, built once per process (a profile that fails to load is loaded again by each check)."""
     sections: set[str] = set()
     expected: dict[str, str] = {}
     model = _section_model("", DEFAULTS, sections, expected)
