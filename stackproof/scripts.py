@@ -422,9 +422,6 @@ class RotateInterface:
             if not isinstance(cfg[name], str) or not cfg[name]:
                 raise InterfaceError(f"{key}.{name}: must be a path template")
             fill(cfg[name], {"secrets_dir": "", "workdir": "", "audit_log": ""}, f"{key}.{name}")
-        if not any(_where_used(p, command, env, "rotate") for p in ("secrets_dir", "key_file")):
-            raise InterfaceError(f"{key}.command: neither {{secrets_dir}} nor {{key_file}} is passed, in it or in "
-                                 f"{key}.env: the script would rotate a key outside the copy")
         return cls(command, env, _stdin(cfg["stdin"], f"{key}.stdin"), cfg["audit_log"], cfg["backup_dir"])
 
 

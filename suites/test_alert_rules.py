@@ -412,12 +412,19 @@ def _location(mount: tuple[str, str, str] | None) -> tuple[str, str] | None:
     return (kind, str(Path(source) / sub) if kind == "bind" else posixpath.join(source, sub).rstrip("/"))
 
 
-def monitor_metrics_file(monitor) -> str | None:
-    """Where the TLS monitor writes its metrics: its service environment's or cron line's
-    TLS_METRICS_FILE, or its --metrics-file argument."""
+def monitor_metrics_file(stack, monitor) -> str | None:
+    """Where the TLS monitor writes its metrics: the variable or flag that carries {metrics_file} in the
+    declared interface (scripts.monitor), or TLS_METRICS_FILE / --metrics-file, read from the monitor
+    service's environment and command or from its cron line."""
+    declared = stack.profile["scripts"]["monitor"]
     env = monitor.service.environment if monitor.service else monitor.cron.env
     argv = [*monitor.service.entrypoint, *monitor.service.command] if monitor.service else list(monitor.cron.argv)
-    return env.get(METRICS_FILE_ENV) or flag_value(argv, "--metrics-file")
+    names = [name for name, value in declared["env"].items() if "{metrics_file}" in str(value)] + [METRICS_FILE_ENV]
+    command = declared["command"]
+    flags = [command[i - 1] for i in range(1, len(command))
+             if command[i] == "{metrics_file}" and command[i - 1].startswith("-")] + ["--metrics-file"]
+    found = next((env[name] for name in names if env.get(name)), None)
+    return found or next((value for flag in flags if (value := flag_value(argv, flag))), None)
 
 
 def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
@@ -426,7 +433,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     services = stack.compose.services
     compose = stack.rel(stack.compose.files[0])
     monitor = stack.roles.tls_monitor()
-    metrics_file = monitor_metrics_file(monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    metrics_file = monitor_metrics_file(stack, monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
     if monitor.service:
         written = _location(_mount_of(monitor.service, posixpath.dirname(metrics_file)))
     else:  # a cron job of the host writes a host path
