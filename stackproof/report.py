@@ -23,7 +23,7 @@ from .redact import Redactor, clean
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 
 
