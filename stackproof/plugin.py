@@ -18,8 +18,9 @@ from .controls import BY_ID
 from .errors import Blocked
 from .evidence import EVIDENCE_KEY, Evidence
 from .redact import Redactor
-from .report import TargetInfo, ValidationReport
+from .report import TargetInfo, ValidationReport, is_worker
 from .target import Stack
+from .watchdog import RunWatchdog
 
 if TYPE_CHECKING:
     from .live import LiveStack
@@ -51,9 +52,10 @@ SETTINGS = {
     ),
     "run_timeout": (
         "STACKPROOF_RUN_TIMEOUT", "900",
-        "seconds allowed for the whole run; checks not started by then fail with that reason",
+        "seconds allowed for the whole run: then it is interrupted and its report is INCOMPLETE (NO-GO)",
     ),
 }
+REDACTION_KEY = "stackproof_redaction_key"  # workerinput: the controller's fingerprint key, for every worker
 DEADLINE_KEY = pytest.StashKey[float]()
 
 
@@ -93,7 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
     config.addinivalue_line("markers", "changes_stack: live check that changes the stack; runs only with --allow-changes")
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
-    redactor = Redactor()
+    workerinput = getattr(config, "workerinput", {})
+    redactor = Redactor(bytes.fromhex(workerinput[REDACTION_KEY]) if REDACTION_KEY in workerinput else None)
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
     env_files = [Path(p).expanduser().resolve() for p in config.getoption("env_files") or []]
     stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files)
@@ -111,10 +114,21 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
+    if not is_worker(config):  # the controller bounds the run; ending it ends its workers
+        stack_timeout = float(setting(config, "stack_timeout"))
+        watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
+                               report.write_interrupted)
+        config.pluginmanager.register(watchdog, "stackproof-watchdog")
     if config.pluginmanager.hasplugin("html"):
         from .html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report), "stackproof-html-summary")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: every worker fingerprints with the controller's key, so equal values compare equal."""
+    node.workerinput[REDACTION_KEY] = node.config.stash[STACK_KEY].redactor.key.hex()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -184,13 +198,6 @@ def pytest_fixture_setup(fixturedef, request):
         return (yield)
     except Blocked as exc:
         pytest.skip(str(exc))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A target error (the compose model cannot be read at all) makes the run fail, like the verdict."""
-    if session.config.stash[STACK_KEY].target_errors and session.exitstatus == 0:
-        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
