@@ -24,13 +24,15 @@ from .compose import read_env_file
 from .yamlio import load_yaml
 
 SECRET_FILE_CAP = 65536
-_CREDENTIAL_WORDS = {"PASSWORD", "PASSWD", "PASS", "PWD", "SECRET", "SECRETS", "TOKEN", "KEY", "APIKEY",
-                     "CREDENTIAL", "CREDENTIALS", "CREDS", "AUTH", "PRIVATE", "DSN", "SALT", "PEPPER",
-                     "PASSPHRASE", "COOKIE", "SIGNATURE", "JWT", "BEARER", "PW"}
+# a name holding one of these anywhere (PGPASS, DBPASSWORD) is a credential's
+_CREDENTIAL_PARTS = ("PASSWORD", "PASSWD", "PASSPHRASE", "PASS", "PWD", "SECRET", "TOKEN", "APIKEY", "API_KEY",
+                     "CREDENTIAL", "CREDS", "PRIVATE")
+# ... and so is a name with one of these as a word of its own (not MONKEY, AUTHOR)
+_CREDENTIAL_WORDS = {"KEY", "PW", "AUTH", "DSN", "SALT", "PEPPER", "COOKIE", "JWT", "BEARER", "SIGNATURE"}
 # a name ending in one of these names a reference to a secret, not the secret itself
 _REFERENCE_WORDS = {"FILE", "PATH", "DIR", "NAME", "ID", "HEADER", "USER", "USERNAME", "TYPE", "URL", "URI",
                     "HOST", "PORT", "ENABLED", "METHOD", "ALGORITHM", "LENGTH", "TTL", "EXPIRY", "MODE"}
-_NOT_A_VALUE = {"", "true", "false", "yes", "no", "on", "off", "null", "none"}
+_NOT_A_VALUE = {"", "true", "false", "yes", "no", "on", "off", "null", "none"}  # and numbers: flags, ports, sizes
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -42,8 +44,11 @@ class SecretValue:
 
 
 def is_credential_name(name: str) -> bool:
-    words = [word for word in re.split(r"[^A-Z0-9]+", name.upper()) if word]
-    return bool(words) and words[-1] not in _REFERENCE_WORDS and any(word in _CREDENTIAL_WORDS for word in words)
+    upper = name.upper()
+    words = [word for word in re.split(r"[^A-Z0-9]+", upper) if word]
+    if not words or words[-1] in _REFERENCE_WORDS:
+        return False
+    return any(part in upper for part in _CREDENTIAL_PARTS) or any(word in _CREDENTIAL_WORDS for word in words)
 
 
 def url_passwords(text: str) -> list[str]:
@@ -68,7 +73,8 @@ def credential_values(origin: str, name: str, value: object, env: dict[str, str]
     if env:
         text = _VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group()), text)
     found = [SecretValue(f"{origin}: password in {name}", pw) for pw in url_passwords(text)]
-    is_reference = text.lower() in _NOT_A_VALUE or text.startswith(("/", "${")) or _URL.fullmatch(text)
+    is_reference = (text.lower() in _NOT_A_VALUE or text.isdigit() or text.startswith(("/", "${"))
+                    or _URL.fullmatch(text))
     if is_credential_name(name) and not is_reference:
         found.append(SecretValue(f"{origin}: {name}", text))
     return found

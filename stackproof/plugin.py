@@ -17,7 +17,7 @@ from . import resources
 from .controls import BY_ID
 from .errors import Blocked
 from .evidence import EVIDENCE_KEY, Evidence
-from .redact import Redactor
+from .redact import Redactor, ScrubbingFilter
 from .report import TargetInfo, ValidationReport, is_worker
 from .target import Stack
 from .watchdog import RunWatchdog
@@ -149,8 +149,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the run's clock."""
+    """Start the run's clock; scrub every log record before pytest's log handlers write it."""
     session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
+    logging_plugin = session.config.pluginmanager.get_plugin("logging-plugin")
+    scrubbing = ScrubbingFilter(session.config.stash[STACK_KEY].redactor)
+    for name in ("caplog_handler", "report_handler", "log_file_handler", "log_cli_handler"):
+        handler = getattr(logging_plugin, name, None)
+        if handler is not None:
+            handler.addFilter(scrubbing)
 
 
 def describe_target(stack: Stack, project: str | None) -> TargetInfo:

