@@ -95,10 +95,12 @@ def control_of(item: pytest.Item) -> str | None:
 
 
 def placeholder_row(nodeid: str) -> CheckRow | None:
-    """The row of a check known only by its node id (xdist controller): the control from its suite file."""
+    """The row of a check known only by its node id (xdist controller, until the check's own row arrives):
+    the control from its suite file, the mode from its name (live checks are named test_live_*)."""
     path, _, name = nodeid.partition("::")
     control = Path(path).stem.removeprefix("test_")
-    return CheckRow(control, nodeid, name, "-") if control in BY_ID else None
+    mode = "live" if name.startswith("test_live") else "static"
+    return CheckRow(control, nodeid, name, mode) if control in BY_ID else None
 
 
 def is_worker(config: pytest.Config) -> bool:
