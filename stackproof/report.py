@@ -38,7 +38,7 @@ COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
 BLOCKED_PREFIX = "blocked by "  # a skip whose input an earlier failing check already ruled out
 ENVIRONMENT_PREFIX = ENVIRONMENT_ERROR  # a skip for a tool missing where the suite runs (errors.environment_error)
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 SUFFIXES = ("json", "md", "html")
 JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
