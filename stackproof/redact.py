@@ -112,8 +112,16 @@ class Redactor:
     def fingerprint(self, value: bytes | str) -> str:
         """A secret's identity for evidence: a keyed hash prefix and the length, never the value."""
         data = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else value
-        digest = hmac.new(self.key, data, hashlib.sha256).hexdigest()[:12]
-        return f"hmac:{digest} ({len(data)} bytes)"
+        return f"{self.fingerprint_of_sha256(hashlib.sha256(data).hexdigest())} ({len(data)} bytes)"
+
+    def fingerprint_of_sha256(self, sha256_hex: str) -> str:
+        """The fingerprint of a value known only by its sha256 (computed in a container): the same
+        keyed prefix as `fingerprint(value)`, so the two compare equal."""
+        try:
+            digest = bytes.fromhex(sha256_hex)
+        except ValueError:  # not a digest (a hostile container's answer): keyed all the same
+            digest = sha256_hex.encode("utf-8", errors="replace")
+        return "hmac:" + hmac.new(self.key, digest, hashlib.sha256).hexdigest()[:12]
 
     def add(self, value: bytes | str) -> None:
         """Learn a secret. A value too weak to scrub (see `weakness`) is left out: the key-strength

@@ -556,7 +556,7 @@ def test_live_key_file_in_containers(stack, live, evidence):
             readable = facts.readable_by_process(target)
             seen.append(f"{container.name}:{target} {mode:04o} uid {owner}, process uid {uid}, "
                         f"{'readable' if readable else 'not readable'} by it"
-                        + (f", content sha256:{file.sha256[:12]}" if file.sha256 else ""))
+                        + (f", content {stack.redactor.fingerprint_of_sha256(file.sha256)}" if file.sha256 else ""))
             problems = [text for failed, text in (
                 (mode != wanted, f"mode {mode:04o}, expected {wanted:04o}"),
                 (owner != uid, f"owned by uid {owner}, the service's process runs as uid {uid}"),
