@@ -1,4 +1,11 @@
-"""The one exception the suite raises for a problem in the stack under test."""
+"""The one exception the suite raises for a problem in the stack under test, and the one way a check
+says that the environment it runs in lacks a tool."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import pytest
 
 
 class StackError(Exception):
@@ -24,3 +31,12 @@ class RequiredVariablesMissing(StackError):
 class Blocked(StackError):
     """An input that an earlier check already found broken: the check asking for it is SKIPPED
     'blocked by <check>: <reason>' instead of failing again on the same root cause."""
+
+
+ENVIRONMENT_ERROR = "environment error: "
+
+
+def environment_error(message: str) -> NoReturn:
+    """Skip a check because a tool it needs is missing where the suite runs. That is an error of the
+    environment, not a fact about the stack: the report names it as such and the verdict is NO-GO."""
+    pytest.skip(ENVIRONMENT_ERROR + message)

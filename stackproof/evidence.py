@@ -11,7 +11,7 @@ import pytest
 class Evidence:
     """Filled in by a check through the `evidence` fixture; becomes one report row.
 
-    Values must never hold a secret: use `redact.fingerprint()` for those.
+    Values must never hold a secret: use `stack.redactor.fingerprint()` for those.
     """
 
     test: str = ""

@@ -52,9 +52,9 @@ def shannon_entropy(data: bytes) -> float:
     return sum(n / len(data) * math.log2(len(data) / n) for n in Counter(data).values())
 
 
-def key_strength(data: bytes) -> KeyStrength:
+def key_strength(data: bytes, redactor: redact.Redactor) -> KeyStrength:
     encoding, decoded = decode_key(data)
-    return KeyStrength(redact.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded))
+    return KeyStrength(redactor.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded))
 
 
 def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:

@@ -17,11 +17,12 @@ from . import resources
 from .controls import BY_ID
 from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
-from .redact import Redactor
-from .report import TargetInfo, ValidationReport
 from .readonly import changed_paths, fingerprint
+from .redact import Redactor, ScrubbingFilter
+from .report import TargetInfo, ValidationReport, is_worker
 from .sandbox import SandboxUnavailable
 from .target import Stack
+from .watchdog import RunWatchdog
 
 if TYPE_CHECKING:
     from .live import LiveStack
@@ -57,9 +58,10 @@ SETTINGS = {
     ),
     "run_timeout": (
         "STACKPROOF_RUN_TIMEOUT", "900",
-        "seconds allowed for the whole run; checks not started by then fail with that reason",
+        "seconds allowed for the whole run: then it is interrupted and its report is INCOMPLETE (NO-GO)",
     ),
 }
+REDACTION_KEY = "stackproof_redaction_key"  # workerinput: the controller's fingerprint key, for every worker
 DEADLINE_KEY = pytest.StashKey[float]()
 FINGERPRINT_KEY = pytest.StashKey[dict]()
 SHOWN_CHANGES = 10  # changed paths named in the failure
@@ -110,7 +112,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
     config.addinivalue_line("markers", "changes_stack: live check that changes the stack; runs only with --allow-changes")
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
-    redactor = Redactor()
+    workerinput = getattr(config, "workerinput", {})
+    redactor = Redactor(bytes.fromhex(workerinput[REDACTION_KEY]) if REDACTION_KEY in workerinput else None)
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
     env_files = [Path(p).expanduser().resolve() for p in config.getoption("env_files") or []]
     operator_profile = setting(config, "profile")
@@ -131,10 +134,21 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
+    if not is_worker(config):  # the controller bounds the run; ending it ends its workers
+        stack_timeout = float(setting(config, "stack_timeout"))
+        watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
+                               report.write_interrupted)
+        config.pluginmanager.register(watchdog, "stackproof-watchdog")
     if config.pluginmanager.hasplugin("html"):
         from .html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report), "stackproof-html-summary")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: every worker fingerprints with the controller's key, so equal values compare equal."""
+    node.workerinput[REDACTION_KEY] = node.config.stash[STACK_KEY].redactor.key.hex()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -155,17 +169,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the run's clock; fingerprint the stack dir (read-only, enforced at the end)."""
+    """Start the run's clock; fingerprint the stack dir (read-only, enforced at the end); scrub every log
+    record before pytest's log handlers write it."""
     session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
     root = session.config.stash[STACK_KEY].root
     if root.is_dir():
         session.config.stash[FINGERPRINT_KEY] = fingerprint(root)
+    logging_plugin = session.config.pluginmanager.get_plugin("logging-plugin")
+    scrubbing = ScrubbingFilter(session.config.stash[STACK_KEY].redactor)
+    for name in ("caplog_handler", "report_handler", "log_file_handler", "log_cli_handler"):
+        handler = getattr(logging_plugin, name, None)
+        if handler is not None:
+            handler.addFilter(scrubbing)
 
 
-@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
-def pytest_sessionfinish_read_only(session: pytest.Session) -> None:
-    """Before the report is written: a run that changed the stack dir fails, naming the paths; a failure of
-    the run as a whole (that, or stack code not run for want of a sandbox) makes the exit code 1."""
+@pytest.hookimpl(wrapper=True, specname="pytest_sessionfinish")
+def pytest_sessionfinish_read_only(session: pytest.Session):
+    """Before the report is written (a wrapper runs before every plain sessionfinish hook, the report's
+    included): a run that changed the stack dir fails, naming the paths."""
     report = session.config.stash[REPORT_KEY]
     before = session.config.stash.get(FINGERPRINT_KEY, None)
     if before is not None:
@@ -174,8 +195,7 @@ def pytest_sessionfinish_read_only(session: pytest.Session) -> None:
             more = f" and {len(changed) - SHOWN_CHANGES} more" if len(changed) > SHOWN_CHANGES else ""
             report.add_session_error(
                 f"the run changed the stack dir (read-only): {', '.join(changed[:SHOWN_CHANGES])}{more}")
-    if report.session_errors and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return (yield)
 
 
 def describe_target(stack: Stack, project: str | None) -> TargetInfo:
@@ -236,13 +256,6 @@ def pytest_fixture_setup(fixturedef, request):
         return (yield)
     except Blocked as exc:
         pytest.skip(str(exc))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A target error (the compose model cannot be read at all) makes the run fail, like the verdict."""
-    if session.config.stash[STACK_KEY].target_errors and session.exitstatus == 0:
-        session.exitstatus = 1
 
 
 @pytest.hookimpl(wrapper=True, specname="pytest_runtest_setup")

@@ -1,57 +1,186 @@
 """Keeping secrets and hostile text out of every output.
 
-Evidence names a secret by `fingerprint()`, never by value. As a second line of
-defence the `Redactor` knows every secret value the suite has seen and scrubs it
-from report text and from pytest's own failure output. `clean()` makes any value
-from the stack safe to put in a report: text only, no control characters, bounded.
+Evidence names a secret by `Redactor.fingerprint()`, never by value. As a second line
+of defence the `Redactor` knows every secret value the suite has seen and scrubs it
+from every output: not only the value itself but every encoding of it (base64 and
+base64url at any alignment, hex, URL-encoding, backslash/JSON/HTML escaping, any
+letter case) and every run of `MIN_SECRET_LEN` or more of its characters, so a value
+cut at a length limit or split across lines does not leak its parts. Passwords in
+URLs (`scheme://user:password@host`) are scrubbed even when nobody registered them.
+
+`Redactor.clean()` makes any value from the stack safe to put in a report: text only
+(lone surrogates and invalid UTF-8 replaced), no ANSI or control characters, scrubbed
+after that cleaning (a key split by an escape sequence is joined first), then cut.
+
+Why hand-written: the scrub looks for fixed-length windows of known values in any
+text; a sliding lookup in a set of windows is a few lines and needs no dependency.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import html
+import json
+import logging
 import re
+import secrets
+from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 MAX_TEXT = 2000
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+MIN_SECRET_LEN = 12  # shorter values fail the key-strength check; they are too short to scrub safely
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-MIN_SECRET_LEN = 6
+_URL_CREDENTIAL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@'\"<>]*:)([^\s@/'\"<>]+)(@)")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PEM_ARMOR = re.compile(r"^-----(BEGIN|END) [A-Z0-9 ]+-----$")
 
 
-def fingerprint(value: bytes | str) -> str:
-    """A secret's identity for evidence: sha256 prefix and length, never the value."""
-    data = value.encode() if isinstance(value, str) else value
-    return f"sha256:{hashlib.sha256(data).hexdigest()[:12]} ({len(data)} bytes)"
-
-
-def clean(value: object, limit: int = MAX_TEXT) -> str:
-    """Text safe for any report: decoded, ANSI and control characters removed, cut at `limit`."""
+def text_of(value: object) -> str:
+    """Any value as valid text: bytes decoded as UTF-8, lone surrogates (undecodable file names) replaced."""
     if isinstance(value, bytes):
-        text = value.decode("utf-8", errors="replace")
-    else:
-        text = str(value)
-    text = _CONTROL.sub("", _ANSI.sub("", text))
-    if len(text) > limit:
-        text = f"{text[:limit]}… [cut: {len(text) - limit} more characters]"
+        return value.decode("utf-8", errors="replace")
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
     return text
 
 
-class Redactor:
-    """Replaces every known secret value in a text by its fingerprint."""
+def strip_controls(text: str) -> str:
+    """ANSI escape sequences and control characters removed; newlines and tabs kept."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
 
-    def __init__(self) -> None:
-        self._values: dict[str, str] = {}
+
+def cut(text: str, limit: int = MAX_TEXT) -> str:
+    return f"{text[:limit]}… [cut: {len(text) - limit} more characters]" if len(text) > limit else text
+
+
+def clean(value: object, limit: int = MAX_TEXT) -> str:
+    """Text safe for any report (no redaction: see Redactor.clean): decoded, ANSI and control
+    characters removed, cut at `limit`."""
+    return cut(strip_controls(text_of(value)), limit)
+
+
+@lru_cache(maxsize=1)
+def _dictionary() -> frozenset[str]:
+    """zxcvbn's frequency lists (common passwords, English words, names): a maintained dictionary."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(word for words in FREQUENCY_LISTS.values() for word in words)
+
+
+def weakness(value: str | bytes) -> str | None:
+    """Why a secret value is too weak to be a secret (and to be scrubbed from output), or None."""
+    text = text_of(value).strip()
+    if len(text) < MIN_SECRET_LEN:
+        return f"{len(text)} characters, fewer than {MIN_SECRET_LEN}"
+    if text.lower() in _dictionary():
+        return "a dictionary word or common password"
+    return None
+
+
+def encoded_forms(text: str) -> set[str]:
+    """Every form in which `text` may show up in an output."""
+    data = text.encode("utf-8", errors="surrogatepass")
+    forms = {text, data.hex(), quote(text, safe=""), quote(text), quote_plus(text), html.escape(text),
+             json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1], repr(data)[2:-1],
+             text.replace("\\", "\\\\")}
+    for offset in range(3):  # base64 of the value at each alignment inside a longer encoded text
+        encoded = base64.b64encode(b"\0" * offset + data).decode()
+        inner = encoded[4 if offset else 0:-4]  # the quanta made of the value's bytes only
+        for variant in (inner, encoded) if offset == 0 else (inner,):
+            forms.update({variant, variant.replace("+", "-").replace("/", "_")})
+    return {form for form in forms if len(form) >= MIN_SECRET_LEN}
+
+
+class Redactor:
+    """Replaces every known secret value, in any form or part, by its fingerprint.
+
+    `key` keys the fingerprints (HMAC-SHA256): random per run, so a fingerprint in a
+    report cannot be looked up in a hash table, while equal values compare equal within
+    the run. Under xdist the controller hands its key to the workers.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key or secrets.token_bytes(32)
+        self._windows: dict[str, str] = {}  # every MIN_SECRET_LEN-long run of every form, lower-cased -> label
+
+    def fingerprint(self, value: bytes | str) -> str:
+        """A secret's identity for evidence: a keyed hash prefix and the length, never the value."""
+        data = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else value
+        return f"{self.fingerprint_of_sha256(hashlib.sha256(data).hexdigest())} ({len(data)} bytes)"
+
+    def fingerprint_of_sha256(self, sha256_hex: str) -> str:
+        """The fingerprint of a value known only by its sha256 (computed in a container): the same
+        keyed prefix as `fingerprint(value)`, so the two compare equal."""
+        try:
+            digest = bytes.fromhex(sha256_hex)
+        except ValueError:  # not a digest (a hostile container's answer): keyed all the same
+            digest = sha256_hex.encode("utf-8", errors="replace")
+        return "hmac:" + hmac.new(self.key, digest, hashlib.sha256).hexdigest()[:12]
 
     def add(self, value: bytes | str) -> None:
-        text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-        for candidate in {text, text.strip()}:
-            if len(candidate) >= MIN_SECRET_LEN:
-                self._values[candidate] = f"[redacted {fingerprint(candidate)}]"
+        """Learn a secret. A value too weak to scrub (see `weakness`) is left out: the key-strength
+        check fails it instead of the scrub removing a common word from every sentence."""
+        text = text_of(value).strip()
+        if _PEM_ARMOR.match(text.splitlines()[0] if text else ""):  # a PEM key: its body lines are the secret
+            parts = [line.strip() for line in text.splitlines() if not _PEM_ARMOR.match(line.strip())]
+        else:
+            parts = [text]
+        for part in parts:
+            if weakness(part):
+                continue
+            label = f"[redacted {self.fingerprint(part)}]"
+            for form in encoded_forms(part):
+                low = form.translate(_ASCII_LOWER)
+                for start in range(len(low) - MIN_SECRET_LEN + 1):
+                    self._windows.setdefault(low[start:start + MIN_SECRET_LEN], label)
 
     def scrub(self, text: str) -> str:
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, self._values[value])
+        """`text` with every run of MIN_SECRET_LEN+ characters of a known secret (any form) and every
+        URL password replaced."""
+        text = _URL_CREDENTIAL.sub(r"\1[redacted]\3", text)
+        windows, size = self._windows, MIN_SECRET_LEN
+        if not windows or len(text) < size:
+            return text
+        low = text.translate(_ASCII_LOWER)
+        spans: list[list] = []
+        for start in range(len(low) - size + 1):
+            label = windows.get(low[start:start + size])
+            if label is None:
+                continue
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + size
+            else:
+                spans.append([start, start + size, label])
+        for start, end, label in reversed(spans):
+            text = text[:start] + label + text[end:]
         return text
 
+    def clean(self, value: object, limit: int = MAX_TEXT) -> str:
+        """`clean()` with the scrub after the cleaning: decoded, stripped, scrubbed, then cut."""
+        return cut(self.scrub(strip_controls(text_of(value))), limit)
+
     def __bool__(self) -> bool:
-        return bool(self._values)
+        return bool(self._windows)
+
+
+class ScrubbingFilter(logging.Filter):
+    """Scrubs every log record before any handler writes it: live logging (`log_cli`) goes straight to
+    the terminal, and `--log-file` to a file, without passing through a test report."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: its template only
+            message = str(record.msg)
+        record.msg, record.args = self.redactor.scrub(strip_controls(text_of(message))), None
+        return True

@@ -1,15 +1,29 @@
 """Rendering the report summary (a JSON-able dict) as JSON, Markdown and HTML.
 
-The summary's strings are already cleaned (see redact.clean); every renderer
-still escapes for its own format, so a value from the stack is always inert.
+The summary's strings are already cleaned and scrubbed (see redact.Redactor.clean);
+every renderer still escapes for its own format, so a value from the stack is always
+inert: HTML-escaped in the HTML, a code span in the Markdown (where no link, image,
+autolink or HTML is recognised).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 
-STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip"}
+STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip"}
+
+
+def check_status(row: dict) -> str:
+    """A check's status as shown: a skip caused by an earlier failing check shows as BLOCKED."""
+    return "BLOCKED" if row.get("blocked") else row["status"]
+
+
+def run_label(summary: dict) -> str:
+    run = summary["run"]
+    kind = "static + live" if run["live"] else "static"
+    return f"{kind} run" + ("" if run["status"] == "COMPLETE" else f", {run['status']}")
 
 
 def render_all(summary: dict) -> dict[str, str]:
@@ -24,10 +38,14 @@ def render_json(summary: dict) -> str:
 
 
 def _md(value: object) -> str:
-    text = str(value if value is not None else "-")
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
-    text = text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ").replace("\r", " ")
-    return text or "-"
+    """A value from the stack as a Markdown code span: no link, image, autolink, HTML or emphasis is
+    recognised inside one. The fence is longer than any run of backticks in the value; pipes are
+    escaped for the table cell."""
+    text = " ".join(str(value if value is not None else "").split())
+    if not text:
+        return "-"
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text.replace('|', chr(92) + '|')} {fence}"
 
 
 def render_markdown(summary: dict) -> str:
@@ -46,8 +64,8 @@ def render_markdown(summary: dict) -> str:
         f"| Profile | {_md(target['profile'])} |",
         f"| Compose model | {_md(target.get('compose_loader'))} |",
         *_profile_rows_md(summary.get("profile") or {}),
-        f"| Date | {_md(summary['generated'])} |",
-        f"| Suite | stackproof {_md(summary['tool']['version'])} ({'static + live' if summary['run']['live'] else 'static'} run) |",
+        f"| Date | {summary['generated']} |",
+        f"| Suite | stackproof {summary['tool']['version']} ({run_label(summary)}) |",
         "",
         "## Summary",
         "",
@@ -55,27 +73,45 @@ def render_markdown(summary: dict) -> str:
         "|---|---|---|---|",
     ]
     for control in summary["controls"]:
-        out.append(f"| {_md(control['title'])} | {control['status']} | {control['validated']} | {_md(control['impact'])} |")
+        out.append(f"| {control['title']} | {control['status']} | {control['validated']} | {control['impact']} |")
     out += [
         "",
-        f"Passed: {totals['passed']}, failed: {totals['failed']}, skipped: {totals['skipped']}, "
-        f"success rate: {totals['success_rate']} %",
+        f"Passed: {totals['passed']}, failed: {totals['failed']}, skipped: {totals['skipped']} "
+        f"(blocked: {totals['blocked']}), success rate: {totals['success_rate']} %",
         "",
     ]
+    if summary["run"]["status"] != "COMPLETE":
+        out[4:4] = [f"**Run {summary['run']['status']}**: {_md(summary['run']['reason'])}", ""]
     for number, control in enumerate(summary["controls"], 1):
-        out += [f"## {number}. {_md(control['title'])}: {control['status']}", ""]
+        out += [f"## {number}. {control['title']}: {control['status']}", ""]
         if control["warning"]:
-            out += [f"> Warning: {_md(control['warning'])}", ""]
+            out += [f"> Warning: {control['warning']}", ""]
         out += ["| Check | Mode | Test | Result | Expected | Status |", "|---|---|---|---|---|---|"]
         for row in control["checks"]:
-            status = row["status"] + (f": {_md(row['reason'])}" if row["reason"] else "")
+            status = check_status(row) + (f": {_md(row['reason'])}" if row["reason"] else "")
             out.append(
                 f"| {_md(row['name'])} | {row['mode']} | {_md(row['test'])} | {_md(row['result'])} "
                 f"| {_md(row['expected'])} | {status} |"
             )
         out.append("")
-    out += [f"**{_md(verdict['line'])}**", ""]
+    out += [f"**Verdict: {verdict['decision']}**" + (f": {_md(verdict['reason'])}" if verdict["reason"] else ""), ""]
     return "\n".join(out)
+
+
+# --- HTML -----------------------------------------------------------------------
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d2330;padding:0 1em}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #dde;padding-bottom:.2em}
+table{border-collapse:collapse;width:100%;margin:.5em 0} th,td{border:1px solid #dde;padding:.35em .55em;text-align:left;vertical-align:top}
+th{background:#f3f5f9} td{word-break:break-word}
+.verdict{font-size:1.4em;font-weight:700;padding:.6em 1em;border-radius:6px;margin:1em 0}
+.verdict.go{background:#e3f6e8;color:#12632d;border:1px solid #9fd8b0}
+.verdict.nogo{background:#fde8e8;color:#8a1c1c;border:1px solid #f0a8a8}
+.pass{color:#12632d;font-weight:600} .fail{color:#a11d1d;font-weight:600} .skip{color:#8a6d00;font-weight:600}
+.warning{background:#fff8e1;border-left:4px solid #e0b400;padding:.5em .8em}
+.reason{color:#a11d1d} .note{color:#555;font-size:.92em} code{font-size:.95em}
+"""
 
 
 def _profile_rows_md(profile: dict) -> list[str]:
@@ -97,22 +133,6 @@ def _profile_rows_html(profile: dict) -> str:
     if profile.get("error"):
         rows.append(f'<tr><th>Profile error</th><td class="fail">{_h(profile["error"])}</td></tr>')
     return "".join(rows)
-
-
-# --- HTML -----------------------------------------------------------------------
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d2330;padding:0 1em}
-h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #dde;padding-bottom:.2em}
-table{border-collapse:collapse;width:100%;margin:.5em 0} th,td{border:1px solid #dde;padding:.35em .55em;text-align:left;vertical-align:top}
-th{background:#f3f5f9} td{word-break:break-word}
-.verdict{font-size:1.4em;font-weight:700;padding:.6em 1em;border-radius:6px;margin:1em 0}
-.verdict.go{background:#e3f6e8;color:#12632d;border:1px solid #9fd8b0}
-.verdict.nogo{background:#fde8e8;color:#8a1c1c;border:1px solid #f0a8a8}
-.pass{color:#12632d;font-weight:600} .fail{color:#a11d1d;font-weight:600} .skip{color:#8a6d00;font-weight:600}
-.warning{background:#fff8e1;border-left:4px solid #e0b400;padding:.5em .8em}
-.reason{color:#a11d1d} .note{color:#555;font-size:.92em} code{font-size:.95em}
-"""
 
 
 def _h(value: object) -> str:
@@ -141,12 +161,11 @@ def render_html(summary: dict) -> str:
         f"<tr><th>Compose model</th><td>{_h(target.get('compose_loader'))}</td></tr>",
         _profile_rows_html(summary.get("profile") or {}),
         f"<tr><th>Date</th><td>{_h(summary['generated'])}</td></tr>",
-        f"<tr><th>Suite</th><td>stackproof {_h(summary['tool']['version'])} "
-        f"({'static + live' if summary['run']['live'] else 'static'} run)</td></tr>",
+        f"<tr><th>Suite</th><td>stackproof {_h(summary['tool']['version'])} ({_h(run_label(summary))})</td></tr>",
         "</table>",
         summary_table_html(summary),
         f"<p>Passed: <b>{totals['passed']}</b>, failed: <b>{totals['failed']}</b>, "
-        f"skipped: <b>{totals['skipped']}</b>, success rate: <b>{totals['success_rate']} %</b></p>",
+        f"skipped: <b>{totals['skipped']}</b> (blocked: {totals['blocked']}), success rate: <b>{totals['success_rate']} %</b></p>",
     ]
     for number, control in enumerate(summary["controls"], 1):
         parts.append(f'<h2 id="{_h(control["id"])}">{number}. {_h(control["title"])}: {_status(control["status"])}</h2>')
@@ -159,7 +178,7 @@ def render_html(summary: dict) -> str:
             notes = "".join(f'<div class="note">{_h(note)}</div>' for note in row["notes"])
             parts.append(
                 f"<tr><td>{_h(row['name'])}</td><td>{_h(row['mode'])}</td><td><code>{_h(row['test'])}</code></td>"
-                f"<td>{_h(row['result'])}{notes}</td><td>{_h(row['expected'])}</td><td>{_status(row['status'])}{reason}</td></tr>"
+                f"<td>{_h(row['result'])}{notes}</td><td>{_h(row['expected'])}</td><td>{_status(check_status(row))}{reason}</td></tr>"
             )
         parts.append("</table>")
     parts.append(f'<div class="verdict {"go" if verdict["decision"] == "GO" else "nogo"}">{_h(verdict["line"])}</div>')

@@ -1,14 +1,26 @@
 """The validation report: one row per check, control statuses, totals, verdict.
 
-`ValidationReport` is the plugin's state object (like junitxml's LogXML): it is
-registered in pytest_configure, fills rows from the run's hooks and writes the
-report files at the end of the session.
+`ValidationReport` is the plugin's state object (like junitxml's LogXML). Where a check
+runs (the serial process, or an xdist worker) it turns the check's reports into a row,
+scrubbed and cleaned, and attaches it to the check's teardown report (`stackproof_row`,
+which xdist carries to the controller like any report attribute), with the row's
+secret-free facts as JUnit properties. Where the run is controlled (the serial process,
+or the xdist controller) the rows are collected from those reports, in collection order,
+and the report set is written once, at the end of the session. Workers write nothing.
+
+A run that executes no check (`--collect-only`, nothing selected) writes no report. An
+interrupted run (`--run-timeout`, Ctrl-C, `-x`) writes an INCOMPLETE report, an internal
+error an ERROR report; both are NO-GO. The exit code follows the verdict.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -16,15 +28,23 @@ from typing import Callable
 import pytest
 
 from . import __version__, render
-from .controls import CONTROLS
-from .errors import StackError
+from .controls import BY_ID, CONTROLS
+from .errors import ENVIRONMENT_ERROR, StackError
 from .evidence import EVIDENCE_KEY
-from .redact import Redactor, clean
+from .redact import Redactor, strip_controls, text_of
 
-PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
+PASS, FAIL, SKIPPED, NOT_PROVEN = "PASS", "FAIL", "SKIPPED", "NOT PROVEN"
+COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
+BLOCKED_PREFIX = "blocked by "  # a skip whose input an earlier failing check already ruled out
+ENVIRONMENT_PREFIX = ENVIRONMENT_ERROR  # a skip for a tool missing where the suite runs (errors.environment_error)
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
+SUFFIXES = ("json", "md", "html")
+JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
+ROW_ATTRIBUTE = "stackproof_row"  # the row, on a check's teardown report
+TARGET_ERRORS_ATTRIBUTE = "stackproof_target_errors"  # the target errors seen where the check ran
+ENGINE_ATTRIBUTE = "stackproof_engine"  # the engine the live checks found where the check ran
 
 
 @dataclass
@@ -39,19 +59,25 @@ class CheckRow:
     expected: str = ""
     reason: str = ""
     notes: tuple[str, ...] = ()
-    ran: bool = False
+    ran: bool = False  # ran to a pass or a fail
+
+
+ROW_FIELDS = {f.name for f in fields(CheckRow)}
 
 
 def reason_of(excinfo: pytest.ExceptionInfo) -> str:
     """The one line that explains a failure, error or skip."""
     exc = excinfo.value
-    if isinstance(exc, (pytest.skip.Exception, pytest.fail.Exception)):
-        text = exc.msg
-    elif isinstance(exc, (AssertionError, StackError)):
-        text = str(exc) or "assertion failed"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    try:
+        if isinstance(exc, (pytest.skip.Exception, pytest.fail.Exception)):
+            text = exc.msg
+        elif isinstance(exc, (AssertionError, StackError)):
+            text = str(exc) or "assertion failed"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose message cannot be rendered
+        text = type(exc).__name__
+    lines = [line.strip() for line in text_of(text).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 
 
@@ -68,46 +94,66 @@ def control_of(item: pytest.Item) -> str | None:
     return marker.args[0] if marker else None
 
 
+def placeholder_row(nodeid: str) -> CheckRow | None:
+    """The row of a check known only by its node id (xdist controller, until the check's own row arrives):
+    the control from its suite file, the mode from its name (live checks are named test_live_*)."""
+    path, _, name = nodeid.partition("::")
+    control = Path(path).stem.removeprefix("test_")
+    mode = "live" if name.startswith("test_live") else "static"
+    return CheckRow(control, nodeid, name, mode) if control in BY_ID else None
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 class ValidationReport:
     def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor,
                  target_errors: Callable[[], list[str]] = list, profile: Callable[[], dict] | None = None):
         self.config = config
         self.target_errors = target_errors  # problems of the whole target, listed once at the top
+        self.received_target_errors: list[str] = []  # ... as seen where the checks ran (xdist workers)
         self.report_dir = report_dir
         self.target = target  # called once, when the summary is built
         self.profile = profile  # the profile's sources, changed and weakened values; called once too
         self.redactor = redactor
-        self.rows: dict[str, CheckRow] = {}
-        self.live_run = False
+        self.rows: dict[str, CheckRow] = {}  # in collection order
+        self.finished: set[str] = set()  # checks whose teardown report arrived
         self.engine: str | None = None  # compose, swarm or podman, once known (--engine or the live connection)
         self.started = dt.datetime.now(dt.timezone.utc)
         self.written: list[Path] = []
         self.summary: dict | None = None
+        self.interruption = ""  # why the run stopped early (KeyboardInterrupt, run timeout)
+        self.internal_error = ""
+        self.session: pytest.Session | None = None
+        self._writing = threading.Lock()  # the session's end and the watchdog's hard stop
         self.session_errors: list[str] = []  # failures of the run as a whole (the stack dir changed)
 
     def add_session_error(self, text: str) -> None:
         """A failure of the whole run, not of one check: the verdict is NO-GO with it as the reason."""
         self.session_errors.append(text)
 
-    # --- hooks ---------------------------------------------------------------
+    # --- where checks run: rows from the check's own reports -------------------------
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
             control = control_of(item)
-            if control is None:
-                continue
-            mode = "live" if item.get_closest_marker("live") else "static"
-            self.live_run |= mode == "live"
-            self.rows[item.nodeid] = CheckRow(control, item.nodeid, _check_name(item), mode)
+            if control is not None:
+                mode = "live" if item.get_closest_marker("live") else "static"
+                self.rows[item.nodeid] = CheckRow(control, item.nodeid, _check_name(item), mode)
+        if self.rows and not is_worker(self.config) and not self.config.option.collectonly:
+            self.remove_report_set()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         outcome = yield
         rep = outcome.get_result()
         self._scrub(rep)
-        row = self.rows.get(item.nodeid)
-        if row is None:
+        control = control_of(item)
+        if control is None:
             return
+        row = self.rows.setdefault(
+            item.nodeid, CheckRow(control, item.nodeid, _check_name(item), "live" if item.get_closest_marker("live") else "static"))
         evidence = item.stash.get(EVIDENCE_KEY, None)
         if evidence is not None:
             row.test, row.expected, row.result = evidence.test, evidence.expected, evidence.result
@@ -120,89 +166,241 @@ class ValidationReport:
             if rep.when != "call":
                 reason = f"error in {rep.when}: {reason}"
             if row.status != FAIL:
-                row.status, row.reason = FAIL, reason
+                row.status, row.reason, row.ran = FAIL, reason, True
         elif rep.when == "call" and rep.passed:
             row.status, row.ran = PASS, True
+        if rep.when == "teardown":
+            data = self._clean_row(row)
+            setattr(rep, ROW_ATTRIBUTE, data)
+            setattr(rep, TARGET_ERRORS_ATTRIBUTE, [self.redactor.clean(error) for error in self.target_errors()])
+            setattr(rep, ENGINE_ATTRIBUTE, self.engine)
+            rep.user_properties.extend((key, data[key] or "-") for key in JUNIT_PROPERTIES)
 
     def _scrub(self, rep: pytest.TestReport) -> None:
-        """Remove secret values from pytest's own failure text and captured output."""
-        if not self.redactor:
-            return
-        if rep.longrepr is not None:
-            text = str(rep.longrepr)
-            scrubbed = self.redactor.scrub(text)
-            if scrubbed != text:
-                rep.longrepr = scrubbed
-        rep.sections = [(title, self.redactor.scrub(body)) for title, body in rep.sections]
+        """Remove secret values from pytest's own output of a check: its failure text (traceback,
+        assertion explanation, `-l` locals, crash line) and captured output, after stripping ANSI and
+        control characters (a key split by an escape sequence would be joined on the terminal) and
+        replacing what is not text. Every output (terminal, JUnit, pytest-html) is made from these."""
+        longrepr = rep.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, message)
+            rep.longrepr = (longrepr[0], longrepr[1], self.redactor.scrub(text_of(longrepr[2])))
+        elif longrepr is not None:
+            text = str(longrepr)
+            safe = self.redactor.scrub(strip_controls(text_of(text)))
+            if safe != text:  # a secret, an escape sequence, an undecodable name: the cleaned text instead
+                rep.longrepr = safe  # (pytest prints a string longrepr as is)
+        rep.sections = [(title, self.redactor.scrub(strip_controls(text_of(body)))) for title, body in rep.sections]
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.rows:
+    def _clean_row(self, row: CheckRow) -> dict:
+        data = asdict(row)
+        for key in ("name", "test", "result", "expected", "reason"):
+            data[key] = self.redactor.clean(data[key])
+        data["notes"] = [self.redactor.clean(note) for note in row.notes]
+        return data
+
+    # --- where the run is controlled: rows from the reports received -----------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        """xdist controller: the checks a worker collected (the same on every worker), in order."""
+        if self.rows:
             return
-        self.summary = self.build_summary()
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        for suffix, text in render.render_all(self.summary).items():
-            path = self.report_dir / f"{REPORT_NAME}.{suffix}"
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
-            self.written.append(path)
+        for nodeid in ids:
+            row = placeholder_row(nodeid)
+            if row is not None:
+                self.rows[nodeid] = row
+        if self.rows:
+            self.remove_report_set()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, ROW_ATTRIBUTE, None)
+        if isinstance(data, dict):
+            row = CheckRow(**{key: value for key, value in data.items() if key in ROW_FIELDS})
+            row.notes = tuple(row.notes)
+            self.rows[report.nodeid] = row
+            self.finished.add(report.nodeid)
+            self.engine = self.engine or getattr(report, ENGINE_ATTRIBUTE, None)
+            for error in getattr(report, TARGET_ERRORS_ATTRIBUTE, None) or []:
+                if error not in self.received_target_errors:
+                    self.received_target_errors.append(self.redactor.clean(error))
+        elif report.failed and report.when not in ("setup", "call", "teardown"):  # xdist: its worker crashed
+            row = self.rows.get(report.nodeid) or placeholder_row(report.nodeid)
+            if row is not None:
+                lines = text_of(str(report.longrepr)).strip().splitlines()
+                row.status, row.ran, row.reason = FAIL, True, lines[0] if lines else "the check crashed"
+                self.rows[report.nodeid] = row
+                self.finished.add(report.nodeid)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
+        lines = text_of(str(excinfo.value)).strip().splitlines()
+        self.interruption = lines[0] if lines else f"interrupted ({excinfo.typename})"
+
+    def pytest_internalerror(self, excrepr, excinfo: pytest.ExceptionInfo) -> None:
+        self.internal_error = reason_of(excinfo)
+
+    def runs_checks(self) -> bool:
+        """Whether this run writes a report: it set out to execute checks (it collected some, and is not
+        --collect-only or --setup-plan, nor an xdist worker). An interrupted or broken run that had
+        collected its checks writes one too: INCOMPLETE or ERROR."""
+        option = self.config.option
+        if is_worker(self.config) or option.collectonly or getattr(option, "setupplan", False):
+            return False
+        return bool(self.rows)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Build and write the report set, then make the exit code and JUnit follow the verdict
+        (tryfirst: before junitxml and pytest-html write their files)."""
+        if not self.runs_checks():
+            return
+        with self._writing:
+            self.write(session, int(exitstatus))
+        if self.summary["verdict"]["decision"] != "GO" and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.annotate_junit()
+
+    def write(self, session: pytest.Session | None, exitstatus: int) -> None:
+        try:
+            self.summary = self.build_summary(session, exitstatus)
+            files = render.render_all(self.summary)
+        except Exception as exc:  # never a GO file, never no file: an ERROR report
+            self.internal_error = f"building the report: {reason_of(pytest.ExceptionInfo.from_exception(exc))}"
+            self.summary = self.error_summary()
+            files = render.render_all(self.summary)
+        self.write_report_set(files)
+
+    def write_interrupted(self, why: str) -> None:
+        """The watchdog's hard stop (another thread): the run did not end after its interruption, so the
+        report of what ran so far is written now, INCOMPLETE and NO-GO, replacing any set of this run."""
+        if not self.runs_checks() or not self._writing.acquire(timeout=10):
+            return
+        try:
+            self.interruption, self.written = why, []
+            self.write(self.session, int(pytest.ExitCode.INTERRUPTED))
+        finally:
+            self._writing.release()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.summary:
             return
-        verdict = self.summary["verdict"]
+        verdict, run = self.summary["verdict"], self.summary["run"]
         color = {"green": True} if verdict["decision"] == "GO" else {"red": True}
         terminalreporter.section("stackproof validation report")
         for error in self.summary["target_errors"]:
             terminalreporter.write_line(f"TARGET ERROR: {error}", red=True, bold=True)
         for control in self.summary["controls"]:
-            terminalreporter.write_line(f"{control['status']:8} {control['title']}")
-        for line in self.summary["profile"].get("weakened", []):
+            terminalreporter.write_line(f"{control['status']:10} {control['title']}")
+        for line in self.summary.get("profile", {}).get("weakened", []):
             terminalreporter.write_line(f"WEAKENED by the profile: {line}", yellow=True)
-        for line in self.summary["profile"].get("ignored", []):
+        for line in self.summary.get("profile", {}).get("ignored", []):
             terminalreporter.write_line(f"ignored (--strict-profile): {line}")
+        for error in self.summary.get("session_errors", []):
+            terminalreporter.write_line(f"RUN ERROR: {error}", red=True, bold=True)
+        if run["status"] != COMPLETE:
+            terminalreporter.write_line(f"run {run['status']}: {run['reason']}", red=True)
         terminalreporter.write_line(verdict["line"], bold=True, **color)
         for path in self.written:
             terminalreporter.write_line(f"report: {path}")
 
-    # --- summary ---------------------------------------------------------------
+    # --- files ----------------------------------------------------------------------
+
+    def remove_report_set(self, keep: Path | None = None) -> None:
+        """Remove an earlier run's report files (and leftovers of an interrupted write), so a stale
+        report never stands beside this run's or in its place."""
+        if not self.report_dir.is_dir():
+            return
+        for suffix in SUFFIXES:
+            for path in (self.report_dir / f"{REPORT_NAME}.{suffix}", self.report_dir / f"{REPORT_NAME}.{suffix}.tmp"):
+                path.unlink(missing_ok=True)
+        for staging in self.report_dir.glob(".stackproof-report-*"):
+            if staging != keep:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def write_report_set(self, files: dict[str, str]) -> None:
+        """Write the three files as one set: all rendered into a staging dir first, then the old set
+        removed and each new file renamed into place; nothing of the staging dir stays."""
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".stackproof-report-", dir=self.report_dir))
+        try:
+            for suffix, text in files.items():
+                (staging / f"{REPORT_NAME}.{suffix}").write_text(text, encoding="utf-8", errors="replace")
+            self.remove_report_set(keep=staging)
+            for suffix in files:
+                path = self.report_dir / f"{REPORT_NAME}.{suffix}"
+                os.replace(staging / path.name, path)
+                self.written.append(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def annotate_junit(self) -> None:
+        """JUnit (when --junitxml is given): the suite is named stackproof, the verdict and its reason are
+        suite properties, and a NO-GO without a failing testcase gets a failing testcase `verdict`."""
+        from _pytest.junitxml import xml_key
+
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        verdict, run = self.summary["verdict"], self.summary["run"]
+        xml.suite_name = "stackproof"
+        xml.add_global_property("verdict", verdict["decision"])
+        xml.add_global_property("verdict_reason", verdict["reason"] or "-")
+        xml.add_global_property("run_status", run["status"])
+        if verdict["decision"] != "GO" and not any(row.status == FAIL for row in self.rows.values()):
+            location = ("stackproof", None, "verdict")
+            for when, outcome, longrepr in (("call", "failed", verdict["line"]), ("teardown", "passed", None)):
+                xml.pytest_runtest_logreport(
+                    pytest.TestReport("stackproof::verdict", location, {}, outcome, longrepr, when, [], 0.0))
+
+    # --- summary ---------------------------------------------------------------------
 
     @cached_property
     def target_info(self) -> "TargetInfo":
         return self.target()
 
-    def build_summary(self) -> dict:
-        rows = [self._clean_row(row) for row in self.rows.values()]
-        controls = []
-        for control in CONTROLS:
-            mine = [row for row in rows if row["control"] == control.id]
-            controls.append(_control_summary(control, mine, self.engine))
-        totals = {
-            "passed": sum(row["status"] == PASS for row in rows),
-            "failed": sum(row["status"] == FAIL for row in rows),
-            "skipped": sum(row["status"] == SKIPPED for row in rows),
-        }
-        ran = totals["passed"] + totals["failed"]
-        totals["total"] = len(rows)
-        totals["success_rate"] = round(100.0 * totals["passed"] / ran, 1) if ran else 0.0
-        target_errors = [clean(self.redactor.scrub(error)) for error in self.target_errors()]
-        session_errors = [clean(self.redactor.scrub(error)) for error in self.session_errors]
-        verdict = decide(controls, rows, self.live_run)
-        if target_errors or session_errors:
-            reason = f"target error: {target_errors[0]}" if target_errors else session_errors[0]
-            verdict = {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
+    def run_state(self, exitstatus: int) -> tuple[str, str]:
+        """COMPLETE, INCOMPLETE (checks not run: interrupted, stopped early) or ERROR, and why."""
+        if self.internal_error or exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            return ERROR, self.internal_error or "pytest internal error"
+        not_run = [nodeid for nodeid in self.rows if nodeid not in self.finished]
+        if self.interruption or exitstatus == pytest.ExitCode.INTERRUPTED or not_run:
+            session = self.session
+            why = self.interruption or (session and (session.shouldfail or session.shouldstop)) or "stopped early"
+            return INCOMPLETE, f"{why}; {len(not_run)} of {len(self.rows)} check(s) not run"
+        return COMPLETE, ""
+
+    def build_summary(self, session: pytest.Session | None = None, exitstatus: int = 0) -> dict:
+        self.session = session or self.session
+        status, why = self.run_state(exitstatus)
+        rows = []
+        for nodeid, row in self.rows.items():
+            data = self._clean_row(row)
+            if nodeid not in self.finished:
+                data["status"], data["reason"] = SKIPPED, f"not finished: {self.redactor.clean(why)}"
+            rows.append(data)
+        for data in rows:
+            data["blocked"] = data["status"] == SKIPPED and data["reason"].startswith(BLOCKED_PREFIX)
+            data["environment_error"] = data["status"] == SKIPPED and data["reason"].startswith(ENVIRONMENT_PREFIX)
+        controls = [_control_summary(control, [r for r in rows if r["control"] == control.id], self.engine) for control in CONTROLS]
+        live_run = any(row["mode"] == "live" for row in rows)
+        run = {"live": live_run, "engine": self.engine, "status": status, "reason": self.redactor.clean(why)}
+        target_errors = list(dict.fromkeys([*(self.redactor.clean(e) for e in self.target_errors()),
+                                            *self.received_target_errors]))
+        session_errors = [self.redactor.clean(error) for error in self.session_errors]
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
-            "target": {k: None if v is None else clean(self.redactor.scrub(str(v))) for k, v in asdict(self.target_info).items()},
-            "run": {"live": self.live_run, "engine": self.engine},
+            "target": self._target_dict(),
+            "run": run,
             "target_errors": target_errors,
             "profile": self._clean_tree(self.profile() if self.profile else {}),
             "session_errors": session_errors,
             "controls": controls,
-            "totals": totals,
-            "verdict": verdict,
+            "totals": _totals(rows),
+            "verdict": decide(controls, rows, run, target_errors, session_errors),
         }
 
     def _clean_tree(self, value):
@@ -211,14 +409,30 @@ class ValidationReport:
             return {key: self._clean_tree(item) for key, item in value.items()}
         if isinstance(value, list):
             return [self._clean_tree(item) for item in value]
-        return clean(self.redactor.scrub(value)) if isinstance(value, str) else value
+        return self.redactor.clean(value) if isinstance(value, str) else value
 
-    def _clean_row(self, row: CheckRow) -> dict:
-        data = asdict(row)
-        for key in ("name", "test", "result", "expected", "reason"):
-            data[key] = clean(self.redactor.scrub(data[key]))
-        data["notes"] = [clean(self.redactor.scrub(note)) for note in row.notes]
-        return data
+    def _target_dict(self) -> dict:
+        try:
+            info = asdict(self.target_info)
+        except Exception as exc:
+            return {"stack_dir": f"unreadable: {type(exc).__name__}", "git_commit": None, "compose_project": None,
+                    "profile": None}
+        return {key: None if value is None else self.redactor.clean(value) for key, value in info.items()}
+
+    def error_summary(self) -> dict:
+        """The report of a run that broke: made only of constants and the cleaned error line."""
+        reason = f"internal error: {self.redactor.clean(self.internal_error)}"
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "stackproof", "version": __version__},
+            "generated": self.started.isoformat(timespec="seconds"),
+            "target": {"stack_dir": None, "git_commit": None, "compose_project": None, "profile": None},
+            "run": {"live": False, "status": ERROR, "reason": reason},
+            "target_errors": [],
+            "controls": [],
+            "totals": _totals([]),
+            "verdict": {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"},
+        }
 
 
 @dataclass
@@ -230,16 +444,36 @@ class TargetInfo:
     compose_loader: str | None = None  # how the compose model was read (the Python fallback is named)
 
 
+def _totals(rows: list[dict]) -> dict:
+    totals = {
+        "passed": sum(row["status"] == PASS for row in rows),
+        "failed": sum(row["status"] == FAIL for row in rows),
+        "skipped": sum(row["status"] == SKIPPED for row in rows),
+        "blocked": sum(row.get("blocked", False) for row in rows),
+    }
+    ran = totals["passed"] + totals["failed"]
+    totals["total"] = len(rows)
+    totals["success_rate"] = round(100.0 * totals["passed"] / ran, 1) if ran else 0.0
+    return totals
+
+
 def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
+    """FAIL when a check failed; PASS when checks ran and passed; NOT PROVEN when none ran to a
+    pass or fail (a skip never counts as a pass)."""
     if any(row["status"] == FAIL for row in rows):
         status = FAIL
     elif any(row["status"] == PASS for row in rows):
         status = PASS
     else:
-        status = SKIPPED
+        status = NOT_PROVEN
     modes = sorted({row["mode"] for row in rows if row["status"] == PASS})
     validated = "both" if len(modes) == 2 else (modes[0] if modes and status == PASS else "-")
-    failing = [row for row in rows if row["status"] == status] if status != PASS else []
+    if status == FAIL:
+        reason = next(row["reason"] for row in rows if row["status"] == FAIL)
+    elif status == NOT_PROVEN:
+        reason = next((row["reason"] for row in rows if row["reason"]), "no check of it ran")
+    else:
+        reason = ""
     return {
         "id": control.id,
         "title": control.title,
@@ -248,24 +482,38 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         "warning": control.warning_for(engine),
         "status": status,
         "validated": validated,
-        "reason": failing[0]["reason"] if failing else "",
+        "reason": reason,
         "checks": rows,
     }
 
 
-def decide(controls: list[dict], rows: list[dict], live_run: bool) -> dict:
-    """GO only when every P0 control passes and, on a live run, no live check was skipped.
-    The reason names what matters most: a failed control, then a skipped live check, then a control that never ran."""
+def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: list[str] = (),
+           session_errors: list[str] = ()) -> dict:
+    """GO only when the run completed, the target could be read, every P0 control passed, no check was
+    skipped for an environment error and, on a live run, no live check was skipped. The reason names what
+    matters most: a broken or incomplete run, a target error, a failed control, an environment error, a
+    skipped live check, an unproven control. A session error (the stack dir changed during the run) is NO-GO too."""
     p0 = [c for c in controls if c["p0"]]
     failed = [c for c in p0 if c["status"] == FAIL]
-    unproven = [c for c in p0 if c["status"] == SKIPPED]
+    unproven = [c for c in p0 if c["status"] == NOT_PROVEN]
+    environment = [r for r in rows if r["environment_error"]]
     live_skips = [r for r in rows if r["mode"] == "live" and r["status"] == SKIPPED]
-    if failed:
+    if run["status"] == ERROR:
+        reason = run["reason"] if run["reason"].startswith("internal error") else f"internal error: {run['reason']}"
+    elif run["status"] == INCOMPLETE:
+        reason = f"run incomplete: {run['reason']}" + (f"; {_control_reason(failed, 'failed')}" if failed else "")
+    elif target_errors:
+        reason = f"target error: {target_errors[0]}"
+    elif session_errors:
+        reason = session_errors[0]
+    elif failed:
         reason = _control_reason(failed, "failed")
-    elif live_run and live_skips:
+    elif environment:
+        reason = f"{len(environment)} check(s) not run, {environment[0]['reason']}"
+    elif run["live"] and live_skips:
         reason = f"{len(live_skips)} live check(s) skipped: {live_skips[0]['reason']}"
     elif unproven:
-        reason = _control_reason(unproven, "not validated")
+        reason = _control_reason(unproven, "NOT PROVEN")
     else:
         return {"decision": "GO", "reason": "", "line": "GO: every P0 control passed"}
     return {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}

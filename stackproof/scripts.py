@@ -590,10 +590,10 @@ class Rotator:
         audit = self._read_or_empty(self.audit_log)
         output = done.stdout + done.stderr
         return Rotation(
-            old=redact.fingerprint(old),
-            new=redact.fingerprint(new),
+            old=stack.redactor.fingerprint(old),
+            new=stack.redactor.fingerprint(new),
             changed=new_hash != old_hash,
-            new_strength=key_strength(new),
+            new_strength=key_strength(new, stack.redactor),
             backups={str(path.relative_to(box.root)): path.stat().st_mode & 0o7777
                      for path, digest in _files_by_hash(self.backup_dir).items()
                      if digest == old_hash and path not in before and path != self.box_key},

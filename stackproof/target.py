@@ -11,7 +11,8 @@ from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 
 from .backends import local_host
-from .compose import ComposeModel, load_compose, read_env_file
+from .compose import ComposeModel, compose_files, load_compose
+from .credentials import SecretValue, is_credential_name, stack_secrets
 from .errors import Blocked, RequiredVariablesMissing, StackError
 from .profile import Profile, inside
 from .redact import Redactor
@@ -19,8 +20,6 @@ from .safeio import read_stack_file
 from .sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
-
-SECRET_NAME_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
 
 class Stack:
@@ -129,37 +128,30 @@ class Stack:
         self.redactor.add(data)
         return data
 
-    def register_secrets(self) -> None:
-        """Best effort, before any check runs: teach the redactor every secret of the stack
-        (files in the secrets dir, secret-looking values of the compose .env)."""
-        if not self.root.is_dir():
-            return
+    def secret_values(self) -> list[SecretValue]:
+        """Every secret value written in the stack: secret files, credentials of the .env files and of
+        the compose files' environments, URL passwords (see credentials.py)."""
         try:
-            secrets_dir = self.path("secrets_dir")
-            compose_dir = self.path("compose").parent
-        except StackError:
-            secrets_dir, compose_dir = self.root / "ai-stack/compose/secrets", self.root / "ai-stack/compose"
-        if secrets_dir.is_dir():
-            for path in secrets_dir.rglob("*"):
-                if not path.is_symlink():
-                    try:
-                        self.redactor.add(read_stack_file(path, self.rel(path), MAX_SECRET_BYTES))
-                    except StackError:
-                        pass
+            secrets_dir, compose = self.path("secrets_dir"), self.path("compose")
+            overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
+        except Exception:  # an unusable profile fails the checks that read it; the default layout is still scanned
+            secrets_dir, compose, overrides = self.root / "ai-stack/compose/secrets", self.root / "ai-stack/compose/docker-compose.yml", []
         try:
             extra = self.compose_env_files()
-        except StackError:
+        except Exception:
             extra = list(self.cli_env_files)
-        for env_file in (compose_dir / ".env", self.root / ".env", *extra):
-            try:
-                values = read_env_file(env_file)
-            except StackError:  # the checks that read it report why
-                continue
-            for name, value in values.items():
-                if any(hint in name.upper() for hint in SECRET_NAME_HINTS):
-                    self.redactor.add(value)
+        return stack_secrets(self.root, secrets_dir, compose_files(compose, overrides),
+                             [self.root / ".env", compose.parent / ".env", *extra])
+
+    def register_secrets(self) -> None:
+        """Before any check runs: teach the redactor every secret of the stack, and the secret-looking
+        values of the suite's own STACK* environment variables."""
+        if not self.root.is_dir():
+            return
+        for secret in self.secret_values():
+            self.redactor.add(secret.value)
         for name, value in os.environ.items():
-            if name.startswith("STACK") and any(hint in name.upper() for hint in SECRET_NAME_HINTS):
+            if name.startswith("STACK") and is_credential_name(name):
                 self.redactor.add(value)
 
     @cached_property

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof import proc, promql
 from stackproof.compose import Service
-from stackproof.errors import StackError
+from stackproof.errors import StackError, environment_error
 from stackproof.safeio import require_regular
 from stackproof.scripts import Monitor, make_certificate
 from stackproof.yamlio import load_yaml
@@ -341,7 +341,7 @@ def test_rule_unit_tests_pass(stack, evidence):
     files = sorted(tests_dir.glob("*.yml")) + sorted(tests_dir.glob("*.yaml"))
     evidence.record(test=f"promtool test rules {stack.rel(tests_dir)}/*.yml", expected="every test file passes")
     if not shutil.which("promtool"):
-        pytest.skip("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
+        environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:
         pytest.skip(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]

@@ -6,7 +6,7 @@ be really random; and the stack's rotate script must replace the key atomically,
 keep a read-only backup of the old one and never write key material to its audit
 log or its output. No check prints or records a key, or compares one in an assert:
 keys are read through `stack.read_secret` (registered for redaction) and named by
-`redact.fingerprint`.
+`stack.redactor.fingerprint` (keyed per run).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_api_key_randomness(stack, evidence):
     Measured on the decoded key (hex/base64), with its byte entropy, so a long but repetitive key fails."""
     cfg = stack.profile["api_key"]
     path = api_key_path(stack)
-    strength = key_strength(stack.read_secret(path))
+    strength = key_strength(stack.read_secret(path), stack.redactor)
     problem = strength_problem(strength, cfg)
     evidence.record(
         test=f"decoded length and byte entropy of {stack.rel(path)}",
@@ -162,6 +162,23 @@ def test_api_key_randomness(stack, evidence):
         result=strength.describe(),
     )
     assert problem is None, f"{stack.rel(path)}: {problem}"
+
+
+@pytest.mark.static
+def test_secret_values_strength(stack, evidence):
+    """Every secret value of the stack is at least 12 characters long and not a dictionary word.
+
+    Secret files, credentials in the .env files and compose environments, passwords in URLs: a short or
+    common value is guessable, and the suite could not scrub it from its output without scrubbing ordinary
+    words, so such a value is a failure here instead."""
+    found = stack.secret_values()
+    weak = [f"{secret.origin} ({problem})" for secret in found if (problem := redact.weakness(secret.value))]
+    evidence.record(
+        test="secret files, credential values of .env and compose environments, URL passwords",
+        expected=f">= {redact.MIN_SECRET_LEN} characters, not a dictionary word or common password",
+        result=f"{len(found)} secret value(s), {len(weak)} weak",
+    )
+    assert not weak, f"weak secret value: {'; '.join(weak)}"
 
 
 @pytest.mark.static
@@ -232,9 +249,9 @@ def freshness_note(stack, served: str) -> str:
     try:
         on_disk = stack.read_secret(path).strip()
     except StackError as exc:
-        return f"key in the services {redact.fingerprint(served)}; {exc}"
-    same = redact.fingerprint(on_disk) == redact.fingerprint(served)
-    return (f"key in the services {redact.fingerprint(served)}, {stack.rel(path)} {redact.fingerprint(on_disk)}"
+        return f"key in the services {stack.redactor.fingerprint(served)}; {exc}"
+    same = stack.redactor.fingerprint(on_disk) == stack.redactor.fingerprint(served)
+    return (f"key in the services {stack.redactor.fingerprint(served)}, {stack.rel(path)} {stack.redactor.fingerprint(on_disk)}"
             + ("" if same else ": they differ, restart the services after a rotation"))
 
 
@@ -287,7 +304,7 @@ def test_live_key_file_in_containers(stack, live, evidence):
             readable = facts.readable_by_process(target)
             seen.append(f"{container.name}:{target} {mode:04o} uid {owner}, process uid {uid}, "
                         f"{'readable' if readable else 'not readable'} by it"
-                        + (f", content sha256:{file.sha256[:12]}" if file.sha256 else ""))
+                        + (f", content {stack.redactor.fingerprint_of_sha256(file.sha256)}" if file.sha256 else ""))
             problems = [text for failed, text in (
                 (mode != wanted, f"mode {mode:04o}, expected {wanted:04o}"),
                 (owner != uid, f"owned by uid {owner}, the service's process runs as uid {uid}"),
@@ -362,7 +379,7 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
         statuses = {label: live.https(path, {header: value}).status for label, value in (("old key", old), ("new key", new))}
         new_backups = sorted(set(backups_dir.glob("*")) - saved.backups)
         backup_modes = [stack.host.file(str(b)).mode for b in new_backups]
-        backup_matches = [redact.fingerprint(b.read_bytes()) == redact.fingerprint(saved.content) for b in new_backups]
+        backup_matches = [stack.redactor.fingerprint(b.read_bytes()) == stack.redactor.fingerprint(saved.content) for b in new_backups]
         audit_text = audit.read_text(errors="replace") if audit.exists() else ""
         leaked = any(leaks(text, key.encode()) for text in (audit_text.encode(), done.stdout, done.stderr)
                      for key in (old, new))
@@ -375,7 +392,7 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
         expected="exit 0; old key 401/403, new key 200; a backup of the old key with its mode; audit line without key",
         result=(f"exit {done.returncode}; {'; '.join(f'{k} → HTTP {v}' for k, v in statuses.items())}; "
                 f"backups {[f'{m:04o}' for m in backup_modes]}; audit lines {len(audit_text.splitlines())}; "
-                f"restored {redact.fingerprint(saved.content)} and restarted {', '.join(services)}"),
+                f"restored {stack.redactor.fingerprint(saved.content)} and restarted {', '.join(services)}"),
     )
     where = stack.rel(script)
     assert done.returncode == 0, f"{where}: exit {done.returncode} against the live stack"

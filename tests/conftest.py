@@ -63,8 +63,9 @@ def run_suite(pytester: pytest.Pytester, tmp_path: Path):
     """Run `pytest suites/` against a stack dir; returns a SuiteRun. The JSON report, when there is
     one, must follow docs/report.schema.json."""
 
-    def run(stack_dir: Path, *args: str, timeout: float = 300) -> SuiteRun:
-        report_dir = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
+    def run(stack_dir: Path, *args: str, timeout: float = 300, report_dir: Path | None = None) -> SuiteRun:
+        """`report_dir`: by default a new one per run."""
+        report_dir = report_dir or tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
         result = pytester.runpytest_subprocess(
             str(SUITES), "--stack-dir", str(stack_dir), "--report-dir", str(report_dir), *args, timeout=timeout
         )
@@ -82,8 +83,8 @@ def run_suite(pytester: pytest.Pytester, tmp_path: Path):
 def run_static(run_suite):
     """Run only the static checks of `pytest suites/` against a stack dir."""
 
-    def run(stack_dir: Path, *args: str) -> SuiteRun:
-        return run_suite(stack_dir, "-m", "static", *args)
+    def run(stack_dir: Path, *args: str, **options) -> SuiteRun:
+        return run_suite(stack_dir, "-m", "static", *args, **options)
 
     return run
 

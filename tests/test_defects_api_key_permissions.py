@@ -18,6 +18,7 @@ import pytest
 from harness import assert_only_control_fails
 
 from stackproof.keys import key_strength, leaks, strength_problem
+from stackproof.redact import Redactor
 
 KEY = "ai-stack/compose/secrets/stack_api_key"
 PASSWORD = "ai-stack/compose/secrets/postgres_password"
@@ -206,7 +207,7 @@ STRENGTH_CASES = [
 @pytest.mark.parametrize("key, ok", [c[1:] for c in STRENGTH_CASES], ids=[c[0] for c in STRENGTH_CASES])
 def test_key_strength_rule(key, ok):
     cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
-    assert (strength_problem(key_strength(key), cfg) is None) == ok
+    assert (strength_problem(key_strength(key, Redactor()), cfg) is None) == ok
 
 
 def test_leak_rule_needs_eight_characters_of_a_key():

@@ -1,12 +1,13 @@
 """The report is inert and bounded whatever the stack puts in it."""
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from stackproof.redact import MAX_TEXT, Redactor, fingerprint
+from stackproof.redact import MAX_TEXT, Redactor
 from stackproof.render import render_all
 from stackproof.report import CheckRow, TargetInfo, ValidationReport
 
@@ -39,6 +40,7 @@ def _report(values, redactor=None) -> dict:
         row = CheckRow("alert_rules", f"suites/x.py::t{number}", value, "static", "FAIL",
                        test=value, result=value, expected=value, reason=value, notes=(value,))
         report.rows[row.nodeid] = row
+        report.finished.add(row.nodeid)
     return render_all(report.build_summary())
 
 
@@ -55,7 +57,8 @@ def test_hostile_values_yield_an_inert_bounded_report():
     parser.feed(html)
     assert parser.tags <= TEMPLATE_TAGS, parser.tags - TEMPLATE_TAGS
     assert not [name for name, _ in parser.attrs if name.startswith("on")]
-    assert "<script" not in md and "<img" not in md
+    outside_code = re.sub(r"(`+) .*? \1(?!`)", "", md)  # inside a code span, markup is text
+    assert "<script" not in outside_code and "<img" not in outside_code
     assert "[cut: 998000 more characters]" in html
 
 
@@ -66,7 +69,7 @@ def test_known_secret_is_replaced_by_its_fingerprint():
     outputs = _report([f"key={secret}", "b", "c"], redactor)
     for text in outputs.values():
         assert secret not in text
-    assert fingerprint(secret).split()[0] in outputs["json"]
+    assert redactor.fingerprint(secret).split()[0] in outputs["json"]
 
 
 @pytest.mark.parametrize("value", ["", "short"])
@@ -74,3 +77,33 @@ def test_redactor_ignores_values_too_short_to_be_secrets(value):
     redactor = Redactor()
     redactor.add(value)
     assert not redactor
+
+
+MARKDOWN_ATTACKS = ["![x](https://evil.example/x.png)", "[a](https://evil.example)", "<https://evil.example>",
+                    "www.evil.example", "<img src=x onerror=alert(1)>", "``` fence `` ticks ` |", "*bold* _em_ # head"]
+
+
+def test_markdown_neutralises_links_images_autolinks_and_html():
+    """Every value from the stack is a code span: nothing outside one is markup it supplied."""
+    md = _report(MARKDOWN_ATTACKS)["md"]
+    outside_code = re.sub(r"(`+) .*? \1(?!`)", "", md)
+    for markup in ("](", "<http", "<img", "www.evil", "*bold*"):
+        assert markup not in outside_code, markup
+    assert "evil.example" in md
+
+
+def test_blocked_and_unproven_are_shown_as_such():
+    """A skip never counts as a pass: a control with only skips is NOT PROVEN (NO-GO), a 'blocked by' skip
+    shows as BLOCKED."""
+    report = ValidationReport(None, Path("/nonexistent"), lambda: TargetInfo("s", None, None, None), Redactor())
+    for number, reason in enumerate(["blocked by test_pool_size: no pool", "live check not run: no engine"]):
+        row = CheckRow("connection_pool", f"suites/x.py::t{number}", f"check {number}", "static", "SKIPPED", reason=reason)
+        report.rows[row.nodeid] = row
+        report.finished.add(row.nodeid)
+    summary = report.build_summary()
+    pool = next(c for c in summary["controls"] if c["id"] == "connection_pool")
+    assert pool["status"] == "NOT PROVEN" and summary["verdict"]["decision"] == "NO-GO"
+    assert summary["totals"]["blocked"] == 1 and [row["blocked"] for row in pool["checks"]] == [True, False]
+    outputs = render_all(summary)
+    assert "| BLOCKED: `` blocked by" in outputs["md"] or "| BLOCKED: ` blocked by" in outputs["md"]
+    assert '<span class="skip">BLOCKED</span>' in outputs["html"] and "NOT PROVEN" in outputs["html"]
