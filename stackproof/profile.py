@@ -119,6 +119,35 @@ DEFAULTS: dict[str, Any] = {
         # a node not listed here (other than the manager's own) is reported as not proven
         "nodes": {},
     },
+    "breakers": {
+        # API services that must wrap their dependency calls in a breaker; empty: every service
+        # that mounts the services' config (pool.config_mount)
+        "services": [],
+        "config_key": "circuit_breaker",  # mapping of the services' config: one entry per dependency
+        "dependency": "postgres",  # its key there, and the compose service the fault injection takes down
+        "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
+        "min_threshold": 1,
+        "max_threshold": 50,  # at most the concurrent clients of the load check, or the breaker never opens under it
+        "max_recovery_seconds": 300,
+        "max_half_open_calls": 10,
+        "alert": "CircuitBreakerOpen",
+        "max_alert_for": "1m",
+        "state_metric": "aidb_circuit_breaker_state",  # gauge each service exports, one series per breaker
+        "breaker_label": "breaker",  # its label naming the dependency
+        "states": {"closed": 0, "open": 1, "half_open": 2},
+        # live: a request that needs the dependency, per service; "nginx" sends it through the TLS
+        # terminator (concurrently, like the pool load check), "container" from inside the service's container
+        "requests": {
+            "aidb": {"path": "/db/hold?seconds=0", "via": "nginx"},
+            "hybrid-coordinator": {"path": "/status", "via": "container"},
+        },
+        "fault": "pause",  # how the dependency fails: pause (hangs: the case breakers exist for) or stop
+        "fault_clients": 50,
+        "max_fail_fast_seconds": 1.0,  # p95 of the requests refused while open
+        "alert_wait_seconds": 90,  # longest wait for the alert to fire in Prometheus and reach Alertmanager
+        "alertmanager_service": "alertmanager",
+        "alertmanager_port": 9093,
+    },
     "live": {
         "nginx_port": 443,  # the TLS terminator's container port
         "api_key_header": "X-API-Key",
