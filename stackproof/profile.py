@@ -142,7 +142,9 @@ DEFAULTS: dict[str, Any] = {
             "hybrid-coordinator": {"path": "/status", "via": "container"},
         },
         "fault": "pause",  # how the dependency fails: pause (hangs: the case breakers exist for) or stop
-        "fault_clients": 50,
+        "fault_clients": 50,  # concurrent requests through nginx
+        "container_clients": 10,  # concurrent requests from inside a service's container
+        "open_body_marker": "circuit breaker open",  # what a refusal's body says
         "max_fail_fast_seconds": 1.0,  # p95 of the requests refused while open
         "alert_wait_seconds": 90,  # longest wait for the alert to fire in Prometheus and reach Alertmanager
         "alertmanager_service": "alertmanager",

@@ -11,13 +11,20 @@ fast, metric, rule, Prometheus, Alertmanager, recovery.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import pytest
 
-from stackproof.alerting import Alerting
+from stackproof import promql
+from stackproof.alerting import Alerting, live_alerts
 from stackproof.breakers import (
+    ScrapeTarget,
     alert_fires,
     alertmanager_config,
     breaker_alert,
+    breaker_services,
     declared_breakers,
     evaluation_interval,
     has_amtool,
@@ -27,6 +34,8 @@ from stackproof.breakers import (
     target_of,
 )
 from stackproof.errors import StackError
+from stackproof.faults import DependencyFault, RequestRoute, Timeline, breaker_state, send_wave, wait_for
+from stackproof.load import LoadResult
 
 pytestmark = pytest.mark.control("circuit_breakers")
 
@@ -180,3 +189,304 @@ def test_alert_routes_to_receiver(stack, alerting, evidence):
     assert receivers, f"{where}: no route takes {rule.name}"
     empty = [name for name, kinds in integrations.items() if not kinds]
     assert not empty, f"{where}: {rule.name} is routed to receiver(s) {', '.join(empty)} with no integration: it is dropped"
+
+
+# --- live: the running breakers ------------------------------------------------------------
+
+
+def live_targets(stack, alerting) -> dict[str, ScrapeTarget]:
+    """Each breaker service and the scrape target Prometheus reads its state from."""
+    return {service: target_of(stack, alerting, service) for service in breaker_services(stack)}
+
+
+def read_state(live, service: str, target: ScrapeTarget) -> float | None:
+    cfg = live.stack.profile["breakers"]
+    return breaker_state(live, service, target, cfg["state_metric"], cfg["breaker_label"], cfg["dependency"])
+
+
+def state_name(stack, value: float | None) -> str:
+    if value is None:
+        return "not exported"
+    names = {v: k.replace("_", "-") for k, v in stack.profile["breakers"]["states"].items()}
+    return names.get(value, f"unknown state {value:g}")
+
+
+def firing_jobs(live, alert: str) -> set[str]:
+    """Jobs for which Prometheus has the alert firing."""
+    query = f'ALERTS{{alertname="{alert}",alertstate="firing"}}'
+    return {r["metric"].get("job", "") for r in live.prometheus("/api/v1/query", {"query": query})["result"]}
+
+
+def alertmanager_jobs(live, alert: str) -> set[str]:
+    """Jobs for which Alertmanager holds the alert as active (received, not resolved, not silenced)."""
+    cfg = live.stack.profile["breakers"]
+    alerts = live.alertmanager(cfg["alertmanager_service"], cfg["alertmanager_port"], "/api/v2/alerts",
+                               {"filter": f'alertname="{alert}"', "active": "true", "silenced": "false"})
+    return {a.get("labels", {}).get("job", "") for a in alerts if (a.get("status") or {}).get("state") == "active"}
+
+
+@pytest.mark.live
+def test_live_breakers_closed(stack, alerting, live, evidence):
+    """Every breaker service exports its breaker state, and it reads closed.
+
+    A service that exports no state cannot be alerted on; one that is open or half-open on a
+    healthy stack is refusing calls right now."""
+    cfg = stack.profile["breakers"]
+    targets = live_targets(stack, alerting)
+    selector = f'{cfg["state_metric"]}{{{cfg["breaker_label"]}="{cfg["dependency"]}"}}'
+    evidence.record(test=f"{selector} on the /metrics each service is scraped on",
+                    expected=f"exported by {', '.join(targets)}; {cfg['states']['closed']} (closed)")
+    states = {service: read_state(live, service, target) for service, target in targets.items()}
+    evidence.record(result="; ".join(f"{s} :{targets[s].port}{targets[s].metrics_path}: {state_name(stack, v)}"
+                                     + ("" if v is None else f" ({v:g})") for s, v in states.items()))
+    missing = [f"service {s}: exports no {selector} on :{targets[s].port}{targets[s].metrics_path}"
+               for s, v in states.items() if v is None]
+    assert not missing, "; ".join(missing)
+    wrong = [f"service {s}: breaker {cfg['dependency']} is {state_name(stack, v)} on a healthy stack"
+             for s, v in states.items() if v != cfg["states"]["closed"]]
+    assert not wrong, "; ".join(wrong)
+
+
+@pytest.mark.live
+def test_live_alert_selects_breakers(stack, alerting, live, evidence):
+    """Prometheus evaluates the breaker alert against every service's state series, and it is quiet.
+
+    The alert Prometheus runs must select the series each breaker service really exports (right
+    metric, labels, job), and on a healthy stack neither fire nor be pending."""
+    cfg = stack.profile["breakers"]
+    prometheus = stack.profile["live"]["prometheus_service"]
+    targets = live_targets(stack, alerting)
+    jobs = {target.job for target in targets.values()}
+    evidence.record(test=f"{cfg['alert']} as {prometheus} runs it: its selectors' series per job; ALERTS",
+                    expected=f"selects series of job {', '.join(sorted(jobs))}; not pending or firing")
+    rule = next((r for r in live_alerts(live) if r["name"] == cfg["alert"]), None)
+    assert rule is not None, f"service {prometheus}: does not run alert {cfg['alert']}"
+    selected: set[str] = set()
+    for selector in promql.selectors(rule.get("query", "")):
+        result = live.prometheus("/api/v1/query", {"query": f"count by (job) ({selector.promql()})"})["result"]
+        selected |= {r["metric"].get("job", "") for r in result}
+    value = live.prometheus("/api/v1/query", {"query": rule.get("query", "")})["result"]
+    active = live.prometheus("/api/v1/query", {"query": f'ALERTS{{alertname="{cfg["alert"]}"}}'})["result"]
+    evidence.record(result=f"{' '.join(str(rule.get('query')).split())}: selects series of job "
+                           f"{', '.join(sorted(selected)) or 'none'}; evaluates to {len(value)} series; "
+                           f"state {rule.get('state', '?')}, {len(active)} active")
+    missing = sorted(jobs - selected)
+    assert not missing, (f"service {prometheus}: {cfg['alert']} ({rule.get('query')}) selects no series of job "
+                         f"{', '.join(missing)}: it cannot fire for their breakers")
+    assert not active, (f"service {prometheus}: {cfg['alert']} is {active[0]['metric'].get('alertstate')} for job "
+                        f"{active[0]['metric'].get('job')} on a healthy stack")
+
+
+# --- live, opt-in: fault injection ------------------------------------------------------------
+
+
+@pytest.fixture
+def dependency_fault(stack, live):
+    """The dependency's fault; its finalizer restores the dependency whatever happened in the check."""
+    cfg = stack.profile["breakers"]
+    fault = DependencyFault(live, cfg["dependency"], cfg["fault"], timeout=3 * live.timeout)
+    yield fault
+    fault.restore()
+
+
+@dataclass
+class Breaker:
+    """What the fault injection needs to know about one service's breaker."""
+
+    service: str
+    target: ScrapeTarget
+    route: RequestRoute
+    threshold: int
+    recovery: float
+    opened: float | None = None
+    half_open: float | None = None
+    closed: float | None = None
+
+
+def fault_plan(stack, alerting) -> list[Breaker]:
+    """The breakers to prove: their declared threshold and recovery (sane, or the static checks fail
+    and this check is blocked), and the request that needs the dependency."""
+    cfg = stack.profile["breakers"]
+    keys = cfg["settings"]
+    plan = []
+    for declared in declared_breakers(stack):
+        threshold, recovery = declared.value(keys["threshold"]), declared.value(keys["recovery"])
+        if not (isinstance(threshold, int) and cfg["min_threshold"] <= threshold <= cfg["max_threshold"]
+                and _duration_ok(recovery, cfg)):
+            pytest.skip(f"blocked by test_breaker_setting: {declared.service} declares no usable breaker")
+        spec = cfg["requests"].get(declared.service)
+        if not isinstance(spec, dict) or not spec.get("path"):
+            raise StackError(f"profile breakers.requests: no request that needs {cfg['dependency']} for service "
+                             f"{declared.service}")
+        target = target_of(stack, alerting, declared.service)
+        route = RequestRoute(declared.service, spec["path"], spec.get("via", "container"), target.port)
+        plan.append(Breaker(declared.service, target, route, threshold, seconds(recovery, declared.config)))
+    return plan
+
+
+@pytest.mark.live
+@pytest.mark.changes_stack
+def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault):
+    """Taking the database down opens every breaker, fails fast, alerts, and recovers.
+
+    The dependency is paused (or stopped) through the engine while concurrent requests need it:
+    each breaker must open within its threshold, refuse every request at once while open (503,
+    no request reaching the database, no pool timeouts), show "open" on /metrics, fire the alert
+    in Prometheus and reach Alertmanager; after the restore go half-open then closed within its
+    recovery time, serve requests again and resolve the alert. The dependency is always restored."""
+    cfg, live_cfg = stack.profile["breakers"], stack.profile["live"]
+    states, marker = cfg["states"], cfg["open_body_marker"]
+    plan = fault_plan(stack, alerting)
+    jobs = {b.target.job for b in plan}
+    headers = {live_cfg["api_key_header"]: live.api_key()}
+    key_file = f"/run/secrets/{stack.profile['api_key']['secret']}"
+    evidence.record(
+        test=f"{cfg['fault']} {cfg['dependency']} while " + "; ".join(f"{b.service}: {b.route.describe()}" for b in plan),
+        expected="each breaker opens within its threshold; requests refused fast (503, p95 <= "
+                 f"{cfg['max_fail_fast_seconds']:g}s, none reaching {cfg['dependency']}); {cfg['alert']} firing in "
+                 "Prometheus and Alertmanager; half-open then closed within the recovery time; requests succeed; "
+                 "alert resolved; no traceback in the services' logs",
+    )
+
+    def wave(clients: dict[str, int]) -> dict[str, LoadResult]:
+        with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+            futures = {b.service: pool.submit(send_wave, live, b.route, clients[b.service], headers, key_file, marker)
+                       for b in plan}
+            return {service: future.result() for service, future in futures.items()}
+
+    def state(b: Breaker) -> float | None:
+        return read_state(live, b.service, b.target)
+
+    before = {b.service: state(b) for b in plan}
+    wrong = [f"{s}: {state_name(stack, v)}" for s, v in before.items() if v != states["closed"]]
+    if wrong:
+        pytest.skip(f"blocked by test_live_breakers_closed: not closed before the fault ({', '.join(wrong)})")
+    timeline, problems, measured = Timeline(), [], {}
+    since = int(time.time()) - 1
+    try:
+        dependency_fault.inject()
+        timeline.mark(f"{cfg['dependency']} {cfg['fault']}d through the engine")
+
+        # 1. exactly `threshold` failing requests must open each breaker
+        first = wave({b.service: b.threshold for b in plan})
+        for b in plan:
+            timeline.mark(f"{b.service}: {b.threshold} concurrent requests (threshold): {first[b.service].describe()}")
+        wait_for(lambda: all(state(b) == states["open"] for b in plan), live.timeout)
+        for b in plan:
+            value = state(b)
+            if value == states["open"]:
+                b.opened = time.monotonic()
+                measured[f"{b.service} open"] = timeline.mark(f"{b.service}: /metrics reads open")
+            else:
+                problems.append(f"service {b.service}: breaker {state_name(stack, value)} after {b.threshold} failed "
+                                f"requests (threshold {b.threshold}): it never opens")
+        assert not problems, "; ".join(problems)
+
+        # 2. while open: every request refused at once, none reaching the dependency
+        refused = wave({b.service: cfg["fault_clients"] if b.route.via == "nginx" else cfg["container_clients"]
+                        for b in plan})
+        for b in plan:
+            result = refused[b.service]
+            p95 = result.percentile(95)
+            measured[f"{b.service} fail-fast p95"] = p95
+            timeline.mark(f"{b.service}: {len(result.outcomes)} concurrent requests while open: {result.describe()}; "
+                          f"p50 {result.percentile(50):.3f}s, p95 {p95:.3f}s, max {result.latencies[-1]:.3f}s")
+            slipped = [o for o in result.outcomes if o.kind != "503 breaker open"]
+            if slipped:
+                problems.append(f"service {b.service}: {len(slipped)} of {len(result.outcomes)} requests while the "
+                                f"breaker was open were not refused ({result.describe()}; refusals must be 503 naming "
+                                f"'{marker}')")
+            if p95 > cfg["max_fail_fast_seconds"]:
+                problems.append(f"service {b.service}: requests refused by the open breaker took p95 {p95:.3f}s "
+                                f"(expected <= {cfg['max_fail_fast_seconds']:g}s)")
+
+        # 3. the alert fires in Prometheus and reaches Alertmanager while the breakers are open
+        if wait_for(lambda: jobs <= firing_jobs(live, cfg["alert"]), cfg["alert_wait_seconds"], 1.0):
+            measured["alert firing"] = timeline.mark(f"Prometheus: {cfg['alert']} firing for job {', '.join(sorted(jobs))}")
+            if wait_for(lambda: jobs <= alertmanager_jobs(live, cfg["alert"]), live.timeout):
+                measured["alert in Alertmanager"] = timeline.mark(f"Alertmanager /api/v2/alerts: {cfg['alert']} active "
+                                                                  f"for job {', '.join(sorted(jobs))}")
+            else:
+                problems.append(f"service {cfg['alertmanager_service']}: {cfg['alert']} firing in Prometheus but not "
+                                f"active in Alertmanager within {live.timeout:g}s (jobs there: "
+                                f"{', '.join(sorted(alertmanager_jobs(live, cfg['alert']))) or 'none'})")
+        else:
+            now_states = ", ".join(f"{b.service} {state_name(stack, state(b))}" for b in plan)
+            problems.append(f"service {live_cfg['prometheus_service']}: {cfg['alert']} not firing for job "
+                            f"{', '.join(sorted(jobs - firing_jobs(live, cfg['alert'])))} within "
+                            f"{cfg['alert_wait_seconds']}s of the breakers opening (breakers now: {now_states})")
+        for b in plan:
+            timeline.mark(f"{b.service}: /metrics reads {state_name(stack, state(b))}")
+
+        # 4. restore; each breaker goes half-open, lets a trial through, and closes
+        dependency_fault.restore()
+        timeline.mark(f"{cfg['dependency']} restored and healthy")
+        deadline = max(b.opened + b.recovery for b in plan) + live.timeout
+        pending = list(plan)
+        while pending and time.monotonic() < deadline:
+            for b in list(pending):
+                value = state(b)
+                if value == states["half_open"] and b.half_open is None:
+                    b.half_open = time.monotonic()
+                    timeline.mark(f"{b.service}: /metrics reads half-open")
+                if value == states["half_open"] or (value == states["open"]
+                                                     and time.monotonic() - b.opened >= b.recovery):
+                    trial = send_wave(live, b.route, 1, headers, key_file, marker)
+                    timeline.mark(f"{b.service}: trial request: {trial.describe()}")
+                if state(b) == states["closed"]:
+                    b.closed = time.monotonic()
+                    measured[f"{b.service} closed"] = timeline.mark(f"{b.service}: /metrics reads closed")
+                    pending.remove(b)
+            time.sleep(0.5)
+        for b in plan:
+            if b.closed is None:
+                problems.append(f"service {b.service}: breaker still {state_name(stack, state(b))} "
+                                f"{time.monotonic() - b.opened:.0f}s after it opened (recovery {b.recovery:g}s): "
+                                "it never closes")
+            elif b.half_open is None:
+                problems.append(f"service {b.service}: breaker went from open to closed without half-open")
+            elif b.closed - b.opened > b.recovery + live.timeout:
+                problems.append(f"service {b.service}: breaker closed {b.closed - b.opened:.1f}s after it opened "
+                                f"(recovery {b.recovery:g}s)")
+        assert not problems, "; ".join(problems)
+
+        # 5. requests succeed again, the alert resolves
+        after = wave({b.service: cfg["fault_clients"] if b.route.via == "nginx" else cfg["container_clients"]
+                      for b in plan})
+        for b in plan:
+            timeline.mark(f"{b.service}: {len(after[b.service].outcomes)} concurrent requests: "
+                          f"{after[b.service].describe()}")
+            if after[b.service].statuses != {"200": len(after[b.service].outcomes)}:
+                problems.append(f"service {b.service}: after the recovery: {after[b.service].describe()}")
+        if wait_for(lambda: not jobs & (firing_jobs(live, cfg["alert"]) | alertmanager_jobs(live, cfg["alert"])),
+                    cfg["alert_wait_seconds"], 1.0):
+            measured["alert resolved"] = timeline.mark(f"{cfg['alert']} resolved in Prometheus and Alertmanager")
+        else:
+            problems.append(f"{cfg['alert']} still active {cfg['alert_wait_seconds']}s after the breakers closed")
+
+        # 6. no exception in the services while it all happened
+        for b in plan:
+            logs = live.container(b.service).logs(since=since, stdout=True, stderr=True)
+            tracebacks = logs.count(b"Traceback (most recent call last)")
+            timeline.mark(f"{b.service}: {tracebacks} traceback(s) in its log since the fault")
+            if tracebacks:
+                problems.append(f"service {b.service}: {tracebacks} traceback(s) in its log during the fault")
+    finally:
+        dependency_fault.restore()
+        for event in timeline.events:
+            evidence.note(event)
+        if measured:
+            opened = [v for k, v in measured.items() if k.endswith(" open")]
+            closed = [measured[f"{b.service} closed"] - measured[f"{b.service} open"] for b in plan
+                      if f"{b.service} closed" in measured and f"{b.service} open" in measured]
+            fast = [v for k, v in measured.items() if k.endswith("fail-fast p95")]
+            evidence.record(result="; ".join(filter(None, [
+                opened and f"time to open {max(opened):.1f}s",
+                fast and f"fail-fast p95 {max(fast):.3f}s",
+                "alert firing at +{:.1f}s".format(measured["alert firing"]) if "alert firing" in measured else "",
+                "in Alertmanager at +{:.1f}s".format(measured["alert in Alertmanager"])
+                if "alert in Alertmanager" in measured else "",
+                closed and f"closed {max(closed):.1f}s after opening",
+                "alert resolved at +{:.1f}s".format(measured["alert resolved"]) if "alert resolved" in measured else "",
+            ])))
+    assert not problems, "; ".join(problems)
