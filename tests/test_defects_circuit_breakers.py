@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from defects import replace
+from defects import breaker_removed_from_coordinator, replace
 from harness import assert_only_control_fails
 
 CONFIG = "ai-stack/mcp-servers/config/config.yaml"
-COMPOSE = "ai-stack/compose/docker-compose.yml"
 ALERTS = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
 ALERT_TESTS = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
 ALERTMANAGER = "ai-stack/compose/alertmanager/alertmanager.yml"
@@ -33,18 +32,6 @@ def _routed_to_blackhole(stack: Path) -> None:
     path.write_text(path.read_text() + "  - name: blackhole\n")
 
 
-def _no_breaker_in_coordinator(stack: Path) -> None:
-    """hybrid-coordinator mounts its own config, the same but without the circuit_breaker section."""
-    config = (stack / CONFIG).read_text()
-    start, end = config.index("circuit_breaker:\n"), config.index("security:\n")
-    (stack / "ai-stack/mcp-servers/config/coordinator.yaml").write_text(config[:start] + config[end:])
-    compose = stack / COMPOSE
-    text = compose.read_text()
-    mount = "      - ../mcp-servers/config/config.yaml:/etc/ai-stack/config.yaml:ro\n"
-    at = text.index(mount, text.index("  hybrid-coordinator:\n"))
-    compose.write_text(text[:at] + mount.replace("config.yaml:/", "coordinator.yaml:/") + text[at + len(mount):])
-
-
 # (id, injector, fragments the failure reason must name)
 DEFECTS = [
     ("never-opens-threshold-10000",
@@ -64,7 +51,7 @@ DEFECTS = [
      ["CircuitBreakerOpen for 60s + scrape + evaluation outlasts the open phase of aidb"]),
     ("alert-routed-to-no-receiver", _routed_to_blackhole,
      ["alertmanager.yml: CircuitBreakerOpen is routed to receiver(s) blackhole with no integration"]),
-    ("breaker-removed-from-one-service", _no_breaker_in_coordinator,
+    ("breaker-removed-from-one-service", breaker_removed_from_coordinator,
      ["coordinator.yaml: hybrid-coordinator declares no breaker"]),
 ]
 
