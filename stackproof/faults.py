@@ -95,17 +95,20 @@ class RequestRoute:
     path: str
     via: str  # nginx | container
     port: int
+    baseline: str  # a path the same way that needs no dependency: what any request costs right now
 
     def describe(self) -> str:
         return f"GET {self.path} " + ("through nginx" if self.via == "nginx" else f"in {self.service}'s container")
 
 
 def send_wave(live: LiveStack, route: RequestRoute, clients: int, headers: dict[str, str], key_file: str,
-              marker: str) -> LoadResult:
-    """`clients` concurrent requests to one service, released together; each timed and classified."""
+              marker: str, baseline: bool = False) -> LoadResult:
+    """`clients` concurrent requests to one service (to its baseline path if `baseline`), released
+    together; each timed and classified."""
+    path = route.baseline if baseline else route.path
     if route.via == "nginx":
         def one() -> tuple[str, float]:
-            response = live.https(route.path, headers)
+            response = live.https(path, headers)
             return classify(response.status, response.body, marker), 0.0
 
         return run_load(clients, one, live.timeout)
@@ -113,7 +116,7 @@ def send_wave(live: LiveStack, route: RequestRoute, clients: int, headers: dict[
         raise StackError(f"profile breakers.requests.{route.service}.via: {route.via!r} (nginx or container)")
     header = next(iter(headers), None)
     began = time.monotonic()
-    rows = live.requests_in(route.service, f"http://127.0.0.1:{route.port}{route.path}", clients, header, key_file)
+    rows = live.requests_in(route.service, f"http://127.0.0.1:{route.port}{path}", clients, header, key_file)
     outcomes = [Outcome(began + start, latency, classify(status, body, marker)) for start, latency, status, body in rows]
     return LoadResult(sorted(outcomes, key=lambda o: o.started), 0.0)
 
