@@ -44,6 +44,11 @@ def seconds(value, where: str) -> float:
 # --- what each service declares -------------------------------------------------------
 
 
+class UnreadableConfig(StackError):
+    """A service's config file is missing or not YAML: the connection-pool control, which reads
+    the same file, reports it."""
+
+
 @dataclass
 class DeclaredBreaker:
     """The breaker a service's own config declares for the dependency (None: it declares none)."""
@@ -82,7 +87,10 @@ def declared_breakers(stack) -> list[DeclaredBreaker]:
             raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.services)")
         mounted = service.host_path_for(mount)
         path = Path(mounted) if mounted is not None else stack.path("pool_config")
-        doc = load_yaml(path, stack.rel(path))
+        try:
+            doc = load_yaml(path, stack.rel(path))
+        except StackError as exc:
+            raise UnreadableConfig(str(exc)) from None
         section = (doc or {}).get(cfg["config_key"]) if isinstance(doc, dict) else None
         settings = section.get(cfg["dependency"]) if isinstance(section, dict) else None
         if settings is not None and not isinstance(settings, dict):

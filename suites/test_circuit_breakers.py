@@ -25,6 +25,7 @@ from stackproof.breakers import (
     alertmanager_config,
     breaker_alert,
     breaker_services,
+    UnreadableConfig,
     declared_breakers,
     evaluation_interval,
     has_amtool,
@@ -67,12 +68,30 @@ def alerting(stack) -> Alerting:
 
 
 def alert_rule(stack, alerting):
-    """The breaker alert, or a skip when the rule files are unusable (the alert-rules control fails for that)."""
+    """The breaker alert, or a skip when the alert-rules control already fails for it: rule files
+    unusable, the alert (a required one) missing, or its expression not PromQL."""
     try:
-        alerting.rule_files
+        alerting.rules
     except StackError as exc:
         pytest.skip(f"blocked by Prometheus alert rules: {exc}")
-    return breaker_alert(stack, alerting)
+    name = stack.profile["breakers"]["alert"]
+    if name in stack.profile["alerts"]["required"] and name not in {rule.name for rule in alerting.alerts}:
+        pytest.skip(f"blocked by Prometheus alert rules: required alert {name} missing")
+    rule = breaker_alert(stack, alerting)
+    try:
+        promql.parse(rule.spec["expr"])
+    except ValueError as exc:
+        pytest.skip(f"blocked by Prometheus alert rules: {rule.name}: invalid PromQL: {' '.join(str(exc).split())}")
+    return rule
+
+
+def declared_or_blocked(stack) -> list:
+    """Each breaker service's declaration, or a skip when its config file is unreadable (the
+    connection-pool control reads the same file and fails for it)."""
+    try:
+        return declared_breakers(stack)
+    except UnreadableConfig as exc:
+        pytest.skip(f"blocked by Connection pool: {exc}")
 
 
 @pytest.mark.static
@@ -85,7 +104,7 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     cfg = stack.profile["breakers"]
     key = cfg["settings"][setting]
     expected = expected.format(**cfg)
-    declared = declared_breakers(stack)
+    declared = declared_or_blocked(stack)
     path = f"{cfg['config_key']}.{cfg['dependency']}.{key}"
     evidence.record(
         test=f"{path} in the config each breaker service mounts",
@@ -113,7 +132,7 @@ def test_alert_fires_on_open_breakers(stack, alerting, evidence):
     promtool against each service's series (one open at a time), and quiet for closed and half-open."""
     cfg = stack.profile["breakers"]
     rule = alert_rule(stack, alerting)
-    targets = {d.service: target_of(stack, alerting, d.service) for d in declared_breakers(stack)}
+    targets = {d.service: target_of(stack, alerting, d.service) for d in declared_or_blocked(stack)}
     evidence.record(
         test=f"{rule.name} ({' '.join(rule.spec['expr'].split())}) on {cfg['state_metric']} series of "
              + ", ".join(f"job {t.job}" for t in targets.values()),
@@ -145,7 +164,7 @@ def test_alert_for_short_enough(stack, alerting, evidence):
     wait = seconds(rule.spec.get("for", 0), f"{stack.rel(rule.file)}: {rule.name} for")
     bound = seconds(cfg["max_alert_for"], "profile breakers.max_alert_for")
     recovery_key = cfg["settings"]["recovery"]
-    declared = [d for d in declared_breakers(stack) if d.value(recovery_key) is not None]
+    declared = [d for d in declared_or_blocked(stack) if d.value(recovery_key) is not None]
     evaluation = evaluation_interval(alerting)
     windows = []
     for d in declared:
@@ -309,7 +328,7 @@ def fault_plan(stack, alerting) -> list[Breaker]:
     cfg = stack.profile["breakers"]
     keys = cfg["settings"]
     plan = []
-    for declared in declared_breakers(stack):
+    for declared in declared_or_blocked(stack):
         threshold, recovery = declared.value(keys["threshold"]), declared.value(keys["recovery"])
         if not (isinstance(threshold, int) and cfg["min_threshold"] <= threshold <= cfg["max_threshold"]
                 and _duration_ok(recovery, cfg)):
