@@ -16,9 +16,10 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-from . import proc
+from . import proc, promql
 from .alerting import Alerting, Rule, flag_value
 from .errors import StackError
+from .service_config import pool_config_of
 from .yamlio import load_yaml
 
 ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"  # --config.file default of Alertmanager
@@ -62,30 +63,23 @@ class DeclaredBreaker:
 
 
 def breaker_services(stack) -> list[str]:
-    """The API services that talk to the dependency: the profile's list, else every service
-    that mounts the services' config (where their database settings come from)."""
+    """The API services that talk to the dependency: the profile's breakers.services, else the
+    API services (roles.api_services)."""
     listed = stack.profile["breakers"]["services"]
-    if listed:
-        return list(listed)
-    mount = stack.profile["pool"]["config_mount"]
-    found = [name for name, svc in stack.compose.services.items() if svc.host_path_for(mount) is not None]
-    if not found:
-        raise StackError(f"{stack.rel(stack.compose.files[0])}: no service mounts the services' config at {mount} "
-                         "(set breakers.services in the profile)")
-    return found
+    return list(listed) if listed else [svc.name for svc in stack.roles.api_services()]
 
 
 def declared_breakers(stack) -> list[DeclaredBreaker]:
-    """Each breaker service's declaration, read from the config file that service really mounts."""
+    """Each breaker service's declaration, read from the config file that service really reads
+    (the one with its database settings, see service_config)."""
     cfg = stack.profile["breakers"]
-    mount = stack.profile["pool"]["config_mount"]
     compose = stack.compose
     found = []
     for name in breaker_services(stack):
         service = compose.services.get(name)
         if service is None:
             raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.services)")
-        mounted = service.host_path_for(mount)
+        mounted, _ = pool_config_of(stack, service)
         path = Path(mounted) if mounted is not None else stack.path("pool_config")
         try:
             doc = load_yaml(path, stack.rel(path))
@@ -156,19 +150,32 @@ def breaker_alert(stack, alerting: Alerting) -> Rule:
                      "(profile breakers.alert)")
 
 
-def state_series(stack, target: ScrapeTarget, state: str) -> str:
+def state_metric(stack, rule: Rule) -> str:
+    """The breaker-state gauge: the profile's breakers.state_metric, else the one metric the breaker
+    alert selects (whether the services really export it is what the live checks prove)."""
+    declared = stack.profile["breakers"]["state_metric"]
+    if declared:
+        return declared
+    names = sorted({s.metric for s in promql.selectors(rule.spec["expr"]) if s.metric})
+    if len(names) != 1:
+        raise StackError(f"{stack.rel(rule.file)}: {rule.name} selects {', '.join(names) or 'no metric by name'}: "
+                         "name the breaker-state metric in stackproof.yml breakers.state_metric")
+    return names[0]
+
+
+def state_series(stack, metric: str, target: ScrapeTarget, state: str) -> str:
     """The breaker-state series Prometheus would store for this target, in promtool's notation."""
     cfg = stack.profile["breakers"]
     labels = {"job": target.job, "instance": f"{target.host}:{target.port}", cfg["breaker_label"]: cfg["dependency"]}
     inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{cfg['state_metric']}{{{inner}}}"
+    return f"{metric}{{{inner}}}"
 
 
-def alert_fires(stack, alerting: Alerting, rule: Rule, states: dict[ScrapeTarget, str]) -> bool:
+def alert_fires(stack, alerting: Alerting, rule: Rule, metric: str, states: dict[ScrapeTarget, str]) -> bool:
     """Whether the alert's expression selects anything when each target's breaker is in the given
     state: evaluated by promtool (the rule files loaded, so recording rules it uses are there too)."""
     cfg = stack.profile["breakers"]
-    series = [{"series": state_series(stack, target, state), "values": f"{cfg['states'][state]}x10"}
+    series = [{"series": state_series(stack, metric, target, state), "values": f"{cfg['states'][state]}x10"}
               for target, state in states.items()]
     doc = {
         "rule_files": [str(f) for f in alerting.rule_files],
@@ -212,19 +219,15 @@ class AlertmanagerConfig:
 
 def alertmanager_config(stack) -> AlertmanagerConfig:
     """The config file the Alertmanager service runs with (its --config.file, through its mounts)."""
-    name = stack.profile["breakers"]["alertmanager_service"]
-    compose = stack.compose
-    service = compose.services.get(name)
-    if service is None:
-        raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.alertmanager_service)")
-    inside = flag_value(service.command, "--config.file") or ALERTMANAGER_CONFIG
+    service = stack.roles.service("alertmanager")
+    inside = flag_value([*service.entrypoint, *service.command], "--config.file") or ALERTMANAGER_CONFIG
     host = service.host_path_for(inside)
     if host is None:
-        raise StackError(f"{stack.rel(compose.files[0])}: {name} reads {inside}, which no bind mount provides")
+        raise StackError(f"{stack.rel(stack.compose.files[0])}: {service.name} reads {inside}, which no bind mount provides")
     doc = load_yaml(Path(host), stack.rel(host))
     if not isinstance(doc, dict):
         raise StackError(f"{stack.rel(host)}: not an Alertmanager configuration")
-    return AlertmanagerConfig(name, Path(host), doc)
+    return AlertmanagerConfig(service.name, Path(host), doc)
 
 
 def routed_receivers(stack, config: AlertmanagerConfig, labels: dict[str, str]) -> list[str]:

@@ -120,11 +120,11 @@ DEFAULTS: dict[str, Any] = {
         "nodes": {},
     },
     "breakers": {
-        # API services that must wrap their dependency calls in a breaker; empty: every service
-        # that mounts the services' config (pool.config_mount)
+        # API services that must wrap their dependency calls in a breaker; empty: roles.api_services
         "services": [],
-        "config_key": "circuit_breaker",  # mapping of the services' config: one entry per dependency
-        "dependency": "postgres",  # its key there, and the compose service the fault injection takes down
+        # each service's breaker is read from the config file it reads its database settings from (else paths.pool_config)
+        "config_key": "circuit_breaker",  # mapping of that config: one entry per dependency
+        "dependency": "postgres",  # the entry for the database (roles.postgres, which the fault injection takes down)
         "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
         "min_threshold": 1,
         "max_threshold": 50,  # at most the concurrent clients of the load check, or the breaker never opens under it
@@ -132,15 +132,14 @@ DEFAULTS: dict[str, Any] = {
         "max_half_open_calls": 10,
         "alert": "CircuitBreakerOpen",
         "max_alert_for": "1m",
-        "state_metric": "aidb_circuit_breaker_state",  # gauge each service exports, one series per breaker
+        # gauge each service exports, one series per breaker; empty: the one metric the alert selects
+        "state_metric": "",
         "breaker_label": "breaker",  # its label naming the dependency
         "states": {"closed": 0, "open": 1, "half_open": 2},
-        # live: a request that needs the dependency, per service; "nginx" sends it through the TLS
-        # terminator (concurrently, like the pool load check), "container" from inside the service's container
-        "requests": {
-            "aidb": {"path": "/db/hold?seconds=0", "via": "nginx"},
-            "hybrid-coordinator": {"path": "/status", "via": "container"},
-        },
+        # fault injection: per breaker service, a request that needs the dependency, e.g.
+        # {aidb: {path: /db/hold, via: nginx}}: "nginx" sends it through the TLS terminator (concurrently,
+        # like the pool load check), "container" from inside the service's own container (to its scrape port)
+        "requests": {},
         "fault": "pause",  # how the dependency fails: pause (hangs: the case breakers exist for) or stop
         "fault_clients": 50,  # concurrent requests through nginx
         "container_clients": 10,  # concurrent requests from inside a service's container
@@ -149,8 +148,7 @@ DEFAULTS: dict[str, Any] = {
         # (sent the same way just before: the client's and the proxy's own cost, which load inflates)
         "max_fail_fast_seconds": 1.0,
         "alert_wait_seconds": 90,  # longest wait for the alert to fire in Prometheus and reach Alertmanager
-        "alertmanager_service": "alertmanager",
-        "alertmanager_port": 9093,
+        "alertmanager_port": 9093,  # roles.alertmanager's container port (published for the suite)
     },
     "live": {
         "nginx_port": 443,  # the TLS terminator's container port
