@@ -8,6 +8,7 @@ interrupt still leaves the dependency running and healthy.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,24 +102,39 @@ class RequestRoute:
         return f"GET {self.path} " + ("through nginx" if self.via == "nginx" else f"in {self.service}'s container")
 
 
+BASELINE = "baseline "  # prefix of the kind of a request that needs no dependency
+
+
 def send_wave(live: LiveStack, route: RequestRoute, clients: int, headers: dict[str, str], key_file: str,
-              marker: str, baseline: bool = False) -> LoadResult:
-    """`clients` concurrent requests to one service (to its baseline path if `baseline`), released
-    together; each timed and classified."""
-    path = route.baseline if baseline else route.path
+              marker: str, with_baseline: bool = False) -> LoadResult:
+    """`clients` concurrent requests to one service, released together; each timed and classified.
+    `with_baseline`: every other request goes to the route's baseline path (kind 'baseline 200'),
+    so both kinds run under the same contention and their latencies compare fairly."""
+    paths = [route.path, route.baseline] if with_baseline else [route.path]
     if route.via == "nginx":
+        turn = itertools.count()
+
         def one() -> tuple[str, float]:
-            response = live.https(path, headers)
-            return classify(response.status, response.body, marker), 0.0
+            i = next(turn)
+            response = live.https(paths[i % len(paths)], headers)
+            return (BASELINE if i % len(paths) else "") + classify(response.status, response.body, marker), 0.0
 
         return run_load(clients, one, live.timeout)
     if route.via != "container":
         raise StackError(f"profile breakers.requests.{route.service}.via: {route.via!r} (nginx or container)")
     header = next(iter(headers), None)
     began = time.monotonic()
-    rows = live.requests_in(route.service, f"http://127.0.0.1:{route.port}{path}", clients, header, key_file)
-    outcomes = [Outcome(began + start, latency, classify(status, body, marker)) for start, latency, status, body in rows]
+    rows = live.requests_in(route.service, [f"http://127.0.0.1:{route.port}{path}" for path in paths], clients,
+                            header, key_file)
+    outcomes = [Outcome(began + start, latency, (BASELINE if i % len(paths) else "") + classify(status, body, marker))
+                for i, start, latency, status, body in rows]
     return LoadResult(sorted(outcomes, key=lambda o: o.started), 0.0)
+
+
+def split_baseline(result: LoadResult) -> tuple[LoadResult, LoadResult]:
+    """(the requests that need the dependency, the baseline ones) of a wave sent with_baseline."""
+    return (LoadResult([o for o in result.outcomes if not o.kind.startswith(BASELINE)], result.peak),
+            LoadResult([o for o in result.outcomes if o.kind.startswith(BASELINE)], result.peak))
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:

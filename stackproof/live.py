@@ -312,36 +312,37 @@ class LiveStack:
 
     # --- many requests from inside a container -------------------------------------------------
 
-    def requests_in(self, service: str, url: str, count: int, header: str | None = None,
-                    header_file: str | None = None) -> list[tuple[float, float, int, bytes]]:
+    def requests_in(self, service: str, urls: list[str], count: int, header: str | None = None,
+                    header_file: str | None = None) -> list[tuple[int, float, float, int, bytes]]:
         """`count` concurrent GETs from inside a service's container (for services nginx does not
-        publish), released together: [(start offset, latency, HTTP status or 0, first 200 bytes)].
-        A header's value is read from a file inside the container (the API key never leaves it)."""
+        publish), released together, request i to urls[i % len(urls)]: [(i, start offset, latency,
+        HTTP status or 0, first 200 bytes)]. A header's value is read from a file inside the
+        container (the API key never leaves it)."""
         script = (
             "import json,sys,threading,time,urllib.request,urllib.error\n"
-            "url,count,header,hfile,timeout=sys.argv[1],int(sys.argv[2]),sys.argv[3],sys.argv[4],float(sys.argv[5])\n"
+            "urls,count,header,hfile,timeout=json.loads(sys.argv[1]),int(sys.argv[2]),sys.argv[3],sys.argv[4],float(sys.argv[5])\n"
             "headers={header:open(hfile).read().strip()} if header else {}\n"
             "start=threading.Barrier(count);out=[];lock=threading.Lock();t0=time.monotonic()\n"
-            "def one():\n"
+            "def one(i):\n"
             " start.wait()\n b=time.monotonic()\n"
-            " try:\n  r=urllib.request.urlopen(urllib.request.Request(url,headers=headers),timeout=timeout);code=r.status;body=r.read(200)\n"
+            " try:\n  r=urllib.request.urlopen(urllib.request.Request(urls[i%len(urls)],headers=headers),timeout=timeout);code=r.status;body=r.read(200)\n"
             " except urllib.error.HTTPError as e:\n  code=e.code;body=e.read(200)\n"
             " except Exception as e:\n  code=0;body=type(e).__name__.encode()\n"
-            " with lock: out.append([b-t0,time.monotonic()-b,code,body.decode('utf-8','replace')])\n"
-            "ts=[threading.Thread(target=one) for _ in range(count)]\n"
+            " with lock: out.append([i,b-t0,time.monotonic()-b,code,body.decode('utf-8','replace')])\n"
+            "ts=[threading.Thread(target=one,args=(i,)) for i in range(count)]\n"
             "[t.start() for t in ts];[t.join() for t in ts]\n"
             "sys.stdout.write(json.dumps(out))\n"
         )
-        code, out = self.exec(service, ["python3", "-c", script, url, str(count), header or "", header_file or "",
-                                        f"{max(self.timeout - 2, 1):g}"])
+        code, out = self.exec(service, ["python3", "-c", script, json.dumps(urls), str(count), header or "",
+                                        header_file or "", f"{max(self.timeout - 2, 1):g}"])
         try:
             rows = json.loads(out)
         except ValueError:
             rows = None
         if code != 0 or not isinstance(rows, list):
-            raise StackError(f"service {service}: {count} requests to {url} from inside the container failed: "
+            raise StackError(f"service {service}: {count} requests to {urls[0]} from inside the container failed: "
                              f"{_first_line(out)}")
-        return [(float(r[0]), float(r[1]), int(r[2]), str(r[3]).encode()) for r in rows]
+        return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), str(r[4]).encode()) for r in rows]
 
     # --- Alertmanager -------------------------------------------------------------------------
 

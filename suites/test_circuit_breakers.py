@@ -36,7 +36,16 @@ from stackproof.breakers import (
     target_of,
 )
 from stackproof.errors import StackError
-from stackproof.faults import DependencyFault, RequestRoute, Timeline, breaker_state, send_wave, wait_for
+from stackproof.faults import (
+    BASELINE,
+    DependencyFault,
+    RequestRoute,
+    Timeline,
+    breaker_state,
+    send_wave,
+    split_baseline,
+    wait_for,
+)
 from stackproof.load import LoadResult
 
 pytestmark = pytest.mark.control("circuit_breakers")
@@ -374,10 +383,10 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
                  "alert resolved; no traceback in the services' logs",
     )
 
-    def wave(clients: dict[str, int], baseline: bool = False) -> dict[str, LoadResult]:
+    def wave(clients: dict[str, int], with_baseline: bool = False) -> dict[str, LoadResult]:
         with ThreadPoolExecutor(max_workers=len(plan)) as pool:
             futures = {b.service: pool.submit(send_wave, live, b.route, clients[b.service], headers, key_file, marker,
-                                              baseline) for b in plan}
+                                              with_baseline) for b in plan}
             return {service: future.result() for service, future in futures.items()}
 
     def state(b: Breaker) -> float | None:
@@ -395,33 +404,38 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
 
         # 1. exactly `threshold` failing requests must open each breaker
         first = wave({b.service: b.threshold for b in plan})
+        answered = {b.service: max(o.started + o.latency for o in first[b.service].outcomes) for b in plan}
         for b in plan:
-            timeline.mark(f"{b.service}: {b.threshold} concurrent requests (threshold): {first[b.service].describe()}")
+            timeline.mark(f"{b.service}: {b.threshold} concurrent requests (threshold) answered: "
+                          f"{first[b.service].describe()}", when=answered[b.service])
         wait_for(lambda: all(state(b) == states["open"] for b in plan), live.timeout)
         for b in plan:
             value = state(b)
-            if value == states["open"]:
-                b.opened = time.monotonic()
-                measured[f"{b.service} open"] = timeline.mark(f"{b.service}: /metrics reads open")
+            if value == states["open"]:  # it opened when the threshold-th failure was answered
+                b.opened = answered[b.service]
+                measured[f"{b.service} open"] = timeline.at(b.opened)
+                timeline.mark(f"{b.service}: /metrics reads open")
             else:
                 problems.append(f"service {b.service}: breaker {state_name(stack, value)} after {b.threshold} failed "
                                 f"requests (threshold {b.threshold}): it never opens")
         assert not problems, "; ".join(problems)
 
         # 2. while open: every request refused at once, none reaching the dependency; "at once" is
-        # measured against requests that need no dependency, sent the same way just before
+        # measured against requests that need no dependency, sent in the same wave (same contention)
         clients = {b.service: cfg["fault_clients"] if b.route.via == "nginx" else cfg["container_clients"] for b in plan}
-        baseline = wave(clients, baseline=True)
-        refused = wave(clients)
+        mixed = wave(clients, with_baseline=True)
         for b in plan:
-            result, base = refused[b.service], baseline[b.service].percentile(95)
-            p95 = result.percentile(95)
+            result, baseline = split_baseline(mixed[b.service])
+            p95, base = result.percentile(95), baseline.percentile(95)
             measured[f"{b.service} fail-fast p95"] = p95
-            timeline.mark(f"{b.service}: {len(result.outcomes)} concurrent GET {b.route.baseline} (no dependency): "
-                          f"{baseline[b.service].describe()}; p95 {base:.3f}s")
-            timeline.mark(f"{b.service}: {len(result.outcomes)} concurrent requests while open: {result.describe()}; "
-                          f"p50 {result.percentile(50):.3f}s, p95 {p95:.3f}s, max {result.latencies[-1]:.3f}s")
+            timeline.mark(f"{b.service}: {len(mixed[b.service].outcomes)} concurrent requests while open, every other "
+                          f"one to {b.route.baseline} (needs no dependency): {mixed[b.service].describe()}")
+            timeline.mark(f"{b.service}: refused p50 {result.percentile(50):.3f}s, p95 {p95:.3f}s, max "
+                          f"{result.latencies[-1]:.3f}s; no-dependency p95 {base:.3f}s")
             slipped = [o for o in result.outcomes if o.kind != "503 breaker open"]
+            if any(o.kind != f"{BASELINE}200" for o in baseline.outcomes):
+                problems.append(f"service {b.service}: requests that need no dependency failed while it was down "
+                                f"({baseline.describe()})")
             if slipped:
                 problems.append(f"service {b.service}: {len(slipped)} of {len(result.outcomes)} requests while the "
                                 f"breaker was open were not refused ({result.describe()}; refusals must be 503 naming "
@@ -512,7 +526,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
                       if f"{b.service} closed" in measured and f"{b.service} open" in measured]
             fast = [v for k, v in measured.items() if k.endswith("fail-fast p95")]
             evidence.record(result="; ".join(filter(None, [
-                opened and f"time to open {max(opened):.1f}s",
+                opened and f"time to open {max(opened):.1f}s (threshold requests answered, /metrics open)",
                 fast and f"fail-fast p95 {max(fast):.3f}s",
                 "alert firing at +{:.1f}s".format(measured["alert firing"]) if "alert firing" in measured else "",
                 "in Alertmanager at +{:.1f}s".format(measured["alert in Alertmanager"])
