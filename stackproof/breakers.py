@@ -18,7 +18,7 @@ import yaml
 
 from . import proc, promql
 from .alerting import Alerting, Rule, flag_value
-from .errors import StackError
+from .errors import Blocked, StackError
 from .service_config import pool_config_of
 from .yamlio import load_yaml
 
@@ -66,7 +66,15 @@ def breaker_services(stack) -> list[str]:
     """The API services that talk to the dependency: the profile's breakers.services, else the
     API services (roles.api_services)."""
     listed = stack.profile["breakers"]["services"]
-    return list(listed) if listed else [svc.name for svc in stack.roles.api_services()]
+    if listed:
+        return list(listed)
+    try:
+        return [svc.name for svc in stack.roles.api_services()]
+    except Blocked:
+        raise
+    except StackError as exc:  # found through the API key: the API-key control fails for it
+        raise Blocked(f"blocked by API key permissions (the API services are those that mount the key): {exc}") \
+            from None
 
 
 def declared_breakers(stack) -> list[DeclaredBreaker]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .breakers import ScrapeTarget
 from .errors import StackError
-from .live import LiveStack
 from .load import LoadResult, Outcome, run_load
+
+if TYPE_CHECKING:  # a static run must not load the Docker SDK (see stackproof/live.py)
+    from .live import LiveStack
 
 
 @dataclass
