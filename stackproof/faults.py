@@ -9,6 +9,7 @@ interrupt still leaves the dependency running and healthy.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -87,6 +88,13 @@ def classify(status: int, body: bytes, marker: str) -> str:
         return f"{status} breaker open"
     if "pool timeout" in text:
         return f"{status} pool timeout"
+    if status >= 500:  # name what failed: "503 database call timed out"
+        try:
+            detail = json.loads(body).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if isinstance(detail, str) and detail:
+            return f"{status} {' '.join(detail.split())[:40]}"
     return str(status)
 
 
