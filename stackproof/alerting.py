@@ -195,26 +195,6 @@ def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     return False, detail if len(detail) <= 300 else detail[:300] + "…"
 
 
-def _rule_test_escapes(stack, test_file: Path) -> list[str]:
-    """Why promtool, run on this unit-test file, would read a file outside the stack dir: the file
-    itself or one of its rule_files leads out (absolute, `..`, a symlink). promtool quotes the lines
-    of a file it cannot parse, so an outside file (a shadow file) would reach the report."""
-    where = stack.rel(test_file)
-    if not stack.inside(test_file):
-        return [f"{where}: leads outside the stack dir (a symlink): not run"]
-    try:
-        doc = load_yaml(test_file, where)
-    except StackError:  # promtool reads no rule file from a test file it cannot parse: let it say why
-        return []
-    patterns = doc.get("rule_files") if isinstance(doc, dict) else None
-    problems = []
-    for pattern in patterns if isinstance(patterns, list) else []:
-        target = test_file.parent / str(pattern)
-        if not all(stack.inside(Path(match)) for match in glob.glob(str(target)) or [target]):
-            problems.append(f"{where}: rule_files entry {pattern} leads outside the stack dir: not run")
-    return problems
-
-
 def live_alerts(live) -> list[dict]:
     """The alerting rules the running Prometheus evaluates (each with its group's `file`)."""
     groups = live.prometheus("/api/v1/rules", {"type": "alert"}).get("groups") or []

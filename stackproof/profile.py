@@ -172,6 +172,7 @@ TYPES: dict[str, tuple[Any, str]] = {
     "scripts.*.stdin": (str | None, "a string or null"),
     "scripts.*.status_line": (str | None, "a string or null"),
     "scripts.*.exit_codes.*": (int | None, "an integer or null"),
+    "breakers.requests": (dict[str, dict[str, str]], "a mapping of service names to {path: ..., via: nginx|container}"),
 }
 
 # --- thresholds: what makes each one weaker than its default ---------------------
@@ -233,6 +234,16 @@ THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
     "disclosure.max_tokens": _higher,
     "disclosure.min_savings": _lower,
     "live.load_clients": _lower,
+    "breakers.min_threshold": _lower,
+    "breakers.max_threshold": _higher,
+    "breakers.max_recovery_seconds": _higher,
+    "breakers.max_half_open_calls": _higher,
+    "breakers.max_alert_for": _changed,
+    "breakers.fault_clients": _lower,
+    "breakers.container_clients": _lower,
+    "breakers.max_fail_fast_seconds": _higher,
+    "breakers.alert_wait_seconds": _higher,
+    "breakers.fault": _changed,
 }
 INTERFACES = (
     "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
@@ -242,6 +253,9 @@ INTERFACES = (
     "tls.metrics_dir",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
+    "breakers.services", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
+    "breakers.state_metric", "breakers.breaker_label", "breakers.states.*", "breakers.requests",
+    "breakers.open_body_marker", "breakers.alertmanager_port",
 )
 
 

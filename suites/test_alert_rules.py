@@ -9,6 +9,7 @@ TLS alerts select. An alert on a metric nobody exports never fires.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import posixpath
 import shlex
 import shutil
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof import proc, promql
 from stackproof.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
+from stackproof.yamlio import load_yaml
 from stackproof.compose import Service
 from stackproof.errors import StackError
 
@@ -56,6 +58,26 @@ def _fallback_problems(rules: list[Rule], rel) -> list[str]:
                 promql_parser.parse_duration(str(rule.spec["for"]))
         except ValueError as exc:
             problems.append(f"{rel(rule.file)}: {rule.name}: {' '.join(str(exc).split())}")
+    return problems
+
+
+def _rule_test_escapes(stack, test_file: Path) -> list[str]:
+    """Why promtool, run on this unit-test file, would read a file outside the stack dir: the file
+    itself or one of its rule_files leads out (absolute, `..`, a symlink). promtool quotes the lines
+    of a file it cannot parse, so an outside file (a shadow file) would reach the report."""
+    where = stack.rel(test_file)
+    if not stack.inside(test_file):
+        return [f"{where}: leads outside the stack dir (a symlink): not run"]
+    try:
+        doc = load_yaml(test_file, where)
+    except StackError:  # promtool reads no rule file from a test file it cannot parse: let it say why
+        return []
+    patterns = doc.get("rule_files") if isinstance(doc, dict) else None
+    problems = []
+    for pattern in patterns if isinstance(patterns, list) else []:
+        target = test_file.parent / str(pattern)
+        if not all(stack.inside(Path(match)) for match in glob.glob(str(target)) or [target]):
+            problems.append(f"{where}: rule_files entry {pattern} leads outside the stack dir: not run")
     return problems
 
 
