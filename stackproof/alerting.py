@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from . import proc
 from .compose import Service
 from .errors import StackError
+from .safeio import require_regular
 from .yamlio import load_yaml
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
@@ -182,6 +183,7 @@ def read_rule_file(path: Path, rel: str) -> list[Rule]:
 
 def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     """Run promtool on one file (from its directory); (passed, one-line output)."""
+    require_regular(path, stack.rel(path))  # promtool would block on a FIFO
     done = proc.run(["promtool", *args, path.name], timeout=stack.timeout, cwd=path.parent,
                     where=f"promtool {args[-1]} {stack.rel(path)}")
     out = (done.stdout + done.stderr).decode(errors="replace")

@@ -20,7 +20,10 @@ from typing import Any
 
 from . import proc
 from .errors import RequiredVariablesMissing, StackError
+from .safeio import read_stack_text
 from .yamlio import load_yaml, parse_yaml
+
+MAX_ENV_BYTES = 1024 * 1024
 
 SECRETS_ROOT = "/run/secrets"
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -180,9 +183,9 @@ def _interpolate_tree(node: Any, env: dict[str, str], where: str) -> Any:
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a Compose `.env` file: KEY=VALUE lines, comments, optional quotes."""
     values: dict[str, str] = {}
-    if not path.is_file():
+    if not os.path.lexists(path):
         return values
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_stack_text(path, path.name, MAX_ENV_BYTES).splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

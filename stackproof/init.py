@@ -415,12 +415,12 @@ def role_fits(stack, role: str, svc) -> bool:
 
 # --- scripts' usage text ---------------------------------------------------------------
 
-ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$")
-FLAG_LINE = re.compile(r"^\s*#?\s*(--[a-z][a-z0-9-]*)(?:[ =]([A-Z][A-Z_]*))?\s{2,}(.+)$")
+ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$", re.M)
+FLAG_LINE = re.compile(r"^\s*#?\s*(--[a-z][a-z0-9-]*)(?:[ =]([A-Z][A-Z_]*))?\s+(.+)$", re.M)
 EXIT_LINE = re.compile(r"^\s*#?\s*(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
                        r"(ok|warning|critical|error)\b", re.I)
 EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error)\b", re.I)
-METRIC_LINE = re.compile(r"^\s*#?\s*([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I)
+METRIC_LINE = re.compile(r"^\s*#?\s*([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
 
 MONITOR_PLACEHOLDERS = [  # (placeholder, words of a description that mean it)
     ("{metrics_file}", ("metrics", ".prom", "textfile")),
@@ -505,13 +505,18 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     return interface, "; ".join(notes) or "the reference interface"
 
 
+def _takes_value(flag: str, text: str) -> bool:
+    """The usage line shows the flag with a value (`[--audit-log FILE]`), though its description line does not."""
+    return re.search(rf"\[{re.escape(flag)}[ =][A-Z]", text) is not None
+
+
 def rotate_interface(source: str, name: str) -> tuple[dict, str]:
     text = usage_text(source)
     interface = copy.deepcopy(DEFAULTS["scripts"]["rotate"])
     notes = []
     env = {var: ph for var, desc in ENV_LINE.findall(text) if (ph := _placeholder(desc, ROTATE_PLACEHOLDERS))}
     flags = {flag: ph for flag, arg, desc in FLAG_LINE.findall(text)
-             if arg and (ph := _placeholder(f"{flag} {desc}", ROTATE_PLACEHOLDERS))}
+             if (arg or _takes_value(flag, text)) and (ph := _placeholder(f"{flag} {desc}", ROTATE_PLACEHOLDERS))}
     yes = next((flag for flag in ("--yes", "--force", "-y", "--non-interactive") if re.search(rf"\[{flag}\]|^\s*#?\s*{flag}\b",
                                                                                               text, re.M)), None)
     command = ["{script}"] + [p for flag, ph in flags.items() for p in (flag, ph)]

@@ -19,6 +19,8 @@ from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .redact import Redactor
 from .report import TargetInfo, ValidationReport
+from .readonly import changed_paths, fingerprint
+from .sandbox import SandboxUnavailable
 from .target import Stack
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ SETTINGS = {
     ),
 }
 DEADLINE_KEY = pytest.StashKey[float]()
+FINGERPRINT_KEY = pytest.StashKey[dict]()
+SHOWN_CHANGES = 10  # changed paths named in the failure
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,6 +84,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--strict-profile", dest="strict_profile", action="store_true", default=False,
         help="the stack's own stackproof.yml sets no threshold (its paths and interfaces still apply): "
              "only the defaults and --profile set the bar",
+    )
+    group.addoption(
+        "--trust-stack-code", action="store_true", default=False,
+        help="run the stack's scripts even where no sandbox (bubblewrap) is available: only for a stack you trust",
     )
     group.addoption(
         "--allow-changes", action="store_true", default=False,
@@ -108,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
     operator_profile = setting(config, "profile")
     stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files,
                   operator_profile=Path(operator_profile).expanduser().resolve() if operator_profile else None,
-                  strict=config.getoption("strict_profile"))
+                  strict=config.getoption("strict_profile"), trust_stack_code=config.getoption("trust_stack_code"))
     stack.register_secrets()
     config.stash[STACK_KEY] = stack
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
@@ -150,8 +158,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the run's clock."""
+    """Start the run's clock; fingerprint the stack dir (read-only, enforced at the end)."""
     session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
+    root = session.config.stash[STACK_KEY].root
+    if root.is_dir():
+        session.config.stash[FINGERPRINT_KEY] = fingerprint(root)
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+def pytest_sessionfinish_read_only(session: pytest.Session) -> None:
+    """Before the report is written: a run that changed the stack dir fails, naming the paths; a failure of
+    the run as a whole (that, or stack code not run for want of a sandbox) makes the exit code 1."""
+    report = session.config.stash[REPORT_KEY]
+    before = session.config.stash.get(FINGERPRINT_KEY, None)
+    if before is not None:
+        changed = changed_paths(before, fingerprint(session.config.stash[STACK_KEY].root))
+        if changed:
+            more = f" and {len(changed) - SHOWN_CHANGES} more" if len(changed) > SHOWN_CHANGES else ""
+            report.add_session_error(
+                f"the run changed the stack dir (read-only): {', '.join(changed[:SHOWN_CHANGES])}{more}")
+    if report.session_errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def describe_target(stack: Stack, project: str | None) -> TargetInfo:
@@ -219,6 +246,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A target error (the compose model cannot be read at all) makes the run fail, like the verdict."""
     if session.config.stash[STACK_KEY].target_errors and session.exitstatus == 0:
         session.exitstatus = 1
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_setup")
+def pytest_runtest_setup_skip_without_sandbox(item: pytest.Item):
+    """A check (or its fixture) that needs to run stack code where no sandbox is available is skipped,
+    saying why: its control is not proven, never passed."""
+    try:
+        return (yield)
+    except SandboxUnavailable as exc:
+        _not_proven(item, exc)
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_call")
+def pytest_runtest_call_skip_without_sandbox(item: pytest.Item):
+    try:
+        return (yield)
+    except SandboxUnavailable as exc:
+        _not_proven(item, exc)
+
+
+def _not_proven(item: pytest.Item, exc: SandboxUnavailable):
+    """Skip the check; the run as a whole is then not GO (a skipped check proves nothing)."""
+    report = item.config.stash[REPORT_KEY]
+    if str(exc) not in report.session_errors:
+        report.add_session_error(str(exc))
+    pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,33 @@
-"""Every subprocess the suite starts goes through `run`: bounded in time, no stdin."""
+"""Every subprocess the suite starts goes through `run`: bounded in time and output, and
+nothing it started outlives it.
+
+Hand-written on top of `subprocess`, because `communicate()` waits for end-of-file on the
+pipes: a child that escapes into its own session (`setsid sleep 600 &`) or a double fork
+keeps them open forever, and a flood (`yes`) is buffered without limit. Here the pipes are
+read with a selector, the output is capped while it is read, the drain after the main
+process exits is short, and at the end the process group is killed, then every process
+that still carries the run's marker in its environment (an escaped child keeps it, wherever
+it went), then the main process is reaped.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import selectors
 import signal
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 from typing import Sequence
 
 from .errors import StackError
+
+MAX_OUTPUT = 8 * 1024 * 1024  # bytes per stream
+DRAIN_AFTER_EXIT = 1.0  # seconds left to children that still hold the pipes once the main process exited
+RUN_MARKER = "STACKPROOF_RUN_MARKER"  # environment variable that marks every process of one run
+POLL = 0.05
 
 
 def run(
@@ -16,34 +36,123 @@ def run(
     timeout: float,
     where: str,
     shell: bool = False,
-    **kwargs,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    input: bytes | None = None,
+    max_output: int = MAX_OUTPUT,
 ) -> subprocess.CompletedProcess:
-    """Run `cmd` and return its CompletedProcess (output as bytes).
+    """Run `cmd` and return its CompletedProcess (output as bytes); stdin is closed, or `input`.
 
-    On timeout the whole process group is killed (a script's children too) and a
-    one-line StackError naming `where` is raised.
-    """
+    A run that does not finish within `timeout`, or writes more than `max_output` bytes to
+    stdout or stderr, is killed with its whole tree and raises a one-line StackError naming `where`."""
+    marker = secrets.token_hex(16)
+    child_env = dict(os.environ if env is None else env)
+    child_env[RUN_MARKER] = marker
+    stdin = subprocess.DEVNULL
+    if input is not None:
+        stdin = tempfile.TemporaryFile()
+        stdin.write(input)
+        stdin.seek(0)
     try:
         proc = subprocess.Popen(
-            cmd,
-            shell=shell,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            **kwargs,
+            cmd, shell=shell, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, env=child_env, cwd=cwd,
         )
     except OSError as exc:  # not found, not executable, bad interpreter
         raise StackError(f"{where}: cannot run ({exc.strerror})") from None
+    finally:
+        if input is not None:
+            stdin.close()
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        outcome, out, err = _collect(proc, time.monotonic() + timeout, max_output)
+    finally:
+        kill_tree(proc.pid, marker)
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise StackError(f"{where}: did not finish within {timeout:g}s") from None
-    except OSError as exc:
-        raise StackError(f"{where}: cannot run ({exc.strerror})") from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # unkillable (D state): say so rather than hang
+            raise StackError(f"{where}: process {proc.pid} did not die after SIGKILL") from None
+    if outcome == "timeout":
+        raise StackError(f"{where}: did not finish within {timeout:g}s")
+    if outcome in ("stdout", "stderr"):
+        raise StackError(f"{where}: wrote more than {max_output} bytes to {outcome}, stopped")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, bytes(out), bytes(err))
+
+
+def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, bytearray, bytearray]:
+    """Read both pipes until end-of-file, the deadline, the cap, or shortly after the process exited.
+    Returns (outcome: "done" | "timeout" | "stdout" | "stderr", stdout, stderr)."""
+    buffers = {proc.stdout.fileno(): ("stdout", bytearray()), proc.stderr.fileno(): ("stderr", bytearray())}
+    selector = selectors.DefaultSelector()
+    for fd in buffers:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    exited_at = None
+    outcome = "done"
+    try:
+        while selector.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
+                break  # what still holds the pipes is an escaped child: it is killed below
+            if now >= deadline:
+                outcome = "timeout" if proc.poll() is None else "done"
+                break
+            for key, _ in selector.select(min(POLL, deadline - now)):
+                name, buffer = buffers[key.fd]
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                buffer += chunk
+                if len(buffer) > cap:
+                    return name, *(b for _, b in buffers.values())
+        if outcome == "done":
+            remaining = deadline - time.monotonic()
+            try:
+                proc.wait(timeout=max(remaining, 0))
+            except subprocess.TimeoutExpired:
+                outcome = "timeout"
+    finally:
+        selector.close()
+    return outcome, *(b for _, b in buffers.values())
+
+
+def kill_tree(pid: int, marker: str) -> None:
+    """SIGKILL the process group of `pid` and every process whose environment holds the run's marker
+    (children that left the group: setsid, double fork, closed stdio). Repeated while new ones appear,
+    since a dying parent may just have forked."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    needle = f"{RUN_MARKER}={marker}".encode()
+    for _ in range(5):
+        found = [other for other in _marked(needle) if other != os.getpid()]
+        if not found:
+            return
+        for other in found:
+            try:
+                os.kill(other, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
+def _marked(needle: bytes) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if needle in handle.read():
+                    found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found

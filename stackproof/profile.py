@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
         "file_modes": [0o400, 0o600],  # allowed modes of every secret source file
         "secrets_dir_mode": 0o700,
         "min_entropy_bits": 4.0,  # empirical Shannon entropy per decoded byte
-        "rotation_uid": 65534,  # who runs the rotate script when the suite runs as root
+        "rotation_uid": 65534,  # who runs the stack's scripts when the suite runs as root (never 0)
     },
     "secrets": {"mode": 0o400},
     "pool": {
@@ -149,6 +149,34 @@ DEFAULTS: dict[str, Any] = {
         "max_fail_fast_seconds": 1.0,
         "alert_wait_seconds": 90,  # longest wait for the alert to fire in Prometheus and reach Alertmanager
         "alertmanager_port": 9093,  # roles.alertmanager's container port (published for the suite)
+    },
+    # How the stack's scripts are called (stackproof/scripts.py); this is the reference stack's interface.
+    # Placeholders: monitor {script} {cert} {metrics_file} {warn_days} {crit_days} {workdir};
+    # rotate {script} {secrets_dir} {key_file} {key_name} {audit_log} {workdir}.
+    "scripts": {
+        "monitor": {
+            "command": ["{script}", "--warn-days", "{warn_days}", "--crit-days", "{crit_days}",
+                        "--metrics-file", "{metrics_file}", "{cert}"],
+            "env": {},  # extra environment (values may use placeholders); everything else is cleared
+            "stdin": None,  # None: closed; a string: fed to stdin (the answer to a prompt)
+            "exit_codes": {"ok": 0, "warning": 1, "critical": 2, "error": 3},  # None: no exit code of its own
+            "status_line": "{cert}: status={status}",  # None: no machine-readable line
+            "metrics": {
+                "expiry": "tls_cert_expiry_timestamp_seconds",
+                "days_left": "tls_cert_days_left",
+                "status": "tls_cert_status",
+                "success": "tls_cert_check_success",
+            },
+            "labels": {"cert": "path", "cn": "cn", "issuer": "issuer"},
+        },
+        "rotate": {
+            "command": ["{script}", "--secrets-dir", "{secrets_dir}", "--audit-log", "{audit_log}", "--yes",
+                        "{key_name}"],
+            "env": {},
+            "stdin": None,
+            "audit_log": "{audit_log}",  # where the audit line goes (placeholders {secrets_dir}, {workdir})
+            "backup_dir": "{secrets_dir}",  # searched (recursively) for the backup of the old key
+        },
     },
     "live": {
         "nginx_port": 443,  # the TLS terminator's container port

@@ -23,7 +23,7 @@ from .redact import Redactor, clean
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 
 
@@ -83,6 +83,11 @@ class ValidationReport:
         self.started = dt.datetime.now(dt.timezone.utc)
         self.written: list[Path] = []
         self.summary: dict | None = None
+        self.session_errors: list[str] = []  # failures of the run as a whole (the stack dir changed)
+
+    def add_session_error(self, text: str) -> None:
+        """A failure of the whole run, not of one check: the verdict is NO-GO with it as the reason."""
+        self.session_errors.append(text)
 
     # --- hooks ---------------------------------------------------------------
 
@@ -181,9 +186,10 @@ class ValidationReport:
         totals["total"] = len(rows)
         totals["success_rate"] = round(100.0 * totals["passed"] / ran, 1) if ran else 0.0
         target_errors = [clean(self.redactor.scrub(error)) for error in self.target_errors()]
+        session_errors = [clean(self.redactor.scrub(error)) for error in self.session_errors]
         verdict = decide(controls, rows, self.live_run)
-        if target_errors:
-            reason = f"target error: {target_errors[0]}"
+        if target_errors or session_errors:
+            reason = f"target error: {target_errors[0]}" if target_errors else session_errors[0]
             verdict = {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
         return {
             "schema_version": SCHEMA_VERSION,
@@ -193,6 +199,7 @@ class ValidationReport:
             "run": {"live": self.live_run, "engine": self.engine},
             "target_errors": target_errors,
             "profile": self._clean_tree(self.profile() if self.profile else {}),
+            "session_errors": session_errors,
             "controls": controls,
             "totals": totals,
             "verdict": verdict,

@@ -15,6 +15,10 @@ from .compose import ComposeModel, load_compose, read_env_file
 from .errors import Blocked, RequiredVariablesMissing, StackError
 from .profile import Profile, inside
 from .redact import Redactor
+from .safeio import read_stack_file
+from .sandbox import Sandbox
+
+MAX_SECRET_BYTES = 64 * 1024
 
 SECRET_NAME_HINTS = ("KEY", "TOKEN", "PASSWORD", "SECRET")
 
@@ -24,12 +28,13 @@ class Stack:
     so a broken file fails only the checks that need it."""
 
     def __init__(self, root: Path, timeout: float, redactor: Redactor, env_files: list[Path] | None = None, *,
-                 operator_profile: Path | None = None, strict: bool = False):
+                 operator_profile: Path | None = None, strict: bool = False, trust_stack_code: bool = False):
         self.root = root
         self.timeout = timeout
         self.redactor = redactor
         self.operator_profile = operator_profile  # --profile: the operator's, from outside the stack dir
         self.strict = strict  # --strict-profile: the stack's own profile sets no threshold
+        self.trust_stack_code = trust_stack_code
         self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
         self.current_check = ""  # set by the plugin before each check: who first hit a broken input
         self._inputs: dict[str, tuple[bool, Any, str]] = {}  # key -> (ok, value or error, first check)
@@ -55,6 +60,11 @@ class Stack:
         if first == self.current_check:
             raise value
         raise Blocked(f"blocked by {first}: {value}")
+
+    @cached_property
+    def sandbox(self) -> Sandbox:
+        """How the stack's scripts run here (bubblewrap, or trusted with --trust-stack-code)."""
+        return Sandbox.detect(self.trust_stack_code, self.timeout)
 
     def require(self) -> None:
         if not self.root.is_dir():
@@ -115,10 +125,7 @@ class Stack:
 
     def read_secret(self, path: Path) -> bytes:
         """Read a secret file; its value is registered for redaction before it is returned."""
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StackError(f"{self.rel(path)}: cannot read ({exc.strerror})") from None
+        data = read_stack_file(path, self.rel(path), MAX_SECRET_BYTES)
         self.redactor.add(data)
         return data
 
@@ -134,17 +141,21 @@ class Stack:
             secrets_dir, compose_dir = self.root / "ai-stack/compose/secrets", self.root / "ai-stack/compose"
         if secrets_dir.is_dir():
             for path in secrets_dir.rglob("*"):
-                if path.is_file() and not path.is_symlink() and path.stat().st_size <= 65536:
+                if not path.is_symlink():
                     try:
-                        self.redactor.add(path.read_bytes())
-                    except OSError:
+                        self.redactor.add(read_stack_file(path, self.rel(path), MAX_SECRET_BYTES))
+                    except StackError:
                         pass
         try:
             extra = self.compose_env_files()
         except StackError:
             extra = list(self.cli_env_files)
         for env_file in (compose_dir / ".env", self.root / ".env", *extra):
-            for name, value in read_env_file(env_file).items():
+            try:
+                values = read_env_file(env_file)
+            except StackError:  # the checks that read it report why
+                continue
+            for name, value in values.items():
                 if any(hint in name.upper() for hint in SECRET_NAME_HINTS):
                     self.redactor.add(value)
         for name, value in os.environ.items():

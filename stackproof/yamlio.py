@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .errors import StackError
+from .safeio import read_stack_file
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100  # nesting levels; real compose files, profiles and rule files use fewer than 15
@@ -96,20 +97,10 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def load_yaml(path: Path, source: str | None = None) -> Any:
-    """Read and parse a YAML file of the stack."""
+    """Read (regular files only, bounded: safeio) and parse a YAML file of the stack."""
     source = source or str(path)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise StackError(f"{source}: file not found") from None
-    except OSError as exc:
-        raise StackError(f"{source}: cannot read ({exc.strerror})") from None
-    if size > MAX_YAML_BYTES:
-        raise StackError(f"{source}: {size} bytes, larger than the {MAX_YAML_BYTES}-byte limit for YAML")
-    try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_stack_file(path, source, MAX_YAML_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise StackError(f"{source}: not UTF-8 text") from None
-    except OSError as exc:
-        raise StackError(f"{source}: cannot read ({exc.strerror})") from None
     return parse_yaml(text, source)

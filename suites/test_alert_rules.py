@@ -8,10 +8,8 @@ TLS alerts select. An alert on a metric nobody exports never fires.
 
 from __future__ import annotations
 
-import datetime as dt
 import glob
 import posixpath
-import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -20,17 +18,14 @@ from pathlib import Path
 
 import promql_parser
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from stackproof import proc, promql
+from stackproof import promql
 from stackproof.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
-from stackproof.yamlio import load_yaml
 from stackproof.compose import Service
 from stackproof.errors import StackError
+from stackproof.scripts import Monitor, make_certificate
+from stackproof.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("alert_rules")
 
@@ -199,46 +194,25 @@ def test_alertmanager_configured(stack, alerting, evidence):
 # --- TLS metric wiring ------------------------------------------------------------------
 
 
-def _self_signed_cert(directory: Path) -> Path:
-    """A throwaway certificate valid for a year (EC: fast to make)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stackproof-probe")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256()))
-    path = directory / "probe.crt"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _interpreter(script: Path, rel: str) -> list[str]:
-    """The script's #! line, so running it does not depend on its exec bit (another control's concern)."""
-    try:
-        with script.open("rb") as handle:
-            first = handle.readline(256)
-    except OSError as exc:
-        raise StackError(f"{rel}: cannot read ({exc.strerror})") from None
-    return shlex.split(first[2:].decode(errors="replace")) if first.startswith(b"#!") else []
-
-
 def monitor_metrics(stack) -> set[str]:
-    """Names of the series the TLS monitor script writes for a valid certificate."""
-    script = stack.path("monitor_script")
-    rel = stack.rel(script)
-    with tempfile.TemporaryDirectory(prefix="stackproof-tls-") as tmp:
-        out = Path(tmp) / "tls_certs.prom"
-        cmd = [*_interpreter(script, rel), str(script), "--metrics-file", str(out), str(_self_signed_cert(Path(tmp)))]
-        done = proc.run(cmd, timeout=stack.timeout, where=rel)
-        if not out.is_file():
-            err = " ".join(done.stderr.decode(errors="replace").split())[:200]
-            raise StackError(f"{rel}: wrote no metrics file for a valid certificate (exit {done.returncode}) {err}".strip())
-        text = out.read_text(encoding="utf-8", errors="replace")
+    """Names of the series the TLS monitor script writes for a valid certificate: run as the profile declares,
+    in its sandbox, whatever its exec bit (that is the TLS control's concern)."""
+    runner = Monitor(stack, force_executable=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="stackproof-tls-") as tmp:
+            cert = Path(tmp) / "probe.crt"
+            make_certificate(cert, 365, "stackproof-probe")
+            run = runner.run("probe", cert)
+    finally:
+        runner.close()
+    if run.metrics is None:
+        err = " ".join(run.stderr.split())[:200]
+        raise StackError(f"{runner.rel}: wrote no metrics file for a valid certificate (exit {run.code}) {err}".strip())
     try:
         # sample names, not family names: a counter family `x` has samples `x_total`
-        return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+        return {sample.name for family in text_string_to_metric_families(run.metrics) for sample in family.samples}
     except ValueError as exc:
-        raise StackError(f"{rel}: metrics file is not Prometheus text format ({exc})") from None
+        raise StackError(f"{runner.rel}: metrics file is not Prometheus text format ({exc})") from None
 
 
 def _mount_of(service: Service, path: str) -> tuple[str, str, str] | None:
@@ -259,12 +233,19 @@ def _location(mount: tuple[str, str, str] | None) -> tuple[str, str] | None:
     return (kind, str(Path(source) / sub) if kind == "bind" else posixpath.join(source, sub).rstrip("/"))
 
 
-def monitor_metrics_file(monitor) -> str | None:
-    """Where the TLS monitor writes its metrics: its service environment's or cron line's
-    TLS_METRICS_FILE, or its --metrics-file argument."""
+def monitor_metrics_file(stack, monitor) -> str | None:
+    """Where the TLS monitor writes its metrics: the variable or flag that carries {metrics_file} in the
+    declared interface (scripts.monitor), or TLS_METRICS_FILE / --metrics-file, read from the monitor
+    service's environment and command or from its cron line."""
+    declared = stack.profile["scripts"]["monitor"]
     env = monitor.service.environment if monitor.service else monitor.cron.env
     argv = [*monitor.service.entrypoint, *monitor.service.command] if monitor.service else list(monitor.cron.argv)
-    return env.get(METRICS_FILE_ENV) or flag_value(argv, "--metrics-file")
+    names = [name for name, value in declared["env"].items() if "{metrics_file}" in str(value)] + [METRICS_FILE_ENV]
+    command = declared["command"]
+    flags = [command[i - 1] for i in range(1, len(command))
+             if command[i] == "{metrics_file}" and command[i - 1].startswith("-")] + ["--metrics-file"]
+    found = next((env[name] for name in names if env.get(name)), None)
+    return found or next((value for flag in flags if (value := flag_value(argv, flag))), None)
 
 
 def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
@@ -273,7 +254,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     services = stack.compose.services
     compose = stack.rel(stack.compose.files[0])
     monitor = stack.roles.tls_monitor()
-    metrics_file = monitor_metrics_file(monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    metrics_file = monitor_metrics_file(stack, monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
     if monitor.service:
         written = _location(_mount_of(monitor.service, posixpath.dirname(metrics_file)))
     else:  # a cron job of the host writes a host path

@@ -11,17 +11,7 @@ keys are read through `stack.read_secret` (registered for redaction) and named b
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import math
 import os
-import re
-import shutil
-import tempfile
-import threading
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
@@ -30,15 +20,13 @@ import pytest
 
 from stackproof import proc, redact
 from stackproof.errors import StackError
+from stackproof.keys import key_strength, leaks, modes_text, strength_problem
+from stackproof.scripts import Rotator, script_uid
 
 pytestmark = pytest.mark.control("api_key_permissions")
 
-LEAK_WINDOW = 8  # this many consecutive characters of a key in a log or output count as key material
-STDERR_LIMIT = 200  # characters of the rotate script's last error line shown in a failure
-
 
 # --- what is checked (plain functions) ----------------------------------------------
-
 
 def secret_sources(stack) -> list[tuple[str, Path]]:
     """Top-level compose secrets backed by a host file (external/environment ones have no file)."""
@@ -82,251 +70,6 @@ def api_key_path(stack) -> Path:
         raise StackError(f"{compose_file}: secret {name!r} has no file (external or environment secret)")
     return path
 
-
-@dataclass(frozen=True)
-class KeyStrength:
-    """What the evidence may say about a key: never its value."""
-
-    fingerprint: str
-    encoding: str
-    random_bytes: int
-    entropy: float
-
-    def describe(self) -> str:
-        return (f"{self.fingerprint}, {self.encoding}, {self.random_bytes} bytes decoded, "
-                f"entropy {self.entropy:.2f} bits/byte")
-
-
-def decode_key(data: bytes) -> tuple[str, bytes]:
-    """The key's random bytes: hex, else base64/base64url if it decodes cleanly, else the raw bytes."""
-    text = data.strip()
-    if text and len(text) % 2 == 0 and re.fullmatch(rb"[0-9a-fA-F]+", text):
-        return "hex", bytes.fromhex(text.decode())
-    padded = text + b"=" * (-len(text) % 4)
-    for encoding, altchars in (("base64", None), ("base64url", b"-_")):
-        try:
-            decoded = base64.b64decode(padded, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if decoded:
-            return encoding, decoded
-    return "raw", data
-
-
-def shannon_entropy(data: bytes) -> float:
-    """Empirical Shannon entropy of the byte distribution, in bits per byte."""
-    if not data:
-        return 0.0
-    return sum(n / len(data) * math.log2(len(data) / n) for n in Counter(data).values())
-
-
-def key_strength(data: bytes) -> KeyStrength:
-    encoding, decoded = decode_key(data)
-    return KeyStrength(redact.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded))
-
-
-def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
-    if strength.random_bytes < cfg["min_random_bytes"]:
-        return f"{strength.random_bytes} random bytes ({strength.encoding}), need >= {cfg['min_random_bytes']}"
-    if strength.entropy < cfg["min_entropy_bits"]:
-        return (f"low-entropy key: {strength.entropy:.2f} bits/byte over {strength.random_bytes} bytes, "
-                f"need >= {cfg['min_entropy_bits']}")
-    return None
-
-
-def leaks(text: bytes, secret: bytes) -> bool:
-    """Whether `text` holds key material: any LEAK_WINDOW consecutive bytes of the (stripped) secret.
-    A key shorter than that cannot be told from ordinary text (and fails the randomness check)."""
-    secret = secret.strip()
-    return any(secret[i:i + LEAK_WINDOW] in text for i in range(len(secret) - LEAK_WINDOW + 1))
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def modes_text(modes) -> str:
-    return "/".join(f"{m:04o}" for m in modes)
-
-
-# --- the rotate script, run on a temp copy of the secrets ---------------------------
-
-
-class KeyWatcher(threading.Thread):
-    """Reads the key file in a loop while the rotate script runs and keeps the sha256 of
-    every content it saw (never the content): an atomic rename shows only old and new."""
-
-    def __init__(self, path: Path):
-        super().__init__(daemon=True)
-        self.path = path
-        self.seen: set[str] = set()
-        self.reads = 0
-        self.failed = 0  # missing or unreadable
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.seen.add(sha256(self.path.read_bytes()))
-            except OSError:
-                self.failed += 1
-            self.reads += 1
-            self._done.wait(0.001)
-
-    def __enter__(self) -> "KeyWatcher":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self.join()
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    root: Path
-    script: Path
-    key: Path
-    audit_log: Path
-
-
-def relative_inside(stack, path: Path, fallback: str) -> Path:
-    """`path` relative to the stack dir, or `fallback` when it lies outside (never an absolute path)."""
-    try:
-        return path.relative_to(stack.root)
-    except ValueError:
-        return Path(fallback)
-
-
-@contextmanager
-def rotation_sandbox(stack, key: Path, script: Path, uid: int | None):
-    """A temp copy of the key's dir and the script, laid out as in the stack and owned by `uid`
-    (None: by us); removed afterwards. The real stack dir is never written."""
-    root = Path(tempfile.mkdtemp(prefix="stackproof-rotate-"))
-    try:
-        secrets_copy = root / relative_inside(stack, key.parent, "secrets")
-        copy = root / relative_inside(stack, script, "scripts/rotate")
-        try:
-            shutil.copytree(key.parent, secrets_copy, symlinks=True)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(script, copy)
-        except (OSError, shutil.Error):
-            raise StackError(f"{stack.rel(key.parent)}: cannot copy it and {stack.rel(script)} to a temp dir "
-                             "to test the rotation") from None
-        if uid is not None:
-            for path in [root, *root.rglob("*")]:
-                os.chown(path, uid, uid, follow_symlinks=False)
-        yield Sandbox(root, copy, secrets_copy / key.name, root / "logs/key-rotation.log")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def files_by_hash(root: Path) -> dict[Path, str]:
-    """sha256 of every readable regular file under `root`."""
-    found = {}
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            try:
-                found[path] = sha256(path.read_bytes())
-            except OSError:
-                continue
-    return found
-
-
-def read_or_empty(path: Path) -> bytes:
-    return path.read_bytes() if path.is_file() else b""
-
-
-@dataclass
-class Rotation:
-    """What one run of the rotate script did, as facts about hashes, modes and counts (no key)."""
-
-    error: str = ""  # did not run to exit 0
-    old: str = ""  # fingerprints
-    new: str = ""
-    changed: bool = False
-    new_strength: KeyStrength | None = None
-    backups: dict[str, int] | None = None  # backup file of the old key -> mode
-    key_mode: int = 0
-    audit_lines: int = 0
-    audit_leak: bool = False
-    output_leak: bool = False
-    torn_reads: int = 0  # reads that were neither the old nor the new key
-    failed_reads: int = 0
-    reads: int = 0
-
-    def summary(self) -> str:
-        if self.error:
-            return self.error
-        backups = ", ".join(f"{name} {mode:04o}" for name, mode in self.backups.items()) or "none"
-        return (f"exit 0, {self.old} → {self.new}, backup {backups}, key {self.key_mode:04o}, "
-                f"audit +{self.audit_lines} line(s), {self.reads} reads of the key during the run")
-
-
-def rotate_once(stack, box: Sandbox, uid: int | None, where: str) -> Rotation:
-    """Run the script once on the sandbox while a watcher reads the key; collect what it did."""
-    old = stack.read_secret(box.key)
-    before = files_by_hash(box.root)
-    audit_before = read_or_empty(box.audit_log)
-    cmd = [str(box.script), "--secrets-dir", str(box.key.parent), "--audit-log", str(box.audit_log),
-           "--yes", box.key.name]
-    if uid is not None:
-        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(box.root), "LC_ALL": "C"}
-    with KeyWatcher(box.key) as watcher:
-        try:
-            done = proc.run(cmd, timeout=stack.timeout, where=where, env=env, cwd=box.root)
-        except StackError as exc:
-            return Rotation(error=str(exc).removeprefix(f"{where}: "))
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).decode(errors="replace").replace(f"{box.root}/", "(copy)/").splitlines()
-        last = redact.clean(lines[-1], limit=STDERR_LIMIT) if lines else "no output"
-        return Rotation(error=f"exited {done.returncode}: {last}")
-    if not box.key.is_file():
-        return Rotation(error="the key file is gone after the run")
-    new = stack.read_secret(box.key)
-    old_hash, new_hash = sha256(old), sha256(new)
-    audit = read_or_empty(box.audit_log)
-    output = done.stdout + done.stderr
-    return Rotation(
-        old=redact.fingerprint(old),
-        new=redact.fingerprint(new),
-        changed=new_hash != old_hash,
-        new_strength=key_strength(new),
-        backups={str(path.relative_to(box.root)): path.stat().st_mode & 0o7777
-                 for path, digest in files_by_hash(box.root).items()
-                 if digest == old_hash and path not in before and path != box.key},
-        key_mode=box.key.stat().st_mode & 0o7777,
-        audit_lines=audit.count(b"\n") - audit_before.count(b"\n") if audit.startswith(audit_before) else 0,
-        audit_leak=leaks(audit, old) or leaks(audit, new),
-        output_leak=leaks(output, old) or leaks(output, new),
-        torn_reads=len(watcher.seen - {old_hash, new_hash}),
-        failed_reads=watcher.failed,
-        reads=watcher.reads,
-    )
-
-
-def rotation_problems(run: Rotation, cfg: dict) -> list[str]:
-    """What is wrong with one rotation run."""
-    if run.error:
-        return [run.error]
-    weak = strength_problem(run.new_strength, cfg)
-    checks = [
-        (not run.changed, "the new key equals the old one"),
-        (weak is not None, f"new key: {weak}"),
-        (not run.backups, "no backup of the old key"),
-        (run.backups and 0o400 not in run.backups.values(),
-         "backup of the old key is not 0400: " + ", ".join(f"{n} {m:04o}" for n, m in (run.backups or {}).items())),
-        (run.key_mode not in cfg["file_modes"],
-         f"key left with mode {run.key_mode:04o}, expected {modes_text(cfg['file_modes'])}"),
-        (run.audit_lines < 1, "no line appended to the audit log"),
-        (run.audit_leak, f"the audit log holds key material ({LEAK_WINDOW}+ characters of a key)"),
-        (run.output_leak, "the script printed key material"),
-        (run.torn_reads or run.failed_reads,
-         f"the key file was seen empty or partial (not replaced atomically): {run.torn_reads} other content(s), "
-         f"{run.failed_reads} failed read(s), in {run.reads} reads"),
-    ]
-    return [message for failed, message in checks if failed]
 
 
 # --- checks ----------------------------------------------------------------------------
@@ -425,16 +168,17 @@ def test_api_key_randomness(stack, evidence):
 def test_rotate_script(stack, evidence):
     """The rotate script replaces the key atomically and safely, run after run.
 
-    Run several times as the unprivileged owner of a temp copy of the secrets (root would ignore file
-    modes): each run must succeed, keep a 0400 backup of the old key, leave the key owner-only and
-    write no key material to its audit log or its output."""
+    Run several times, called as the profile declares (scripts.rotate), in a sandbox holding a copy of the
+    key only, as its unprivileged owner (root would ignore file modes): each run must succeed, keep a 0400
+    backup of the old key (under scripts.rotate.backup_dir), leave the key owner-only and write an audit
+    line (scripts.rotate.audit_log) but no key material to it or to its output."""
     cfg = stack.profile["api_key"]
     script = stack.path("rotate_script")
     where = stack.rel(script)
-    uid = cfg["rotation_uid"] if os.geteuid() == 0 else None
+    uid = script_uid(stack)
     runs = cfg["rotation_runs"]
     evidence.record(
-        test=f"{where} --secrets-dir <copy> --audit-log <copy> --yes, {runs} runs as uid {uid or os.geteuid()}",
+        test=f"{where} called as scripts.rotate.command on a copy of the key, {runs} runs as uid {uid or os.geteuid()}",
         expected=("each run: exit 0; new key differs and is random; backup of the old key 0400; key "
                   f"{modes_text(cfg['file_modes'])}; audit line without key material; no key in the output; "
                   "key never read empty or partial"),
@@ -445,11 +189,11 @@ def test_rotate_script(stack, evidence):
     key = api_key_path(stack)
     assert stack.host.file(str(key)).is_file, f"{stack.rel(key)}: not a regular file, nothing to rotate"
     summaries, failure = [], ""
-    with rotation_sandbox(stack, key, script, uid) as box:
+    with Rotator(stack, key) as rotator:
         for number in range(1, runs + 1):
-            run = rotate_once(stack, box, uid, f"{where}: run {number} of {runs}")
+            run = rotator.rotate(f"{where}: run {number} of {runs}")
             summaries.append(f"run {number}: {run.summary()}")
-            problems = rotation_problems(run, cfg)
+            problems = run.problems(cfg)
             if problems:
                 failure = f"run {number} of {runs}: {'; '.join(problems)}"
                 break
@@ -573,11 +317,13 @@ class SavedKey:
     mode: int
     owner: tuple[int, int]
     backups: set[Path]
+    backups_dir_existed: bool
 
     @classmethod
     def take(cls, path: Path, backups_dir: Path) -> "SavedKey":
         st = path.stat()
-        return cls(path, path.read_bytes(), st.st_mode & 0o777, (st.st_uid, st.st_gid), set(backups_dir.glob("*")))
+        return cls(path, path.read_bytes(), st.st_mode & 0o777, (st.st_uid, st.st_gid), set(backups_dir.glob("*")),
+                   backups_dir.is_dir())
 
     def restore(self, backups_dir: Path) -> None:
         """Put the old key back atomically, with its mode and owner, and drop the rotation's backups."""
@@ -589,6 +335,8 @@ class SavedKey:
         tmp.replace(self.path)
         for backup in set(backups_dir.glob("*")) - self.backups:
             backup.unlink()
+        if not self.backups_dir_existed and backups_dir.is_dir() and not any(backups_dir.iterdir()):
+            backups_dir.rmdir()  # the run leaves the stack dir as it found it (plugin's read-only check)
 
 
 @pytest.mark.live

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stackproof.errors import StackError
+from stackproof.safeio import read_stack_file
 from stackproof.tokens import count_tokens, encoding
 
 pytestmark = pytest.mark.control("progressive_disclosure")
@@ -26,16 +27,9 @@ def read_text(stack, path: Path) -> str:
     """A recorded response or the docs, as text; missing, huge or binary files are stack errors."""
     name = stack.rel(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_RESPONSE_BYTES:
-            raise StackError(f"{name}: {size} bytes, larger than the {MAX_RESPONSE_BYTES}-byte limit")
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise StackError(f"{name}: file not found") from None
+        return read_stack_file(path, name, MAX_RESPONSE_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise StackError(f"{name}: not UTF-8 text") from None
-    except OSError as exc:
-        raise StackError(f"{name}: cannot read ({exc.strerror})") from None
 
 
 def token_budget(counts: dict[str, int], full: int) -> tuple[int, float]:

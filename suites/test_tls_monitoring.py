@@ -8,28 +8,21 @@ its key, have time left, and its key must be private and out of git.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import socket
 import ssl
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from prometheus_client.parser import text_string_to_metric_families
 
-from stackproof import proc
 from stackproof.errors import StackError
+from stackproof.safeio import read_stack_file
+from stackproof.scripts import Monitor, common_name, days_left, make_certificate, status_for
 
 pytestmark = pytest.mark.control("tls_monitoring")
 
-STATUS_CODES = {"ok": 0, "warning": 1, "critical": 2, "error": 3}  # the script's documented exit codes
 MAX_CERT_BYTES = 1024 * 1024
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -38,17 +31,9 @@ SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyI
 
 
 def read_file(stack, path: Path, secret: bool = False) -> bytes:
-    name = stack.rel(path)
-    if not path.is_file():
-        raise StackError(f"{name}: file not found")
-    if path.stat().st_size > MAX_CERT_BYTES:
-        raise StackError(f"{name}: larger than {MAX_CERT_BYTES} bytes, not a certificate or key")
     if secret:
         return stack.read_secret(path)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StackError(f"{name}: cannot read ({exc.strerror})") from None
+    return read_stack_file(path, stack.rel(path), MAX_CERT_BYTES)
 
 
 def load_certificate(stack, path: Path) -> tuple[x509.Certificate, list[str]]:
@@ -88,72 +73,12 @@ def load_private_key(stack, path: Path):
         raise StackError(f"{name}: PEM private key does not parse") from None
 
 
-def days_left(cert: x509.Certificate, now: float | None = None) -> int:
-    """Whole days until notAfter, rounded down (negative once expired), as the monitor computes it."""
-    return math.floor((cert.not_valid_after_utc.timestamp() - (time.time() if now is None else now)) / 86400)
-
-
-def common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
-
-
 def fingerprint_of(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":")
 
 
-def status_for(days: int, warn: int, crit: int) -> str:
-    return "critical" if days < crit else "warning" if days < warn else "ok"
-
-
-def parse_metrics(text: str) -> list:
-    """Samples of a Prometheus text-format file; a parse error is one line."""
-    try:
-        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-    except Exception as exc:  # the parser raises ValueError, TypeError, IndexError...
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"metrics file does not parse as Prometheus text format ({first})") from None
-
-
-@dataclass
-class MonitorRun:
-    code: int
-    stdout: str
-    metrics: str | None  # None: the script wrote no metrics file
-
-
-class Monitor:
-    """Runs the stack's monitor script in a temp dir. After one run that hangs or cannot start,
-    the next ones fail at once with the same reason, so a hanging script costs one timeout."""
-
-    def __init__(self, stack, workdir: Path):
-        self.stack = stack
-        self.script = stack.path("monitor_script")
-        self.workdir = workdir
-        self.broken: str | None = None
-
-    def run(self, label: str, *certs: Path) -> MonitorRun:
-        if self.broken:
-            raise StackError(f"{self.broken} (on an earlier run)")
-        cfg = self.stack.profile["tls"]
-        metrics = self.workdir / f"{label}.prom"
-        cmd = [str(self.script), "--warn-days", str(cfg["warn_days"]), "--crit-days", str(cfg["crit_days"]),
-               "--metrics-file", str(metrics), *map(str, certs)]
-        try:
-            done = proc.run(cmd, timeout=self.stack.timeout, where=self.stack.rel(self.script), cwd=self.workdir)
-        except StackError as exc:
-            self.broken = str(exc)
-            raise
-        text = metrics.read_text(errors="replace") if metrics.is_file() else None
-        return MonitorRun(done.returncode, done.stdout.decode(errors="replace"), text)
-
-
 # --- certificates made for the scenarios ---------------------------------------------
 
-TEST_ISSUER = x509.Name([
-    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "stackproof"),
-    x509.NameAttribute(NameOID.COMMON_NAME, "stackproof test CA"),
-])
 ODD_CN = 'api "edge" \\ node, Inc'  # a CN other than localhost, with characters the label escaping must handle
 
 # (id, days left or a bad file, subject CN); the expected status follows from the profile's thresholds
@@ -166,87 +91,28 @@ SCENARIOS = [
     ("garbage-file", "garbage", None),
     ("other-cn", 365, ODD_CN),
 ]
+INTERFACE_CHECK = "test_monitor_interface"
 
 
 @pytest.fixture(scope="session")
 def scenario_certs(tmp_path_factory) -> dict[str, tuple[Path, x509.Certificate | None]]:
-    """Scenario id -> (file, certificate). EC P-256, one CA, made once per run; notAfter is one hour past
-    the whole day so that the monitor's days_left is exactly the scenario's."""
+    """Scenario id -> (file, certificate), made once per run (and the interface probe's valid one)."""
     where = tmp_path_factory.mktemp("tls-scenarios")
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     made = {}
-    for scenario, days, cn in SCENARIOS:
+    for scenario, days, cn in [*SCENARIOS, ("interface-probe", 365, "stackproof-probe")]:
         path = where / f"{scenario}.pem"
-        if days == "missing":
-            made[scenario] = (path, None)
-            continue
         if days == "garbage":
             path.write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xff not base64 \x1b[31m\n-----END CERTIFICATE-----\n")
-            made[scenario] = (path, None)
-            continue
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(TEST_ISSUER)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=400))
-            .not_valid_after(now + dt.timedelta(days=days, hours=1))
-            .sign(ca_key, hashes.SHA256())
-        )
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        made[scenario] = (path, cert)
+        made[scenario] = (path, make_certificate(path, days, cn) if isinstance(days, int) else None)
     return made
 
 
 @pytest.fixture(scope="session")
-def monitor(stack, tmp_path_factory) -> Monitor:
-    return Monitor(stack, tmp_path_factory.mktemp("tls-monitor"))
-
-
-def stdout_line(run: MonitorRun, path: Path) -> str | None:
-    """The script's stdout line for one certificate, without the path prefix."""
-    prefix = f"{path}: "
-    return next((ln[len(prefix):] for ln in run.stdout.splitlines() if ln.startswith(prefix)), None)
-
-
-def scenario_problems(run: MonitorRun, path: Path, cert, expected: str, days: int | None) -> list[str]:
-    """Everything the run got wrong against the script's documented interface."""
-    problems = []
-    if run.code != STATUS_CODES[expected]:
-        problems.append(f"exit {run.code}, expected {STATUS_CODES[expected]} ({expected})")
-    line = stdout_line(run, path)
-    if line is None or f"status={expected}" not in line.split():
-        problems.append(f"stdout line {line!r}, expected status={expected}")
-    if run.metrics is None:
-        return problems + ["no metrics file written"]
-    samples = parse_metrics(run.metrics)
-    mine = {s.name: s for s in samples if s.labels.get("path") == str(path)}
-    success = mine.get("tls_cert_check_success")
-    if success is None or success.value != (0 if expected == "error" else 1):
-        problems.append(f"tls_cert_check_success {success.value if success else 'missing'}")
-    if cert is None:
-        if "tls_cert_expiry_timestamp_seconds" in mine:
-            problems.append("expiry metric for a file that is not a certificate")
-        return problems
-    wanted = {
-        "tls_cert_expiry_timestamp_seconds": int(cert.not_valid_after_utc.timestamp()),
-        "tls_cert_days_left": days,
-        "tls_cert_status": STATUS_CODES[expected],
-    }
-    for name, value in wanted.items():
-        sample = mine.get(name)
-        if sample is None:
-            problems.append(f"{name} missing")
-            continue
-        if sample.value != value:
-            problems.append(f"{name} {sample.value:g}, expected {value}")
-        labels = {"cn": common_name(cert), "issuer": cert.issuer.rfc4514_string()}
-        wrong = [f"{k}={sample.labels.get(k)!r}, expected {v!r}" for k, v in labels.items() if sample.labels.get(k) != v]
-        if wrong:
-            problems.append(f"{name} labels {', '.join(wrong)}")
-    return problems
+def monitor(stack):
+    """The stack's monitor script in its sandbox, for the session."""
+    runner = Monitor(stack)
+    yield runner
+    runner.close()
 
 
 # --- static checks ------------------------------------------------------------------
@@ -267,30 +133,51 @@ def test_monitor_script_is_executable(stack, evidence):
 
 
 @pytest.mark.static
+def test_monitor_interface(stack, evidence, monitor, scenario_certs):
+    """The monitor, called as the profile declares (scripts.monitor), runs on a valid certificate: it exits
+    with a declared code, writes the declared metrics file with the declared metric and label names, and
+    prints the declared status line. Without this, no scenario below can be judged."""
+    iface = stack.profile["scripts"]["monitor"]
+    evidence.record(
+        test=f"{monitor.rel} called as scripts.monitor.command on a valid certificate",
+        expected="a declared exit code; metrics file with " + ", ".join(n for n in iface["metrics"].values() if n)
+        + (f"; a stdout line like {iface['status_line']!r}" if iface["status_line"] else ""),
+    )
+    problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
+    evidence.record(result=problem or "works as declared")
+    assert problem is None, problem
+
+
+@pytest.mark.static
 @pytest.mark.parametrize("scenario, days, cn", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, days, cn):
-    """The monitor must tell ok / warning / critical / error apart, with the exit codes and metrics it documents."""
+    """The monitor must tell ok / warning / critical / error apart, with the exit codes, status line and metrics
+    its profile declares (scripts.monitor), the values matching the certificate."""
     cfg = stack.profile["tls"]
     path, cert = scenario_certs[scenario]
     expected = status_for(days, cfg["warn_days"], cfg["crit_days"]) if isinstance(days, int) else "error"
-    script = stack.rel(stack.path("monitor_script"))
+    code = stack.profile["scripts"]["monitor"]["exit_codes"][expected]
     if not isinstance(days, int):
         what = f"{days} file"
     else:
         what = (f"{days} days left" if days >= 0 else f"expired {-days} days ago") + f", CN {cn!r}"
     evidence.record(
-        test=f"{script} --warn-days {cfg['warn_days']} --crit-days {cfg['crit_days']} on a certificate: {what}",
-        expected=f"exit {STATUS_CODES[expected]}, status={expected}"
-        + (f", days_left {days}, expiry/cn/issuer from the certificate" if cert else ", check_success 0"),
+        test=f"{monitor.rel} --warn-days {cfg['warn_days']} --crit-days {cfg['crit_days']} on a certificate: {what}",
+        expected=(f"exit {code}, " if code is not None else "") + f"status {expected}"
+        + (f", days_left {days}, expiry/cn/issuer from the certificate" if cert else ", check failed"),
     )
-    run = monitor.run(scenario, path)
+    problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
+    if problem:
+        pytest.skip(f"blocked by {INTERFACE_CHECK}: {problem}")
+    run = monitor.run(scenario, path if days != "missing" else None)
     try:
-        problems = scenario_problems(run, path, cert, expected, days if cert else None)
+        problems = monitor.problems(run, cert, expected, days if cert else None)
     except ValueError as exc:
         problems = [str(exc)]
-    evidence.record(result=f"exit {run.code}, {stdout_line(run, path) or 'no stdout line'}"
-                    + (f"; wrong: {'; '.join(problems)}" if problems else "; metrics as documented"))
-    assert not problems, f"{script}: {scenario}: {'; '.join(problems)}"
+    printed = f", status {monitor.status_word(run) or 'not printed'}" if monitor.interface.status_line else ""
+    evidence.record(result=f"exit {run.code}{printed}"
+                    + (f"; wrong: {'; '.join(problems)}" if problems else "; metrics as declared"))
+    assert not problems, f"{monitor.rel}: {scenario}: {'; '.join(problems)}"
 
 
 @pytest.mark.static
@@ -352,7 +239,6 @@ def test_stack_key_not_tracked_by_git(stack, evidence):
 
 # --- live checks ----------------------------------------------------------------------
 
-EXPIRY_METRIC = "tls_cert_expiry_timestamp_seconds"  # documented in the monitor script's header
 # old protocol versions a client may still try; nginx must refuse each
 OLD_VERSIONS = [("TLSv1.0", "TLSv1"), ("TLSv1.1", "TLSv1_1")]
 CLIENT_CANNOT_OFFER = {"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE"}
@@ -433,16 +319,21 @@ def test_live_expiry_metric_in_prometheus(stack, live, evidence):
     path = stack.path("tls_cert")
     disk, _ = load_certificate(stack, path)
     want = int(disk.not_valid_after_utc.timestamp())
-    series = live.prometheus("/api/v1/query", {"query": EXPIRY_METRIC}).get("result", [])
-    seen = [(s["metric"].get("path", "?"), s["metric"].get("cn", "?"), float(s["value"][1])) for s in series]
+    declared = stack.profile["scripts"]["monitor"]
+    metric, path_label, cn_label = declared["metrics"]["expiry"], declared["labels"]["cert"], declared["labels"]["cn"]
+    if not metric:
+        pytest.skip("scripts.monitor.metrics.expiry is null: the monitor exports no expiry metric to query")
+    series = live.prometheus("/api/v1/query", {"query": metric}).get("result", [])
+    seen = [(s["metric"].get(path_label or "", "?"), s["metric"].get(cn_label or "", "?"), float(s["value"][1]))
+            for s in series]
     evidence.record(
-        test=f"Prometheus query {EXPIRY_METRIC}",
+        test=f"Prometheus query {metric}",
         expected=f"a series with value {want} (notAfter of {stack.rel(path)}), cn {common_name(disk)!r}",
         result="; ".join(f"path={p} cn={cn} {v:.0f}" for p, cn, v in seen) or "no series",
     )
-    assert seen, f"prometheus: no {EXPIRY_METRIC} series (is the tls-monitor's textfile scraped?)"
-    assert any(v == want and cn == common_name(disk) for _, cn, v in seen), (
-        f"prometheus: {EXPIRY_METRIC} is {', '.join(f'{v:.0f}' for *_, v in seen)}, "
+    assert seen, f"prometheus: no {metric} series (is the tls-monitor's textfile scraped?)"
+    assert any(v == want and (not cn_label or cn == common_name(disk)) for _, cn, v in seen), (
+        f"prometheus: {metric} is {', '.join(f'{v:.0f}' for *_, v in seen)}, "
         f"expected {want} (notAfter of {stack.rel(path)})"
     )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from harness import assert_only_control_fails
 
-from suites.test_api_key_permissions import key_strength, leaks, strength_problem
+from stackproof.keys import key_strength, leaks, strength_problem
 
 KEY = "ai-stack/compose/secrets/stack_api_key"
 PASSWORD = "ai-stack/compose/secrets/postgres_password"

@@ -1,0 +1,91 @@
+"""Reading the stack's files safely: regular files only, never blocking, never more than a cap.
+
+Every reader of a stack file goes through `read_stack_file` (YAML, secrets, certificates,
+recorded responses, .env, rule files, a script's `#!` line, what a script wrote). A FIFO
+blocks `open()` until a writer comes, and `/dev/zero` never ends, while `st_size` is 0 for
+both: so the type is checked before opening (following a symlink, whose target is what would
+be read), the file is opened non-blocking, checked again on the open descriptor (the path may
+have been swapped in between), and the cap is counted on the bytes actually read.
+Hand-written because no library combines these; the open/fstat/read pattern is the standard one.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import StackError
+
+DEFAULT_CAP = 4 * 1024 * 1024
+CHUNK = 64 * 1024
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
+
+
+def _not_regular(name: str, mode: int) -> StackError:
+    return StackError(f"{name}: {kind_of(mode)}, not a regular file")
+
+
+def require_regular(path: Path, name: str) -> os.stat_result:
+    """The stat of `path` if it is (or links to) a regular file; else a one-line StackError naming `name`.
+    For files handed to another program (docker compose, promtool), which would block on a FIFO too."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StackError(f"{name}: file not found") from None
+    except OSError as exc:
+        raise StackError(f"{name}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(name, st.st_mode)
+    return st
+
+
+def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: bool = False) -> bytes:
+    """The bytes of a regular file, at most `cap` of them.
+
+    `name` is how messages show the file (the stack-relative path, not a symlink's target).
+    A larger file is an error, or, with `truncate`, its first `cap` bytes (a `#!` line)."""
+    require_regular(path, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StackError(f"{name}: cannot read ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(name, mode)
+        chunks, total = [], 0
+        while total <= cap:
+            try:
+                chunk = os.read(fd, min(CHUNK, cap + 1 - total))
+            except OSError as exc:
+                raise StackError(f"{name}: cannot read ({exc.strerror})") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > cap:
+        if truncate:
+            return data[:cap]
+        raise StackError(f"{name}: larger than the {cap}-byte limit")
+    return data
+
+
+def read_stack_text(path: Path, name: str, cap: int = DEFAULT_CAP) -> str:
+    """A regular file's text (UTF-8, undecodable bytes replaced), at most `cap` bytes."""
+    return read_stack_file(path, name, cap).decode("utf-8", errors="replace")

@@ -1,0 +1,131 @@
+"""The stack's scripts are judged through the interface its profile declares (scripts:).
+
+A correct script with another CLI (paths in environment variables, a prompt answered on
+stdin, its own exit codes, no machine-readable line) passes once declared; a declared
+interface that cannot be right fails one check, naming the profile key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from defects import replace
+from harness import assert_only_control_fails
+
+MONITOR = "scripts/monitor-tls-certs.sh"
+ROTATE = "scripts/rotate-api-key.sh"
+
+
+def edit(relative: str, *pairs: tuple[str, str]):
+    """Several replacements in one file of the copy (each must still be in the reference file)."""
+    steps = [replace(relative, old, new) for old, new in pairs]
+
+    def inject(stack):
+        for step in steps:
+            step(stack)
+    return inject
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) and key != "env" else value
+    return base
+
+
+def profile(text: str):
+    """Merge YAML `text` into the copy's stackproof.yml (which already declares the reference interface)."""
+    def inject(stack):
+        path = stack / "stackproof.yml"
+        path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()) or {}, yaml.safe_load(text))))
+    return inject
+
+
+# The reference monitor rewritten to another house style: paths and thresholds from the environment,
+# a confirmation read from stdin, exit 0/10/20 and 5 on error, one human-readable line per certificate.
+OTHER_MONITOR = edit(
+    MONITOR,
+    ("warn_days=30\ncrit_days=7\n", 'read -r answer; [[ "$answer" == "yes" ]] || { echo "not confirmed" >&2; exit 99; }\n'
+                                    'set -- --warn-days "$WARN" --crit-days "$CRIT" --metrics-file "$OUT" "$CERT"\n'
+                                    "warn_days=30\ncrit_days=7\n"),
+    ('echo "$cert: cn=$cn expires=$expires days_left=$days_left status=$status"',
+     'echo "Certificate for $cn expires in $days_left days"'),
+    ('echo "$cert: status=error reason=$reason"', 'echo "Could not check the certificate: $reason"'),
+    ('((any_error)) && exit 3\nexit "$worst"', '((any_error)) && exit 5\ncase $worst in 0) exit 0;; 1) exit 10;; *) exit 20;; esac'),
+)
+OTHER_MONITOR_PROFILE = """
+  monitor:
+    command: ["{script}"]
+    env: {CERT: "{cert}", OUT: "{metrics_file}", WARN: "{warn_days}", CRIT: "{crit_days}"}
+    stdin: "yes\\n"
+    exit_codes: {ok: 0, warning: 10, critical: 20, error: null}
+    status_line: null
+"""
+
+# The reference rotate script rewritten: secrets dir, audit log and backup dir from the environment,
+# the confirmation answered on stdin instead of --yes.
+OTHER_ROTATE = edit(
+    ROTATE,
+    ('secrets_dir="$STACK_DIR/ai-stack/compose/secrets"', 'secrets_dir="${SECRETS_DIR:?}"'),
+    ('audit_log="$STACK_DIR/ai-stack/compose/logs/key-rotation.log"', 'audit_log="${AUDIT_FILE:?}"'),
+    ('if [[ ! -t 0 ]]; then', 'if false; then'),
+    ('backups="$secrets_dir/backups"', 'backups="${BACKUP_DIR:?}"'),
+)
+OTHER_ROTATE_PROFILE = """
+  rotate:
+    command: ["{script}", "{key_name}"]
+    env: {SECRETS_DIR: "{secrets_dir}", AUDIT_FILE: "{audit_log}", BACKUP_DIR: "{workdir}/key-archive"}
+    stdin: "y\\n"
+    audit_log: "{workdir}/audit/rotation.log"
+    backup_dir: "{workdir}/key-archive"
+"""
+
+
+def test_scripts_with_another_cli_pass_once_declared(stack_copy, run_static):
+    for inject in (OTHER_MONITOR, OTHER_ROTATE, profile("scripts:" + OTHER_MONITOR_PROFILE + OTHER_ROTATE_PROFILE)):
+        inject(stack_copy)
+    run = run_static(stack_copy)
+    assert run.report is not None, run.stdout[-3000:]
+    assert run.verdict == "GO", {c: run.reasons(c) for c in run.failed_controls}
+
+
+def test_undeclared_other_cli_fails_on_the_interface(stack_copy, run_static):
+    """The same scripts without their profile: one failure each, naming the profile key."""
+    OTHER_MONITOR(stack_copy)
+    run = run_static(stack_copy)
+    assert_only_control_fails(run, "tls_monitoring", "scripts.monitor.command: called as declared", "not confirmed")
+    assert len(run.reasons("tls_monitoring")) == 1, run.reasons("tls_monitoring")
+
+
+# (id, profile text, control that fails, fragments of its one failure)
+WRONG_INTERFACES = [
+    ("unknown-placeholder", 'scripts:\n  monitor:\n    command: ["{script}", "{certificate}"]\n', "tls_monitoring",
+     ["scripts.monitor.command: unknown placeholder {certificate}"]),
+    ("wrong-flag", 'scripts:\n  monitor:\n    command: ["{script}", "--metrics", "{metrics_file}", "{cert}"]\n',
+     "tls_monitoring", ["scripts.monitor.command: called as declared, the script wrote no metrics file", "exit 64"]),
+    ("wrong-metric-name", "scripts:\n  monitor:\n    metrics: {expiry: tls_cert_expiry}\n", "tls_monitoring",
+     ["scripts.monitor.metrics.expiry: no series 'tls_cert_expiry'"]),
+    ("wrong-label-name", "scripts:\n  monitor:\n    labels: {cn: common_name}\n", "tls_monitoring",
+     ["scripts.monitor.labels.cn: no label 'common_name'"]),
+    ("wrong-status-line", 'scripts:\n  monitor:\n    status_line: "{cert} -> {status}"\n', "tls_monitoring",
+     ["scripts.monitor.status_line: no stdout line matches"]),
+    ("rotate-wrong-flag", 'scripts:\n  rotate:\n    command: ["{script}", "--secrets", "{secrets_dir}", "--yes"]\n',
+     "api_key_permissions", ["exited 64", "called as declared in scripts.rotate.command"]),
+    ("rotate-backup-elsewhere", 'scripts:\n  rotate:\n    backup_dir: "{workdir}/nowhere"\n', "api_key_permissions",
+     ["no backup of the old key under (copy)/nowhere (scripts.rotate.backup_dir)"]),
+    ("rotate-audit-outside", 'scripts:\n  rotate:\n    audit_log: "/var/log/rotation.log"\n', "api_key_permissions",
+     ["scripts.rotate.audit_log: '/var/log/rotation.log' is not inside the copy"]),
+]
+
+
+@pytest.mark.parametrize("text, control, fragments", [w[1:] for w in WRONG_INTERFACES], ids=[w[0] for w in WRONG_INTERFACES])
+def test_wrong_declared_interface_is_one_failure_naming_the_key(stack_copy, run_static, text, control, fragments):
+    profile(text)(stack_copy)
+    run = run_static(stack_copy)
+    assert_only_control_fails(run, control, *fragments)
+    assert len(run.reasons(control)) == 1, run.reasons(control)
+
+
+def test_root_is_never_the_scripts_uid(stack_copy, run_static):
+    """api_key.rotation_uid: 0 is refused with one line; no script of the stack runs as root."""
+    profile("api_key:\n  rotation_uid: 0\n")(stack_copy)
+    run = run_static(stack_copy)
+    assert_only_control_fails(run, "api_key_permissions", "api_key.rotation_uid: 0 is root", also=("tls_monitoring",))
