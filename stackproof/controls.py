@@ -1,4 +1,4 @@
-"""The six controls of the validation report, one suite file each."""
+"""The controls of the validation report, one suite file each."""
 
 from __future__ import annotations
 
@@ -54,6 +54,12 @@ CONTROLS: tuple[Control, ...] = (
         "progressive_disclosure",
         "Progressive disclosure",
         "Agents that load the full docs spend their token budget before doing any work.",
+    ),
+    Control(
+        "circuit_breakers",
+        "Circuit breakers",
+        "A breaker that never opens, never closes, exports no state or alerts nobody turns one slow "
+        "dependency into an outage for every agent.",
     ),
 )
 

@@ -4,8 +4,8 @@ Checks get a `LiveStack` from the `live` fixture. Which engine runs the stack (c
 podman: stackproof/engines.py) is hidden here: checks ask for containers, a service's container,
 a secret's mounts, a published port. Everything is bounded by the run's timeout: Docker API calls
 (client timeout), commands in containers (wrapped in `timeout`), and HTTP requests. Nothing here
-changes a container, except `restart`, which only checks marked `changes_stack` use (opt-in:
---allow-changes).
+changes a container, except `restart`, `take_down` and `bring_back`, which only checks marked
+`changes_stack` use (opt-in: --allow-changes).
 """
 
 from __future__ import annotations
@@ -275,6 +275,88 @@ class LiveStack:
             raise StackError(f"service {service}: cannot read {target} (exit {code})")
         self.stack.redactor.add(out)
         return out.decode("utf-8", errors="replace").strip()
+
+    # --- changing a dependency (checks marked changes_stack only) ---------------------------
+
+    def wait_healthy(self, service: str, timeout: float) -> None:
+        """Wait (bounded) until the service's container runs and, if it has a healthcheck, is healthy."""
+        container = self.container(service)
+        deadline = time.monotonic() + timeout
+        while True:
+            container.reload()
+            health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
+            if container.status == "running" and health == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"container {container.name}: not healthy within {timeout:g}s ({health})")
+            time.sleep(1)
+
+    def take_down(self, service: str, how: str) -> None:
+        """Make a service fail through the engine: `pause` (processes frozen: calls hang) or `stop`."""
+        container = self.container(service)
+        if how == "pause":
+            container.pause()
+        elif how == "stop":
+            container.stop(timeout=10)
+        else:
+            raise StackError(f"unknown fault {how!r} (pause or stop)")
+
+    def bring_back(self, service: str) -> None:
+        """Undo take_down, whatever state the container is in."""
+        container = self.container(service)
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
+        elif container.status != "running":
+            container.start()
+
+    # --- many requests from inside a container -------------------------------------------------
+
+    def requests_in(self, service: str, urls: list[str], count: int, header: str | None = None,
+                    header_file: str | None = None) -> list[tuple[int, float, float, int, bytes]]:
+        """`count` concurrent GETs from inside a service's container (for services nginx does not
+        publish), released together, request i to urls[i % len(urls)]: [(i, start offset, latency,
+        HTTP status or 0, first 200 bytes)]. A header's value is read from a file inside the
+        container (the API key never leaves it)."""
+        script = (
+            "import json,sys,threading,time,urllib.request,urllib.error\n"
+            "urls,count,header,hfile,timeout=json.loads(sys.argv[1]),int(sys.argv[2]),sys.argv[3],sys.argv[4],float(sys.argv[5])\n"
+            "headers={header:open(hfile).read().strip()} if header else {}\n"
+            "start=threading.Barrier(count);out=[];lock=threading.Lock();t0=time.monotonic()\n"
+            "def one(i):\n"
+            " start.wait()\n b=time.monotonic()\n"
+            " try:\n  r=urllib.request.urlopen(urllib.request.Request(urls[i%len(urls)],headers=headers),timeout=timeout);code=r.status;body=r.read(200)\n"
+            " except urllib.error.HTTPError as e:\n  code=e.code;body=e.read(200)\n"
+            " except Exception as e:\n  code=0;body=type(e).__name__.encode()\n"
+            " with lock: out.append([i,b-t0,time.monotonic()-b,code,body.decode('utf-8','replace')])\n"
+            "ts=[threading.Thread(target=one,args=(i,)) for i in range(count)]\n"
+            "[t.start() for t in ts];[t.join() for t in ts]\n"
+            "sys.stdout.write(json.dumps(out))\n"
+        )
+        code, out = self.exec(service, ["python3", "-c", script, json.dumps(urls), str(count), header or "",
+                                        header_file or "", f"{max(self.timeout - 2, 1):g}"])
+        try:
+            rows = json.loads(out)
+        except ValueError:
+            rows = None
+        if code != 0 or not isinstance(rows, list):
+            raise StackError(f"service {service}: {count} requests to {urls[0]} from inside the container failed: "
+                             f"{_first_line(out)}")
+        return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), str(r[4]).encode()) for r in rows]
+
+    # --- Alertmanager -------------------------------------------------------------------------
+
+    def alertmanager(self, service: str, port: int, api_path: str, params: dict[str, str] | None = None):
+        """An Alertmanager API v2 call on its published port; returns the decoded JSON."""
+        host, published = self.published(service, port)
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        response = self._request(f"http://{host}:{published}{api_path}{query}", None, "GET", None, f"service {service}")
+        if response.status != 200:
+            raise StackError(f"service {service}: {api_path}: HTTP {response.status}")
+        try:
+            return response.json()
+        except ValueError:
+            raise StackError(f"service {service}: {api_path}: not JSON") from None
 
 
 def _first_line(value: object) -> str:

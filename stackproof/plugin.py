@@ -152,12 +152,15 @@ def pytest_configure_node(node) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate the checks' markers; leave out the checks that change the stack unless --allow-changes."""
+    """Validate the checks' markers; leave out the checks that change the stack unless --allow-changes,
+    and run them after every other check: a change that goes wrong (a breaker left open, a key not
+    put back) then fails its own control, not the read-only checks of another one."""
     if not config.getoption("allow_changes"):
         changing = [item for item in items if item.get_closest_marker("changes_stack")]
         if changing:
             config.hook.pytest_deselected(items=changing)
             items[:] = [item for item in items if not item.get_closest_marker("changes_stack")]
+    items.sort(key=lambda item: item.get_closest_marker("changes_stack") is not None)  # stable: order kept otherwise
     for item in items:
         marker = item.get_closest_marker("control")
         if marker is None:

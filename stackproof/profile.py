@@ -119,6 +119,37 @@ DEFAULTS: dict[str, Any] = {
         # a node not listed here (other than the manager's own) is reported as not proven
         "nodes": {},
     },
+    "breakers": {
+        # API services that must wrap their dependency calls in a breaker; empty: roles.api_services
+        "services": [],
+        # each service's breaker is read from the config file it reads its database settings from (else paths.pool_config)
+        "config_key": "circuit_breaker",  # mapping of that config: one entry per dependency
+        "dependency": "postgres",  # the entry for the database (roles.postgres, which the fault injection takes down)
+        "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
+        "min_threshold": 1,
+        "max_threshold": 50,  # at most the concurrent clients of the load check, or the breaker never opens under it
+        "max_recovery_seconds": 300,
+        "max_half_open_calls": 10,
+        "alert": "CircuitBreakerOpen",
+        "max_alert_for": "1m",
+        # gauge each service exports, one series per breaker; empty: the one metric the alert selects
+        "state_metric": "",
+        "breaker_label": "breaker",  # its label naming the dependency
+        "states": {"closed": 0, "open": 1, "half_open": 2},
+        # fault injection: per breaker service, a request that needs the dependency, e.g.
+        # {aidb: {path: /db/hold, via: nginx}}: "nginx" sends it through the TLS terminator (concurrently,
+        # like the pool load check), "container" from inside the service's own container (to its scrape port)
+        "requests": {},
+        "fault": "pause",  # how the dependency fails: pause (hangs: the case breakers exist for) or stop
+        "fault_clients": 50,  # concurrent requests through nginx
+        "container_clients": 10,  # concurrent requests from inside a service's container
+        "open_body_marker": "circuit breaker open",  # what a refusal's body says
+        # p95 of the requests refused while open, above that of requests needing no dependency
+        # (sent the same way just before: the client's and the proxy's own cost, which load inflates)
+        "max_fail_fast_seconds": 1.0,
+        "alert_wait_seconds": 90,  # longest wait for the alert to fire in Prometheus and reach Alertmanager
+        "alertmanager_port": 9093,  # roles.alertmanager's container port (published for the suite)
+    },
     # How the stack's scripts are called (stackproof/scripts.py); this is the reference stack's interface.
     # Placeholders: monitor {script} {cert} {metrics_file} {warn_days} {crit_days} {workdir};
     # rotate {script} {secrets_dir} {key_file} {key_name} {audit_log} {workdir}.
@@ -169,6 +200,7 @@ TYPES: dict[str, tuple[Any, str]] = {
     "scripts.*.stdin": (str | None, "a string or null"),
     "scripts.*.status_line": (str | None, "a string or null"),
     "scripts.*.exit_codes.*": (int | None, "an integer or null"),
+    "breakers.requests": (dict[str, dict[str, str]], "a mapping of service names to {path: ..., via: nginx|container}"),
 }
 
 # --- thresholds: what makes each one weaker than its default ---------------------
@@ -230,6 +262,16 @@ THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
     "disclosure.max_tokens": _higher,
     "disclosure.min_savings": _lower,
     "live.load_clients": _lower,
+    "breakers.min_threshold": _lower,
+    "breakers.max_threshold": _higher,
+    "breakers.max_recovery_seconds": _higher,
+    "breakers.max_half_open_calls": _higher,
+    "breakers.max_alert_for": _changed,
+    "breakers.fault_clients": _lower,
+    "breakers.container_clients": _lower,
+    "breakers.max_fail_fast_seconds": _higher,
+    "breakers.alert_wait_seconds": _higher,
+    "breakers.fault": _changed,
 }
 INTERFACES = (
     "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
@@ -239,6 +281,9 @@ INTERFACES = (
     "tls.metrics_dir",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
+    "breakers.services", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
+    "breakers.state_metric", "breakers.breaker_label", "breakers.states.*", "breakers.requests",
+    "breakers.open_body_marker", "breakers.alertmanager_port",
 )
 
 

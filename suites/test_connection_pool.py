@@ -8,10 +8,6 @@ Postgres' max_connections minus the superuser-reserved ones.
 
 from __future__ import annotations
 
-import statistics
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.errors import StackError
+from stackproof.load import run_load
+from stackproof.service_config import pool_config_of
 from stackproof.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("connection_pool")
@@ -72,36 +70,6 @@ class ServicePool:
     def describe(self) -> str:
         via = f" ({', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else ""
         return f"{self.service}: size {self.size}, overflow {self.overflow}, max {self.max}{via}"
-
-
-def pool_config_of(stack, svc) -> tuple[Path | None, str]:
-    """The pool config a service reads, and how it was found: a file its environment points at
-    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config."""
-    key = stack.profile["pool"]["config_key"].split(".")
-    for var, value in sorted(svc.environment.items()):
-        if not value or not value.startswith("/"):
-            continue
-        host = svc.host_path_for(value)
-        if host is not None and host.is_file() and host.suffix in (".yml", ".yaml") and _holds(host, key):
-            return host, f"{var}={value}"
-    configured = stack.path("pool_config")
-    for mount in svc.volumes:
-        if mount.type == "bind" and (str(configured) == mount.source
-                                     or str(configured).startswith(mount.source.rstrip("/") + "/")):
-            return configured, f"mounted at {mount.target}"
-    return None, ""
-
-
-def _holds(path: Path, key: list[str]) -> bool:
-    try:
-        node = load_yaml(path, path.name)
-    except StackError:
-        return False
-    for part in key:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return isinstance(node, dict)
 
 
 def service_pools(stack) -> list[ServicePool]:
@@ -350,60 +318,6 @@ def test_live_postgres_max_connections(stack, live, evidence):
     )
 
 
-@dataclass
-class LoadResult:
-    latencies: list[float]
-    statuses: dict[str, int]  # "200", "503 pool timeout", "error: ..." -> count
-    peak_checked_out: int
-
-    def percentile(self, q: int) -> float:
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] if len(self.latencies) > 1 \
-            else (self.latencies or [0.0])[0]
-
-
-def run_load(live, clients: int, endpoint: str, headers: dict[str, str], metric: str) -> LoadResult:
-    """`clients` concurrent requests (released together) while aidb's checked-out gauge is sampled."""
-    start, done = threading.Barrier(clients), threading.Event()
-    latencies, statuses, peak = [], {}, [0.0]
-    lock = threading.Lock()
-
-    def client():
-        try:
-            start.wait(timeout=live.timeout)
-        except threading.BrokenBarrierError:  # some client never started: go anyway, the outcome says so
-            pass
-        began = time.perf_counter()
-        try:
-            response = live.https(endpoint, headers)
-            body = response.body.decode(errors="replace")
-            key = str(response.status) + (" pool timeout" if "pool timeout" in body else "")
-            checked_out = response.json().get("checked_out_after", 0) if response.status == 200 else 0
-        except (StackError, ValueError) as exc:
-            key, checked_out = f"error: {str(exc)[:80]}", 0
-        with lock:
-            latencies.append(time.perf_counter() - began)
-            statuses[key] = statuses.get(key, 0) + 1
-            peak[0] = max(peak[0], checked_out)
-
-    def sampler():
-        while not done.is_set():
-            try:
-                value = pool_gauges(live).get(metric, 0.0)
-            except StackError:
-                value = 0.0
-            with lock:
-                peak[0] = max(peak[0], value)
-            done.wait(0.05)
-
-    with ThreadPoolExecutor(max_workers=clients + 1) as pool:
-        watcher = pool.submit(sampler)
-        for future in [pool.submit(client) for _ in range(clients)]:
-            future.result()
-        done.set()
-        watcher.result()
-    return LoadResult(sorted(latencies), statuses, int(peak[0]))
-
-
 @pytest.mark.live
 def test_live_load_concurrent_clients(stack, live, evidence):
     """The agents' peak load (each client holding a pooled connection) must be served without errors or pool timeouts."""
@@ -414,11 +328,18 @@ def test_live_load_concurrent_clients(stack, live, evidence):
         expected=f"{clients} × HTTP 200, no pool timeout",
     )
     headers = {cfg["api_key_header"]: live.api_key()}
-    result = run_load(live, clients, endpoint, headers, pool_cfg["checked_out_metric"])
-    outcome = ", ".join(f"{count} × {status}" for status, count in sorted(result.statuses.items()))
+
+    def hold() -> tuple[str, float]:
+        response = live.https(endpoint, headers)
+        kind = str(response.status) + (" pool timeout" if b"pool timeout" in response.body else "")
+        return kind, response.json().get("checked_out_after", 0) if response.status == 200 else 0
+
+    result = run_load(clients, hold, live.timeout,
+                      sample=lambda: pool_gauges(live).get(pool_cfg["checked_out_metric"], 0.0))
+    outcome = result.describe()
     evidence.record(
         result=f"{outcome}; latency p50 {result.percentile(50):.3f}s, p95 {result.percentile(95):.3f}s; "
-        f"peak checked-out connections {result.peak_checked_out}"
+        f"peak checked-out connections {int(result.peak)}"
     )
     assert result.statuses == {"200": clients}, (
         f"service {stack.roles.name('tls_terminator')} {endpoint} under {clients} clients: {outcome}")

@@ -31,6 +31,21 @@ def replace(relative: str, old: str, new: str) -> Injector:
     return inject
 
 
+COORDINATOR_CONFIG = "ai-stack/mcp-servers/config/coordinator.yaml"
+
+
+def breaker_removed_from_coordinator(stack: Path) -> None:
+    """hybrid-coordinator mounts its own config (coordinator.yaml): the same, without the circuit_breaker section."""
+    config = (stack / "ai-stack/mcp-servers/config/config.yaml").read_text()
+    start, end = config.index("circuit_breaker:\n"), config.index("security:\n")
+    (stack / COORDINATOR_CONFIG).write_text(config[:start] + config[end:])
+    compose = stack / "ai-stack/compose/docker-compose.yml"
+    text = compose.read_text()
+    mount = "      - ../mcp-servers/config/config.yaml:/etc/ai-stack/config.yaml:ro\n"
+    at = text.index(mount, text.index("  hybrid-coordinator:\n"))
+    compose.write_text(text[:at] + mount.replace("config.yaml:/", "coordinator.yaml:/") + text[at + len(mount):])
+
+
 def chmod(relative: str, mode: int) -> Injector:
     return lambda stack: os.chmod(stack / relative, mode)
 

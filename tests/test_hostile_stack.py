@@ -171,9 +171,9 @@ def dev_zero(relative: str):
 # fail different controls, so one run covers both. Which control reports a broken shared input (compose
 # file, profile) first is the blocked-by order's business: the others skip as "blocked by" it.
 SPECIAL_TARGETS = [
-    ([KEY, MONITOR], [KEY, f"{MONITOR}: {{says}}"], ["docker_secrets_mode", "connection_pool", "alert_rules"]),
-    ([COMPOSE], ["docker-compose.yml: {says}"], ["tls_monitoring", "progressive_disclosure"]),
-    ([PROFILE], [f"{PROFILE}: {{says}}"], []),
+    ([KEY, MONITOR], [KEY, MONITOR], ["docker_secrets_mode", "connection_pool"]),
+    ([COMPOSE], ["docker-compose.yml"], ["tls_monitoring", "progressive_disclosure"]),
+    ([PROFILE], [PROFILE], []),
 ]
 KINDS = [("fifo", fifo, "a FIFO, not a regular file"), ("dev-zero", dev_zero, "a character device, not a regular file")]
 
@@ -182,7 +182,7 @@ KINDS = [("fifo", fifo, "a FIFO, not a regular file"), ("dev-zero", dev_zero, "a
 @pytest.mark.parametrize("targets, fragments, passing", SPECIAL_TARGETS, ids=["key-and-script", "compose", "profile"])
 def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, passing, kind, make, says):
     """A FIFO, or a symlink to /dev/zero, where the stack has a file: no hang, no memory blow-up, NO-GO with
-    one line naming the stack's file (not the link's target)."""
+    one line naming the stack's file."""
     secrets = stack_secrets(stack_copy)
     for target in targets:
         make(target)(stack_copy)
@@ -192,8 +192,10 @@ def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, p
     complete(run)
     assert run.verdict == "NO-GO" and run.ret == 1
     reasons = [r for c in run.failed_controls for r in run.reasons(c)]
-    for fragment in fragments:
-        assert any(fragment.format(says=says) in r for r in reasons), (fragment, reasons)
+    for fragment in fragments:  # the stack's file is named (a symlink out may be refused as leading outside first)
+        assert any(fragment in r for r in reasons), (fragment, reasons)
+    if kind == "fifo":
+        assert any(says in r for r in reasons), reasons
     for control in passing:
         assert run.statuses[control] == "PASS", (control, run.reasons(control))
     assert_no_secret_in(run, secrets)

@@ -17,13 +17,14 @@ from typing import Callable
 import docker
 import pytest
 from cryptography.hazmat.primitives import serialization
-from defects import certificate_pair, chmod, replace
+from defects import COORDINATOR_CONFIG, breaker_removed_from_coordinator, certificate_pair, chmod, replace
 from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
 
 from stackproof import proc
 
 COMPOSE_DIR = REFERENCE_STACK / "ai-stack/compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
+BREAKER_CODE = "ai-stack/mcp-servers/common/aistack_common.py"
 pytestmark = pytest.mark.live_selftest
 
 
@@ -32,9 +33,10 @@ def compose(*args: str, timeout: float = 300) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
 
 
-def recreate(services: tuple[str, ...]) -> None:
+def recreate(services: tuple[str, ...], build: bool = False) -> None:
     if services:
-        compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps", *services)
+        compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps",
+                *(["--build"] if build else []), *services)
 
 
 # --- defects ----------------------------------------------------------------------
@@ -83,6 +85,7 @@ class LiveDefect:
     fragments: tuple[str, ...]  # what the failure reason must name
     args: tuple[str, ...] = ()  # extra options for the suite run
     also: tuple[str, ...] = ()  # controls that check the same fact by design and fail too
+    build: bool = False  # the defect is in an image: rebuild the recreated services' images
 
 
 LIVE_DEFECTS = [
@@ -145,6 +148,24 @@ LIVE_DEFECTS = [
         ("days",),
     ),
     LiveDefect(
+        # the declared breaker is fine; the code never lets a call through to close it (static checks pass)
+        "breaker-never-closes-in-code", "circuit_breakers", (BREAKER_CODE,),
+        replace(BREAKER_CODE, "                if elapsed < self.reset_timeout:\n", "                if True:\n"),
+        ("aidb",), ("service aidb: breaker", "it never closes"), ("--allow-changes",), build=True,
+    ),
+    LiveDefect(
+        # the code ignores failure_threshold (effectively infinite): the breaker never opens
+        "breaker-never-opens-in-code", "circuit_breakers", (BREAKER_CODE,),
+        replace(BREAKER_CODE, "self._failures >= self.failure_threshold)", "self._failures >= 10**9)"),
+        ("aidb", "hybrid-coordinator"), ("after 5 failed requests (threshold 5): it never opens",), ("--allow-changes",),
+        build=True,
+    ),
+    LiveDefect(
+        "breaker-removed-from-coordinator", "circuit_breakers",
+        ("ai-stack/compose/docker-compose.yml", COORDINATOR_CONFIG), breaker_removed_from_coordinator,
+        ("hybrid-coordinator",), ("service hybrid-coordinator: exports no aidb_circuit_breaker_state",),
+    ),
+    LiveDefect(
         "bloated-discovery-response", "progressive_disclosure",
         ("ai-stack/mcp-servers/aidb/disclosure/discovery.json",), _bloated_discovery, ("aidb",),
         ("tokens",),
@@ -186,12 +207,12 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
         for item in saved:  # keep the owner the stack's services need
             if item.owner and item.path.exists():
                 os.chown(item.path, *item.owner)
-        recreate(defect.recreate)
+        recreate(defect.recreate, defect.build)
         run = run_suite(running_reference_stack, "-m", "live", "--live", *defect.args)
     finally:
         for item in saved:
             _restore(item)
-        recreate(defect.recreate)
+        recreate(defect.recreate, defect.build)
     assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
     assert_no_secret_in(run, known)
 

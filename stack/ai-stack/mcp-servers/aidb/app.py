@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from aistack_common import CircuitOpenError, MetricsMiddleware, service_parts, set_threadpool
+from aistack_common import CallTimeout, CircuitOpenError, MetricsMiddleware, service_parts, set_threadpool
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 log = logging.getLogger("aidb")
@@ -60,6 +60,11 @@ async def _circuit_open(request: Request, exc: CircuitOpenError):
                         headers={"Retry-After": str(max(1, int(exc.retry_after + 0.999)))})
 
 
+@app.exception_handler(CallTimeout)
+async def _call_timeout(request: Request, exc: CallTimeout):
+    return JSONResponse({"detail": "database call timed out"}, status_code=503, headers={"Retry-After": "5"})
+
+
 @app.exception_handler(PoolTimeoutError)
 async def _pool_timeout(request: Request, exc: PoolTimeoutError):
     return JSONResponse({"detail": "database pool timeout"}, status_code=503, headers={"Retry-After": "5"})
@@ -93,13 +98,13 @@ async def discovery_docs():
 
 @app.get("/db/pool", dependencies=[Depends(require_key)])
 async def db_pool():
-    return {"pool": db.pool_numbers(), "circuit_breaker": breaker.snapshot()}
+    return {"pool": db.pool_numbers(), "circuit_breaker": breaker.snapshot() if breaker else None}
 
 
 @app.get("/db/hold", dependencies=[Depends(require_key)])
 def db_hold(seconds: float = Query(0.5, ge=0, le=MAX_HOLD)):
     start = time.perf_counter()
-    db.run("SELECT pg_sleep(:s)", s=seconds)
+    db.run("SELECT pg_sleep(:s)", expected_seconds=seconds, s=seconds)
     return {"held_seconds": seconds, "elapsed_seconds": round(time.perf_counter() - start, 3),
             "checked_out_after": db.pool_numbers()["checked_out"]}
 

@@ -17,6 +17,8 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import yaml
@@ -120,21 +122,55 @@ class CircuitOpenError(Exception):
         self.retry_after = retry_after
 
 
+class CallTimeout(SQLAlchemyError):
+    """A database call took longer than the breaker's call_timeout (e.g. a hung or paused server)."""
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """circuit_breaker.<dependency> in config.yaml; every key is required (no silent default)."""
+
+    failure_threshold: int
+    reset_timeout: float
+    half_open_max_calls: int
+    call_timeout: float
+
+    @classmethod
+    def from_config(cls, cfg: dict, dependency: str) -> "BreakerSettings | None":
+        """None when the config declares no breaker for `dependency` (the service then runs without one)."""
+        section = (cfg.get("circuit_breaker") or {}).get(dependency)
+        if section is None:
+            return None
+        settings = cls(int(section["failure_threshold"]), float(section["reset_timeout"]),
+                       int(section["half_open_max_calls"]), float(section["call_timeout"]))
+        if settings.failure_threshold < 1 or settings.reset_timeout <= 0 or settings.half_open_max_calls < 1 \
+                or settings.call_timeout <= 0:
+            raise ValueError(f"circuit_breaker.{dependency}: every value must be positive: {settings}")
+        return settings
+
+
 class CircuitBreaker:
-    """Consecutive-failure breaker: closed (0) -> open (1) -> half-open (2)."""
+    """Consecutive-failure breaker: closed (0) -> open (1) -> half-open (2) -> closed.
+
+    `failure_threshold` consecutive failures open it; while open every call is refused at once
+    (CircuitOpenError, no dependency call). `reset_timeout` seconds later it is half-open: up to
+    `half_open_max_calls` trial calls go through; one success closes it, one failure re-opens it.
+    Every transition happens under one lock, so concurrent callers see one consistent state."""
 
     CLOSED, OPEN, HALF_OPEN = 0, 1, 2
     NAMES = {0: "closed", 1: "open", 2: "half-open"}
 
-    def __init__(self, name: str, failure_threshold: int = 5, reset_timeout: float = 30.0):
+    def __init__(self, name: str, settings: BreakerSettings):
         self.name = name
-        self.failure_threshold = int(failure_threshold)
-        self.reset_timeout = float(reset_timeout)
+        self.failure_threshold = settings.failure_threshold
+        self.reset_timeout = settings.reset_timeout
+        self.half_open_max_calls = settings.half_open_max_calls
+        self.call_timeout = settings.call_timeout
         self._lock = threading.Lock()
         self._state = self.CLOSED
         self._failures = 0
         self._opened_at = 0.0
-        self._trial = False
+        self._trials = 0
 
     @property
     def state(self) -> int:
@@ -149,29 +185,30 @@ class CircuitBreaker:
                 elapsed = time.monotonic() - self._opened_at
                 if elapsed < self.reset_timeout:
                     raise CircuitOpenError(self.reset_timeout - elapsed)
-                self._state = self.HALF_OPEN
-                self._trial = False
+                self._state, self._trials = self.HALF_OPEN, 0
+                log.info("circuit breaker %s half-open: trial calls allowed", self.name)
             if self._state == self.HALF_OPEN:
-                if self._trial:
+                if self._trials >= self.half_open_max_calls:
                     raise CircuitOpenError(1.0)
-                self._trial = True
+                self._trials += 1
 
     def success(self) -> None:
         with self._lock:
-            self._state, self._failures, self._trial = self.CLOSED, 0, False
+            if self._state != self.CLOSED:
+                log.info("circuit breaker %s closed", self.name)
+            self._state, self._failures, self._trials = self.CLOSED, 0, 0
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._state == self.HALF_OPEN or self._failures >= self.failure_threshold:
-                if self._state != self.OPEN:
-                    log.warning("circuit breaker %s opened after %d failure(s)", self.name, self._failures)
-                self._state, self._opened_at, self._trial = self.OPEN, time.monotonic(), False
+            if self._state == self.HALF_OPEN or (self._state == self.CLOSED and self._failures >= self.failure_threshold):
+                log.warning("circuit breaker %s opened after %d failure(s)", self.name, self._failures)
+                self._state, self._opened_at, self._trials = self.OPEN, time.monotonic(), 0
 
     def neutral(self) -> None:
         """The call did not reach the dependency (e.g. pool timeout): release a trial."""
         with self._lock:
-            self._trial = False
+            self._trials = max(0, self._trials - 1)
 
     def snapshot(self) -> dict:
         state = self.state
@@ -182,18 +219,26 @@ class CircuitBreaker:
                 "consecutive_failures": self._failures,
                 "failure_threshold": self.failure_threshold,
                 "reset_timeout": self.reset_timeout,
+                "half_open_max_calls": self.half_open_max_calls,
+                "call_timeout": self.call_timeout,
             }
 
 
 class Database:
-    """SQLAlchemy pool to PostgreSQL; every call goes through the breaker."""
+    """SQLAlchemy pool to PostgreSQL; every call goes through the breaker, when there is one.
 
-    def __init__(self, settings: DbSettings, breaker: CircuitBreaker, application_name: str):
+    A call runs on a worker thread and is waited for at most the breaker's call_timeout (plus the
+    time the call itself asks for): a hung server (paused, network black hole) then counts as a
+    failure instead of holding the request, because libpq has no client-side query timeout."""
+
+    def __init__(self, settings: DbSettings, breaker: CircuitBreaker | None, application_name: str):
         self.settings = settings
         self.breaker = breaker
         self.application_name = application_name
         self._engine = None
         self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=settings.pool_size + settings.max_overflow,
+                                           thread_name_prefix="db")
 
     @property
     def engine(self):
@@ -228,25 +273,32 @@ class Database:
                            overflow=max(0, pool.overflow()))
         return numbers
 
-    def run(self, sql: str, **params):
-        """Run one statement on a pooled connection; returns the first column of the first row."""
-        self.breaker.before_call()
+    def _execute(self, sql: str, params: dict):
+        with self.engine.connect() as conn:
+            value = conn.execute(text(sql), params).scalar()
+            conn.rollback()
+        return value
+
+    def run(self, sql: str, expected_seconds: float = 0.0, **params):
+        """Run one statement on a pooled connection; returns the first column of the first row.
+        `expected_seconds`: how long the statement itself is meant to take (added to call_timeout)."""
+        breaker = self.breaker
+        if breaker is None:
+            return self._execute(sql, params)
+        breaker.before_call()
+        future = self._workers.submit(self._execute, sql, params)
         try:
-            conn = self.engine.connect()
+            value = future.result(timeout=breaker.call_timeout + expected_seconds)
+        except FutureTimeout:
+            breaker.failure()
+            raise CallTimeout(f"no answer within {breaker.call_timeout + expected_seconds:g}s") from None
         except PoolTimeoutError:
-            self.breaker.neutral()
+            breaker.neutral()
             raise
         except (SQLAlchemyError, OSError):
-            self.breaker.failure()
+            breaker.failure()
             raise
-        try:
-            with conn:
-                value = conn.execute(text(sql), params).scalar()
-                conn.rollback()
-        except SQLAlchemyError:
-            self.breaker.failure()
-            raise
-        self.breaker.success()
+        breaker.success()
         return value
 
 
@@ -268,10 +320,11 @@ class PoolCollector:
             ("aidb_db_pool_overflow", "overflow", "Overflow connections currently open."),
         ):
             yield GaugeMetricFamily(name, doc, value=n[key])
-        g = GaugeMetricFamily("aidb_circuit_breaker_state",
-                              "Circuit breaker state: 0 closed, 1 open, 2 half-open.", labels=["breaker"])
-        g.add_metric([self.db.breaker.name], self.db.breaker.state)
-        yield g
+        if self.db.breaker is not None:
+            g = GaugeMetricFamily("aidb_circuit_breaker_state",
+                                  "Circuit breaker state: 0 closed, 1 open, 2 half-open.", labels=["breaker"])
+            g.add_metric([self.db.breaker.name], self.db.breaker.state)
+            yield g
 
 
 class Metrics:
@@ -344,18 +397,21 @@ class ServiceParts:
     config: dict
     threads: int
     api_key: ApiKey
-    breaker: CircuitBreaker
+    breaker: CircuitBreaker | None
     db: Database
     metrics: Metrics
 
 
 def service_parts(service: str) -> ServiceParts:
-    """The key check, the circuit breaker around the pooled database and the metrics of `service`."""
+    """The key check, the circuit breaker around the pooled database (when the config declares
+    one) and the metrics of `service`."""
     config = load_config()
     security = config.get("security") or {}
     server = config.get("server") or {}
-    cb_cfg = (config.get("circuit_breaker") or {}).get("postgres") or {}
-    breaker = CircuitBreaker("postgres", cb_cfg.get("failure_threshold", 5), cb_cfg.get("reset_timeout", 30))
+    breaker_settings = BreakerSettings.from_config(config, "postgres")
+    breaker = CircuitBreaker("postgres", breaker_settings) if breaker_settings else None
+    if breaker is None:
+        log.warning("%s: no circuit_breaker.postgres in the config: database calls run without a breaker", service)
     db = Database(DbSettings.from_config(config), breaker, service)
     return ServiceParts(
         config=config,

@@ -71,7 +71,7 @@ def status():
         "uptime_seconds": round(time.time() - STARTED, 1),
         "database": database,
         "pool": db.pool_numbers(),
-        "circuit_breaker": breaker.snapshot(),
+        "circuit_breaker": breaker.snapshot() if breaker else None,
         "aidb": _aidb_health(),
     }
     return JSONResponse(body, status_code=200 if database["ok"] else 503)

@@ -1,0 +1,204 @@
+"""Prometheus and its alerting as the stack declares them: prometheus.yml, the rule files the
+Prometheus container really loads (resolved through its mounts), and their rules.
+
+Shared by the controls that judge alerts (alert rules, circuit breakers).
+"""
+
+from __future__ import annotations
+
+import glob
+import posixpath
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+from . import proc
+from .compose import Service
+from .errors import StackError
+from .safeio import require_regular
+from .yamlio import load_yaml
+
+DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
+
+
+def flag_value(command: list[str], flag: str) -> str | None:
+    """The value of `--flag=value` or `--flag value` in a service's command."""
+    for i, arg in enumerate(command):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
+@dataclass
+class Rule:
+    file: Path
+    kind: str  # alert | record
+    name: str
+    spec: dict = field(repr=False)
+
+
+@dataclass
+class RulePattern:
+    pattern: str  # as written in rule_files
+    container: str  # the pattern as the Prometheus container resolves it
+    host: Path | None  # the same pattern on the host, through the bind mounts
+    files: list[Path]  # what it matches inside the stack dir
+    outside: list[Path] = field(default_factory=list)  # what it matches outside (a mount or a symlink): never read
+
+
+class Alerting:
+    """prometheus.yml, the prometheus service and the rule files it loads; each part read on first use."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    @cached_property
+    def config_path(self) -> Path:
+        return self.stack.path("prometheus_config")
+
+    @property
+    def config(self) -> dict:
+        return self.stack.needs("prometheus config", self._config)
+
+    def _config(self) -> dict:
+        doc = load_yaml(self.config_path, self.stack.rel(self.config_path))
+        if not isinstance(doc, dict):
+            raise StackError(f"{self.stack.rel(self.config_path)}: top level is not a mapping")
+        return doc
+
+    @property
+    def service(self) -> Service:
+        return self.stack.roles.service("prometheus")
+
+    @cached_property
+    def patterns(self) -> list[RulePattern]:
+        """rule_files, resolved as Prometheus does (relative to its config file) inside its container."""
+        raw = self.config.get("rule_files") or []
+        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+            raise StackError(f"{self.stack.rel(self.config_path)}: rule_files is not a list of patterns")
+        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
+        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))  # the image's workdir
+        found = []
+        for pattern in raw:
+            container = posixpath.normpath(posixpath.join(config_dir, pattern))
+            host = self.service.host_path_for(container)
+            files = {Path(p) for p in glob.glob(str(host))} if host is not None else set()
+            # single rule files bind-mounted where the pattern looks
+            files |= {Path(m.source) for m in self.service.volumes
+                      if m.type == "bind" and PurePosixPath(m.target).match(container)}
+            files = sorted(f for f in files if f.is_file())
+            found.append(RulePattern(pattern, container, host, [f for f in files if self.stack.inside(f)],
+                                     [f for f in files if not self.stack.inside(f)]))
+        return found
+
+    def pattern_problems(self) -> list[str]:
+        config, compose = self.stack.rel(self.config_path), self.stack.rel(self.stack.compose.files[0])
+        if not self.patterns:
+            return [f"{config}: no rule_files: Prometheus loads no alerting rule"]
+        problems = []
+        for p in self.patterns:
+            if p.outside:
+                problems.append(f"{config}: rule_files pattern {p.pattern} leads outside the stack dir "
+                                f"({len(p.outside)} file(s), through a mount or a symlink): not read")
+            elif p.host is None and not p.files:
+                problems.append(f"{compose}: rule_files pattern {p.pattern} is not visible in the {self.service.name} "
+                                f"container (no bind mount covers {posixpath.dirname(p.container)})")
+            elif not p.files:
+                problems.append(f"{config}: rule_files pattern {p.pattern} matches no file "
+                                f"({self.stack.rel(p.host)} on the host)")
+        return problems
+
+    @property
+    def rule_files(self) -> list[Path]:
+        """The rule files Prometheus loads; when a pattern is not visible in its container (not mounted),
+        the files it would name beside prometheus.yml on disk, so that they are still judged."""
+        return self.stack.needs("alert rule files", self._rule_files)
+
+    def _rule_files(self) -> list[Path]:
+        files = {f for p in self.patterns for f in p.files}
+        for p in self.patterns:
+            if p.host is None and not p.files:
+                files |= set(self._beside_config(p.pattern))
+        if not files:
+            raise StackError(self.pattern_problems()[0])
+        return sorted(files)
+
+    def _beside_config(self, pattern: str) -> list[Path]:
+        """Files a rule_files pattern names relative to prometheus.yml's own directory on disk."""
+        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
+        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))
+        container = posixpath.normpath(posixpath.join(config_dir, pattern))
+        if not container.startswith(config_dir.rstrip("/") + "/"):
+            return []
+        relative = container[len(config_dir.rstrip("/")) + 1:]
+        return sorted(Path(p) for p in glob.glob(str(self.config_path.parent / relative)) if Path(p).is_file())
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.stack.needs("alert rules", lambda: [
+            rule for path in self.rule_files for rule in read_rule_file(path, self.stack.rel(path))])
+
+    @property
+    def alerts(self) -> list[Rule]:
+        return [rule for rule in self.rules if rule.kind == "alert"]
+
+
+def static_targets(section) -> list[tuple[str, str]]:
+    """(job or '', host) of every static target of a scrape_configs / alertmanagers list of prometheus.yml."""
+    found = []
+    for entry in section if isinstance(section, list) else []:
+        statics = entry.get("static_configs") if isinstance(entry, dict) else None
+        for static in statics if isinstance(statics, list) else []:
+            targets = static.get("targets") if isinstance(static, dict) else None
+            for target in targets if isinstance(targets, list) else []:
+                found.append((str(entry.get("job_name", "")), str(target).rsplit(":", 1)[0].strip("[]")))
+    return found
+
+
+def read_rule_file(path: Path, rel: str) -> list[Rule]:
+    """The rules of one file, checked for the structure Prometheus needs (groups → rules → alert|record + expr)."""
+    doc = load_yaml(path, rel)
+    if doc is None:
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
+        raise StackError(f"{rel}: not a Prometheus rule file (no 'groups' list)")
+    rules = []
+    for g, group in enumerate(doc["groups"], 1):
+        if not isinstance(group, dict) or not isinstance(group.get("rules"), list):
+            raise StackError(f"{rel}: group {g} has no 'rules' list")
+        for r, spec in enumerate(group["rules"], 1):
+            kinds = [k for k in ("alert", "record") if isinstance(spec, dict) and k in spec]
+            if len(kinds) != 1 or not isinstance(spec[kinds[0]], str):
+                raise StackError(f"{rel}: group {group.get('name')!r} rule {r} needs exactly one of alert/record")
+            if not isinstance(spec.get("expr"), str) or not spec["expr"].strip():
+                raise StackError(f"{rel}: {spec[kinds[0]]}: no expr")
+            for key in ("labels", "annotations"):
+                if not isinstance(spec.get(key) or {}, dict):
+                    raise StackError(f"{rel}: {spec[kinds[0]]}: {key} is not a mapping")
+            rules.append(Rule(path, kinds[0], spec[kinds[0]], spec))
+    return rules
+
+
+def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
+    """Run promtool on one file (from its directory); (passed, one-line output)."""
+    require_regular(path, stack.rel(path))  # promtool would block on a FIFO
+    done = proc.run(["promtool", *args, path.name], timeout=stack.timeout, cwd=path.parent,
+                    where=f"promtool {args[-1]} {stack.rel(path)}")
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode == 0:
+        return True, " ".join(line.strip() for line in out.splitlines() if "SUCCESS" in line)
+    failed = out.split("FAILED:", 1)[-1]
+    lines = dict.fromkeys(line.strip().removeprefix(f"{path.name}: ") for line in failed.splitlines() if line.strip())
+    detail = " ".join(" ".join(lines).split()) or f"exit {done.returncode}"
+    if " exp:[" in detail:  # a unit test's alert dump: keep which test, alert and time
+        detail = detail.split(" exp:[", 1)[0].rstrip(", ") + ": fired alerts differ from the expected ones"
+    return False, detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+def live_alerts(live) -> list[dict]:
+    """The alerting rules the running Prometheus evaluates (each with its group's `file`)."""
+    groups = live.prometheus("/api/v1/rules", {"type": "alert"}).get("groups") or []
+    return [{**rule, "file": group.get("file", "?")} for group in groups for rule in group.get("rules") or []
+            if rule.get("type") == "alerting"]

@@ -1,0 +1,255 @@
+"""Circuit breakers as a stack declares them: which services need one, what their config
+says, how Prometheus scrapes their state, how the breaker alert evaluates and where
+Alertmanager routes it.
+
+Read by the circuit-breakers control (suites/test_circuit_breakers.py). Live and fault
+injection mechanisms are in stackproof/live.py and stackproof/faults.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import promql_parser
+import yaml
+
+from . import proc, promql
+from .alerting import Alerting, Rule, flag_value
+from .errors import Blocked, StackError
+from .service_config import pool_config_of
+from .yamlio import load_yaml
+
+ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"  # --config.file default of Alertmanager
+# Alertmanager receiver keys that deliver a notification somewhere
+INTEGRATIONS = ("email_configs", "pagerduty_configs", "slack_configs", "webhook_configs", "opsgenie_configs",
+                "victorops_configs", "pushover_configs", "wechat_configs", "sns_configs", "telegram_configs",
+                "discord_configs", "webex_configs", "msteams_configs", "msteamsv2_configs", "jira_configs",
+                "rocketchat_configs", "incidentio_configs")
+
+
+def seconds(value, where: str) -> float:
+    """A duration setting: a number of seconds or a Prometheus duration ("30s", "1m")."""
+    if isinstance(value, bool) or value is None:
+        raise StackError(f"{where}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return promql_parser.parse_duration(str(value).strip()).total_seconds()
+    except (ValueError, TypeError):
+        raise StackError(f"{where}: {value!r} is not a duration") from None
+
+
+# --- what each service declares -------------------------------------------------------
+
+
+class UnreadableConfig(StackError):
+    """A service's config file is missing or not YAML: the connection-pool control, which reads
+    the same file, reports it."""
+
+
+@dataclass
+class DeclaredBreaker:
+    """The breaker a service's own config declares for the dependency (None: it declares none)."""
+
+    service: str
+    config: str  # the config file it mounts, relative to the stack
+    settings: dict | None
+
+    def value(self, key: str):
+        return (self.settings or {}).get(key)
+
+
+def breaker_services(stack) -> list[str]:
+    """The API services that talk to the dependency: the profile's breakers.services, else the
+    API services (roles.api_services)."""
+    listed = stack.profile["breakers"]["services"]
+    if listed:
+        return list(listed)
+    try:
+        return [svc.name for svc in stack.roles.api_services()]
+    except Blocked:
+        raise
+    except StackError as exc:  # found through the API key: the API-key control fails for it
+        raise Blocked(f"blocked by API key permissions (the API services are those that mount the key): {exc}") \
+            from None
+
+
+def declared_breakers(stack) -> list[DeclaredBreaker]:
+    """Each breaker service's declaration, read from the config file that service really reads
+    (the one with its database settings, see service_config)."""
+    cfg = stack.profile["breakers"]
+    compose = stack.compose
+    found = []
+    for name in breaker_services(stack):
+        service = compose.services.get(name)
+        if service is None:
+            raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.services)")
+        mounted, _ = pool_config_of(stack, service)
+        path = Path(mounted) if mounted is not None else stack.path("pool_config")
+        try:
+            doc = load_yaml(path, stack.rel(path))
+        except StackError as exc:
+            raise UnreadableConfig(str(exc)) from None
+        section = (doc or {}).get(cfg["config_key"]) if isinstance(doc, dict) else None
+        settings = section.get(cfg["dependency"]) if isinstance(section, dict) else None
+        if settings is not None and not isinstance(settings, dict):
+            raise StackError(f"{stack.rel(path)}: {cfg['config_key']}.{cfg['dependency']} is not a mapping")
+        found.append(DeclaredBreaker(name, stack.rel(path), settings))
+    return found
+
+
+# --- how Prometheus sees them -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    job: str
+    host: str
+    port: int
+    metrics_path: str
+    interval: float  # seconds between scrapes
+
+
+def scrape_targets(alerting: Alerting) -> list[ScrapeTarget]:
+    """Every static target of prometheus.yml's scrape_configs, with its job's path and interval."""
+    config = alerting.config
+    where = alerting.stack.rel(alerting.config_path)
+    default = seconds((config.get("global") or {}).get("scrape_interval", "1m"), f"{where}: global.scrape_interval")
+    found = []
+    for entry in config.get("scrape_configs") or []:
+        if not isinstance(entry, dict):
+            continue
+        job = str(entry.get("job_name", ""))
+        interval = seconds(entry["scrape_interval"], f"{where}: {job}.scrape_interval") \
+            if "scrape_interval" in entry else default
+        for static in entry.get("static_configs") or []:
+            for target in (static.get("targets") or []) if isinstance(static, dict) else []:
+                host, _, port = str(target).rpartition(":")
+                if port.isdigit():
+                    found.append(ScrapeTarget(job, host.strip("[]"), int(port), str(entry.get("metrics_path", "/metrics")),
+                                              interval))
+    return found
+
+
+def target_of(stack, alerting: Alerting, service: str) -> ScrapeTarget:
+    """The scrape target of a service: Prometheus must scrape it for its breaker state to exist."""
+    for target in scrape_targets(alerting):
+        if target.host == service:
+            return target
+    raise StackError(f"{stack.rel(alerting.config_path)}: no scrape job targets service {service} "
+                     "(its breaker state never reaches Prometheus)")
+
+
+def evaluation_interval(alerting: Alerting) -> float:
+    where = alerting.stack.rel(alerting.config_path)
+    return seconds((alerting.config.get("global") or {}).get("evaluation_interval", "1m"),
+                   f"{where}: global.evaluation_interval")
+
+
+def breaker_alert(stack, alerting: Alerting) -> Rule:
+    name = stack.profile["breakers"]["alert"]
+    for rule in alerting.alerts:
+        if rule.name == name:
+            return rule
+    raise StackError(f"{', '.join(stack.rel(f) for f in alerting.rule_files)}: no alert {name} "
+                     "(profile breakers.alert)")
+
+
+def state_metric(stack, rule: Rule) -> str:
+    """The breaker-state gauge: the profile's breakers.state_metric, else the one metric the breaker
+    alert selects (whether the services really export it is what the live checks prove)."""
+    declared = stack.profile["breakers"]["state_metric"]
+    if declared:
+        return declared
+    names = sorted({s.metric for s in promql.selectors(rule.spec["expr"]) if s.metric})
+    if len(names) != 1:
+        raise StackError(f"{stack.rel(rule.file)}: {rule.name} selects {', '.join(names) or 'no metric by name'}: "
+                         "name the breaker-state metric in stackproof.yml breakers.state_metric")
+    return names[0]
+
+
+def state_series(stack, metric: str, target: ScrapeTarget, state: str) -> str:
+    """The breaker-state series Prometheus would store for this target, in promtool's notation."""
+    cfg = stack.profile["breakers"]
+    labels = {"job": target.job, "instance": f"{target.host}:{target.port}", cfg["breaker_label"]: cfg["dependency"]}
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{inner}}}"
+
+
+def alert_fires(stack, alerting: Alerting, rule: Rule, metric: str, states: dict[ScrapeTarget, str]) -> bool:
+    """Whether the alert's expression selects anything when each target's breaker is in the given
+    state: evaluated by promtool (the rule files loaded, so recording rules it uses are there too)."""
+    cfg = stack.profile["breakers"]
+    series = [{"series": state_series(stack, metric, target, state), "values": f"{cfg['states'][state]}x10"}
+              for target, state in states.items()]
+    doc = {
+        "rule_files": [str(f) for f in alerting.rule_files],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [{"expr": f"clamp_max(count({rule.spec['expr']}), 1) or vector(0)",
+                                  "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 1}]}],
+        }],
+    }
+    with tempfile.TemporaryDirectory(prefix="stackproof-breaker-") as tmp:
+        path = Path(tmp) / "breaker-alert.test.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        done = proc.run(["promtool", "test", "rules", path.name], timeout=stack.timeout, cwd=tmp,
+                        where=f"promtool test rules ({rule.name})")
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode == 0:
+        return True
+    if "got:" in out or "exp:" in out:
+        return False
+    raise StackError(f"promtool could not evaluate {rule.name}: {' '.join(out.split())[:200]}")
+
+
+def has_promtool() -> bool:
+    return shutil.which("promtool") is not None
+
+
+# --- where Alertmanager sends it ------------------------------------------------------------
+
+
+@dataclass
+class AlertmanagerConfig:
+    service: str
+    path: Path
+    doc: dict
+
+    def receiver(self, name: str) -> dict | None:
+        return next((r for r in self.doc.get("receivers") or [] if isinstance(r, dict) and r.get("name") == name), None)
+
+
+def alertmanager_config(stack) -> AlertmanagerConfig:
+    """The config file the Alertmanager service runs with (its --config.file, through its mounts)."""
+    service = stack.roles.service("alertmanager")
+    inside = flag_value([*service.entrypoint, *service.command], "--config.file") or ALERTMANAGER_CONFIG
+    host = service.host_path_for(inside)
+    if host is None:
+        raise StackError(f"{stack.rel(stack.compose.files[0])}: {service.name} reads {inside}, which no bind mount provides")
+    doc = load_yaml(Path(host), stack.rel(host))
+    if not isinstance(doc, dict):
+        raise StackError(f"{stack.rel(host)}: not an Alertmanager configuration")
+    return AlertmanagerConfig(service.name, Path(host), doc)
+
+
+def routed_receivers(stack, config: AlertmanagerConfig, labels: dict[str, str]) -> list[str]:
+    """The receivers Alertmanager's routing tree picks for an alert with these labels, as amtool
+    (Alertmanager's own routing code) computes it: matchers, match_re, continue, defaults."""
+    args = ["amtool", "config", "routes", "test", f"--config.file={config.path.name}",
+            *[f"{k}={v}" for k, v in sorted(labels.items())]]
+    done = proc.run(args, timeout=stack.timeout, cwd=config.path.parent, where=f"amtool ({stack.rel(config.path)})")
+    out = done.stdout.decode(errors="replace").strip()
+    if done.returncode != 0:
+        err = " ".join(done.stderr.decode(errors="replace").split())[:200]
+        raise StackError(f"{stack.rel(config.path)}: amtool cannot route alerts: {err}")
+    return [name.strip() for name in out.split(",") if name.strip()]
+
+
+def has_amtool() -> bool:
+    return shutil.which("amtool") is not None

@@ -1,0 +1,62 @@
+"""Each static defect of the circuit-breakers control fails that control, and only it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from defects import breaker_removed_from_coordinator, replace
+from harness import assert_only_control_fails
+
+CONFIG = "ai-stack/mcp-servers/config/config.yaml"
+ALERTS = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
+ALERT_TESTS = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
+ALERTMANAGER = "ai-stack/compose/alertmanager/alertmanager.yml"
+RECOVERY = "    reset_timeout: 60        # seconds open (calls refused with 503 at once) before half-open\n"
+
+
+def _renamed_state_metric(stack: Path) -> None:
+    """The alert (and its promtool test) select aidb_breaker_state; the services export aidb_circuit_breaker_state."""
+    for relative in (ALERTS, ALERT_TESTS):
+        path = stack / relative
+        text = path.read_text()
+        assert "aidb_circuit_breaker_state" in text, f"the reference {relative} changed: update this defect"
+        path.write_text(text.replace("aidb_circuit_breaker_state", "aidb_breaker_state"))
+
+
+def _routed_to_blackhole(stack: Path) -> None:
+    """Critical alerts go to a receiver without any integration: Alertmanager drops them."""
+    replace(ALERTMANAGER, "    - receiver: ops-webhook\n      matchers:\n        - severity=\"critical\"",
+            "    - receiver: blackhole\n      matchers:\n        - severity=\"critical\"")(stack)
+    path = stack / ALERTMANAGER
+    path.write_text(path.read_text() + "  - name: blackhole\n")
+
+
+# (id, injector, fragments the failure reason must name)
+DEFECTS = [
+    ("never-opens-threshold-10000",
+     replace(CONFIG, "    failure_threshold: 5 ", "    failure_threshold: 10000 "),
+     ["config.yaml: circuit_breaker.postgres.failure_threshold is 10000 for aidb"]),
+    ("threshold-0", replace(CONFIG, "    failure_threshold: 5 ", "    failure_threshold: 0 "),
+     ["circuit_breaker.postgres.failure_threshold is 0 for hybrid-coordinator"]),
+    ("never-closes-no-recovery", replace(CONFIG, RECOVERY, ""),
+     ["circuit_breaker.postgres.reset_timeout is not set for aidb"]),
+    ("never-closes-recovery-0", replace(CONFIG, "    reset_timeout: 60 ", "    reset_timeout: 0 "),
+     ["circuit_breaker.postgres.reset_timeout is 0 for aidb"]),
+    ("no-half-open-probe", replace(CONFIG, "    half_open_max_calls: 1 ", "    half_open_max_calls: 0 "),
+     ["circuit_breaker.postgres.half_open_max_calls is 0"]),
+    ("state-metric-renamed", _renamed_state_metric,
+     ["ai-stack-alerts.yml: CircuitBreakerOpen does not fire for an open breaker (aidb open, hybrid-coordinator open"]),
+    ("alert-for-outlasts-the-open-phase", replace(ALERTS, "        for: 20s\n", "        for: 1m\n"),
+     ["CircuitBreakerOpen for 60s + scrape + evaluation outlasts the open phase of aidb"]),
+    ("alert-routed-to-no-receiver", _routed_to_blackhole,
+     ["alertmanager.yml: CircuitBreakerOpen is routed to receiver(s) blackhole with no integration"]),
+    ("breaker-removed-from-one-service", breaker_removed_from_coordinator,
+     ["coordinator.yaml: hybrid-coordinator declares no breaker"]),
+]
+
+
+@pytest.mark.parametrize("inject, fragments", [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
+def test_defect_fails_circuit_breakers(stack_copy, run_static, inject, fragments):
+    inject(stack_copy)
+    assert_only_control_fails(run_static(stack_copy), "circuit_breakers", *fragments)
