@@ -37,7 +37,6 @@ pytestmark = pytest.mark.control("alert_rules")
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
 TEXTFILE_FLAG = "--collector.textfile.directory"
-METRICS_FILE_ENV = "TLS_METRICS_FILE"  # where the monitor script writes, in its container
 # series Prometheus adds for every target it scrapes
 SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added",
                  "scrape_samples_post_metric_relabeling"}
@@ -408,12 +407,25 @@ def _location(mount: tuple[str, str, str] | None) -> tuple[str, str] | None:
     return (kind, str(Path(source) / sub) if kind == "bind" else posixpath.join(source, sub).rstrip("/"))
 
 
-def monitor_metrics_file(monitor) -> str | None:
-    """Where the TLS monitor writes its metrics: its service environment's or cron line's
-    TLS_METRICS_FILE, or its --metrics-file argument."""
+def monitor_metrics_file(stack, monitor) -> str | None:
+    """Where the TLS monitor writes its metrics, read from how it is run (its service's environment and
+    command, or its cron line) through the declared interface (scripts.monitor): the variable or the
+    flag that carries {metrics_file}; else a *.prom path in its environment (the script's own default)."""
+    interface = stack.profile["scripts"]["monitor"]
     env = monitor.service.environment if monitor.service else monitor.cron.env
     argv = [*monitor.service.entrypoint, *monitor.service.command] if monitor.service else list(monitor.cron.argv)
-    return env.get(METRICS_FILE_ENV) or flag_value(argv, "--metrics-file")
+    for var, template in interface["env"].items():
+        if template == "{metrics_file}" and env.get(var):
+            return env[var]
+    command = interface["command"]
+    for before, part in zip(command, command[1:]):
+        if part == "{metrics_file}" and before.startswith("-") and flag_value(argv, before):
+            return flag_value(argv, before)
+        if part.endswith("={metrics_file}"):
+            found = flag_value(argv, part.split("=", 1)[0])
+            if found:
+                return found
+    return next((value for value in env.values() if value and value.endswith(".prom")), None)
 
 
 def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
@@ -422,7 +434,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     services = stack.compose.services
     compose = stack.rel(stack.compose.files[0])
     monitor = stack.roles.tls_monitor()
-    metrics_file = monitor_metrics_file(monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    metrics_file = monitor_metrics_file(stack, monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
     if monitor.service:
         written = _location(_mount_of(monitor.service, posixpath.dirname(metrics_file)))
     else:  # a cron job of the host writes a host path
@@ -435,6 +447,9 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     scraped = [name for name in readers if name in jobs]
     problems = []
     label = monitor.label
+    if monitor.cron:  # the file that says where the metrics go
+        compose, label = stack.rel(monitor.cron.path), "its cron line"
+    described = monitor.label if monitor.service else f"cron file {stack.rel(monitor.cron.path)}"
     if not metrics_file.endswith(".prom"):
         problems.append(f"{compose}: {label} writes {metrics_file}; the textfile collector reads only *.prom")
     if not readers:
@@ -443,7 +458,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
         problems.append(f"{compose}: {label} writes {metrics_file} ({where}), which no textfile exporter reads ({seen})")
     elif not scraped:
         problems.append(f"{stack.rel(alerting.config_path)}: no scrape job targets {', '.join(readers)} (the TLS textfile exporter)")
-    route = f"{label} writes {metrics_file}"
+    route = f"{described} writes {metrics_file}"
     if readers:
         route += f" → {written[0]} {written[1]} → {readers[0]}"
     route += f", scraped by job {jobs[scraped[0]]}" if scraped else ", not scraped"
