@@ -135,8 +135,8 @@ BOTH = [
         ("{prometheus_config}: no alertmanager configured",)),
     Defect("tls-alert-metric-not-produced", per_stack(
         reference=("rules", "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
-        northwind=("rules", "expr: northwind_tls_days_remaining < 30", "expr: northwind_tls_days_left < 30")),
-        ("{rules}: TLSCertificateExpiringSoon selects", "no scraped target produces it")),
+        northwind=("rules", "expr: northwind_tls_probe_ok == 0", "expr: northwind_tls_probe_success == 0")),
+        ("{rules}: TLSCertificate", "no scraped target produces it")),
     Defect("textfile-dir-not-shared", per_stack(
         reference=("compose", "--collector.textfile.directory=/var/lib/node-exporter/textfile",
                    "--collector.textfile.directory=/srv/textfile"),
