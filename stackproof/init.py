@@ -418,7 +418,7 @@ def role_fits(stack, role: str, svc) -> bool:
 ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$", re.M)
 FLAG_LINE = re.compile(r"^\s*#?\s*(--[a-z][a-z0-9-]*)(?:[ =]([A-Z][A-Z_]*))?\s+(.+)$", re.M)
 EXIT_LINE = re.compile(r"^\s*#?\s*(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
-                       r"(ok|warning|critical|error)\b", re.I)
+                       r"(ok|warning|critical|error)\b", re.I | re.M)
 EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error)\b", re.I)
 METRIC_LINE = re.compile(r"^\s*#?\s*([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
 
@@ -430,7 +430,7 @@ MONITOR_PLACEHOLDERS = [  # (placeholder, words of a description that mean it)
 ]
 ROTATE_PLACEHOLDERS = [
     ("{audit_log}", ("audit",)),
-    ("{secrets_dir}", ("directory", "dir")),
+    ("{secrets_dir}", ("directory", "dir", "secrets")),
     ("{key_file}", ("file",)),
 ]
 METRIC_ROLES = [("expiry", ("not_after", "expiry", "expires", "notafter")), ("days_left", ("days",)),
@@ -455,20 +455,39 @@ def _placeholder(description: str, table) -> str | None:
     return next((ph for ph, words in table if any(word in low for word in words)), None)
 
 
+def synopsis(text: str) -> str:
+    """The usage synopsis lines ("Usage: prog [--flag ARG] NAME")."""
+    return "\n".join(line for line in text.splitlines() if "usage:" in line.lower())
+
+
+def interface_parts(text: str, table) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment variable -> placeholder, flag -> placeholder) described by a usage text.
+    A flag takes a value when the synopsis or its own line shows one (`--flag ARG`); an upper-case
+    name that is a positional argument of the synopsis is not an environment variable."""
+    head = synopsis(text)
+    positional = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", re.sub(r"--?[a-z][\w-]*[ =][A-Z_]+", "", head)))
+    env = {var: ph for var, desc in ENV_LINE.findall(text)
+           if var not in positional and (ph := _placeholder(desc, table))}
+    takes_value = dict(re.findall(r"(--[a-z][a-z0-9-]*)[ =]([A-Z][A-Z_]*)", head))
+    flags = {}
+    for flag, arg, desc in FLAG_LINE.findall(text):
+        arg = arg or takes_value.get(flag, "")
+        if arg and (ph := _placeholder(f"{flag} {arg} {desc}", table)) and ph not in flags.values():
+            flags[flag] = ph
+    for flag, arg in takes_value.items():  # flags only the synopsis names
+        if flag not in flags and (ph := _placeholder(f"{flag} {arg}", table)) and ph not in flags.values():
+            flags[flag] = ph
+    return env, flags
+
+
 def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     text = usage_text(source)
     interface = copy.deepcopy(DEFAULTS["scripts"]["monitor"])
     notes = []
-    env = {var: ph for var, desc in ENV_LINE.findall(text)
-           if (ph := _placeholder(desc, MONITOR_PLACEHOLDERS)) and var.isupper()}
-    flags = {}
-    for flag, arg, desc in FLAG_LINE.findall(text):
-        ph = _placeholder(f"{flag} {desc}", MONITOR_PLACEHOLDERS)
-        if ph and arg:
-            flags[flag] = ph
+    env, flags = interface_parts(text, MONITOR_PLACEHOLDERS)
     if env and not flags:
         interface["command"] = ["{script}"]
-        interface["env"] = dict(sorted(env.items(), key=lambda kv: kv[0]))
+        interface["env"] = dict(sorted(env.items()))
         notes.append(f"paths from the environment ({', '.join(sorted(env))})")
     elif flags:
         positional = "{cert}" not in flags.values()
@@ -482,10 +501,8 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     if len(codes) >= 3:
         interface["exit_codes"] = {s: codes.get(s) for s in ("ok", "warning", "critical", "error")}
         notes.append("exit codes " + ", ".join(f"{s} {c}" for s, c in interface["exit_codes"].items()))
-    metrics = METRIC_LINE.findall(text)
-    names = {}
-    labels = {}
-    for metric, label_text in metrics:
+    names, labels = {}, {}
+    for metric, label_text in METRIC_LINE.findall(text):
         role = next((r for r, words in METRIC_ROLES if any(w in metric.lower() for w in words)), None)
         if role and role not in names:
             names[role] = metric
@@ -498,8 +515,7 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
         notes.append("metrics " + ", ".join(names.values()))
     if len(labels) == 3:
         interface["labels"] = labels
-    status_line = re.search(r"^\s*#?\s*(<path>|\S+):\s.*status=<status>", text, re.M)
-    if status_line is None:
+    if re.search(r"^\s*#?\s*(<path>|\S+):\s.*status=<status>", text, re.M) is None:
         interface["status_line"] = None
         notes.append("no machine-readable status line")
     return interface, "; ".join(notes) or "the reference interface"
@@ -514,22 +530,17 @@ def rotate_interface(source: str, name: str) -> tuple[dict, str]:
     text = usage_text(source)
     interface = copy.deepcopy(DEFAULTS["scripts"]["rotate"])
     notes = []
-    env = {var: ph for var, desc in ENV_LINE.findall(text) if (ph := _placeholder(desc, ROTATE_PLACEHOLDERS))}
-    flags = {flag: ph for flag, arg, desc in FLAG_LINE.findall(text)
-             if (arg or _takes_value(flag, text)) and (ph := _placeholder(f"{flag} {desc}", ROTATE_PLACEHOLDERS))}
-    yes = next((flag for flag in ("--yes", "--force", "-y", "--non-interactive") if re.search(rf"\[{flag}\]|^\s*#?\s*{flag}\b",
-                                                                                              text, re.M)), None)
+    env, flags = interface_parts(text, ROTATE_PLACEHOLDERS)
+    head = synopsis(text)
+    yes = next((flag for flag in ("--yes", "--force", "--assume-yes", "-y") if f"[{flag}]" in head), None)
     command = ["{script}"] + [p for flag, ph in flags.items() for p in (flag, ph)]
-    if yes and "ask" not in text.lower():
+    if yes:
         command.append(yes)
         notes.append(f"{yes} skips the confirmation")
     elif re.search(r"\[y/N\]|confirm|answer y", text, re.I):
         interface["stdin"] = "y\n"
         notes.append("answers the confirmation prompt with y")
-    elif yes:
-        command.append(yes)
-    command.append("{key_name}")
-    interface["command"] = command
+    interface["command"] = command + ["{key_name}"]
     interface["env"] = env
     if env:
         notes.append(f"paths from the environment ({', '.join(sorted(env))})")

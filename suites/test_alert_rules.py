@@ -30,7 +30,7 @@ from stackproof.yamlio import load_yaml
 pytestmark = pytest.mark.control("alert_rules")
 
 TEXTFILE_FLAG = "--collector.textfile.directory"
-METRICS_FILE_ENV = "TLS_METRICS_FILE"  # where the monitor script writes, in its container
+METRICS_FILE_ENV = "TLS_METRICS_FILE"  # where the reference monitor script writes, in its container
 # series Prometheus adds for every target it scrapes
 SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added",
                  "scrape_samples_post_metric_relabeling"}
@@ -267,6 +267,9 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     scraped = [name for name in readers if name in jobs]
     problems = []
     label = monitor.label
+    if monitor.cron:  # the file that says where the metrics go
+        compose, label = stack.rel(monitor.cron.path), "its cron line"
+    described = monitor.label if monitor.service else f"cron file {stack.rel(monitor.cron.path)}"
     if not metrics_file.endswith(".prom"):
         problems.append(f"{compose}: {label} writes {metrics_file}; the textfile collector reads only *.prom")
     if not readers:
@@ -275,7 +278,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
         problems.append(f"{compose}: {label} writes {metrics_file} ({where}), which no textfile exporter reads ({seen})")
     elif not scraped:
         problems.append(f"{stack.rel(alerting.config_path)}: no scrape job targets {', '.join(readers)} (the TLS textfile exporter)")
-    route = f"{label} writes {metrics_file}"
+    route = f"{described} writes {metrics_file}"
     if readers:
         route += f" → {written[0]} {written[1]} → {readers[0]}"
     route += f", scraped by job {jobs[scraped[0]]}" if scraped else ", not scraped"

@@ -95,8 +95,10 @@ class Layout:
     tls_key: str
     monitor_script: str
     rotate_script: str
+    api_key_secret: str  # the compose secret of the API key
     api_service: str  # one service that mounts the API key
     exporter: str  # the textfile exporter service
+    prometheus: str  # the Prometheus service
 
     def fill(self, fragment: str) -> str:
         return fragment.format(**self.__dict__)
@@ -115,8 +117,10 @@ REFERENCE = Layout(
     tls_key="ai-stack/compose/nginx/certs/server.key",
     monitor_script="scripts/monitor-tls-certs.sh",
     rotate_script="scripts/rotate-api-key.sh",
+    api_key_secret="stack_api_key",
     api_service="aidb",
     exporter="node-exporter",
+    prometheus="prometheus",
 )
 
 # tests/stacks/northwind: another house style (see its README.md)
@@ -133,8 +137,10 @@ NORTHWIND = Layout(
     tls_key="tls/api.northwind.internal.key",
     monitor_script="bin/certwatch",
     rotate_script="bin/rotate-token",
+    api_key_secret="api_token",
     api_service="catalog",
     exporter="hostmetrics",
+    prometheus="tsdb",
 )
 
 LAYOUTS = {layout.name: layout for layout in (REFERENCE, NORTHWIND)}
@@ -173,3 +179,54 @@ def per_stack(**edits: tuple[str, str, str]) -> LayoutInjector:
         replace(getattr(layout, field), old, new)(stack)
 
     return inject
+
+
+def replace_in(field: str, old: str, new: str) -> LayoutInjector:
+    """The same text edit in the layout's file of each stack (the text must be in both)."""
+    return lambda stack, layout: replace(getattr(layout, field), old, new)(stack)
+
+
+def remove_file(field: str) -> LayoutInjector:
+    return lambda stack, layout: (stack / getattr(layout, field)).unlink()
+
+
+def write_certificate(days: int, with_key: bool = True) -> LayoutInjector:
+    """A new certificate with `days` left in the layout's certificate file (and its key, unless not)."""
+
+    def inject(stack: Path, layout: Layout) -> None:
+        cert, pem_key = certificate_pair(days)
+        (stack / layout.tls_cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if with_key:
+            (stack / layout.tls_key).write_bytes(pem_key)
+
+    return inject
+
+
+def write_key(content: bytes) -> LayoutInjector:
+    """Replace the API key file (owner-only, as the stack keeps it) with `content`."""
+
+    def inject(stack: Path, layout: Layout) -> None:
+        path = stack / layout.api_key
+        path.unlink()
+        path.write_bytes(content)
+        os.chmod(path, 0o400)
+
+    return inject
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One defect, injectable into each stack it applies to; `fragments` are Layout.fill templates."""
+
+    id: str
+    inject: LayoutInjector
+    fragments: tuple[str, ...]
+    stacks: tuple[str, ...] = ("reference", "northwind")
+    args: tuple[str, ...] = ()
+
+
+def cases(defects: list[Defect]) -> list:
+    """pytest params (layout_copy indirect, defect), id `<stack>-<defect>`."""
+    import pytest
+
+    return [pytest.param(name, defect, id=f"{name}-{defect.id}") for defect in defects for name in defect.stacks]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from defects import remove, replace, write
+from defects import Defect, cases, per_stack, remove, replace, replace_in, write
 from harness import assert_only_control_fails
 
 COMPOSE = "ai-stack/compose/docker-compose.yml"
@@ -16,10 +16,10 @@ RULES = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
 RULE_TEST = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
 
 
-def edit_alerts(change):
-    """Apply `change(alerts_by_name, rules_of_group)` to the rule file's parsed YAML and write it back."""
+def edit_alerts(change, rules: str = RULES):
+    """Apply `change(alerts_by_name, rules_of_group)` to a rule file's parsed YAML and write it back."""
     def inject(stack):
-        file = stack / RULES
+        file = stack / rules
         doc = yaml.safe_load(file.read_text())
         for group in doc["groups"]:
             group["rules"] = change({rule["alert"]: rule for rule in group["rules"]}, group["rules"])
@@ -31,12 +31,12 @@ def drop_alerts(*names):
     return edit_alerts(lambda by_name, rules: [rule for rule in rules if rule["alert"] not in names])
 
 
-def drop_field(alert: str, section: str | None, key: str):
+def drop_field(alert: str, section: str | None, key: str, rules: str = RULES):
     def change(by_name, rules):
         if alert in by_name:
             (by_name[alert][section] if section else by_name[alert]).pop(key)
         return rules
-    return edit_alerts(change)
+    return edit_alerts(change, rules)
 
 
 # (id, how to break the stack copy, fragments the failure reason must name)
@@ -45,8 +45,6 @@ DEFECTS = [
      ["prometheus.yml: no rule_files"]),
     ("pattern-matches-nothing", replace(PROMETHEUS, "/etc/prometheus/alerts/*.yml", "/etc/prometheus/alerts/*.yaml"),
      ["rule_files pattern /etc/prometheus/alerts/*.yaml matches no file (ai-stack/compose/prometheus/alerts/*.yaml"]),
-    ("alerts-not-mounted", replace(COMPOSE, "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
-     ["docker-compose.yml: rule_files pattern /etc/prometheus/alerts/*.yml is not visible in the prometheus container"]),
     ("rules-not-yaml", write(RULES, b"groups:\n  - name: broken\n    rules: [\n"), [f"{RULES}:", "invalid YAML"]),
     ("rules-binary-garbage", write(RULES, b"\x00\xff\xfe" + os.urandom(256)), [f"{RULES}: not UTF-8 text"]),
     ("rules-not-a-rule-file", write(RULES, b"alerts:\n  - alert: X\n"), [f"{RULES}: not a Prometheus rule file"]),
@@ -54,25 +52,13 @@ DEFECTS = [
      [f"{RULES}:", '"CircuitBreakerOpen": could not parse expression']),
     ("only-9-alerts", drop_alerts("AuthFailureSpike", "MonitoringTargetDown", "HighRequestLatency"),
      ["only 9 alerting rules (expected >= 10)"]),
-    ("required-alert-renamed", replace(RULES, "- alert: CircuitBreakerOpen", "- alert: CircuitBreakerTripped"),
-     ["required alert(s) missing: CircuitBreakerOpen"]),
-    ("missing-severity", drop_field("DatabasePoolExhausted", "labels", "severity"),
-     [f"{RULES}: DatabasePoolExhausted has no labels.severity"]),
     ("missing-for", drop_field("ServiceHealthCheckFailing", None, "for"), [f"{RULES}: ServiceHealthCheckFailing has no for"]),
     ("missing-description", drop_field("TLSCertificateExpiringSoon", "annotations", "description"),
      [f"{RULES}: TLSCertificateExpiringSoon has no annotations.description"]),
     ("duplicate-alert-name", replace(RULES, "- alert: HighErrorRate", "- alert: AuthFailureSpike"),
      ["duplicate alert name(s): AuthFailureSpike"]),
-    ("no-alertmanagers", replace(PROMETHEUS, 'alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ["alertmanager:9093"]\n', ""),
-     ["prometheus.yml: no alertmanager configured"]),
     ("alertmanager-not-a-service", replace(PROMETHEUS, '"alertmanager:9093"', '"alertmgr:9093"'),
      ["prometheus.yml: alertmanager target(s) alertmgr not a service of ai-stack/compose/docker-compose.yml"]),
-    ("tls-alert-metric-not-produced", replace(RULES, "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
-     [f"{RULES}: TLSCertificateExpiringSoon selects tls_cert_days_remaining"]),
-    ("textfile-dir-not-shared",
-     replace(COMPOSE, "--collector.textfile.directory=/var/lib/node-exporter/textfile", "--collector.textfile.directory=/srv/textfile"),
-     ["tls-monitor writes /var/lib/node-exporter/textfile/tls_certs.prom (volume tls-metrics), which no textfile exporter "
-      "reads (node-exporter reads /srv/textfile)"]),
     ("exporter-not-scraped", replace(PROMETHEUS, '  - job_name: node-exporter\n    static_configs:\n      - targets: ["node-exporter:9100"]\n', ""),
      ["prometheus.yml: no scrape job targets node-exporter"]),
     ("failing-rule-unit-test", replace(RULE_TEST, "values: '48x10'", "values: '30x10'"),
@@ -128,3 +114,39 @@ def test_without_promtool_invalid_promql_still_fails(stack_copy, run_static, mon
     skipped = [row["reason"] for c in run.report["controls"] if c["id"] == "alert_rules"
                for row in c["checks"] if row["status"] == "SKIPPED"]
     assert any("promtool not installed" in reason for reason in skipped), skipped
+
+
+# Defects of both test stacks (tests/defects.py layouts)
+BOTH = [
+    Defect("required-alert-renamed", replace_in("rules", "- alert: CircuitBreakerOpen", "- alert: CircuitBreakerTripped"),
+           ("required alert(s) missing: CircuitBreakerOpen",)),
+    Defect("missing-severity", lambda stack, layout: drop_field("DatabasePoolExhausted", "labels", "severity",
+                                                                layout.rules)(stack),
+           ("{rules}: DatabasePoolExhausted has no labels.severity",)),
+    Defect("alerts-not-mounted", per_stack(
+        reference=("compose", "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n", ""),
+        northwind=("compose", "      - ../observability/rules:/etc/prom/rules:ro\n", "")),
+        ("{compose}: rule_files pattern", "is not visible in the {prometheus} container")),
+    Defect("no-alertmanagers", per_stack(
+        reference=("prometheus_config", 'alerting:\n  alertmanagers:\n    - static_configs:\n'
+                                        '        - targets: ["alertmanager:9093"]\n', ""),
+        northwind=("prometheus_config", 'alerting:\n  alertmanagers:\n    - static_configs:\n'
+                                        '        - targets: ["paging:9093"]\n', "")),
+        ("{prometheus_config}: no alertmanager configured",)),
+    Defect("tls-alert-metric-not-produced", per_stack(
+        reference=("rules", "expr: tls_cert_days_left < 7", "expr: tls_cert_days_remaining < 7"),
+        northwind=("rules", "expr: northwind_tls_probe_ok == 0", "expr: northwind_tls_probe_success == 0")),
+        ("{rules}: TLSCertificate", "no scraped target produces it")),
+    Defect("textfile-dir-not-shared", per_stack(
+        reference=("compose", "--collector.textfile.directory=/var/lib/node-exporter/textfile",
+                   "--collector.textfile.directory=/srv/textfile"),
+        northwind=("compose", "--collector.textfile.directory=/textfile", "--collector.textfile.directory=/srv/textfile")),
+        ("which no textfile exporter reads ({exporter} reads /srv/textfile)",)),
+]
+
+
+@pytest.mark.parametrize("layout_copy, defect", cases(BOTH), indirect=["layout_copy"])
+def test_defect_fails_alert_rules_in_each_stack(layout_copy, run_static, defect):
+    stack, layout = layout_copy
+    defect.inject(stack, layout)
+    assert_only_control_fails(run_static(stack, *defect.args), "alert_rules", *map(layout.fill, defect.fragments))

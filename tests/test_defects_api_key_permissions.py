@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from defects import Defect, cases, chmod_file, per_stack
+from defects import write_key as write_layout_key
 from harness import assert_only_control_fails
 
 from stackproof.keys import key_strength, leaks, strength_problem
@@ -97,13 +99,10 @@ HANG = edit_script(("umask 077\n", "umask 077\nsleep 300\n"), args=("--stack-tim
 
 # (id, injector, fragments the failure reason must name)
 DEFECTS = [
-    ("key-0644", chmod(KEY, 0o644), [f"{KEY} 0644"]),
     ("key-0640", chmod(KEY, 0o640), [f"{KEY} 0640"]),
     ("password-0444", chmod(PASSWORD, 0o444), [f"{PASSWORD} 0444"]),
-    ("secrets-dir-0755", chmod(SECRETS, 0o755), [f"{SECRETS}: secrets dir mode 0755, expected 0700"]),
     ("secret-missing", remove(PASSWORD), [f"{PASSWORD} missing"]),
     ("secret-symlink-outside", symlink_key_outside, [f"{KEY} symlink to", "outside the stack dir"]),
-    ("key-16-bytes", write_key(secrets.token_hex(16).encode()), [f"{KEY}: 16 random bytes (hex), need >= 32"]),
     ("key-zeros", write_key(b"0" * 64), [f"{KEY}: low-entropy key"]),
     ("key-repeated-base64", write_key(b"QUFB" * 16), [f"{KEY}: low-entropy key"]),
     ("key-empty", write_key(b""), [f"{KEY}: 0 random bytes"]),
@@ -114,7 +113,6 @@ DEFECTS = [
      edit_script((REPLACE_KEY, 'chmod u+w -- "$key"; : >"$key"; sleep 0.2; cat -- "$tmpk" >"$key"; '
                                'chmod "$new_mode" "$key"; rm -f -- "$tmpk"')),
      [SCRIPT, "run 1 of 3", "empty or partial"]),
-    ("rotate-no-backup", edit_script((BACKUP, 'rm -f -- "$tmpb"')), [SCRIPT, "no backup of the old key"]),
     ("rotate-backup-0600", edit_script(('chmod 0400 "$tmpb"', 'chmod 0600 "$tmpb"')),
      [SCRIPT, "backup of the old key is not 0400"]),
     ("rotate-key-0644", edit_script(('chmod "$new_mode" "$tmpk"', 'chmod 0644 "$tmpk"')),
@@ -215,3 +213,27 @@ def test_leak_rule_needs_eight_characters_of_a_key():
     assert leaks(b"note=" + key[10:18] + b"\n", key)
     assert not leaks(b"note=" + key[10:17] + b"\n", key)
     assert not leaks(b"old_sha256=" + hashlib.sha256(key).hexdigest()[:12].encode(), key)
+
+
+# Defects of both test stacks (tests/defects.py layouts)
+BOTH = [
+    Defect("key-0644", chmod_file("api_key", 0o644), ("{api_key} 0644",)),
+    Defect("secrets-dir-0755", chmod_file("secrets_dir", 0o755), ("{secrets_dir}: secrets dir mode 0755, expected 0700",)),
+    Defect("key-16-bytes", write_layout_key(secrets.token_hex(16).encode()), ("{api_key}: 16 random bytes (hex), need >= 32",)),
+    Defect("rotate-no-backup", per_stack(
+        reference=("rotate_script", BACKUP, 'rm -f -- "$tmpb"'),
+        northwind=("rotate_script", 'cp -p -- "$token" "$dir/.archive/$name.$stamp"\nchmod 0400 "$dir/.archive/$name.$stamp"\n',
+                   ": >/dev/null\n")),
+        ("{rotate_script}", "no backup of the old key")),
+]
+
+
+@pytest.mark.parametrize("layout_copy, defect", cases(BOTH), indirect=["layout_copy"])
+def test_defect_fails_api_key_permissions_in_each_stack(layout_copy, run_static, defect):
+    stack, layout = layout_copy
+    original = (stack / layout.api_key).read_bytes()
+    defect.inject(stack, layout)
+    injected = (stack / layout.api_key).read_bytes()
+    run = run_static(stack, *defect.args)
+    assert_only_control_fails(run, CONTROL, *map(layout.fill, defect.fragments))
+    assert_no_key_shown(run, [original, injected])

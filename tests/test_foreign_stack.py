@@ -19,6 +19,28 @@ def not_proven(run) -> set[str]:
     return {cid for cid, status in run.statuses.items() if status not in ("PASS", "FAIL")}
 
 
+def test_init_then_static_run_on_the_second_stack(tmp_path, run_static):
+    """init + pytest suites -m static on northwind: every control PASS but progressive disclosure,
+    which has nothing to judge statically (no recorded responses) and is NOT PROVEN by design."""
+    stack = set_up_copy(STACKS / "northwind", tmp_path / "northwind", "bin/setup")
+    done = subprocess.run([sys.executable, "-m", "stackproof.init", "--stack-dir", str(stack)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    profile = (stack / PROFILE_FILE).read_text()
+    assert "TODO: nothing left undecided" in profile, profile
+    data = yaml.safe_load(profile)
+    assert data["roles"]["tls_monitor"] == "cron:ops/cron.d/certwatch"
+    assert data["compose"] == {"env_files": ["deploy/northwind.env"], "profiles": ["observability"]}
+    assert data["paths"]["pool_config"] == "config/app.yml"
+    assert "NORTHWIND_SETTINGS" in profile and "# discovered:" in profile
+    run = run_static(stack)
+    assert run.failed_controls == set(), {c: run.reasons(c) for c in run.failed_controls}
+    assert not_proven(run) == {"progressive_disclosure"}, run.statuses
+    skipped = [row["reason"] for c in run.report["controls"] if c["id"] == "progressive_disclosure"
+               for row in c["checks"]]
+    assert all("no recorded disclosure responses" in reason and "[live]" in reason for reason in skipped), skipped
+
+
 def test_init_rewrites_the_reference_profile_and_it_stays_go(reference_stack, tmp_path, run_static):
     stack = set_up_copy(reference_stack, tmp_path / "stack", None)
     with pytest.raises(Exception, match="already exists"):
