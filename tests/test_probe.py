@@ -78,9 +78,9 @@ def test_probe_matches_os_stat_for_every_kind_of_file(world_dir: Path, path_env:
     root = world_dir / "tree"
     root.mkdir(mode=0o755)
     paths = _tree(root)
-    user = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if as_user == "nobody" else {}
-    done = proc.run(["/bin/sh", "-c", probe.PROBE_SCRIPT, "probe", *paths],
-                    timeout=20, where="probe", env=path_env, **user)
+    user = [shutil.which("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if as_user == "nobody" else []
+    done = proc.run([*user, "/bin/sh", "-c", probe.PROBE_SCRIPT, "probe", *paths],
+                    timeout=20, where="probe", env=path_env)
     assert done.returncode == 0, done.stderr
     assert b"secret of" not in done.stdout and b"spaces" not in done.stdout  # no content, no names
     facts = probe.parse("local", paths, done.stdout)

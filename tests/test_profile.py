@@ -166,7 +166,7 @@ def test_weakening_profile_is_flagged_and_strict_profile_ignores_it(stack_copy, 
     assert "WEAKENED by the profile: tls.min_days_left = -100000 (default 30; stackproof.yml)" in lenient.stdout
     markdown = (lenient.report_dir / "validation-report.md").read_text()
     html = (lenient.report_dir / "validation-report.html").read_text()
-    assert "| Profile weakens | **pool.min_size = 1 (default 20; stackproof.yml)** |" in markdown
+    assert "| Profile weakens | **` pool.min_size = 1 (default 20; stackproof.yml) `** |" in markdown
     assert "Profile weakens</th><td class=\"fail\">pool.min_size = 1 (default 20; stackproof.yml)" in html
 
     strict = run_static(stack_copy, "--strict-profile")
