@@ -27,6 +27,7 @@ from .errors import StackError
 from .profile import DEFAULTS, PROFILE_FILE, Profile
 from .redact import Redactor
 from .roles import SKIP_DIRS, Roles, cron_files, cron_job
+from .service_config import holds
 from .target import Stack
 from .yamlio import load_yaml
 
@@ -386,19 +387,6 @@ ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|s
 
 def posixpath_join(base: str, path: str) -> str:
     return str(PurePosixPath(base) / path)
-
-
-def holds(path: Path, key: list[str]) -> bool:
-    """Whether a YAML file has the mapping at the dotted key."""
-    try:
-        node = load_yaml(path, path.name)
-    except StackError:
-        return False
-    for part in key:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return isinstance(node, dict)
 
 
 def is_rule_test(path: Path) -> bool:

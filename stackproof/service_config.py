@@ -20,7 +20,7 @@ def pool_config_of(stack, svc) -> tuple[Path | None, str]:
         if not value or not value.startswith("/"):
             continue
         host = svc.host_path_for(value)
-        if host is not None and host.is_file() and host.suffix in (".yml", ".yaml") and _holds(host, key):
+        if host is not None and host.is_file() and host.suffix in (".yml", ".yaml") and holds(host, key):
             return host, f"{var}={value}"
     configured = stack.path("pool_config")
     for mount in svc.volumes:
@@ -30,7 +30,8 @@ def pool_config_of(stack, svc) -> tuple[Path | None, str]:
     return None, ""
 
 
-def _holds(path: Path, key: list[str]) -> bool:
+def holds(path: Path, key: list[str]) -> bool:
+    """Whether a YAML file has a mapping at the key's parts (an unreadable file has none)."""
     try:
         node = load_yaml(path, path.name)
     except StackError:
