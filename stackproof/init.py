@@ -26,10 +26,9 @@ from .compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
 from .profile import DEFAULTS, PROFILE_FILE, Profile
 from .redact import Redactor
-from .roles import SKIP_DIRS, Roles, cron_files, cron_job
+from .roles import SKIP_DIRS, Roles
 from .service_config import holds
 from .target import Stack
-from .yamlio import load_yaml
 
 MAX_SCAN_BYTES = 256 * 1024
 MAX_FILES = 5000
