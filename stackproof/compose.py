@@ -62,6 +62,7 @@ class Service:
     profiles: list[str] = field(default_factory=list)
     build_context: Path | None = None
     dockerfile: str | None = None
+    replicas: int = 1  # containers the file asks for (`scale`, `deploy.replicas`); a live check counts them instead
 
     def host_path_for(self, container_path: str) -> Path | None:
         """Where a path inside this service's container lives on the host, through its bind mounts."""
@@ -449,6 +450,18 @@ def _parse_volume(spec: str, project_dir: Path) -> dict:
     }
 
 
+def _replicas(svc: dict) -> int:
+    """How many containers a service asks for: `deploy.replicas`, else `scale`, else 1 (a value that is
+    not a whole number counts as 1; compose itself refuses it before a deploy)."""
+    deploy = svc.get("deploy") if isinstance(svc.get("deploy"), dict) else {}
+    for value in (deploy.get("replicas"), svc.get("scale")):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    return 1
+
+
 def _secret_mode(value: Any) -> int | None:
     if value is None:
         return None
@@ -498,6 +511,7 @@ def _model(doc: dict, files: list[Path], loader: str, profiles: list[str], env_f
             profiles=[str(p) for p in svc.get("profiles") or []],
             build_context=Path(build["context"]) if build.get("context") else None,
             dockerfile=None if build.get("dockerfile") is None else str(build["dockerfile"]),
+            replicas=_replicas(svc),
         )
     secrets = {
         name: Path(spec["file"]) if isinstance(spec, dict) and spec.get("file") else None

@@ -11,6 +11,7 @@ changes a container, except `restart`, `take_down` and `bring_back`, which only 
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import time
 import urllib.error
@@ -18,6 +19,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .errors import StackError
 from .target import Stack
 
 __all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
+SCRAPE_GRACE = 5.0  # seconds after a container starts in which it writes what its first scrape should see
 PROBE_WORKERS = 8  # concurrent container probes: enough to hide exec latency, few enough for a small engine
 
 
@@ -80,6 +83,12 @@ class LiveStack:
         if self.engine.unreached:
             raise NotProven(f"not proven: {what} unchecked in {len(self.engine.unreached)} task(s): "
                             + "; ".join(map(str, self.engine.unreached)))
+
+    def replicas(self, service: str) -> int:
+        """How many containers of the service run, reachable or not (each holds its own pool, its own
+        breaker, its own copy of the key)."""
+        return (sum(1 for placed in self._placed.values() if placed.service == service)
+                + sum(1 for task in self.engine.unreached if task.service == service))
 
     def service_of(self, container) -> str:
         return self.engine.service_of(container)
@@ -208,7 +217,38 @@ class LiveStack:
         return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context, f"service {service}")
 
     def prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
-        """A Prometheus HTTP API call; returns its `data`."""
+        """A Prometheus HTTP API call; returns its `data`. A query first waits, once per run, until
+        every target was scraped after the project's containers started (`_scrapes_settled`)."""
+        if api_path == "/api/v1/query":
+            self._scrapes_settled  # noqa: B018 - the cached wait, run once
+        return self._prometheus(api_path, params)
+
+    @cached_property
+    def _scrapes_settled(self) -> None:
+        """A stack validated right after its deploy has not been scraped yet: the TLS monitor wrote its
+        textfile after Prometheus's last scrape of the exporter, and a query finds no series for a
+        reason that is not a defect. So wait (bounded by twice the longest scrape interval, at most
+        60 s) until every active target's last scrape is later than SCRAPE_GRACE after the newest
+        container's start. On a stack that has run for a while this returns at once; if the targets
+        never catch up, the checks go on and fail on what Prometheus then holds."""
+        newest = max((_started_at(c) for c in self.containers), default=0.0)
+        if not newest:
+            return None
+        settle_at = min(newest + SCRAPE_GRACE, time.time())
+        deadline = None
+        while True:
+            targets = self._prometheus("/api/v1/targets", {"state": "active"}).get("activeTargets", [])
+            behind = [t for t in targets if _rfc3339(t.get("lastScrape", "")) < settle_at]  # never scraped: 0
+            if not behind:
+                return None
+            if deadline is None:
+                longest = max((_duration(t.get("scrapeInterval", "")) for t in targets), default=15.0)
+                deadline = time.monotonic() + min(2 * longest + 1, 60.0)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+
+    def _prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
         service = self.stack.roles.name("prometheus")
         host, port = self.published(service, self.stack.profile["live"]["prometheus_port"])
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -357,6 +397,32 @@ class LiveStack:
             return response.json()
         except ValueError:
             raise StackError(f"service {service}: {api_path}: not JSON") from None
+
+
+def _started_at(container) -> float:
+    """When the container last started (epoch seconds; 0 when the engine does not say)."""
+    return _rfc3339(((getattr(container, "attrs", None) or {}).get("State") or {}).get("StartedAt", ""))
+
+
+def _rfc3339(stamp: str) -> float:
+    """Epoch seconds of an RFC 3339 time as Docker and Prometheus write it (nanoseconds, Z or an
+    offset); 0 for anything else, e.g. Prometheus's zero time for a target never scraped."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp or "")
+    if not match:
+        return 0.0
+    whole, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return 0.0
+    return max(moment.timestamp() + float(f"0.{fraction or 0}"), 0.0)
+
+
+def _duration(text: str) -> float:
+    """Seconds in a Prometheus duration like '15s', '1m', '1m30s' (15 when unreadable)."""
+    parts = re.findall(r"(\d+)(ms|s|m|h)", text or "")
+    seconds = sum(int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit] for n, unit in parts)
+    return float(seconds) or 15.0
 
 
 def _first_line(value: object) -> str:

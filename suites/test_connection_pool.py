@@ -8,7 +8,7 @@ Postgres' max_connections minus the superuser-reserved ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -62,14 +62,25 @@ class ServicePool:
     overflow: int
     config: str  # config file, relative to the stack
     overrides: dict[str, str]  # env var -> value, for the evidence
+    replicas: int = 1  # containers of the service, each with its own pool
 
     @property
     def max(self) -> int:
         return self.size + self.overflow
 
+    @property
+    def demand(self) -> str:
+        """The service's share of the Postgres connections, as the evidence writes it."""
+        return f"{self.service} {self.replicas} × {self.max}" if self.replicas != 1 else f"{self.service} {self.max}"
+
     def describe(self) -> str:
         via = f" ({', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else ""
         return f"{self.service}: size {self.size}, overflow {self.overflow}, max {self.max}{via}"
+
+
+def connections_needed(pools: list[ServicePool]) -> int:
+    """Every container of every pooled service holds its own pool: at worst all of them are full."""
+    return sum(pool.max * pool.replicas for pool in pools)
 
 
 def service_pools(stack) -> list[ServicePool]:
@@ -94,7 +105,7 @@ def service_pools(stack) -> list[ServicePool]:
             size = as_int(overrides[cfg["size_env"]], f"{compose_file}: {name}: {cfg['size_env']}")
         if cfg["overflow_env"] in overrides:
             overflow = as_int(overrides[cfg["overflow_env"]], f"{compose_file}: {name}: {cfg['overflow_env']}")
-        pools.append(ServicePool(name, size, overflow, stack.rel(config_path), overrides))
+        pools.append(ServicePool(name, size, overflow, stack.rel(config_path), overrides, svc.replicas))
     if not pools:
         raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
                          "(through a bind mount, or an environment variable naming a mounted file)")
@@ -217,16 +228,17 @@ def test_pools_fit_postgres(stack, evidence):
     pools = service_pools(stack)
     max_conn, reserved, source = postgres_limits(stack)
     available = max_conn - reserved
-    total = sum(pool.max for pool in pools)
+    total = connections_needed(pools)
     service = stack.roles.name("postgres")
     evidence.record(
-        test=f"sum of the services' max pools vs {service} max_connections - superuser_reserved_connections",
+        test=f"sum of the max pools of the services' declared replicas vs {service} max_connections - superuser_reserved_connections",
         expected=f"< {max_conn} - {reserved} = {available}",
-        result=" + ".join(f"{pool.service} {pool.max}" for pool in pools) + f" = {total}",
+        result=" + ".join(pool.demand for pool in pools) + f" = {total}",
     )
     evidence.note(f"max_connections={max_conn} ({source}), superuser_reserved_connections={reserved}")
     assert total < available, (
-        f"{stack.rel(stack.compose.files[0])}: the pools need up to {total} connections but {service} allows "
+        f"{stack.rel(stack.compose.files[0])}: the pools need up to {total} connections "
+        f"({' + '.join(pool.demand for pool in pools)}) but {service} allows "
         f"max_connections {max_conn} - {reserved} reserved = {available}"
     )
 
@@ -302,19 +314,22 @@ def test_live_postgres_max_connections(stack, live, evidence):
     """The pools must fit the limits Postgres really runs with, not only those the compose file asks for."""
     max_conn, reserved = postgres_setting(live, "max_connections"), postgres_setting(live, "superuser_reserved_connections")
     declared, declared_reserved, source = postgres_limits(stack)
-    total = sum(pool.max for pool in service_pools(stack))
+    pools = [replace(pool, replicas=live.replicas(pool.service)) for pool in service_pools(stack)]
+    total = connections_needed(pools)
     service = stack.roles.name("postgres")
     evidence.record(
-        test=f"SHOW max_connections / superuser_reserved_connections in {service}; sum of the services' max pools",
+        test=f"SHOW max_connections / superuser_reserved_connections in {service}; "
+             "sum of the max pools of the services' running containers",
         expected=f"{declared} / {declared_reserved} ({source}); sum < {max_conn - reserved}",
-        result=f"{max_conn} / {reserved}; sum {total}",
+        result=f"{max_conn} / {reserved}; " + " + ".join(pool.demand for pool in pools) + f" = {total}",
     )
     assert (max_conn, reserved) == (declared, declared_reserved), (
         f"service {service}: runs with max_connections {max_conn}, reserved {reserved} "
         f"(expected {declared}, {declared_reserved} from the {source})"
     )
     assert total < max_conn - reserved, (
-        f"service {service}: the pools need up to {total} connections, Postgres allows {max_conn - reserved}"
+        f"service {service}: the pools need up to {total} connections ({' + '.join(pool.demand for pool in pools)}), "
+        f"Postgres allows {max_conn - reserved}"
     )
 
 

@@ -23,6 +23,11 @@ DEFECTS = [
         ["config.yaml: database.postgres.pool.size: 'twenty' is not an integer"],
     ),
     (
+        # each replica holds its own pool: 3 × 50 + 50 = 200 > 197
+        "aidb-scaled-to-3", COMPOSE, "\n  aidb:\n", "\n  aidb:\n    scale: 3\n",
+        ["the pools need up to 200 connections (aidb 3 × 50 + hybrid-coordinator 50)", "= 197"],
+    ),
+    (
         "malformed-yaml", CONFIG, POOL, "      size: 20\n     max_overflow: [30\n",
         ["ai-stack/mcp-servers/config/config.yaml: line", "invalid YAML"],
     ),

@@ -125,7 +125,7 @@ LIVE_DEFECTS = [
         ("ai-stack/compose/docker-compose.yml",),
         replace("ai-stack/compose/docker-compose.yml", "      - max_connections=200\n", "      - max_connections=60\n"),
         ("postgres",),
-        ("the pools need up to 100 connections, Postgres allows 57",),
+        ("the pools need up to 100 connections", "Postgres allows 57"),
     ),
     LiveDefect(
         "dead-alert-metric", "alert_rules",
