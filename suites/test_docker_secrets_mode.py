@@ -45,18 +45,20 @@ def test_effective_secret_mode_in_containers(stack, live, evidence):
     """Inside every running container, every /run/secrets/* target has the mode and owner it was deployed
     with (swarm's service spec; compose's declaration, which non-swarm engines do not apply) and 0400."""
     wanted = stack.profile["secrets"]["mode"]
-    seen, wrong = [], []
+    seen: dict[str, dict[str, list[str]]] = {}  # service -> container -> what its mounts show
+    wrong = []
     for container in live.containers:
         facts = live.probe(container)
+        shown = seen.setdefault(live.service_of(container), {}).setdefault(container.name, [])
         for mount in live.secret_mounts(container):
             target = mount.target
             file = facts.file(target)
             if not file.exists:
-                seen.append(f"{container.name}:{target} missing")
+                shown.append(f"{target} missing")
                 wrong.append(f"{container.name}:{target} missing")
                 continue
             mode, uid, gid = file.mode, str(file.uid), str(file.gid)
-            seen.append(f"{container.name}:{target} {mode:04o} {uid}:{gid}")
+            shown.append(f"{target} {mode:04o} {uid}:{gid}")
             problems = []
             if mount.mode is not None and mode != mount.mode:
                 problems.append(f"mode {mode:04o}, declared {mount.mode:04o}")
@@ -73,8 +75,24 @@ def test_effective_secret_mode_in_containers(stack, live, evidence):
     evidence.record(
         test=f"stat of every /run/secrets/* mount in the {live.engine.name} project's containers",
         expected=f"mode {wanted:04o}, and the mode and owner it was deployed with",
-        result="; ".join(seen) or "no secret mounts",
+        result=_by_service(seen) or "no secret mounts",
     )
-    assert seen or live.unreached, f"{live.engine.name} project {live.project}: no container mounts a secret"
+    assert any(mounts for containers in seen.values() for mounts in containers.values()) or live.unreached, \
+        f"{live.engine.name} project {live.project}: no container mounts a secret"
     assert not wrong, f"effective secret mode differs from its declaration: {'; '.join(wrong)}"
     live.require_every_container("secret modes")
+
+
+def _by_service(seen: dict[str, dict[str, list[str]]]) -> str:
+    """The evidence, one entry per service when all its containers show the same (a service scaled to
+    20 is one line, with its count), else one per container."""
+    parts = []
+    for service, containers in sorted(seen.items()):
+        shown = {tuple(sorted(mounts)) for mounts in containers.values()}
+        if not any(shown):
+            continue
+        if len(containers) > 1 and len(shown) == 1:
+            parts.append(f"{service} ({len(containers)} containers): {', '.join(next(iter(shown)))}")
+        else:
+            parts += [f"{name}: {', '.join(mounts)}" for name, mounts in sorted(containers.items()) if mounts]
+    return "; ".join(parts)

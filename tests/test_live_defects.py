@@ -257,3 +257,26 @@ def test_hung_container_fails_its_checks_within_the_timeout(running_reference_st
     assert len(reasons) == 3 and all("\n" not in r for r in reasons), reasons
     assert all("prometheus" in r.lower() for r in reasons), reasons
     assert elapsed < 3 * (3 + 2) + 15, f"{elapsed:.0f}s for three checks bounded at 3s each"
+
+
+SCALE = 20  # containers per API service in the scale self-test (issue 10 §4)
+
+
+def test_scaled_api_services_every_container_checked_and_pool_budget_counts_them(running_reference_stack: Path, run_suite):
+    """The API services scaled to SCALE containers each (`--scale`): every container's secrets are
+    probed, and the pool budget counts every container's pool: 2 × SCALE × 50 connections do not fit
+    Postgres's 197, so the connection pool control fails, and only it. Scaled back to one afterwards."""
+    services = ("aidb", "hybrid-coordinator")
+    scale = [arg for service in services for arg in ("--scale", f"{service}={SCALE}")]
+    try:
+        compose("up", "-d", "--wait", "--wait-timeout", "420", "--no-recreate", *scale, *services, timeout=600)
+        run = run_suite(running_reference_stack, "-m", "live", "--live", timeout=600)
+    finally:
+        compose("up", "-d", "--wait", "--wait-timeout", "180", "--no-recreate",
+                *[arg for service in services for arg in ("--scale", f"{service}=1")], *services)
+    demand = " + ".join(f"{service} {SCALE} × 50" for service in services)
+    assert_only_control_fails(run, "connection_pool", f"the pools need up to {2 * SCALE * 50} connections ({demand})")
+    probed = next(check["result"] for control in run.report["controls"] if control["id"] == "docker_secrets_mode"
+                  for check in control["checks"] if check["mode"] == "live")
+    for service in services:  # each container probed: the evidence counts them per service
+        assert f"{service} ({SCALE} containers): /run/secrets/" in probed, probed
