@@ -5,6 +5,8 @@
     bench/benchmark.py --static-only  only the static runs (no engine needed)
     bench/benchmark.py --cold         also: remove the stack and all its images, then time `bin/stackproof validate`
     bench/benchmark.py --project P --engine E   the live run and its probe floor against another deployment
+    bench/benchmark.py --scale 20     also: the API services scaled to 20 containers each (compose), the
+                                      live run and floor again, and its ratio to the unscaled live run
 
 Targets: static run of the reference stack <= 2.5 s wall, median of 5 (issue 10 §5: start-up is
 imports, so bytecode is written and reused as in a user's install: PYTHONDONTWRITEBYTECODE is
@@ -17,6 +19,11 @@ run (fastest of 5) + one concurrent `docker exec true` into every container + on
 TLS terminator + one Prometheus API call + one SQL query in Postgres + the load check's own duration
 (from the live run's JUnit XML). Target: live run (static + live) <= 1.5x that floor. The live run's
 `docker exec` calls are counted through a `docker` shim on PATH.
+
+Scale (issue 10 §4): with --scale N the reference stack's API services are scaled to N containers
+each (2N + 7 containers), the live run and its floor are measured again, and the target is the
+scaled live run <= 2x the unscaled one. (At that scale the pool budget is exceeded, so that run is
+NO-GO by design: the connection pool control counts every container's pool.)
 """
 
 from __future__ import annotations
@@ -157,11 +164,35 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
     return [live, result]
 
 
+API_SERVICES = ("aidb", "hybrid-coordinator")
+
+
+def scaled_run(pytest: list[str], report_dir: Path, static_seconds: float, scale: int, unscaled: float) -> list[dict]:
+    """The live run and its floor with the API services at `scale` containers each, then scaled back."""
+    compose = ["docker-compose", "-p", "ai-stack", "-f", str(ROOT / "stack/ai-stack/compose/docker-compose.yml")]
+
+    def scale_to(count: int) -> None:
+        flags = [arg for service in API_SERVICES for arg in ("--scale", f"{service}={count}")]
+        subprocess.run([*compose, "up", "-d", "--wait", "--wait-timeout", "420", "--no-recreate", *flags, *API_SERVICES],
+                       cwd=ROOT, check=True, capture_output=True, timeout=600)
+
+    scale_to(scale)
+    try:
+        live, floor = live_run_and_floor(pytest, report_dir, static_seconds, None, None)
+    finally:
+        scale_to(1)
+    ratio = {"name": f"live run at {floor['containers']} containers over the unscaled live run",
+             "seconds": live["seconds"], "ratio": round(live["seconds"] / unscaled, 2), "target_ratio": 2.0}
+    print(f"== {ratio['name']}: {live['seconds']} s / {unscaled} s = {ratio['ratio']}x (target <= 2x)", flush=True)
+    return [live, floor, ratio]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="also measure a cold end-to-end run (removes images)")
     parser.add_argument("--static-only", action="store_true", help="only the static runs (no engine needed)")
     parser.add_argument("--project", help="compose project / swarm stack of the live run (default: the compose file's name)")
+    parser.add_argument("--scale", type=int, default=0, help="also measure with the API services at this many containers each")
     parser.add_argument("--engine", choices=("compose", "swarm", "podman"), help="engine of the live run (default: detected)")
     args = parser.parse_args()
     report_dir = ROOT / "reports" / "bench"
@@ -170,6 +201,8 @@ def main() -> int:
     if not args.static_only:
         # the fastest static run: on a busy machine the median is noise, and a lower floor is the stricter one
         results += live_run_and_floor(pytest, report_dir, min(results[0]["runs"]), args.project, args.engine)
+    if args.scale and not args.static_only:
+        results += scaled_run(pytest, report_dir, min(results[0]["runs"]), args.scale, results[-2]["seconds"])
     if args.cold and not args.static_only:
         subprocess.run([str(ROOT / "stack/scripts/down.sh")], cwd=ROOT, timeout=300)
         images = subprocess.run(["docker", "images", "-q", "--filter", "reference=ai-stack*"], capture_output=True,
