@@ -114,4 +114,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     and rootful Podman's networks change the host's networking, and name resolution inside the running
     compose project was seen broken after them (nginx 502, aidb's breaker open) until it was recreated:
     the compose live self-tests must not depend on what those tests leave behind."""
-    items.sort(key=lambda item: item.path.name == "test_engines_live.py")
+    items.sort(key=lambda item: item.path.name in ("test_engines_live.py", "test_swarm_multinode_live.py"))

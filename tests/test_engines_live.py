@@ -68,7 +68,7 @@ def _suite_args(*extra: str) -> tuple[str, ...]:
     return ("--live", "--engine", "swarm", "--compose-project", SWARM_PROJECT, *extra)
 
 
-def _wait_converged(client, service: str, timeout: float = 240) -> None:
+def _wait_converged(client, service: str, timeout: float = 240, project: str = SWARM_PROJECT) -> None:
     """The service's update (or rollback) is complete, its task healthy, and nginx serves through it
     again (nginx re-resolves the new task's address within its resolver's 10 s)."""
     stack = Stack(REFERENCE_STACK, 10.0, Redactor())
@@ -77,7 +77,7 @@ def _wait_converged(client, service: str, timeout: float = 240) -> None:
         state = (client.services.get(service).attrs.get("UpdateStatus") or {}).get("State", "completed")
         if state in ("completed", "rollback_completed"):
             try:
-                if LiveStack.connect(stack, SWARM_PROJECT, "swarm").https("/health").status == 200:
+                if LiveStack.connect(stack, project, "swarm").https("/health").status == 200:
                     return
             except Exception:  # tasks still starting: not reachable yet
                 pass
