@@ -110,7 +110,7 @@ LIVE_DEFECTS = [
         "rotation-leaves-services-on-the-old-key", "api_key_permissions",
         ("scripts/rotate-api-key.sh", "scripts/rotate-api-key.orig.sh"), _rotation_without_restart, (),
         # --allow-changes for the rotation only: the breakers' fault injection is proven on its own
-        ("the old key still works",), ("--allow-changes", "-k", "not test_live_fault_injection"),
+        ("the old key still works",), ("--allow-changes", "--trust-stack-code", "-k", "not test_live_fault_injection"),
     ),
     LiveDefect(
         "pool-size-5-through-environment", "connection_pool",

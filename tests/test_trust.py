@@ -59,7 +59,7 @@ def test_no_secret_reaches_any_output_of_a_live_run(running_reference_stack, run
     password appear nowhere."""
     known = stack_secrets(running_reference_stack)
     junit, html = tmp_path / "junit.xml", tmp_path / "pytest-html.html"
-    run = run_suite(running_reference_stack, "--live", "--allow-changes", "-rA", "-l", "--junitxml", str(junit),
+    run = run_suite(running_reference_stack, "--live", "--allow-changes", "--trust-stack-code", "-rA", "-l", "--junitxml", str(junit),
                     "--html", str(html), "--self-contained-html")
     assert run.report is not None and run.verdict == "GO", run.stdout[-2000:]
     assert_no_secret_in(run, known, (junit, html))
@@ -96,3 +96,17 @@ def test_a_run_changes_neither_the_stack_dir_nor_the_containers(run_suite):
     assert run.report is not None, run.stdout[-2000:]
     assert _tree_digest(REFERENCE_STACK) == before_tree, "the run changed the stack dir"
     assert _containers_state() == before_containers, "the run changed, restarted or replaced containers"
+
+
+@pytest.mark.live_selftest
+def test_live_rotation_needs_trust_in_the_stack_code(running_reference_stack, run_suite):
+    """--allow-changes alone does not run the stack's rotate script on the host (it needs the engine's
+    rights, so no sandbox holds it): the rotation is skipped saying why, and its control is not proven."""
+    known = stack_secrets(running_reference_stack)
+    run = run_suite(running_reference_stack, "-m", "live", "-k", "test_live_key_rotation", "--live", "--allow-changes")
+    assert run.report is not None, run.stdout[-2000:]
+    rotation = [row for c in run.report["controls"] for row in c["checks"] if "rotat" in row["name"].lower()]
+    assert [row["status"] for row in rotation] == ["SKIPPED"], rotation
+    assert "--trust-stack-code" in rotation[0]["reason"], rotation[0]["reason"]
+    assert run.verdict == "NO-GO" and run.ret != 0
+    assert stack_secrets(running_reference_stack) == known
