@@ -11,10 +11,16 @@ import subprocess
 
 import docker
 import pytest
+from hypothesis import settings
 from defects import LAYOUTS, Layout
 from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun, report_schema_errors
 
 from stackproof.init import write_profile
+
+# The property tests' examples are judged on their results, not their speed: on a loaded CI machine
+# hypothesis's default 200 ms deadline failed examples that pass.
+settings.register_profile("stackproof", deadline=None)
+settings.load_profile("stackproof")
 
 
 @pytest.fixture(scope="session")
