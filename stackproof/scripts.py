@@ -22,6 +22,7 @@ import re
 import string
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .keys import KeyStrength, key_strength, leaks, modes_text, sha256, strength
 from .safeio import read_stack_file
 from .sandbox import ScriptBox
 
+PREFETCH_WORKERS = 4  # monitor runs at once: they wait more than they compute
 STATUSES = ("ok", "warning", "critical", "error")
 STATUS_METRIC_VALUES = {"ok": 0, "warning": 1, "critical": 2}  # the status gauge's values (no series on error)
 MONITOR_PLACEHOLDERS = ("script", "cert", "metrics_file", "warn_days", "crit_days", "workdir")
@@ -109,6 +111,11 @@ def _last_line(data: bytes, box: ScriptBox) -> str:
 
 
 # --- the monitor ---------------------------------------------------------------------------
+
+
+class ScriptRunFailed(StackError):
+    """The sandboxed run itself failed (a hang past the timeout, the sandbox refused): the script is
+    not run again in this session, so a hanging script costs one timeout, not one per scenario."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,7 @@ class Monitor:
         self.box: ScriptBox | None = None
         self.broken: str | None = None
         self._probe: str | None | bool = False  # False: not probed yet
+        self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
 
     def close(self) -> None:
         if self.box is not None:
@@ -272,10 +280,42 @@ class Monitor:
             self.box = box
         return self.box
 
+    def prefetch(self, runs: dict[str, Path | None]) -> None:
+        """Make the runs `run()` will be asked for, concurrently (PREFETCH_WORKERS at a time): each has its
+        own certificate and metrics file in the box, and a run is mostly waiting on bubblewrap and
+        openssl, which is most of a static run's wall time. A run that fails is kept as its error."""
+        if self.broken:
+            return
+        todo = {label: cert for label, cert in runs.items() if label not in self._prefetched}
+        if not todo:
+            return
+        self._open()
+        with ThreadPoolExecutor(max_workers=min(PREFETCH_WORKERS, len(todo))) as pool:
+            futures = {label: pool.submit(self._run, label, cert) for label, cert in todo.items()}
+        for label, future in futures.items():
+            try:
+                self._prefetched[label] = future.result()
+            except StackError as exc:
+                self._prefetched[label] = exc
+
     def run(self, label: str, cert: Path | None) -> MonitorRun:
-        """Run the script on a copy of `cert` (None: a path where no file is)."""
+        """Run the script on a copy of `cert` (None: a path where no file is), or hand out the run
+        prefetch() made. After a run that failed (a hang, a crash of the sandbox) no other is made."""
         if self.broken:
             raise StackError(f"{self.broken} (on an earlier run)")
+        made = self._prefetched.pop(label, None)
+        if made is None:
+            try:
+                made = self._run(label, cert)
+            except StackError as exc:
+                made = exc
+        if isinstance(made, ScriptRunFailed):
+            self.broken = str(made)
+        if isinstance(made, StackError):
+            raise made
+        return made
+
+    def _run(self, label: str, cert: Path | None) -> MonitorRun:
         interface = self.interface
         cfg = self.stack.profile["tls"]
         box = self._open()
@@ -291,8 +331,7 @@ class Monitor:
         try:
             done = box.run(command, env=env, stdin=interface.stdin, where=self.rel, timeout=self.stack.timeout)
         except StackError as exc:
-            self.broken = str(exc)
-            raise
+            raise ScriptRunFailed(str(exc)) from None
         metrics = None
         if os.path.lexists(metrics_file):
             metrics = read_stack_file(metrics_file, f"{self.rel}: metrics file", OUTPUT_FILE_CAP).decode(errors="replace")

@@ -169,6 +169,7 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
     problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
     if problem:
         pytest.skip(f"blocked by {INTERFACE_CHECK}: {problem}")
+    monitor.prefetch({label: None if kind == "missing" else scenario_certs[label][0] for label, kind, _ in SCENARIOS})
     run = monitor.run(scenario, path if days != "missing" else None)
     try:
         problems = monitor.problems(run, cert, expected, days if cert else None)
