@@ -115,7 +115,8 @@ def _last_line(data: bytes, box: ScriptBox) -> str:
 
 class ScriptRunFailed(StackError):
     """The sandboxed run itself failed (a hang past the timeout, the sandbox refused): the script is
-    not run again in this session, so a hanging script costs one timeout, not one per scenario."""
+    not run again in this session, so a hanging script costs one timeout (the interface probe's, or
+    those of the runs prefetched together), not one per scenario."""
 
 
 @dataclass(frozen=True)
