@@ -257,6 +257,7 @@ class Monitor:
         self.broken: str | None = None
         self._probe: str | None | bool = False  # False: not probed yet
         self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
+        self._asked: set[str] = set()  # labels run() was asked for: never made again ahead
 
     def close(self) -> None:
         if self.box is not None:
@@ -287,7 +288,7 @@ class Monitor:
         openssl, which is most of a static run's wall time. A run that fails is kept as its error."""
         if self.broken:
             return
-        todo = {label: cert for label, cert in runs.items() if label not in self._prefetched}
+        todo = {label: cert for label, cert in runs.items() if label not in self._prefetched and label not in self._asked}
         if not todo:
             return
         self._open()
@@ -304,6 +305,7 @@ class Monitor:
         prefetch() made. After a run that failed (a hang, a crash of the sandbox) no other is made."""
         if self.broken:
             raise StackError(f"{self.broken} (on an earlier run)")
+        self._asked.add(label)
         made = self._prefetched.pop(label, None)
         if made is None:
             try:

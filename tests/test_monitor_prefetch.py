@@ -1,0 +1,54 @@
+"""The TLS monitor's scenarios are made ahead, together (stackproof/scripts.py `Monitor.prefetch`):
+each is made exactly once however often the checks prefetch, a run that failed in the sandbox stops
+every later one, and an ordinary error stays that scenario's own."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from stackproof.errors import StackError
+from stackproof.scripts import Monitor, ScriptRunFailed
+
+LABELS = ("365-days-left", "expired", "missing-file", "garbage-file")
+
+
+def _monitor(outcomes: dict[str, object]) -> tuple[Monitor, Counter]:
+    made = Counter()
+    monitor = object.__new__(Monitor)
+    monitor.broken, monitor._prefetched, monitor._asked, monitor.box = None, {}, set(), None
+    monitor._open = lambda: None
+
+    def run(label, cert):
+        made[label] += 1
+        outcome = outcomes.get(label, SimpleNamespace(label=label))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monitor._run = run
+    return monitor, made
+
+
+def test_each_scenario_is_made_once_however_often_it_is_prefetched():
+    monitor, made = _monitor({})
+    for label in LABELS:  # as the parametrized check does: prefetch all, then ask for its own
+        monitor.prefetch({name: None for name in LABELS})
+        assert monitor.run(label, None).label == label
+    assert made == Counter({label: 1 for label in LABELS})
+
+
+def test_a_failed_sandbox_run_stops_the_later_ones_an_ordinary_error_does_not():
+    monitor, _ = _monitor({"expired": StackError("expired: unreadable output"),
+                           "missing-file": ScriptRunFailed("did not finish within 10s")})
+    monitor.prefetch({name: None for name in LABELS})
+    assert monitor.run("365-days-left", None).label == "365-days-left"
+    with pytest.raises(StackError, match="unreadable output"):
+        monitor.run("expired", None)
+    assert monitor.run("garbage-file", None).label == "garbage-file"
+    with pytest.raises(ScriptRunFailed):
+        monitor.run("missing-file", None)
+    with pytest.raises(StackError, match="on an earlier run"):
+        monitor.run("other-cn", None)
