@@ -274,7 +274,9 @@ def test_live_breakers_closed(stack, alerting, live, evidence):
     selector = f'{metric}{{{cfg["breaker_label"]}="{cfg["dependency"]}"}}'
     evidence.record(test=f"{selector} on the /metrics each service is scraped on",
                     expected=f"exported by {', '.join(targets)}; {cfg['states']['closed']} (closed)")
-    states = {service: read_state(live, metric, service, target) for service, target in targets.items()}
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:  # one exec each: read them together
+        read = {service: pool.submit(read_state, live, metric, service, target) for service, target in targets.items()}
+    states = {service: future.result() for service, future in read.items()}
     evidence.record(result="; ".join(f"{s} :{targets[s].port}{targets[s].metrics_path}: {state_name(stack, v)}"
                                      + ("" if v is None else f" ({v:g})") for s, v in states.items()))
     missing = [f"service {s}: exports no {selector} on :{targets[s].port}{targets[s].metrics_path}"

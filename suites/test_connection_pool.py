@@ -264,18 +264,19 @@ def pool_gauges(live) -> dict[str, float]:
     return gauges(response.body.decode(errors="replace"), where)
 
 
-def postgres_setting(live, name: str) -> int:
-    """SHOW <name> in the postgres container, as the compose user; the password stays in the container."""
+def postgres_settings_live(live, *names: str) -> list[int]:
+    """The integer settings Postgres runs with, asked in one psql call in the postgres container as the
+    compose user (current_setting, one per line); the password stays in the container."""
     svc = live.stack.roles.service("postgres")
     env = svc.environment
-    script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAtc "$4"'
+    query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+    script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAt -F "\n" -c "$4"'
     code, out = live.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
-                                     env.get("POSTGRES_USER") or "postgres", env.get("POSTGRES_DB") or "postgres",
-                                     f"SHOW {name}"])
-    text = out.decode(errors="replace").strip()
-    if code != 0 or not text.isdigit():
-        raise StackError(f"service {svc.name}: SHOW {name} failed (exit {code}): {text.splitlines()[-1:] or ''}")
-    return int(text)
+                                     env.get("POSTGRES_USER") or "postgres", env.get("POSTGRES_DB") or "postgres", query])
+    values = out.decode(errors="replace").strip().splitlines()
+    if code != 0 or len(values) != len(names) or not all(v.strip().isdigit() for v in values):
+        raise StackError(f"service {svc.name}: SHOW {', '.join(names)} failed (exit {code}): {values[-1:] or ''}")
+    return [int(v) for v in values]
 
 
 @pytest.mark.live
@@ -312,7 +313,7 @@ def test_live_pool_matches_config(stack, live, evidence):
 @pytest.mark.live
 def test_live_postgres_max_connections(stack, live, evidence):
     """The pools must fit the limits Postgres really runs with, not only those the compose file asks for."""
-    max_conn, reserved = postgres_setting(live, "max_connections"), postgres_setting(live, "superuser_reserved_connections")
+    max_conn, reserved = postgres_settings_live(live, "max_connections", "superuser_reserved_connections")
     declared, declared_reserved, source = postgres_limits(stack)
     pools = [replace(pool, replicas=live.replicas(pool.service)) for pool in service_pools(stack)]
     total = connections_needed(pools)
