@@ -21,7 +21,9 @@ from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
 from .report import TargetInfo, ValidationReport, is_worker
 from .sandbox import SandboxUnavailable
+from .history import HISTORY_FILE, RunHistory, load_baseline
 from .target import Stack
+from .waivers import load_waivers
 from .watchdog import RunWatchdog
 
 if TYPE_CHECKING:
@@ -60,6 +62,19 @@ SETTINGS = {
         "STACKPROOF_RUN_TIMEOUT", "900",
         "seconds allowed for the whole run: then it is interrupted and its report is INCOMPLETE (NO-GO)",
     ),
+    "history": (
+        "STACKPROOF_HISTORY", "",
+        "the history file each run appends a line to, and compares with (default: history.jsonl in the report dir)",
+    ),
+    "baseline": (
+        "STACKPROOF_BASELINE", "",
+        "an earlier JSON report to compare the run with, instead of the history's previous run of the target",
+    ),
+    "waivers": (
+        "STACKPROOF_WAIVERS", "",
+        "the waiver file: failures accepted until a date (default: waivers.yml in the stack dir; refused "
+        "there under --strict-profile)",
+    ),
 }
 REDACTION_KEY = "stackproof_redaction_key"  # workerinput: the controller's fingerprint key, for every worker
 DEADLINE_KEY = pytest.StashKey[float]()
@@ -84,8 +99,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--strict-profile", dest="strict_profile", action="store_true", default=False,
-        help="the stack's own stackproof.yml sets no threshold (its paths and interfaces still apply): "
-             "only the defaults and --profile set the bar",
+        help="the stack cannot lower its own bar: its stackproof.yml sets no threshold (its paths and interfaces "
+             "still apply) and a waiver file inside the stack dir is refused; only the defaults, --profile and "
+             "--waivers from outside the stack dir set the bar",
+    )
+    group.addoption(
+        "--no-history", dest="no_history", action="store_true", default=False,
+        help="neither read nor append the history file",
     )
     group.addoption(
         "--trust-stack-code", action="store_true", default=False,
@@ -134,6 +154,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
+    if not is_worker(config):  # the controller judges the waivers and keeps the history (workers report rows)
+        set_up_waivers_and_history(config, report, stack)
     if not is_worker(config):  # the controller bounds the run; ending it ends its workers
         stack_timeout = float(setting(config, "stack_timeout"))
         watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
@@ -143,6 +165,27 @@ def pytest_configure(config: pytest.Config) -> None:
         from .html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report), "stackproof-html-summary")
+
+
+def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> None:
+    """The run's waivers (--waivers, else the stack dir's waivers.yml) and history (--history, else
+    history.jsonl in the report dir; --baseline to compare with instead). A waiver file or baseline that
+    cannot be used is a session error: NO-GO, named in one line."""
+    report.waivers = load_waivers(stack.root, setting(config, "waivers"), config.getoption("strict_profile"),
+                                  report.started.date())
+    if report.waivers.error:
+        report.add_session_error(report.waivers.error)
+    if config.getoption("no_history"):
+        return
+    baseline = None
+    if setting(config, "baseline"):
+        try:
+            baseline = load_baseline(Path(setting(config, "baseline")).expanduser().absolute())
+        except StackError as exc:
+            report.add_session_error(str(exc))
+    history = setting(config, "history")
+    report.history = RunHistory(Path(history).expanduser().absolute() if history else report.report_dir / HISTORY_FILE,
+                                baseline)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -12,12 +12,21 @@ import json
 import re
 from html import escape
 
-STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip"}
+from . import render_trend
+
+STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip",
+                "WAIVED": "waived"}
 
 
 def check_status(row: dict) -> str:
-    """A check's status as shown: a skip caused by an earlier failing check shows as BLOCKED."""
-    return "BLOCKED" if row.get("blocked") else row["status"]
+    """A check's status as shown: a skip caused by an earlier failing check shows as BLOCKED, a waived
+    failure as WAIVED."""
+    return "BLOCKED" if row.get("blocked") else "WAIVED" if row.get("waived") else row["status"]
+
+
+def control_status(control: dict) -> str:
+    """A control's status as shown: a FAIL whose every failure is waived shows as WAIVED."""
+    return "WAIVED" if control.get("waived") else control["status"]
 
 
 def run_label(summary: dict) -> str:
@@ -73,17 +82,18 @@ def render_markdown(summary: dict) -> str:
         "|---|---|---|---|",
     ]
     for control in summary["controls"]:
-        out.append(f"| {control['title']} | {control['status']} | {control['validated']} | {control['impact']} |")
+        out.append(f"| {control['title']} | {control_status(control)} | {control['validated']} | {control['impact']} |")
     out += [
         "",
         f"Passed: {totals['passed']}, failed: {totals['failed']}, skipped: {totals['skipped']} "
         f"(blocked: {totals['blocked']}), success rate: {totals['success_rate']} %",
         "",
+        *render_trend.markdown_sections(summary),
     ]
     if summary["run"]["status"] != "COMPLETE":
         out[4:4] = [f"**Run {summary['run']['status']}**: {_md(summary['run']['reason'])}", ""]
     for number, control in enumerate(summary["controls"], 1):
-        out += [f"## {number}. {control['title']}: {control['status']}", ""]
+        out += [f"## {number}. {control['title']}: {control_status(control)}", ""]
         if control["warning"]:
             out += [f"> Warning: {control['warning']}", ""]
         out += ["| Check | Mode | Test | Result | Expected | Status |", "|---|---|---|---|---|---|"]
@@ -111,7 +121,7 @@ th{background:#f3f5f9} td{word-break:break-word}
 .pass{color:#12632d;font-weight:600} .fail{color:#a11d1d;font-weight:600} .skip{color:#8a6d00;font-weight:600}
 .warning{background:#fff8e1;border-left:4px solid #e0b400;padding:.5em .8em}
 .reason{color:#a11d1d} .note{color:#555;font-size:.92em} code{font-size:.95em}
-"""
+""" + render_trend.CSS
 
 
 def _profile_rows_md(profile: dict) -> list[str]:
@@ -166,9 +176,10 @@ def render_html(summary: dict) -> str:
         summary_table_html(summary),
         f"<p>Passed: <b>{totals['passed']}</b>, failed: <b>{totals['failed']}</b>, "
         f"skipped: <b>{totals['skipped']}</b> (blocked: {totals['blocked']}), success rate: <b>{totals['success_rate']} %</b></p>",
+        *render_trend.html_sections(summary),
     ]
     for number, control in enumerate(summary["controls"], 1):
-        parts.append(f'<h2 id="{_h(control["id"])}">{number}. {_h(control["title"])}: {_status(control["status"])}</h2>')
+        parts.append(f'<h2 id="{_h(control["id"])}">{number}. {_h(control["title"])}: {_status(control_status(control))}</h2>')
         parts.append(f"<p>{_h(control['impact'])}</p>")
         if control["warning"]:
             parts.append(f'<p class="warning">{_h(control["warning"])}</p>')
@@ -189,7 +200,7 @@ def render_html(summary: dict) -> str:
 def summary_table_html(summary: dict) -> str:
     """The control summary table; also shown inside pytest-html's report."""
     rows = "".join(
-        f'<tr><td><a href="#{_h(c["id"])}">{_h(c["title"])}</a></td><td>{_status(c["status"])}</td>'
+        f'<tr><td><a href="#{_h(c["id"])}">{_h(c["title"])}</a></td><td>{_status(control_status(c))}</td>'
         f"<td>{_h(c['validated'])}</td><td>{_h(c['impact'])}</td></tr>"
         for c in summary["controls"]
     )

@@ -31,14 +31,16 @@ from . import __version__, render
 from .controls import BY_ID, CONTROLS
 from .errors import ENVIRONMENT_ERROR, StackError
 from .evidence import EVIDENCE_KEY
+from .history import RunHistory, record_of, regressions_reason
 from .redact import Redactor, strip_controls, text_of
+from .waivers import UNMATCHED, WaiverSet
 
 PASS, FAIL, SKIPPED, NOT_PROVEN = "PASS", "FAIL", "SKIPPED", "NOT PROVEN"
 COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
 BLOCKED_PREFIX = "blocked by "  # a skip whose input an earlier failing check already ruled out
 ENVIRONMENT_PREFIX = ENVIRONMENT_ERROR  # a skip for a tool missing where the suite runs (errors.environment_error)
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 SUFFIXES = ("json", "md", "html")
 JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
@@ -128,6 +130,8 @@ class ValidationReport:
         self.session: pytest.Session | None = None
         self._writing = threading.Lock()  # the session's end and the watchdog's hard stop
         self.session_errors: list[str] = []  # failures of the run as a whole (the stack dir changed)
+        self.waivers: WaiverSet | None = None  # where the run is controlled: the waivers (stackproof/waivers.py)
+        self.history: RunHistory | None = None  # ... and the history file (stackproof/history.py), unless --no-history
 
     def add_session_error(self, text: str) -> None:
         """A failure of the whole run, not of one check: the verdict is NO-GO with it as the reason."""
@@ -212,6 +216,30 @@ class ValidationReport:
         if self.rows:
             self.remove_report_set()
 
+    @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_logreport")
+    def pytest_runtest_logreport_waivers(self, report: pytest.TestReport) -> None:
+        """Where the run is controlled, before the terminal, JUnit and pytest's failure count see the report: a
+        failure a waiver covers becomes an expected failure (xfail: not a failure for the exit code, `-x` or
+        JUnit), WAIVED in the report; one whose waiver expired stays a failure. The waived check's testcase
+        gets a `waiver` property (`waiver_expired` for an expired one)."""
+        waivers = self.waivers
+        if not waivers or not waivers.waivers or report.when not in ("setup", "call", "teardown"):
+            return
+        row = self.rows.get(report.nodeid) or placeholder_row(report.nodeid)
+        if row is None:
+            return
+        if report.failed and not hasattr(report, "wasxfail"):
+            waiver = waivers.judge_failure(report.nodeid, row.control)
+            if waiver is not None:
+                report.outcome = "skipped"
+                report.wasxfail = f"waived: {self.redactor.clean(waiver.describe())}"
+        if report.when == "teardown":
+            if report.nodeid in waivers.waived:
+                report.user_properties.append(("waiver", self.redactor.clean(waivers.waived[report.nodeid].describe())))
+            elif report.nodeid in waivers.expired:
+                report.user_properties.append(
+                    ("waiver_expired", self.redactor.clean(waivers.expired[report.nodeid].describe())))
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, ROW_ATTRIBUTE, None)
         if isinstance(data, dict):
@@ -271,6 +299,8 @@ class ValidationReport:
             self.summary = self.error_summary()
             files = render.render_all(self.summary)
         self.write_report_set(files)
+        if self.history is not None and self.summary.get("controls"):  # an ERROR report has nothing to remember
+            self.history.append(record_of(self.summary))
 
     def write_interrupted(self, why: str) -> None:
         """The watchdog's hard stop (another thread): the run did not end after its interruption, so the
@@ -292,7 +322,8 @@ class ValidationReport:
         for error in self.summary["target_errors"]:
             terminalreporter.write_line(f"TARGET ERROR: {error}", red=True, bold=True)
         for control in self.summary["controls"]:
-            terminalreporter.write_line(f"{control['status']:10} {control['title']}")
+            terminalreporter.write_line(f"{render.control_status(control):10} {control['title']}")
+        self._terminal_waivers_and_history(terminalreporter)
         for line in self.summary.get("profile", {}).get("weakened", []):
             terminalreporter.write_line(f"WEAKENED by the profile: {line}", yellow=True)
         for line in self.summary.get("profile", {}).get("ignored", []):
@@ -304,6 +335,35 @@ class ValidationReport:
         terminalreporter.write_line(verdict["line"], bold=True, **color)
         for path in self.written:
             terminalreporter.write_line(f"report: {path}")
+
+    def _terminal_waivers_and_history(self, terminalreporter) -> None:
+        """Waived and expired failures, unmatched waivers (a warning), and what changed since the last run."""
+        for control in self.summary["controls"]:
+            for row in control["checks"]:
+                if row.get("waived"):
+                    terminalreporter.write_line(f"WAIVED     {row['nodeid']}: {row['waiver']['justification']} "
+                                                f"(owner: {row['waiver']['owner']}, expires {row['waiver']['expires']})",
+                                                yellow=True)
+                elif row.get("waiver") and row["status"] == FAIL:
+                    terminalreporter.write_line(f"FAIL       {row['nodeid']}: {row['reason']}", red=True)
+        waivers = self.summary.get("waivers") or {}
+        for entry in waivers.get("entries", []):
+            if entry["state"] == UNMATCHED:
+                subject = f"check {entry['check']}" if entry["check"] else f"control {entry['control']}"
+                terminalreporter.write_line(f"WARNING: waiver for {subject} ({waivers['file']}) matches no check "
+                                            "of this run", yellow=True)
+        history = self.summary.get("history") or {}
+        if history.get("previous"):
+            since = "the baseline" if history["previous"]["source"] == "baseline" else "the last run"
+            for key, words, color in (("new_failures", "failing", "red"), ("fixed", "fixed", "green"),
+                                      ("flapping", "flapping", "yellow")):
+                if history[key]:
+                    ids = ", ".join(check["nodeid"].partition("::")[2] for check in history[key][:10])
+                    more = f" (and {len(history[key]) - 10} more)" if len(history[key]) > 10 else ""
+                    label = f"{words} since {since}" if key != "flapping" else "flapping in the last runs"
+                    terminalreporter.write_line(f"{label}: {ids}{more}", **{color: True})
+        for note in history.get("notes", []):
+            terminalreporter.write_line(note, yellow=True)
 
     # --- files ----------------------------------------------------------------------
 
@@ -348,7 +408,14 @@ class ValidationReport:
         xml.add_global_property("verdict", verdict["decision"])
         xml.add_global_property("verdict_reason", verdict["reason"] or "-")
         xml.add_global_property("run_status", run["status"])
-        if verdict["decision"] != "GO" and not any(row.status == FAIL for row in self.rows.values()):
+        waived = self.waivers.waived if self.waivers else {}
+        if self.waivers and self.waivers.file:
+            xml.add_global_property("waived", str(len(waived)))
+            xml.add_global_property("waivers_expired", str(len(self.waivers.expired)))
+            entries = (self.summary.get("waivers") or {}).get("entries", [])
+            xml.add_global_property("waivers_unmatched", str(sum(e["state"] == UNMATCHED for e in entries)))
+        if verdict["decision"] != "GO" and not any(row.status == FAIL and nodeid not in waived
+                                                   for nodeid, row in self.rows.items()):
             location = ("stackproof", None, "verdict")
             for when, outcome, longrepr in (("call", "failed", verdict["line"]), ("teardown", "passed", None)):
                 xml.pytest_runtest_logreport(
@@ -383,13 +450,14 @@ class ValidationReport:
         for data in rows:
             data["blocked"] = data["status"] == SKIPPED and data["reason"].startswith(BLOCKED_PREFIX)
             data["environment_error"] = data["status"] == SKIPPED and data["reason"].startswith(ENVIRONMENT_PREFIX)
+            self._mark_waiver(data)
         controls = [_control_summary(control, [r for r in rows if r["control"] == control.id], self.engine) for control in CONTROLS]
         live_run = any(row["mode"] == "live" for row in rows)
         run = {"live": live_run, "engine": self.engine, "status": status, "reason": self.redactor.clean(why)}
         target_errors = list(dict.fromkeys([*(self.redactor.clean(e) for e in self.target_errors()),
                                             *self.received_target_errors]))
         session_errors = [self.redactor.clean(error) for error in self.session_errors]
-        return {
+        summary = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
@@ -400,8 +468,26 @@ class ValidationReport:
             "session_errors": session_errors,
             "controls": controls,
             "totals": _totals(rows),
-            "verdict": decide(controls, rows, run, target_errors, session_errors),
         }
+        if self.waivers is not None:
+            summary["waivers"] = self._clean_tree(self.waivers.summary(rows))
+        if self.history is not None:
+            names = {row["nodeid"]: row["name"] for row in rows}
+            summary["history"] = self._clean_tree(self.history.compare(record_of(summary), names))
+        summary["verdict"] = decide(controls, rows, run, target_errors, session_errors,
+                                    leading=regressions_reason(summary.get("history")))
+        return summary
+
+    def _mark_waiver(self, data: dict) -> None:
+        """A failed check's waiver: WAIVED (`waived`) while it applies; once expired, the failure's reason says so."""
+        waivers = self.waivers
+        waived = waivers.waived.get(data["nodeid"]) if waivers else None
+        expired = waivers.expired.get(data["nodeid"]) if waivers else None
+        data["waived"] = data["status"] == FAIL and waived is not None
+        waiver = waived if data["waived"] else expired if data["status"] == FAIL else None
+        data["waiver"] = self._clean_tree(waiver.as_dict(waivers.today)) if waiver is not None else None
+        if waiver is not None and waiver is expired:
+            data["reason"] = self.redactor.clean(f"waiver expired on {expired.expires.isoformat()}: {data['reason']}")
 
     def _clean_tree(self, value):
         """A JSON-able value with every string scrubbed and cleaned (the profile's values come from the stack)."""
@@ -450,6 +536,7 @@ def _totals(rows: list[dict]) -> dict:
         "failed": sum(row["status"] == FAIL for row in rows),
         "skipped": sum(row["status"] == SKIPPED for row in rows),
         "blocked": sum(row.get("blocked", False) for row in rows),
+        "waived": sum(row.get("waived", False) for row in rows),
     }
     ran = totals["passed"] + totals["failed"]
     totals["total"] = len(rows)
@@ -459,8 +546,11 @@ def _totals(rows: list[dict]) -> dict:
 
 def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
     """FAIL when a check failed; PASS when checks ran and passed; NOT PROVEN when none ran to a
-    pass or fail (a skip never counts as a pass)."""
-    if any(row["status"] == FAIL for row in rows):
+    pass or fail (a skip never counts as a pass). A FAIL whose every failing check is waived is `waived`
+    (shown WAIVED; it does not block GO)."""
+    failing = [row for row in rows if row["status"] == FAIL]
+    waived = bool(failing) and all(row.get("waived") for row in failing)
+    if failing:
         status = FAIL
     elif any(row["status"] == PASS for row in rows):
         status = PASS
@@ -468,8 +558,11 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         status = NOT_PROVEN
     modes = sorted({row["mode"] for row in rows if row["status"] == PASS})
     validated = "both" if len(modes) == 2 else (modes[0] if modes and status == PASS else "-")
-    if status == FAIL:
-        reason = next(row["reason"] for row in rows if row["status"] == FAIL)
+    if waived:
+        waiver = failing[0]["waiver"]
+        reason = f"waived: {waiver['justification']} (owner: {waiver['owner']}, expires {waiver['expires']})"
+    elif status == FAIL:
+        reason = next(row["reason"] for row in failing if not row.get("waived"))
     elif status == NOT_PROVEN:
         reason = next((row["reason"] for row in rows if row["reason"]), "no check of it ran")
     else:
@@ -483,18 +576,21 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         "status": status,
         "validated": validated,
         "reason": reason,
+        "waived": waived,
         "checks": rows,
     }
 
 
 def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: list[str] = (),
-           session_errors: list[str] = ()) -> dict:
-    """GO only when the run completed, the target could be read, every P0 control passed, no check was
-    skipped for an environment error and, on a live run, no live check was skipped. The reason names what
-    matters most: a broken or incomplete run, a target error, a failed control, an environment error, a
-    skipped live check, an unproven control. A session error (the stack dir changed during the run) is NO-GO too."""
+           session_errors: list[str] = (), leading: str = "") -> dict:
+    """GO only when the run completed, the target could be read, every P0 control passed (or its every
+    failure is waived), no check was skipped for an environment error and, on a live run, no live check was
+    skipped. The reason names what matters most: a broken or incomplete run, a target error, a failed
+    control, an environment error, a skipped live check, an unproven control. A session error (the stack dir
+    changed during the run, a malformed waiver file) is NO-GO too. `leading` (the checks that regressed since
+    the last run) comes first in a NO-GO's reason."""
     p0 = [c for c in controls if c["p0"]]
-    failed = [c for c in p0 if c["status"] == FAIL]
+    failed = [c for c in p0 if c["status"] == FAIL and not c.get("waived")]
     unproven = [c for c in p0 if c["status"] == NOT_PROVEN]
     environment = [r for r in rows if r["environment_error"]]
     live_skips = [r for r in rows if r["mode"] == "live" and r["status"] == SKIPPED]
@@ -515,7 +611,11 @@ def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: lis
     elif unproven:
         reason = _control_reason(unproven, "NOT PROVEN")
     else:
-        return {"decision": "GO", "reason": "", "line": "GO: every P0 control passed"}
+        waived = sum(row.get("waived", False) for row in rows)
+        line = f"GO: every P0 control passed or is waived ({waived} failing check(s) waived)" if waived else \
+            "GO: every P0 control passed"
+        return {"decision": "GO", "reason": "", "line": line}
+    reason = f"{leading}; {reason}" if leading else reason
     return {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
 
 

@@ -94,6 +94,8 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise StackError(f"{source}:{where} invalid YAML: {' '.join(str(problem).split())}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar the constructors cannot build: a date 2026-13-01
+        raise StackError(f"{source}: invalid YAML value: {' '.join(str(exc).split())}") from None
 
 
 def load_yaml(path: Path, source: str | None = None) -> Any:
