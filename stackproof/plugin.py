@@ -105,7 +105,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--no-history", dest="no_history", action="store_true", default=False,
-        help="neither read nor append the history file",
+        help="neither read nor append the history file (a --baseline is still compared with)",
     )
     group.addoption(
         "--trust-stack-code", action="store_true", default=False,
@@ -175,8 +175,6 @@ def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, 
                                   report.started.date())
     if report.waivers.error:
         report.add_session_error(report.waivers.error)
-    if config.getoption("no_history"):
-        return
     baseline = None
     if setting(config, "baseline"):
         try:
@@ -184,8 +182,9 @@ def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, 
         except StackError as exc:
             report.add_session_error(str(exc))
     history = setting(config, "history")
-    report.history = RunHistory(Path(history).expanduser().absolute() if history else report.report_dir / HISTORY_FILE,
-                                baseline)
+    path = Path(history).expanduser().absolute() if history else report.report_dir / HISTORY_FILE
+    if not config.getoption("no_history") or baseline is not None:
+        report.history = RunHistory(None if config.getoption("no_history") else path, baseline)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -104,7 +104,8 @@ class _WaiverFile(BaseModel):
 
 def _problem(exc: ValidationError, source: str) -> str:
     """The first validation error, in one line naming the entry and key."""
-    error = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a misspelt key says most
     where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"].startswith("date"):

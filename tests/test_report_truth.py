@@ -16,6 +16,7 @@ import pytest
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 ALERTS_DIR = "ai-stack/compose/prometheus/alerts"
 REPORT_FILES = {"validation-report.json", "validation-report.md", "validation-report.html"}
+HISTORY = "history.jsonl"  # outlives the runs: each run that executed checks appends to it
 HOSTILE_NAME = '![x](https://evil.example/x.png) [a](https://evil.example) <https://evil.example> <img src=x> www.evil.example'
 CRASH_PLUGIN = '''
 import pytest
@@ -73,10 +74,10 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
     pytester.makepyfile(crash_plugin=CRASH_PLUGIN)
     crashed = run_static(stack_copy, "-p", "crash_plugin", report_dir=reports)
     assert crashed.ret == 3 and "INTERNALERROR" in crashed.stdout
-    assert {p.name for p in reports.iterdir()} == REPORT_FILES
+    assert {p.name for p in reports.iterdir()} == REPORT_FILES | {HISTORY}
     assert crashed.report["run"]["status"] == "ERROR" and crashed.verdict == "NO-GO"
     assert "internal error: RuntimeError: plugin crash" in crashed.report["verdict"]["reason"]
-    for path in reports.iterdir():
+    for path in (reports / name for name in REPORT_FILES):
         assert "NO-GO" in path.read_text() and "GO: every P0 control passed" not in path.read_text()
 
     before = {p.name: p.read_bytes() for p in reports.iterdir()}
@@ -89,8 +90,8 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
                     '        expr: up == 0\n')
     broken = run_static(stack_copy, report_dir=reports)
     assert broken.ret == 1 and broken.verdict == "NO-GO" and "INTERNALERROR" not in broken.stdout, broken.stdout[-3000:]
-    assert {p.name for p in reports.iterdir()} == REPORT_FILES
-    texts = {p.suffix: p.read_bytes().decode("utf-8") for p in reports.iterdir()}  # valid UTF-8, all three
+    assert {p.name for p in reports.iterdir()} == REPORT_FILES | {HISTORY}
+    texts = {p.suffix: p.read_bytes().decode("utf-8") for p in reports.iterdir() if p.name != HISTORY}  # valid UTF-8, all three
     assert "\\ufffd" in texts[".json"] and "\ufffd" in texts[".md"] and "\ufffd" in texts[".html"]  # the surrogate, replaced
     assert "evil.example" in texts[".md"] and "evil.example" in texts[".html"], "the hostile name is not in the report"
     outside_code = re.sub(r"(`+) .*? \1", "", texts[".md"])
