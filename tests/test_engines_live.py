@@ -44,14 +44,19 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
+def _engine_and_swarm_state():
+    """(client, the engine's swarm state) of the local engine; unavailable without one."""
+    try:
+        client = docker.from_env(timeout=30)
+        return client, client.info().get("Swarm", {}).get("LocalNodeState")
+    except Exception as exc:  # no engine at all
+        _unavailable(f"no Docker engine ({type(exc).__name__})")
+
+
 @pytest.fixture(scope="module")
 def swarm_stack():
     """The reference stack as the swarm stack SWARM_PROJECT, healthy; removed afterwards."""
-    try:
-        client = docker.from_env(timeout=20)
-        state = client.info().get("Swarm", {}).get("LocalNodeState")
-    except Exception as exc:  # no engine at all
-        _unavailable(f"no Docker engine ({type(exc).__name__})")
+    client, state = _engine_and_swarm_state()
     started_swarm = state != "active"
     env = {"STACK_PROJECT": SWARM_PROJECT}
     try:

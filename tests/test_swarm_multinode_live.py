@@ -21,7 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 from harness import REFERENCE_STACK
-from test_engines_live import _run, _unavailable, _wait_converged
+from test_engines_live import _engine_and_swarm_state, _run, _wait_converged
 
 from stackproof import proc
 
@@ -89,11 +89,7 @@ def _nested_engine_rights() -> dict:
 @pytest.fixture(scope="module")
 def two_node_swarm():
     """(worker node name, its DOCKER_HOST) with the reference stack deployed and PINNED on the worker."""
-    try:
-        client = docker.from_env(timeout=30)
-        state = client.info().get("Swarm", {}).get("LocalNodeState")
-    except Exception as exc:  # no engine at all
-        _unavailable(f"no Docker engine ({type(exc).__name__})")
+    client, state = _engine_and_swarm_state()
     if state == "active":
         pytest.skip("a swarm is already active here: the two-node test initialises its own")
     _worker_image(client)
