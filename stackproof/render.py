@@ -88,7 +88,7 @@ def render_markdown(summary: dict) -> str:
         f"Passed: {totals['passed']}, failed: {totals['failed']}, skipped: {totals['skipped']} "
         f"(blocked: {totals['blocked']}), success rate: {totals['success_rate']} %",
         "",
-        *render_trend.markdown_sections(summary),
+        *render_trend.markdown_sections(summary, _md),
     ]
     if summary["run"]["status"] != "COMPLETE":
         out[4:4] = [f"**Run {summary['run']['status']}**: {_md(summary['run']['reason'])}", ""]
@@ -176,7 +176,7 @@ def render_html(summary: dict) -> str:
         summary_table_html(summary),
         f"<p>Passed: <b>{totals['passed']}</b>, failed: <b>{totals['failed']}</b>, "
         f"skipped: <b>{totals['skipped']}</b> (blocked: {totals['blocked']}), success rate: <b>{totals['success_rate']} %</b></p>",
-        *render_trend.html_sections(summary),
+        *render_trend.html_sections(summary, _h),
     ]
     for number, control in enumerate(summary["controls"], 1):
         parts.append(f'<h2 id="{_h(control["id"])}">{number}. {_h(control["title"])}: {_status(control_status(control))}</h2>')

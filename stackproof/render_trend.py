@@ -1,6 +1,8 @@
 """The report's history and waiver sections, in Markdown and HTML (the summary's `history` and `waivers`).
 
-Kept apart from render.py's layout: render.py places these sections after the totals. The strip of each
+Kept apart from render.py's layout: render.py places these sections after the totals and passes its
+escapers (`code`: a value as an inert Markdown code span; `escape`: HTML-escaped), so this module does
+not import it. The strip of each
 control's status across the last runs is text in Markdown (one symbol per run) and a row of coloured
 cells in HTML, each cell carrying its symbol and a title (time, commit, status): no script, so the
 report's CSP stays `default-src 'none'`.
@@ -8,7 +10,6 @@ report's CSP stays `default-src 'none'`.
 
 from __future__ import annotations
 
-from . import render as base  # its escapers (render imports this module first; used only at call time)
 
 SYMBOL = {"PASS": "✓", "FAIL": "✗", "WAIVED": "~", "NOT PROVEN": "?", "SKIPPED": "?", None: "·"}
 CELL_CLASS = {"PASS": "pass", "FAIL": "fail", "WAIVED": "waived", "NOT PROVEN": "skip", "SKIPPED": "skip", None: "none"}
@@ -59,31 +60,31 @@ def _change_lists(history: dict) -> list[tuple[str, list[dict], str]]:
 # --- Markdown -------------------------------------------------------------------
 
 
-def markdown_sections(summary: dict) -> list[str]:
-    return [*_history_md(summary.get("history")), *_trend_md(summary), *_waivers_md(summary.get("waivers"))]
+def markdown_sections(summary: dict, code) -> list[str]:
+    return [*_history_md(summary.get("history"), code), *_trend_md(summary), *_waivers_md(summary.get("waivers"), code)]
 
 
-def _history_md(history: dict | None) -> list[str]:
+def _history_md(history: dict | None, code) -> list[str]:
     if not history:
         return []
     out = ["## Since the last run", ""]
     if history["previous"] is None:
         out += ["No earlier run of this target in the history.", ""]
     else:
-        out += [f"Compared with {_compared_with(history, base._md)}.", ""]
+        out += [f"Compared with {_compared_with(history, code)}.", ""]
         for title, checks, extra in _change_lists(history):
             if not checks:
                 continue
             out.append(f"**{title}** ({len(checks)}):")
             out.append("")
             for check in checks:
-                detail = (f", failing since {base._md(check['since'])}" if extra == "since" and check["since"] else
+                detail = (f", failing since {code(check['since'])}" if extra == "since" and check["since"] else
                           f", {check['changes']} changes" if extra == "changes" else "")
-                out.append(f"- {base._md(check['name'])} ({base._md(check['nodeid'])}){detail}")
+                out.append(f"- {code(check['name'])} ({code(check['nodeid'])}){detail}")
             out.append("")
         if not any(checks for _, checks, _ in _change_lists(history)):
             out += ["No check changed.", ""]
-    out += [f"_{base._md(note)}_\n" for note in history.get("notes", [])]
+    out += [f"_{code(note)}_\n" for note in history.get("notes", [])]
     return out
 
 
@@ -100,20 +101,20 @@ def _trend_md(summary: dict) -> list[str]:
     return [*out, ""]
 
 
-def _waivers_md(waivers: dict | None) -> list[str]:
+def _waivers_md(waivers: dict | None, code) -> list[str]:
     if not waivers or not (waivers.get("file") or waivers.get("error")):
         return []
     where = "the stack's own file" if waivers["source"] == "stack" else "the operator's file"
-    out = ["## Waivers", "", f"From {base._md(waivers['file'])} ({where}); {waivers['waived']} failing check(s) waived.", ""]
+    out = ["## Waivers", "", f"From {code(waivers['file'])} ({where}); {waivers['waived']} failing check(s) waived.", ""]
     if waivers.get("error"):
-        out += [f"**Waiver file error:** {base._md(waivers['error'])}", ""]
+        out += [f"**Waiver file error:** {code(waivers['error'])}", ""]
     if waivers["entries"]:
         out += ["| Waives | Justification | Owner | Expires | State | Matched checks |", "|---|---|---|---|---|---|"]
         for entry in waivers["entries"]:
-            subject = f"check {base._md(entry['check'])}" if entry["check"] else f"control {base._md(entry['control'])}"
-            checks = ", ".join(base._md(nodeid) for nodeid in entry["checks"][:20]) or "-"
-            out.append(f"| {subject} | {base._md(entry['justification'])} | {base._md(entry['owner'])} "
-                       f"| {base._md(entry['expires'])} | {STATE_TEXT.get(entry['state'], entry['state'])} | {checks} |")
+            subject = f"check {code(entry['check'])}" if entry["check"] else f"control {code(entry['control'])}"
+            checks = ", ".join(code(nodeid) for nodeid in entry["checks"][:20]) or "-"
+            out.append(f"| {subject} | {code(entry['justification'])} | {code(entry['owner'])} "
+                       f"| {code(entry['expires'])} | {STATE_TEXT.get(entry['state'], entry['state'])} | {checks} |")
         out.append("")
     return out
 
@@ -121,14 +122,14 @@ def _waivers_md(waivers: dict | None) -> list[str]:
 # --- HTML -----------------------------------------------------------------------
 
 
-def html_sections(summary: dict) -> list[str]:
-    return [*_history_html(summary.get("history")), *_trend_html(summary), *_waivers_html(summary.get("waivers"))]
+def html_sections(summary: dict, escape) -> list[str]:
+    return [*_history_html(summary.get("history"), escape), *_trend_html(summary, escape),
+            *_waivers_html(summary.get("waivers"), escape)]
 
 
-def _history_html(history: dict | None) -> list[str]:
+def _history_html(history: dict | None, h) -> list[str]:
     if not history:
         return []
-    h = base._h
     out = ['<section id="since-last-run"><h2>Since the last run</h2>']
     if history["previous"] is None:
         out.append("<p>No earlier run of this target in the history.</p>")
@@ -150,11 +151,11 @@ def _history_html(history: dict | None) -> list[str]:
     return out
 
 
-def _trend_html(summary: dict) -> list[str]:
+def _trend_html(summary: dict, h) -> list[str]:
     history = summary.get("history")
     if not history:
         return []
-    h, titles = base._h, _titles(summary)
+    titles = _titles(summary)
     runs = history["runs"]
     rows = []
     for line in history["trend"]:
@@ -168,10 +169,9 @@ def _trend_html(summary: dict) -> list[str]:
             f"<table><tr><th>Control</th><th>Runs</th></tr>{''.join(rows)}</table></section>"]
 
 
-def _waivers_html(waivers: dict | None) -> list[str]:
+def _waivers_html(waivers: dict | None, h) -> list[str]:
     if not waivers or not (waivers.get("file") or waivers.get("error")):
         return []
-    h = base._h
     where = "the stack's own file" if waivers["source"] == "stack" else "the operator's file"
     out = [f'<section id="waivers"><h2>Waivers</h2><p>From <code>{h(waivers["file"])}</code> ({where}); '
            f"{h(waivers['waived'])} failing check(s) waived.</p>"]
