@@ -151,11 +151,17 @@ class ScriptBox:
         return path
 
     def hand_over(self) -> None:
-        """Give the box to the script's uid (so it can write there, and root's bypass of modes is gone)."""
+        """Give the box to the script's uid (so it can write there, and root's bypass of modes is gone).
+        Runs may share a box at the same time (the monitor's prefetched scenarios): an entry another
+        run removes while this walks (a script's temp file) is simply gone, not an error."""
         if self.uid is None:
             return
-        for path in [self.root, *self.root.rglob("*")]:
-            os.chown(path, self.uid, self.uid, follow_symlinks=False)
+        for directory, dirs, files in os.walk(self.root):  # os.walk ignores directories that vanish
+            for name in [".", *dirs, *files]:
+                try:
+                    os.chown(os.path.join(directory, name), self.uid, self.uid, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
 
     def run(self, cmd: list[str], *, env: dict[str, str], stdin: str | None, where: str,
             timeout: float) -> subprocess.CompletedProcess:

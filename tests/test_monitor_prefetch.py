@@ -52,3 +52,27 @@ def test_a_failed_sandbox_run_stops_the_later_ones_an_ordinary_error_does_not():
         monitor.run("missing-file", None)
     with pytest.raises(StackError, match="on an earlier run"):
         monitor.run("other-cn", None)
+
+
+def test_handing_over_a_shared_box_tolerates_files_another_run_removes(tmp_path, monkeypatch):
+    """Prefetched runs share one box: while one hands the box to the script's uid, another run's
+    script removes its temp file (`mktemp` then `mv`). Seen as FileNotFoundError under load."""
+    from stackproof import sandbox
+
+    (tmp_path / "out").mkdir()
+    for name in ("a.prom", ".tmp.1", ".tmp.2"):
+        (tmp_path / "out" / name).write_text("x")
+    box = object.__new__(sandbox.ScriptBox)
+    box.root, box.uid = tmp_path, 65534
+    owned, real_chown = [], sandbox.os.chown
+
+    def chown_while_another_run_cleans_up(path, uid, gid, follow_symlinks=True):
+        for temp in tmp_path.glob("out/.tmp.*"):  # the other run's script finishes now
+            temp.unlink()
+        real_chown(path, uid, gid, follow_symlinks=follow_symlinks)
+        owned.append(path)
+
+    monkeypatch.setattr(sandbox.os, "chown", chown_while_another_run_cleans_up)
+    box.hand_over()
+    assert any(path.endswith("a.prom") for path in owned)
+    assert (tmp_path / "out/a.prom").stat().st_uid == 65534
