@@ -1,20 +1,52 @@
-"""Shows the validation summary inside pytest-html's report (registered only with pytest-html)."""
+"""Shows the validation summary inside pytest-html's report (registered only with pytest-html).
+
+pytest-html has its own "Summary" heading, so the verdict and the control table go under it
+without another; statuses use pytest-html's own colour classes; each control links to its
+section in the report file (relative to pytest-html's file: an anchor of pytest-html's own
+document would lead nowhere). The target goes into pytest-html's Environment table
+(pytest-metadata), at the start, and the verdict and commit when the run ends.
+"""
 
 from __future__ import annotations
 
-from html import escape
+import os
+from pathlib import Path
 
-from .render import summary_table_html
-from .report import ValidationReport
+from markupsafe import escape
+
+from .render import PYTEST_HTML_CLASSES, summary_table_html
+from .report import REPORT_NAME, ValidationReport
 
 
 class HtmlSummary:
-    def __init__(self, report: ValidationReport):
+    def __init__(self, report: ValidationReport, target: str):
         self.report = report
+        self.target = target
+
+    def metadata(self) -> dict | None:
+        try:
+            from pytest_metadata.plugin import metadata_key
+        except ImportError:  # pytest-html without pytest-metadata (older releases)
+            return None
+        return self.report.config.stash.get(metadata_key, None)
+
+    def pytest_sessionstart(self, session) -> None:
+        """Before pytest-html reads the Environment table (its sessionstart hook is trylast)."""
+        metadata = self.metadata()
+        if metadata is not None:
+            metadata["stackproof target"] = self.target
 
     def pytest_html_results_summary(self, prefix, summary, postfix):
         if not self.report.rows:
             return
         data = self.report.summary or self.report.build_summary()
-        verdict = data["verdict"]["line"]
-        prefix.append(f"<p><b>stackproof: {escape(verdict)}</b></p>{summary_table_html(data)}")
+        metadata = self.metadata()
+        if metadata is not None:  # the same dict pytest-html renders its Environment table from
+            metadata["stackproof git commit"] = data["target"].get("git_commit") or "-"
+            metadata["stackproof verdict"] = data["verdict"]["line"]
+        verdict = data["verdict"]
+        css = PYTEST_HTML_CLASSES["PASS" if verdict["decision"] == "GO" else "FAIL"]
+        html_path = Path(self.report.config.option.htmlpath).resolve()
+        link = Path(os.path.relpath(self.report.report_dir / f"{REPORT_NAME}.html", html_path.parent)).as_posix()
+        prefix.append(f'<p class="stackproof-verdict"><span class="{css}"><b>stackproof: {escape(verdict["line"])}</b></span>'
+                      f' (<a href="{escape(link)}">full report</a>)</p>{summary_table_html(data, link)}')

@@ -66,6 +66,16 @@ class LiveStack:
         """Connect to the engine `engine` names (or the one found running `project`)."""
         return cls(stack, engines.connect(stack, project, engine))
 
+    def engine_version(self) -> str | None:
+        """The engine's product and version for the report ("Docker Engine 26.1.5", "Podman Engine 4.3.1"),
+        None when it does not say (the client's timeout bounds the call)."""
+        try:
+            info = self.client.version()
+        except Exception:  # the report names what is known; the checks report an engine that broke
+            return None
+        names = [str(c.get("Name", "")) for c in info.get("Components") or [] if c.get("Name")]
+        return " ".join(part for part in (names[0] if names else "", str(info.get("Version") or "")) if part) or None
+
     # --- containers ------------------------------------------------------------
 
     @property

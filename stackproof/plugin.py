@@ -164,7 +164,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("html"):
         from .html_summary import HtmlSummary
 
-        config.pluginmanager.register(HtmlSummary(report), "stackproof-html-summary")
+        config.pluginmanager.register(HtmlSummary(report, redactor.clean(str(stack_dir))), "stackproof-html-summary")
 
 
 def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> None:
@@ -361,7 +361,8 @@ def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:
         live_stack = LiveStack.connect(stack, project, setting(request.config, "engine"))
-        request.config.stash[REPORT_KEY].engine = live_stack.engine.name
+        report = request.config.stash[REPORT_KEY]
+        report.engine, report.engine_version = live_stack.engine.name, live_stack.engine_version()
         return live_stack
     except LiveUnavailable as exc:
         if request.config.getoption("live"):

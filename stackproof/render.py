@@ -8,14 +8,18 @@ autolink or HTML is recognised).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from html import escape
+from pathlib import Path
+
+import jinja2
+import markupsafe
 
 from . import render_trend
 
-STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip",
-                "WAIVED": "waived"}
+CONTROL_ORDER = {"FAIL": 0, "ERROR": 1, "NOT PROVEN": 1, "SKIPPED": 1, "WAIVED": 2, "PASS": 3}
+CHECK_ORDER = {"FAIL": 0, "SKIPPED": 1, "BLOCKED": 2, "WAIVED": 3, "PASS": 4}
 
 
 def check_status(row: dict) -> str:
@@ -27,6 +31,49 @@ def check_status(row: dict) -> str:
 def control_status(control: dict) -> str:
     """A control's status as shown: a FAIL whose every failure is waived shows as WAIVED."""
     return "WAIVED" if control.get("waived") else control["status"]
+
+
+def triage_order(controls: list[dict]) -> list[dict]:
+    """Failures first: FAIL, then NOT PROVEN, then WAIVED, then PASS (the controls' own order within
+    each); in each control its failing checks, then the skipped, blocked and waived ones, then the
+    passing ones."""
+    ordered = sorted(controls, key=lambda c: CONTROL_ORDER.get(control_status(c), 1))
+    return [{**c, "checks": sorted(c["checks"], key=lambda row: CHECK_ORDER.get(check_status(row), 1))} for c in ordered]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 0.01:
+        return "<0.01 s"
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def check_counts(rows: list[dict]) -> str:
+    """'3 passed, 1 failed, 2 not run': what a control's checks did."""
+    passed = sum(row["status"] == "PASS" for row in rows)
+    failed = sum(row["status"] == "FAIL" for row in rows)
+    skipped = len(rows) - passed - failed
+    parts = [f"{passed} passed"] + ([f"{failed} failed"] if failed else []) + ([f"{skipped} not run"] if skipped else [])
+    return ", ".join(parts)
+
+
+def totals_line(totals: dict) -> str:
+    """The checks' totals. No success rate: out of the checks that ran it reads 100 % on a run whose
+    live checks were all skipped; what matters is how many of the checks proved something."""
+    return (f"{totals['passed']} of {totals['total']} checks passed, {totals['failed']} failed, "
+            f"{totals['skipped']} not run ({totals.get('blocked', 0)} blocked by a failure).")
+
+
+def run_line(summary: dict) -> str:
+    run = summary["run"]
+    parts = [run_label(summary), f"{summary['totals']['total']} checks"]
+    if run.get("duration_s") is not None:
+        parts.append(f"in {format_duration(run['duration_s'])}")
+    return " · ".join([" ".join(parts[:1]), " ".join(parts[1:]), summary["generated"]])
 
 
 def run_label(summary: dict) -> str:
@@ -57,6 +104,26 @@ def _md(value: object) -> str:
     return f"{fence} {text.replace('|', chr(92) + '|')} {fence}"
 
 
+def _environment_rows_md(environment: dict | None) -> list[str]:
+    if not environment:
+        return []
+    engine = environment["engine"]
+    version = f", {_md(engine['version'])}" if engine.get("version") else ""
+    rows = [f"| Engine | {engine.get('kind') or 'not used (no live check reached one)'}{version}; {_md(engine['host'])} |"]
+    return rows + [f"| {name} | {_md(version)} |" for name, version in environment["tools"].items()]
+
+
+def _profile_rows_md(profile: dict) -> list[str]:
+    """The profile's changes beside the target: weakened thresholds first, so they cannot go unseen."""
+    rows = [f"| Profile weakens | **{_md(line)}** |" for line in profile.get("weakened", [])]
+    rows += [f"| Ignored (--strict-profile) | {_md(line)} |" for line in profile.get("ignored", [])]
+    rows += [f"| Profile changes | {_md(c['key'])} = {_md(c['value'])} (default {_md(c['default'])}; {_md(c['source'])}) |"
+             for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
+    if profile.get("error"):
+        rows.append(f"| Profile error | {_md(profile['error'])} |")
+    return rows
+
+
 def render_markdown(summary: dict) -> str:
     verdict, totals, target = summary["verdict"], summary["totals"], summary["target"]
     out = [
@@ -74,34 +141,31 @@ def render_markdown(summary: dict) -> str:
         f"| Compose model | {_md(target.get('compose_loader'))} |",
         *_profile_rows_md(summary.get("profile") or {}),
         f"| Date | {summary['generated']} |",
+        f"| Duration | {format_duration(summary['run'].get('duration_s'))} |",
         f"| Suite | stackproof {summary['tool']['version']} ({run_label(summary)}) |",
+        *_environment_rows_md(summary.get("environment")),
         "",
         "## Summary",
         "",
-        "| Control | Status | Validated | Impact |",
-        "|---|---|---|---|",
+        "| Control | Status | Reason | Checks | Validated | Time |",
+        "|---|---|---|---|---|---|",
     ]
-    for control in summary["controls"]:
-        out.append(f"| {control['title']} | {control_status(control)} | {control['validated']} | {control['impact']} |")
-    out += [
-        "",
-        f"Passed: {totals['passed']}, failed: {totals['failed']}, skipped: {totals['skipped']} "
-        f"(blocked: {totals['blocked']}), success rate: {totals['success_rate']} %",
-        "",
-        *render_trend.markdown_sections(summary, _md),
-    ]
+    controls = triage_order(summary["controls"])
+    for control in controls:
+        out.append(f"| {control['title']} | {control_status(control)} | {_md(control['reason'])} | {check_counts(control['checks'])} "
+                   f"| {control['validated']} | {format_duration(control.get('duration_s'))} |")
+    out += ["", totals_line(totals), "", *render_trend.markdown_sections(summary, _md)]
     if summary["run"]["status"] != "COMPLETE":
         out[4:4] = [f"**Run {summary['run']['status']}**: {_md(summary['run']['reason'])}", ""]
-    for number, control in enumerate(summary["controls"], 1):
+    for number, control in enumerate(controls, 1):
         out += [f"## {number}. {control['title']}: {control_status(control)}", ""]
         if control["warning"]:
             out += [f"> Warning: {control['warning']}", ""]
-        out += ["| Check | Mode | Test | Result | Expected | Status |", "|---|---|---|---|---|---|"]
+        out += ["| Status | Check | Reason | Result | Expected | Test | Mode | Time |", "|---|---|---|---|---|---|---|---|"]
         for row in control["checks"]:
-            status = check_status(row) + (f": {_md(row['reason'])}" if row["reason"] else "")
             out.append(
-                f"| {_md(row['name'])} | {row['mode']} | {_md(row['test'])} | {_md(row['result'])} "
-                f"| {_md(row['expected'])} | {status} |"
+                f"| {check_status(row)} | {_md(row['name'])} | {_md(row['reason'])} | {_md(row['result'])} "
+                f"| {_md(row['expected'])} | {_md(row['test'])} | {row['mode']} | {format_duration(row.get('duration_s'))} |"
             )
         out.append("")
     out += [f"**Verdict: {verdict['decision']}**" + (f": {_md(verdict['reason'])}" if verdict["reason"] else ""), ""]
@@ -110,101 +174,72 @@ def render_markdown(summary: dict) -> str:
 
 # --- HTML -----------------------------------------------------------------------
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#1d2330;padding:0 1em}
-h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #dde;padding-bottom:.2em}
-table{border-collapse:collapse;width:100%;margin:.5em 0} th,td{border:1px solid #dde;padding:.35em .55em;text-align:left;vertical-align:top}
-th{background:#f3f5f9} td{word-break:break-word}
-.verdict{font-size:1.4em;font-weight:700;padding:.6em 1em;border-radius:6px;margin:1em 0}
-.verdict.go{background:#e3f6e8;color:#12632d;border:1px solid #9fd8b0}
-.verdict.nogo{background:#fde8e8;color:#8a1c1c;border:1px solid #f0a8a8}
-.pass{color:#12632d;font-weight:600} .fail{color:#a11d1d;font-weight:600} .skip{color:#8a6d00;font-weight:600}
-.warning{background:#fff8e1;border-left:4px solid #e0b400;padding:.5em .8em}
-.reason{color:#a11d1d} .note{color:#555;font-size:.92em} code{font-size:.95em}
-""" + render_trend.CSS
-
-
-def _profile_rows_md(profile: dict) -> list[str]:
-    """The profile's changes beside the target: weakened thresholds first, so they cannot go unseen."""
-    rows = [f"| Profile weakens | **{_md(line)}** |" for line in profile.get("weakened", [])]
-    rows += [f"| Ignored (--strict-profile) | {_md(line)} |" for line in profile.get("ignored", [])]
-    rows += [f"| Profile changes | {_md(c['key'])} = {_md(c['value'])} (default {_md(c['default'])}; {_md(c['source'])}) |"
-             for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
-    if profile.get("error"):
-        rows.append(f"| Profile error | {_md(profile['error'])} |")
-    return rows
-
-
-def _profile_rows_html(profile: dict) -> str:
-    rows = [f'<tr><th>Profile weakens</th><td class="fail">{_h(line)}</td></tr>' for line in profile.get("weakened", [])]
-    rows += [f"<tr><th>Ignored (--strict-profile)</th><td>{_h(line)}</td></tr>" for line in profile.get("ignored", [])]
-    rows += [f"<tr><th>Profile changes</th><td>{_h(c['key'])} = {_h(c['value'])} (default {_h(c['default'])}; "
-             f"{_h(c['source'])})</td></tr>" for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
-    if profile.get("error"):
-        rows.append(f'<tr><th>Profile error</th><td class="fail">{_h(profile["error"])}</td></tr>')
-    return "".join(rows)
+HTML_CLASSES = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip",
+                "WAIVED": "waived"}
+PYTEST_HTML_CLASSES = {"PASS": "passed", "FAIL": "failed", "SKIPPED": "skipped", "NOT PROVEN": "skipped",
+                       "BLOCKED": "skipped", "WAIVED": "xfailed"}
 
 
 def _h(value: object) -> str:
-    return escape("-" if value is None or value == "" else str(value), quote=True)
+    """A value as HTML text ("-" when empty), for the sections render_trend.py builds."""
+    return str(markupsafe.escape("-" if value is None or value == "" else str(value)))
 
 
-def _status(status: str) -> str:
-    return f'<span class="{STATUS_CLASS.get(status, "skip")}">{_h(status)}</span>'
+LONG_TOKEN = 28  # characters: a longer token (a path, a URL, a digest) gets break opportunities
+TOKEN_SEPARATORS = re.compile(r"(?<=[/\\,;:=&?@|.-])")  # a long token may break after these
+WHITESPACE = re.compile(r"(\s+)")
+
+
+def breakable(value: object) -> markupsafe.Markup:
+    """The value, HTML-escaped, with a `<wbr>` (a line-break opportunity) inside each long token: after
+    its separators (a path's slashes), and every LONG_TOKEN characters of a run without one. Words keep
+    breaking only between words (CSS: normal wrapping), and a long path still fits its column instead
+    of widening the table past the page (which `overflow-wrap: break-word` alone cannot prevent: a table
+    sizes a column by its longest unbreakable token). Hand-written: no library does this for HTML."""
+    text = "-" if value is None or value == "" else str(value)
+    out = []
+    for token in WHITESPACE.split(text):
+        if len(token) <= LONG_TOKEN:
+            out.append(markupsafe.escape(token))
+            continue
+        pieces = [piece[i:i + LONG_TOKEN] for piece in TOKEN_SEPARATORS.split(token) if piece
+                  for i in range(0, len(piece), LONG_TOKEN)]
+        out.append(markupsafe.Markup("<wbr>").join(markupsafe.escape(piece) for piece in pieces))
+    return markupsafe.Markup("").join(out)
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The HTML templates (stackproof/templates), autoescaped: every value from the stack is inert."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters.update(duration=format_duration, counts=check_counts, check_status=check_status,
+                       control_status=control_status, breakable=breakable)
+    return env
 
 
 def render_html(summary: dict) -> str:
-    verdict, totals, target = summary["verdict"], summary["totals"], summary["target"]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>Validation report: {_h(verdict['decision'])}</title><style>{CSS}</style></head><body>",
-        "<h1>Validation report</h1>",
-        f'<div class="verdict {"go" if verdict["decision"] == "GO" else "nogo"}">{_h(verdict["line"])}</div>',
-        *[f'<p class="reason"><b>Target error:</b> {_h(error)}</p>' for error in summary.get("target_errors", [])],
-        "<table>",
-        f"<tr><th>Stack</th><td><code>{_h(target['stack_dir'])}</code></td></tr>",
-        f"<tr><th>Git commit</th><td><code>{_h(target['git_commit'])}</code></td></tr>",
-        f"<tr><th>Compose project</th><td>{_h(target['compose_project'])}</td></tr>",
-        f"<tr><th>Profile</th><td>{_h(target['profile'])}</td></tr>",
-        f"<tr><th>Compose model</th><td>{_h(target.get('compose_loader'))}</td></tr>",
-        _profile_rows_html(summary.get("profile") or {}),
-        f"<tr><th>Date</th><td>{_h(summary['generated'])}</td></tr>",
-        f"<tr><th>Suite</th><td>stackproof {_h(summary['tool']['version'])} ({_h(run_label(summary))})</td></tr>",
-        "</table>",
-        summary_table_html(summary),
-        f"<p>Passed: <b>{totals['passed']}</b>, failed: <b>{totals['failed']}</b>, "
-        f"skipped: <b>{totals['skipped']}</b> (blocked: {totals['blocked']}), success rate: <b>{totals['success_rate']} %</b></p>",
-        *render_trend.html_sections(summary, _h),
-    ]
-    for number, control in enumerate(summary["controls"], 1):
-        parts.append(f'<h2 id="{_h(control["id"])}">{number}. {_h(control["title"])}: {_status(control_status(control))}</h2>')
-        parts.append(f"<p>{_h(control['impact'])}</p>")
-        if control["warning"]:
-            parts.append(f'<p class="warning">{_h(control["warning"])}</p>')
-        parts.append("<table><tr><th>Check</th><th>Mode</th><th>Test</th><th>Result</th><th>Expected</th><th>Status</th></tr>")
-        for row in control["checks"]:
-            reason = f'<div class="reason">{_h(row["reason"])}</div>' if row["reason"] else ""
-            notes = "".join(f'<div class="note">{_h(note)}</div>' for note in row["notes"])
-            parts.append(
-                f"<tr><td>{_h(row['name'])}</td><td>{_h(row['mode'])}</td><td><code>{_h(row['test'])}</code></td>"
-                f"<td>{_h(row['result'])}{notes}</td><td>{_h(row['expected'])}</td><td>{_status(check_status(row))}{reason}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append(f'<div class="verdict {"go" if verdict["decision"] == "GO" else "nogo"}">{_h(verdict["line"])}</div>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    context = {
+        **summary,
+        "profile": {"weakened": [], "ignored": [], "changed": [], "error": None, **(summary.get("profile") or {})},
+        "session_errors": summary.get("session_errors", []),
+        "environment": summary.get("environment"),
+        "target": {"compose_loader": None, **summary["target"]},
+        "controls": triage_order(summary["controls"]),
+        "status_class": HTML_CLASSES,
+        "run_line": run_line(summary),
+        "run_label": run_label(summary),
+        "totals_line": totals_line(summary["totals"]),
+        "sections_css": markupsafe.Markup(render_trend.CSS),  # render_trend.py's sections: escaped there
+        "history_and_waivers": markupsafe.Markup("\n".join(render_trend.html_sections(summary, _h))),
+    }
+    return _templates().get_template("report.html.j2").render(context) + "\n"
 
 
-def summary_table_html(summary: dict) -> str:
-    """The control summary table; also shown inside pytest-html's report."""
-    rows = "".join(
-        f'<tr><td><a href="#{_h(c["id"])}">{_h(c["title"])}</a></td><td>{_status(control_status(c))}</td>'
-        f"<td>{_h(c['validated'])}</td><td>{_h(c['impact'])}</td></tr>"
-        for c in summary["controls"]
-    )
-    return (
-        "<h2>Summary</h2><table><tr><th>Control</th><th>Status</th><th>Validated</th><th>Impact</th></tr>"
-        f"{rows}</table>"
-    )
+def summary_table_html(summary: dict, link: str) -> str:
+    """The control summary table inside pytest-html's report: its own status colours, each control
+    linking to its section in the report file (`link`: that file's URL, relative to pytest-html's)."""
+    macros = _templates().get_template("macros.html.j2").module
+    return str(macros.summary_table(triage_order(summary["controls"]), PYTEST_HTML_CLASSES, link + "#"))

@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Callable
 
 import pytest
 
-from . import __version__, render
+from . import __version__, environment, render
 from .controls import BY_ID, CONTROLS
 from .errors import ENVIRONMENT_ERROR, StackError
 from .evidence import EVIDENCE_KEY
@@ -38,15 +40,17 @@ from .waivers import UNMATCHED, WaiverSet
 PASS, FAIL, SKIPPED, NOT_PROVEN = "PASS", "FAIL", "SKIPPED", "NOT PROVEN"
 COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
 BLOCKED_PREFIX = "blocked by "  # a skip whose input an earlier failing check already ruled out
+NOT_FINISHED_PREFIX = "not finished: "  # a check an interrupted run did not finish
 ENVIRONMENT_PREFIX = ENVIRONMENT_ERROR  # a skip for a tool missing where the suite runs (errors.environment_error)
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 SUFFIXES = ("json", "md", "html")
 JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
 ROW_ATTRIBUTE = "stackproof_row"  # the row, on a check's teardown report
 TARGET_ERRORS_ATTRIBUTE = "stackproof_target_errors"  # the target errors seen where the check ran
 ENGINE_ATTRIBUTE = "stackproof_engine"  # the engine the live checks found where the check ran
+ENGINE_VERSION_ATTRIBUTE = "stackproof_engine_version"  # ... and its version
 
 
 @dataclass
@@ -62,6 +66,7 @@ class CheckRow:
     reason: str = ""
     notes: tuple[str, ...] = ()
     ran: bool = False  # ran to a pass or a fail
+    duration_s: float = 0.0  # setup, call and teardown
 
 
 ROW_FIELDS = {f.name for f in fields(CheckRow)}
@@ -122,7 +127,10 @@ class ValidationReport:
         self.rows: dict[str, CheckRow] = {}  # in collection order
         self.finished: set[str] = set()  # checks whose teardown report arrived
         self.engine: str | None = None  # compose, swarm or podman, once known (--engine or the live connection)
+        self.engine_version: str | None = None  # the engine's version, once a live check reached it
         self.started = dt.datetime.now(dt.timezone.utc)
+        self.clock = time.monotonic()  # the run's duration is measured from here
+        self.tool_versions: Future | None = None  # environment.tool_versions(), asked when the session starts
         self.written: list[Path] = []
         self.summary: dict | None = None
         self.interruption = ""  # why the run stopped early (KeyboardInterrupt, run timeout)
@@ -173,11 +181,13 @@ class ValidationReport:
                 row.status, row.reason, row.ran = FAIL, reason, True
         elif rep.when == "call" and rep.passed:
             row.status, row.ran = PASS, True
+        row.duration_s = round(row.duration_s + rep.duration, 3)
         if rep.when == "teardown":
             data = self._clean_row(row)
             setattr(rep, ROW_ATTRIBUTE, data)
             setattr(rep, TARGET_ERRORS_ATTRIBUTE, [self.redactor.clean(error) for error in self.target_errors()])
             setattr(rep, ENGINE_ATTRIBUTE, self.engine)
+            setattr(rep, ENGINE_VERSION_ATTRIBUTE, self.engine_version)
             rep.user_properties.extend((key, data[key] or "-") for key in JUNIT_PROPERTIES)
 
     def _scrub(self, rep: pytest.TestReport) -> None:
@@ -248,6 +258,7 @@ class ValidationReport:
             self.rows[report.nodeid] = row
             self.finished.add(report.nodeid)
             self.engine = self.engine or getattr(report, ENGINE_ATTRIBUTE, None)
+            self.engine_version = self.engine_version or getattr(report, ENGINE_VERSION_ATTRIBUTE, None)
             for error in getattr(report, TARGET_ERRORS_ATTRIBUTE, None) or []:
                 if error not in self.received_target_errors:
                     self.received_target_errors.append(self.redactor.clean(error))
@@ -260,7 +271,13 @@ class ValidationReport:
                 self.finished.add(report.nodeid)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Where the report is written, the tools' versions are asked now, beside the checks, so the
+        report waits for nothing at the end."""
         self.session = session
+        if not is_worker(self.config) and not self.config.option.collectonly:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackproof-tool-versions")
+            self.tool_versions = pool.submit(environment.tool_versions)
+            pool.shutdown(wait=False)  # the thread ends with its one task; the report waits for its result
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
         lines = text_of(str(excinfo.value)).strip().splitlines()
@@ -445,7 +462,7 @@ class ValidationReport:
         for nodeid, row in self.rows.items():
             data = self._clean_row(row)
             if nodeid not in self.finished:
-                data["status"], data["reason"] = SKIPPED, f"not finished: {self.redactor.clean(why)}"
+                data["status"], data["reason"] = SKIPPED, NOT_FINISHED_PREFIX + self.redactor.clean(why)
             rows.append(data)
         for data in rows:
             data["blocked"] = data["status"] == SKIPPED and data["reason"].startswith(BLOCKED_PREFIX)
@@ -453,7 +470,8 @@ class ValidationReport:
             self._mark_waiver(data)
         controls = [_control_summary(control, [r for r in rows if r["control"] == control.id], self.engine) for control in CONTROLS]
         live_run = any(row["mode"] == "live" for row in rows)
-        run = {"live": live_run, "engine": self.engine, "status": status, "reason": self.redactor.clean(why)}
+        run = {"live": live_run, "engine": self.engine, "status": status, "reason": self.redactor.clean(why),
+               "duration_s": round(time.monotonic() - self.clock, 3)}
         target_errors = list(dict.fromkeys([*(self.redactor.clean(e) for e in self.target_errors()),
                                             *self.received_target_errors]))
         session_errors = [self.redactor.clean(error) for error in self.session_errors]
@@ -465,6 +483,7 @@ class ValidationReport:
             "run": run,
             "target_errors": target_errors,
             "profile": self._clean_tree(self.profile() if self.profile else {}),
+            "environment": self._clean_tree(self.environment()),
             "session_errors": session_errors,
             "controls": controls,
             "totals": _totals(rows),
@@ -488,6 +507,16 @@ class ValidationReport:
         data["waiver"] = self._clean_tree(waiver.as_dict(waivers.today)) if waiver is not None else None
         if waiver is not None and waiver is expired:
             data["reason"] = self.redactor.clean(f"waiver expired on {expired.expires.isoformat()}: {data['reason']}")
+
+    def environment(self) -> dict:
+        """The engine the run targets (credentials removed) and the tools' versions (see environment.py)."""
+        try:
+            asked = self.tool_versions
+            tools = asked.result(timeout=environment.TOOL_TIMEOUT + 5) if asked else environment.tool_versions()
+        except Exception as exc:  # the report is written whatever a tool does
+            tools = {"error": f"versions not read: {type(exc).__name__}"}
+        engine = {"kind": self.engine, "host": environment.engine_host(), "version": self.engine_version}
+        return {"engine": engine, "tools": tools}
 
     def _clean_tree(self, value):
         """A JSON-able value with every string scrubbed and cleaned (the profile's values come from the stack)."""
@@ -513,7 +542,7 @@ class ValidationReport:
             "tool": {"name": "stackproof", "version": __version__},
             "generated": self.started.isoformat(timespec="seconds"),
             "target": {"stack_dir": None, "git_commit": None, "compose_project": None, "profile": None},
-            "run": {"live": False, "status": ERROR, "reason": reason},
+            "run": {"live": False, "status": ERROR, "reason": reason, "duration_s": round(time.monotonic() - self.clock, 3)},
             "target_errors": [],
             "controls": [],
             "totals": _totals([]),
@@ -544,15 +573,26 @@ def _totals(rows: list[dict]) -> dict:
     return totals
 
 
+def unproving(row: dict) -> bool:
+    """A skip that leaves its control unproven, and the verdict NO-GO (see `decide`): the check was
+    meant to run and did not (a live check, a check blocked by a failure, a tool missing where the
+    suite ran, a check an interrupted run did not finish). A static check that has nothing to judge
+    in this stack (a skip of another kind) does not."""
+    return row["status"] == SKIPPED and (row["mode"] == "live" or row.get("blocked") or row.get("environment_error")
+                                         or row["reason"].startswith(NOT_FINISHED_PREFIX))
+
+
 def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
-    """FAIL when a check failed; PASS when checks ran and passed; NOT PROVEN when none ran to a
-    pass or fail (a skip never counts as a pass). A FAIL whose every failing check is waived is `waived`
-    (shown WAIVED; it does not block GO)."""
+    """FAIL when a check failed; PASS when checks ran and passed and none that was meant to run was
+    skipped; NOT PROVEN otherwise: a control counts as proven only by checks that ran (a skipped live
+    check proves nothing, whatever its static siblings did). A FAIL whose every failing check is waived
+    is `waived` (shown WAIVED; it does not block GO)."""
     failing = [row for row in rows if row["status"] == FAIL]
     waived = bool(failing) and all(row.get("waived") for row in failing)
+    missing = [row for row in rows if unproving(row)]
     if failing:
         status = FAIL
-    elif any(row["status"] == PASS for row in rows):
+    elif any(row["status"] == PASS for row in rows) and not missing:
         status = PASS
     else:
         status = NOT_PROVEN
@@ -564,7 +604,10 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
     elif status == FAIL:
         reason = next(row["reason"] for row in failing if not row.get("waived"))
     elif status == NOT_PROVEN:
-        reason = next((row["reason"] for row in rows if row["reason"]), "no check of it ran")
+        first = (missing or [row for row in rows if row["reason"]] or [None])[0]
+        reason = first["reason"] if first else "no check of it ran"
+        if len(missing) > 1:
+            reason = f"{len(missing)} checks not run, the first: {reason}"
     else:
         reason = ""
     return {
@@ -577,6 +620,7 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         "validated": validated,
         "reason": reason,
         "waived": waived,
+        "duration_s": round(sum(row.get("duration_s", 0.0) for row in rows), 3),
         "checks": rows,
     }
 

@@ -1,0 +1,193 @@
+"""The HTML report checked in a real browser: headless Chromium (Debian's `chromium`, driven by
+Playwright through `executable_path`; Playwright's own browser download is not used) opens the GO,
+NO-GO and INCOMPLETE reports at 1366x768 and checks, for each: no console error, no request but the
+report file itself, the verdict above the fold, reasons wrapped between words, failures first, the
+passing checks folded on screen and printed, the print rules in effect and a PDF with a page per
+control. One browser serves all three. A doctored report (a request out, a script, a column that
+breaks words, a page wider than the screen) shows that each detector can fail.
+
+Screenshots (PNG, full page) and the PDFs are kept in reports/selftest-screenshots/ of the checkout
+(gitignored), for CI to publish as artifacts.
+
+Without chromium or Playwright the test is skipped, saying so; `bin/stackproof selftest` installs
+chromium and sets STACKPROOF_SELFTEST_BROWSER=1, which makes their absence a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from harness import REPO
+from report_samples import SAMPLES, sample_summary
+
+from stackproof.render import render_html
+
+SCREENSHOTS = REPO / "reports" / "selftest-screenshots"
+VIEWPORT = {"width": 1366, "height": 768}
+READABLE_REASON_PX = 200  # the narrowest a reason column may be at 1366 px
+WORD = re.compile(r"\b[A-Za-z]{2,}\b")  # a plain word: never split across lines (paths and URLs may break)
+
+# Per reason cell: the plain words the browser split across two lines (a word's range has two boxes).
+SPLIT_WORDS_JS = """(pattern) => {
+  const word = new RegExp(pattern, "g"), split = [];
+  for (const cell of document.querySelectorAll("td.col-reason")) {
+    if (!cell.getClientRects().length) continue;  // folded: not laid out
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(word)) {
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+        if (lines.size > 1) split.push(m[0]);
+      }
+    }
+  }
+  return split;
+}"""
+PAGE_WIDTH_JS = "() => document.documentElement.scrollWidth"
+PRINT_RULES_JS = """() => {
+  const style = (selector) => { const e = document.querySelector(selector); return e && getComputedStyle(e); };
+  return {
+    thead: style("table.checks thead").display,
+    row: style("table.checks tbody tr").breakInside,
+    section: style("section.control").breakBefore,
+    folded_row_shown: document.querySelector("details.passing tbody tr").getClientRects().length > 0,
+  };
+}"""
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module."""
+    why = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        why = "Playwright not installed (the [test] extra)"
+    if why is None and chromium_path() is None:
+        why = "chromium not installed (Debian package 'chromium'; bin/stackproof selftest installs it)"
+    if why:
+        if os.environ.get("STACKPROOF_SELFTEST_BROWSER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), headless=True, timeout=60_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Visit:
+    """One report opened in a fresh page: what it logged and requested."""
+
+    def __init__(self, browser, path: Path):
+        self.url = path.as_uri()
+        self.context = browser.new_context(viewport=VIEWPORT)
+        self.context.set_default_timeout(30_000)
+        self.errors: list[str] = []
+        self.outside: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: request.url != self.url and self.outside.append(request.url))
+        self.page.goto(self.url, wait_until="load")
+
+    def _route(self, route) -> None:
+        if route.request.url == self.url:
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def write_report(summary: dict, directory: Path, extra: tuple[str, str] | None = None) -> Path:
+    text = render_html(summary)
+    if extra:
+        text = text.replace(*extra)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "validation-report.html"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pdf_pages(pdf: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf))
+
+
+def test_reports_open_cleanly_read_at_a_glance_and_print(browser, tmp_path):
+    """GO, NO-GO and INCOMPLETE: no console error, no request but the file, the verdict within the first
+    1366x768 screen, reasons wrapped between words in a readable column, failures first, passing checks
+    folded (and printed), print rules in effect, a PDF with a page per control; a screenshot of each."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for kind in SAMPLES:
+        summary = sample_summary(kind)
+        visit = Visit(browser, write_report(summary, tmp_path / kind))
+        page = visit.page
+        try:
+            assert visit.errors == [], (kind, visit.errors)
+            assert visit.outside == [], (kind, visit.outside)
+
+            verdict = page.locator("#verdict")
+            assert verdict.inner_text().strip() == summary["verdict"]["line"], kind
+            box = verdict.bounding_box()
+            assert box and box["x"] >= 0 and box["y"] >= 0, (kind, box)
+            assert box["x"] + box["width"] <= VIEWPORT["width"] and box["y"] + box["height"] <= VIEWPORT["height"], (kind, box)
+
+            assert page.evaluate(SPLIT_WORDS_JS, WORD.pattern) == [], kind
+            assert page.evaluate(PAGE_WIDTH_JS) <= VIEWPORT["width"], (kind, "wider than the screen")
+            reason_px = page.locator("table.summary th.col-reason").bounding_box()["width"]
+            assert reason_px >= READABLE_REASON_PX, (kind, reason_px)
+
+            statuses = page.locator("table.summary td.col-status").all_inner_texts()
+            ranks = [{"FAIL": 0, "NOT PROVEN": 1, "PASS": 2}[status.strip()] for status in statuses]
+            assert ranks == sorted(ranks), (kind, statuses)
+            first_section = page.locator("section.control h2").first.inner_text()
+            assert first_section.endswith(statuses[0].strip()), (kind, first_section)
+            assert not page.locator("details.passing tbody tr").first.is_visible(), kind  # folded on screen
+
+            page.screenshot(path=str(SCREENSHOTS / f"{kind}.png"), full_page=True)
+
+            page.emulate_media(media="print")
+            rules = page.evaluate(PRINT_RULES_JS)
+            assert rules == {"thead": "table-header-group", "row": "avoid", "section": "page",
+                             "folded_row_shown": True}, (kind, rules)
+            pdf = page.pdf(format="A4", landscape=True, print_background=True)
+            (SCREENSHOTS / f"{kind}.pdf").write_bytes(pdf)
+            assert pdf.startswith(b"%PDF-"), kind
+            assert pdf_pages(pdf) >= len(summary["controls"]) + 1, (kind, pdf_pages(pdf))
+        finally:
+            visit.close()
+    assert sorted(p.name for p in SCREENSHOTS.glob("*.png")) >= sorted(f"{kind}.png" for kind in SAMPLES)
+
+
+def test_the_browser_checks_can_fail(browser, tmp_path):
+    """A report doctored (the CSP removed, a stylesheet from elsewhere and a script added, the reason
+    column squeezed to break words, the page made wider than the screen): each detector reports it."""
+    summary = sample_summary("no-go")
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy"[^>]*>', render_html(summary)).group(0)
+    doctored = ('<link rel="stylesheet" href="http://127.0.0.1:9/x.css"><script>undefined_function()</script>'
+                "<style>.col-reason{min-width:0 !important;width:3em !important;overflow-wrap:anywhere}</style>"
+                '</head><body><div style="width:2000px">a page wider than the screen</div>')
+    path = write_report(summary, tmp_path / "doctored", (csp, ""))
+    path.write_text(path.read_text().replace("</head>\n<body>", doctored, 1))
+    visit = Visit(browser, path)
+    try:
+        assert any("undefined_function" in error for error in visit.errors), visit.errors
+        assert "http://127.0.0.1:9/x.css" in visit.outside, visit.outside
+        assert visit.page.evaluate(SPLIT_WORDS_JS, WORD.pattern), "no split word found in a 3em column"
+        assert visit.page.evaluate(PAGE_WIDTH_JS) > VIEWPORT["width"]
+    finally:
+        visit.close()
