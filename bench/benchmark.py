@@ -167,6 +167,19 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
 API_SERVICES = ("aidb", "hybrid-coordinator")
 
 
+def settle_scrapes() -> None:
+    """Wait, untimed, until Prometheus has scraped the containers just started: a live run right after
+    scaling waits for that itself (stackproof/live.py `_scrapes_settled`, up to 2 scrape intervals),
+    which is the stack getting ready, not the cost of the checks the floor is compared with."""
+    sys.path.insert(0, str(ROOT))
+    from stackproof.live import LiveStack
+    from stackproof.redact import Redactor
+    from stackproof.target import Stack
+
+    stack = Stack(ROOT / "stack", 20.0, Redactor())
+    LiveStack.connect(stack, stack.compose.name, "")._scrapes_settled  # noqa: B018 - the cached wait
+
+
 def scaled_run(pytest: list[str], report_dir: Path, static_seconds: float, scale: int, unscaled: float) -> list[dict]:
     """The live run and its floor with the API services at `scale` containers each, then scaled back."""
     compose = ["docker-compose", "-p", "ai-stack", "-f", str(ROOT / "stack/ai-stack/compose/docker-compose.yml")]
@@ -178,6 +191,7 @@ def scaled_run(pytest: list[str], report_dir: Path, static_seconds: float, scale
 
     scale_to(scale)
     try:
+        settle_scrapes()
         live, floor = live_run_and_floor(pytest, report_dir, static_seconds, None, None)
     finally:
         scale_to(1)
