@@ -1,7 +1,9 @@
 """Live self-tests on other engines. Docker Swarm: the reference stack deployed with `docker stack
-deploy` is GO, a secret deployed with the wrong mode is caught from the task's own view, and tasks
-on a node the suite cannot reach are reported as not proven. Rootful Podman (where installed): GO,
-and a host secret file at 0644 caught in the container.
+deploy` is GO; the live defects that apply, deployed into the running services (a secret at 0440,
+a pool override in the environment, Prometheus without its rules mount), each fail only their
+control; tasks on a node the suite cannot reach are reported as not proven. Rootful Podman (where
+installed): GO, a host secret file at 0644 caught in the container, the same pool and rules
+defects, and nginx serving a near-expiry certificate.
 
 The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
 published ports, so it runs beside the compose project) and removes it afterwards; if it had to
@@ -16,11 +18,14 @@ import os
 import shutil
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import docker
 import pytest
 from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
+from test_live_defects import COMPOSE, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
 
 from stackproof import proc
 from stackproof.live import LiveStack
@@ -103,23 +108,51 @@ def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
     assert run.verdict == "GO" and run.ret == 0
 
 
-def test_swarm_secret_deployed_0440_fails_secret_controls(swarm_stack, run_suite):
-    """The compose file declares 0400, but the service is deployed with the key at 0440: swarm applies
-    the deployed mode, and the live checks see it in the task (the static check cannot)."""
-    service = f"{SWARM_PROJECT}_aidb"
+def _secret_deployed_0440(scratch: Path) -> list[str]:
+    """The compose file declares 0400; the service is redeployed with the key at 0440 (swarm applies it)."""
     secret = f"{SWARM_PROJECT}_stack_api_key"
     env = {line.split("=", 1)[0]: line.split("=", 1)[1]
            for line in (REFERENCE_STACK / "ai-stack/compose/.env").read_text().splitlines() if "=" in line}
     spec = f"source={secret},target=stack_api_key,uid={env['STACK_UID']},gid={env['STACK_GID']},mode=0440"
+    return ["--secret-rm", secret, "--secret-add", spec]
+
+
+@dataclass(frozen=True)
+class SwarmDefect:
+    """A defect deployed with `docker service update` (only the running service changes, not the
+    files), seen by the live checks only, and rolled back afterwards."""
+
+    id: str
+    service: str
+    update: Callable[[Path], list[str]]  # the update's arguments, given a scratch dir
+    control: str
+    fragments: tuple[str, ...]
+    also: tuple[str, ...] = ()  # controls that check the same fact by design
+
+
+SWARM_DEFECTS = [
+    SwarmDefect("secret-deployed-0440", "aidb", _secret_deployed_0440, "docker_secrets_mode",
+                ("/run/secrets/stack_api_key mode 0440, expected 0400",), also=("api_key_permissions",)),
+    SwarmDefect("pool-size-5-in-the-service-environment", "aidb", lambda scratch: ["--env-add", "DB_POOL_SIZE=5"],
+                "connection_pool", ("service aidb: /metrics reports pool size / max_overflow 5 / 30",)),
+    SwarmDefect("prometheus-without-rules-mount", "prometheus", lambda scratch: ["--mount-rm", "/etc/prometheus/alerts"],
+                "alert_rules", ("DatabasePoolExhausted",)),
+]
+
+
+@pytest.mark.parametrize("defect", SWARM_DEFECTS, ids=[d.id for d in SWARM_DEFECTS])
+def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, tmp_path, defect: SwarmDefect):
+    """The live self-tests that apply on swarm: each defect, deployed into the running service, fails
+    its control and only it; the service is rolled back afterwards."""
+    service = f"{SWARM_PROJECT}_{defect.service}"
     try:
-        _run(["docker", "service", "update", "--detach=false", "--quiet", "--secret-rm", secret, "--secret-add", spec, service], 120)
+        _run(["docker", "service", "update", "--detach=false", "--quiet", *defect.update(tmp_path), service], 180)
         _wait_converged(swarm_stack, service)
         run = run_suite(REFERENCE_STACK, *_suite_args(), "-m", "live")
     finally:
-        _run(["docker", "service", "rollback", "--detach=false", "--quiet", service], 120)
+        _run(["docker", "service", "rollback", "--detach=false", "--quiet", service], 180)
         _wait_converged(swarm_stack, service)
-    assert_only_control_fails(run, "docker_secrets_mode", "/run/secrets/stack_api_key mode 0440, expected 0400",
-                              also=("api_key_permissions",))
+    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
     assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))
 
 
@@ -184,3 +217,19 @@ def test_podman_reference_stack_is_go_and_a_0644_secret_fails(podman_stack, run_
         secret.chmod(mode)
     assert_only_control_fails(broken, "docker_secrets_mode", "postgres_password mode 0644, declared 0400")
     assert_no_secret_in(broken, stack_secrets(REFERENCE_STACK))
+
+
+PODMAN_TARGET = ComposeTarget(PODMAN_PROJECT, (COMPOSE, COMPOSE.with_name("docker-compose.podman.yml")),
+                              (("DOCKER_HOST", "unix:///run/podman/podman.sock"), *PODMAN_PORTS.items()))
+# the live defects that apply under Podman (those that rebuild an image would need it copied over too)
+PODMAN_DEFECTS = [d for d in LIVE_DEFECTS if d.id in (
+    "pool-size-5-through-environment", "prometheus-without-rules-mount", "nginx-serves-near-expiry-certificate")]
+
+
+@pytest.mark.parametrize("defect", PODMAN_DEFECTS, ids=[d.id for d in PODMAN_DEFECTS])
+def test_podman_defect_fails_only_its_control(podman_stack, run_suite, defect: LiveDefect):
+    """The live self-tests that apply, under rootful Podman: each defect fails its control and only it."""
+    args = ("--engine", "podman", "--compose-project", PODMAN_PROJECT)
+    run = run_with_defect(defect, REFERENCE_STACK, run_suite, args, PODMAN_TARGET)
+    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
+    assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))

@@ -28,15 +28,26 @@ BREAKER_CODE = "ai-stack/mcp-servers/common/aistack_common.py"
 pytestmark = pytest.mark.live_selftest
 
 
-def compose(*args: str, timeout: float = 300) -> None:
-    done = proc.run(["docker-compose", "-p", PROJECT, "-f", str(COMPOSE), *args], timeout=timeout, where="docker-compose")
+@dataclass(frozen=True)
+class ComposeTarget:
+    """Where the reference stack runs as a compose project: the project, its files, the engine's environment."""
+
+    project: str = PROJECT
+    files: tuple[Path, ...] = (COMPOSE,)
+    env: tuple[tuple[str, str], ...] = ()  # e.g. DOCKER_HOST of Podman's socket
+
+
+def compose(*args: str, timeout: float = 300, target: ComposeTarget = ComposeTarget()) -> None:
+    files = [arg for file in target.files for arg in ("-f", str(file))]
+    done = proc.run(["docker-compose", "-p", target.project, *files, *args], timeout=timeout, where="docker-compose",
+                    env={**os.environ, **dict(target.env)})
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
 
 
-def recreate(services: tuple[str, ...], build: bool = False) -> None:
+def recreate(services: tuple[str, ...], build: bool = False, target: ComposeTarget = ComposeTarget()) -> None:
     if services:
         compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps",
-                *(["--build"] if build else []), *services)
+                *(["--build"] if build else []), *services, target=target)
 
 
 # --- defects ----------------------------------------------------------------------
@@ -199,21 +210,28 @@ def _restore(saved: _Saved) -> None:
     saved.path.chmod(saved.mode)
 
 
-@pytest.mark.parametrize("defect", LIVE_DEFECTS, ids=[d.id for d in LIVE_DEFECTS])
-def test_live_defect_fails_only_its_control(defect: LiveDefect, running_reference_stack: Path, run_suite):
-    known = stack_secrets(running_reference_stack)
-    saved = [_save(running_reference_stack / relative) for relative in defect.touches]
+def run_with_defect(defect: LiveDefect, stack: Path, run_suite, suite_args: tuple[str, ...] = (),
+                    target: ComposeTarget = ComposeTarget()):
+    """Inject the defect into the stack's files, recreate what it touches, run the live checks; the
+    files and the services are restored whatever happens."""
+    saved = [_save(stack / relative) for relative in defect.touches]
     try:
-        defect.inject(running_reference_stack)
+        defect.inject(stack)
         for item in saved:  # keep the owner the stack's services need
             if item.owner and item.path.exists():
                 os.chown(item.path, *item.owner)
-        recreate(defect.recreate, defect.build)
-        run = run_suite(running_reference_stack, "-m", "live", "--live", *defect.args)
+        recreate(defect.recreate, defect.build, target)
+        return run_suite(stack, "-m", "live", "--live", *suite_args, *defect.args)
     finally:
         for item in saved:
             _restore(item)
-        recreate(defect.recreate, defect.build)
+        recreate(defect.recreate, defect.build, target)
+
+
+@pytest.mark.parametrize("defect", LIVE_DEFECTS, ids=[d.id for d in LIVE_DEFECTS])
+def test_live_defect_fails_only_its_control(defect: LiveDefect, running_reference_stack: Path, run_suite):
+    known = stack_secrets(running_reference_stack)
+    run = run_with_defect(defect, running_reference_stack, run_suite)
     assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
     assert_no_secret_in(run, known)
 
