@@ -238,13 +238,13 @@ class LiveStack:
         """A stack validated right after its deploy has not been scraped yet: the TLS monitor wrote its
         textfile after Prometheus's last scrape of the exporter, and a query finds no series for a
         reason that is not a defect. So wait (bounded by twice the longest scrape interval, at most
-        60 s) until every active target's last scrape is later than SCRAPE_GRACE after the newest
-        container's start. On a stack that has run for a while this returns at once; if the targets
-        never catch up, the checks go on and fail on what Prometheus then holds."""
-        newest = max((_started_at(c) for c in self.containers), default=0.0)
+        60 s) until every active target's last scrape is later than the moment the newest container
+        was ready (`_ready_at`). On a stack that has run for a while this returns at once; if the
+        targets never catch up, the checks go on and fail on what Prometheus then holds."""
+        newest = max((_ready_at(c) for c in self.containers), default=0.0)
         if not newest:
             return None
-        settle_at = min(newest + SCRAPE_GRACE, time.time())
+        settle_at = min(newest, time.time())
         deadline = None
         while True:
             targets = self._prometheus("/api/v1/targets", {"state": "active"}).get("activeTargets", [])
@@ -303,10 +303,21 @@ class LiveStack:
         except urllib.error.HTTPError as exc:
             return HttpResponse(exc.code, dict(exc.headers or {}), exc.read())
         except (urllib.error.URLError, OSError) as exc:
+            if context is not None and isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError):
+                raise self._unverified(where) from None
             reason = _first_line(getattr(exc, "reason", exc))
             if "timed out" in reason:
                 reason = f"no answer within {self.timeout:g}s"
             raise StackError(f"{where}: {method} {url}: {reason}") from None
+
+    def _unverified(self, where: str) -> NotProven:
+        """The TLS terminator serves a certificate the stack's own file does not verify (renewed on
+        disk but not reloaded, or another file mounted). That defect is the TLS control's to report
+        (the served certificate against the file); a check of another control that goes through
+        HTTPS cannot trust what it talks to, so it is not proven rather than failed for it."""
+        cert = self.stack.rel(self.stack.path("tls_cert"))
+        return NotProven(f"not proven: {where} serves a certificate {cert} does not verify, its answers cannot be "
+                         "trusted (TLS monitoring compares the two)")
 
     # --- the API key -------------------------------------------------------------
 
@@ -409,9 +420,20 @@ class LiveStack:
             raise StackError(f"service {service}: {api_path}: not JSON") from None
 
 
-def _started_at(container) -> float:
-    """When the container last started (epoch seconds; 0 when the engine does not say)."""
-    return _rfc3339(((getattr(container, "attrs", None) or {}).get("State") or {}).get("StartedAt", ""))
+def _ready_at(container) -> float:
+    """When the container was ready to be scraped (epoch seconds; 0 when the engine does not say):
+    SCRAPE_GRACE after its start, or, if later, the end of its first passing healthcheck since that
+    start (the TLS monitor is healthy once its textfile is written, which takes longer than the
+    grace on a loaded machine). The engine keeps the last few healthchecks only; an older first pass
+    is then read as the oldest one kept, which errs towards waiting, bounded by the caller."""
+    state = (getattr(container, "attrs", None) or {}).get("State") or {}
+    started = _rfc3339(state.get("StartedAt", ""))
+    if not started:
+        return 0.0
+    passes = [_rfc3339(check.get("End", "")) for check in ((state.get("Health") or {}).get("Log") or [])
+              if isinstance(check, dict) and check.get("ExitCode") == 0]
+    first_pass = min((end for end in passes if end >= started), default=0.0)
+    return max(started + SCRAPE_GRACE, first_pass)
 
 
 def _rfc3339(stamp: str) -> float:

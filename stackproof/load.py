@@ -90,9 +90,11 @@ def run_load(clients: int, send: Callable[[], tuple[str, float]], timeout: float
 
     with ThreadPoolExecutor(max_workers=clients + 1) as pool:
         watcher = pool.submit(sampler) if sample else None
-        for future in [pool.submit(client) for _ in range(clients)]:
-            future.result()
-        done.set()
+        try:
+            for future in [pool.submit(client) for _ in range(clients)]:
+                future.result()  # re-raises what is not an outcome (NotProven): the check stops there
+        finally:
+            done.set()  # else the sampler, and the pool's exit with it, would wait for ever
         if watcher:
             watcher.result()
     return LoadResult(sorted(outcomes, key=lambda o: o.started), peak[0])

@@ -230,3 +230,38 @@ def cases(defects: list[Defect]) -> list:
     import pytest
 
     return [pytest.param(name, defect, id=f"{name}-{defect.id}") for defect in defects for name in defect.stacks]
+
+
+def certificate_on_disk(days: int) -> Injector:
+    """nginx's certificate and key files replaced by a valid localhost pair with `days` left (in place:
+    owner and mode stay). Recreating nginx makes it serve them (10 days: a near-expiry certificate);
+    not recreating it is a certificate renewed on disk that nginx never loaded, which only the TLS
+    control can name: the other controls' HTTPS checks are then not proven, not failed."""
+    return lambda stack: write_certificate(days)(stack, REFERENCE)
+
+
+@dataclass
+class SavedFile:
+    """A file's bytes, mode and owner before a defect changed it (content None: it did not exist)."""
+
+    path: Path
+    content: bytes | None
+    mode: int | None
+    owner: tuple[int, int] | None
+
+
+def save_file(path: Path) -> SavedFile:
+    if not path.exists():
+        return SavedFile(path, None, None, None)
+    st = path.stat()
+    return SavedFile(path, path.read_bytes(), st.st_mode & 0o7777, (st.st_uid, st.st_gid))
+
+
+def restore_file(saved: SavedFile) -> None:
+    if saved.content is None:
+        saved.path.unlink(missing_ok=True)
+        return
+    saved.path.chmod(0o600)
+    saved.path.write_bytes(saved.content)
+    os.chown(saved.path, *saved.owner)
+    saved.path.chmod(saved.mode)

@@ -4,6 +4,10 @@ assertion that a defect fails exactly one control."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +58,14 @@ class SuiteRun:
 
 
 
-def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str, also: tuple[str, ...] = ()) -> None:
+def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str, also: tuple[str, ...] = (),
+                              not_proven: tuple[str, ...] = ()) -> None:
     """The defect failed `control`, no other control (but those in `also`, where two controls check
-    the same fact by design), with a reason naming the defect."""
+    the same fact by design), with a reason naming the defect; the controls in `not_proven` could not
+    be checked because of it and say so (NOT PROVEN, not FAIL)."""
     assert run.report is not None, f"no report written; stdout:\n{run.stdout[-3000:]}"
+    unproven = {cid: status for cid, status in run.statuses.items() if cid in not_proven}
+    assert set(unproven.values()) <= {"NOT PROVEN"} and len(unproven) == len(not_proven), unproven
     assert run.failed_controls == {control, *also}, (
         f"expected only {', '.join([control, *also])} to fail, got {sorted(run.failed_controls)}: "
         + "; ".join(f"{c}: {run.reasons(c)}" for c in sorted(run.failed_controls))
@@ -84,3 +92,26 @@ def stack_secrets(stack: Path) -> list[bytes]:
     """The values of every secret file of a stack (stripped), to search outputs for."""
     secrets_dir = stack / "ai-stack/compose/secrets"
     return [path.read_bytes().strip() for path in secrets_dir.glob("*") if path.is_file()]
+
+
+def run_own(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run one of our own set-up commands (the reference stack's up.sh, docker, mmdebstrap) and
+    return its stdout; a non-zero exit fails the test with the output's tail.
+
+    Not stackproof.proc.run: that one is for the stack's code and kills everything the command
+    started once it ends, and up.sh --engine podman must leave `podman system service` and the
+    healthcheck loop running (as `stackproof up` does). Output goes to files, not pipes, so a
+    daemon that keeps them open cannot hold the call; on timeout the process group is killed."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 start_new_session=True, env={**os.environ, **(env or {})})
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    assert child.returncode == 0, f"{cmd[0]} exited with {child.returncode}: " + (stdout + stderr)[-3000:]
+    return stdout

@@ -1,9 +1,10 @@
 """Live self-tests on other engines. Docker Swarm: the reference stack deployed with `docker stack
 deploy` is GO; the live defects that apply, deployed into the running services (a secret at 0440,
-a pool override in the environment, Prometheus without its rules mount), each fail only their
-control; tasks on a node the suite cannot reach are reported as not proven. Rootful Podman (where
-installed): GO, a host secret file at 0644 caught in the container, the same pool and rules
-defects, and nginx serving a near-expiry certificate.
+a pool override in the environment, Prometheus without its rules mount, nginx serving a
+near-expiry certificate), each fail only their control; tasks on a node the suite cannot reach
+are reported as not proven. Rootful Podman (where installed): GO, a host secret file at 0644
+caught in the container, the same pool and rules defects, and nginx serving a near-expiry
+certificate.
 
 The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
 published ports, so it runs beside the compose project) and removes it afterwards; if it had to
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +26,19 @@ from typing import Callable
 
 import docker
 import pytest
-from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
-from test_live_defects import COMPOSE, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
+from cryptography.hazmat.primitives import serialization
+from defects import certificate_on_disk, certificate_pair, restore_file, save_file
+from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, run_own, stack_secrets
+from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
 
 from stackproof import proc
-from stackproof.live import LiveStack
+from stackproof.live import LiveStack, NotProven
 from stackproof.redact import Redactor
 from stackproof.target import Stack
 
 pytestmark = pytest.mark.live_selftest
 SWARM_PROJECT = "stackproof-selftest-swarm"
 SCRIPTS = REFERENCE_STACK / "scripts"
-
-
-def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
-    done = proc.run(cmd, timeout=timeout, where=cmd[0], env={**os.environ, **(env or {})})
-    assert done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace")[-3000:]
-    return done.stdout.decode(errors="replace")
 
 
 def _unavailable(reason: str):
@@ -65,7 +63,7 @@ def swarm_stack():
     started_swarm = state != "active"
     env = {"STACK_PROJECT": SWARM_PROJECT}
     try:
-        _run([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
+        run_own([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
         yield client
     finally:
         proc.run([str(SCRIPTS / "down.sh"), "--engine", "swarm"], timeout=300, where="down.sh",
@@ -89,6 +87,8 @@ def _wait_converged(client, service: str, timeout: float = 240, project: str = S
             try:
                 if LiveStack.connect(stack, project, "swarm").https("/health").status == 200:
                     return
+            except NotProven:  # nginx serves, a certificate other than the stack's file (that defect)
+                return
             except Exception:  # tasks still starting: not reachable yet
                 pass
         time.sleep(2)
@@ -108,51 +108,98 @@ def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
     assert run.verdict == "GO" and run.ret == 0
 
 
+def _stack_ids() -> tuple[int, int]:
+    """(uid, gid) the reference stack's services run as (setup.sh writes them into .env)."""
+    env = dict(line.split("=", 1) for line in (REFERENCE_STACK / "ai-stack/compose/.env").read_text().splitlines()
+               if "=" in line)
+    return int(env["STACK_UID"]), int(env["STACK_GID"])
+
+
 def _secret_deployed_0440(scratch: Path) -> list[str]:
     """The compose file declares 0400; the service is redeployed with the key at 0440 (swarm applies it)."""
     secret = f"{SWARM_PROJECT}_stack_api_key"
-    env = {line.split("=", 1)[0]: line.split("=", 1)[1]
-           for line in (REFERENCE_STACK / "ai-stack/compose/.env").read_text().splitlines() if "=" in line}
-    spec = f"source={secret},target=stack_api_key,uid={env['STACK_UID']},gid={env['STACK_GID']},mode=0440"
-    return ["--secret-rm", secret, "--secret-add", spec]
+    uid, gid = _stack_ids()
+    return ["--secret-rm", secret, "--secret-add", f"source={secret},target=stack_api_key,uid={uid},gid={gid},mode=0440"]
+
+
+def _certificate_mounted_in_nginx(scratch: Path) -> list[str]:
+    """nginx's certificate dir is swapped (`--mount-add` on the same target replaces the mount) for one
+    holding another valid localhost certificate; the stack's files, and the monitor's view of them,
+    stay as they are. The files are owned by the user nginx runs as, the key 0600, as setup.sh writes
+    the real ones."""
+    cert, key = certificate_pair(365)
+    uid, gid = _stack_ids()
+    for name, data, mode in (("server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644),
+                             ("server.key", key, 0o600)):
+        (scratch / name).write_bytes(data)
+        (scratch / name).chmod(mode)
+        os.chown(scratch / name, uid, gid)
+    return ["--mount-add", f"type=bind,source={scratch},target=/etc/nginx/certs,readonly"]
 
 
 @dataclass(frozen=True)
 class SwarmDefect:
-    """A defect deployed with `docker service update` (only the running service changes, not the
-    files), seen by the live checks only, and rolled back afterwards."""
+    """A defect deployed with `docker service update` into the running services, seen by the live
+    checks only. Either the update itself is the defect (the files stay as they are; the services are
+    rolled back afterwards), or it is in the stack's files (`touches`, rewritten by `inject`), which
+    the services bind-mount: the update then only restarts the tasks, and again once the files are
+    restored."""
 
     id: str
-    service: str
+    services: tuple[str, ...]
     update: Callable[[Path], list[str]]  # the update's arguments, given a scratch dir
     control: str
     fragments: tuple[str, ...]
     also: tuple[str, ...] = ()  # controls that check the same fact by design
+    touches: tuple[str, ...] = ()  # stack-relative files the defect rewrites; restored afterwards
+    inject: Callable[[Path], None] | None = None
+    not_proven: tuple[str, ...] = ()  # controls the defect keeps from being checked (NOT PROVEN)
 
 
 SWARM_DEFECTS = [
-    SwarmDefect("secret-deployed-0440", "aidb", _secret_deployed_0440, "docker_secrets_mode",
+    SwarmDefect("secret-deployed-0440", ("aidb",), _secret_deployed_0440, "docker_secrets_mode",
                 ("/run/secrets/stack_api_key mode 0440, expected 0400",), also=("api_key_permissions",)),
-    SwarmDefect("pool-size-5-in-the-service-environment", "aidb", lambda scratch: ["--env-add", "DB_POOL_SIZE=5"],
+    SwarmDefect("pool-size-5-in-the-service-environment", ("aidb",), lambda scratch: ["--env-add", "DB_POOL_SIZE=5"],
                 "connection_pool", ("service aidb: /metrics reports pool size / max_overflow 5 / 30",)),
-    SwarmDefect("prometheus-without-rules-mount", "prometheus", lambda scratch: ["--mount-rm", "/etc/prometheus/alerts"],
+    SwarmDefect("prometheus-without-rules-mount", ("prometheus",), lambda scratch: ["--mount-rm", "/etc/prometheus/alerts"],
                 "alert_rules", ("DatabasePoolExhausted",)),
+    SwarmDefect("nginx-serves-near-expiry-certificate", ("nginx", "tls-monitor"), lambda scratch: ["--force"],
+                "tls_monitoring", ("days",),
+                touches=("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
+                inject=certificate_on_disk(10)),
+    SwarmDefect("nginx-serves-a-certificate-not-on-disk", ("nginx",), _certificate_mounted_in_nginx,
+                "tls_monitoring", ("service nginx: serves sha256",), not_proven=HTTPS_CONTROLS),
 ]
 
 
 @pytest.mark.parametrize("defect", SWARM_DEFECTS, ids=[d.id for d in SWARM_DEFECTS])
-def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, tmp_path, defect: SwarmDefect):
-    """The live self-tests that apply on swarm: each defect, deployed into the running service, fails
-    its control and only it; the service is rolled back afterwards."""
-    service = f"{SWARM_PROJECT}_{defect.service}"
+def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, defect: SwarmDefect):
+    """The live self-tests that apply on swarm: each defect, deployed into the running services, fails
+    its control and only it; the services are restored afterwards."""
+    services = [f"{SWARM_PROJECT}_{name}" for name in defect.services]
+    # the scratch dir may be bind-mounted into a task that runs as the stack's user: it must be able to
+    # enter it (pytest's tmp_path sits under a root-only 0700 dir)
+    scratch = Path(tempfile.mkdtemp(prefix="stackproof-swarm-defect-"))
+    scratch.chmod(0o755)
+    saved = [save_file(REFERENCE_STACK / relative) for relative in defect.touches]
     try:
-        _run(["docker", "service", "update", "--detach=false", "--quiet", *defect.update(tmp_path), service], 180)
-        _wait_converged(swarm_stack, service)
+        if defect.inject:
+            defect.inject(REFERENCE_STACK)  # rewrites the files in place: owner and mode stay
+        for service in services:
+            run_own(["docker", "service", "update", "--detach=false", "--quiet", *defect.update(scratch), service], 180)
+        for service in services:
+            _wait_converged(swarm_stack, service)
         run = run_suite(REFERENCE_STACK, *_suite_args(), "-m", "live")
     finally:
-        _run(["docker", "service", "rollback", "--detach=false", "--quiet", service], 180)
-        _wait_converged(swarm_stack, service)
-    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
+        for item in saved:
+            restore_file(item)
+        restore = ["update", "--force"] if saved else ["rollback"]
+        for service in services:
+            run_own(["docker", "service", *restore, "--detach=false", "--quiet", service], 180)
+        for service in services:
+            _wait_converged(swarm_stack, service)
+        shutil.rmtree(scratch)
+    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also, not_proven=defect.not_proven)
     assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))
 
 
@@ -193,7 +240,7 @@ def podman_stack():
         pytest.skip("podman is not installed (bin/stackproof up --engine podman installs it)")
     env = {"STACK_PROJECT": PODMAN_PROJECT, **PODMAN_PORTS}
     try:
-        _run([str(SCRIPTS / "up.sh"), "--engine", "podman", "--wait-timeout", "240"], 900, env)
+        run_own([str(SCRIPTS / "up.sh"), "--engine", "podman", "--wait-timeout", "240"], 900, env)
         yield
     finally:
         proc.run([str(SCRIPTS / "down.sh"), "--engine", "podman"], timeout=300, where="down.sh",
@@ -223,7 +270,8 @@ PODMAN_TARGET = ComposeTarget(PODMAN_PROJECT, (COMPOSE, COMPOSE.with_name("docke
                               (("DOCKER_HOST", "unix:///run/podman/podman.sock"), *PODMAN_PORTS.items()))
 # the live defects that apply under Podman (those that rebuild an image would need it copied over too)
 PODMAN_DEFECTS = [d for d in LIVE_DEFECTS if d.id in (
-    "pool-size-5-through-environment", "prometheus-without-rules-mount", "nginx-serves-near-expiry-certificate")]
+    "pool-size-5-through-environment", "prometheus-without-rules-mount", "nginx-serves-near-expiry-certificate",
+    "certificate-renewed-on-disk-nginx-not-reloaded")]
 
 
 @pytest.mark.parametrize("defect", PODMAN_DEFECTS, ids=[d.id for d in PODMAN_DEFECTS])
@@ -231,5 +279,5 @@ def test_podman_defect_fails_only_its_control(podman_stack, run_suite, defect: L
     """The live self-tests that apply, under rootful Podman: each defect fails its control and only it."""
     args = ("--engine", "podman", "--compose-project", PODMAN_PROJECT)
     run = run_with_defect(defect, REFERENCE_STACK, run_suite, args, PODMAN_TARGET)
-    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also)
+    assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also, not_proven=defect.not_proven)
     assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))

@@ -1,5 +1,5 @@
 """The live Prometheus queries wait until every target was scraped after the project's newest
-container started (stackproof/live.py `_scrapes_settled`): a stack validated right after its deploy
+container was ready (started, and its healthcheck passed) (stackproof/live.py `_scrapes_settled`): a stack validated right after its deploy
 is not failed for series its first scrape has not collected yet, and a stack that never catches up
 is not waited on for ever."""
 
@@ -32,9 +32,10 @@ class _Prometheus:
                                    "lastScrape": _stamp(last) if last else "0001-01-01T00:00:00Z"}]}
 
 
-def _live(started: float, prometheus: _Prometheus) -> LiveStack:
+def _live(started: float, prometheus: _Prometheus, healthy: float | None = None) -> LiveStack:
     stack = object.__new__(LiveStack)
-    container = SimpleNamespace(attrs={"State": {"StartedAt": _stamp(started)}})
+    health = {"Health": {"Log": [{"End": _stamp(healthy), "ExitCode": 0}]}} if healthy else {}
+    container = SimpleNamespace(attrs={"State": {"StartedAt": _stamp(started), **health}})
     stack._placed = {"c": SimpleNamespace(container=container)}
     stack._prometheus = prometheus
     return stack
@@ -52,6 +53,31 @@ def test_queries_wait_for_a_scrape_after_the_newest_start(monkeypatch, case, bef
     prometheus = _Prometheus(now + before if before else 0, now + 1, after_calls)
     _live(started, prometheus)._scrapes_settled
     assert prometheus.calls == (after_calls if waits else 1), case
+
+
+def test_queries_wait_for_a_scrape_after_the_first_passing_healthcheck(monkeypatch):
+    """The monitor started long enough ago, but became healthy (its textfile written) only now: a
+    scrape from before that moment is not enough."""
+    monkeypatch.setattr(live_module.time, "sleep", lambda seconds: None)
+    now = time.time()
+    prometheus = _Prometheus(now - 2, now + 1, 3)
+    _live(now - 30, prometheus, healthy=now - 1)._scrapes_settled
+    assert prometheus.calls == 3
+
+
+@pytest.mark.parametrize("log, ready_after_start", [
+    ([], 5.0),  # no healthcheck: the grace after the start
+    ([{"End": 12.0, "ExitCode": 1}, {"End": 20.0, "ExitCode": 0}, {"End": 50.0, "ExitCode": 0}], 20.0),
+    ([{"End": -100.0, "ExitCode": 0}], 5.0),  # a pass from before this start (a restart) does not count
+    ([{"End": 2.0, "ExitCode": 0}], 5.0),  # healthy within the grace: the grace
+    (["garbage", {"ExitCode": 0}], 5.0),
+])
+def test_ready_at(log, ready_after_start):
+    started = 1_795_000_000.0
+    entries = [{**e, "End": _stamp(started + e["End"])} if isinstance(e, dict) and "End" in e else e for e in log]
+    container = SimpleNamespace(attrs={"State": {"StartedAt": _stamp(started), "Health": {"Log": entries}}})
+    assert live_module._ready_at(container) == pytest.approx(started + ready_after_start, abs=1e-3)
+    assert live_module._ready_at(SimpleNamespace(attrs={})) == 0.0
 
 
 def test_a_target_that_never_catches_up_is_waited_on_boundedly(monkeypatch):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from harness import REFERENCE_STACK
-from test_engines_live import _engine_and_swarm_state, _run, _wait_converged
+from harness import REFERENCE_STACK, run_own
+from test_engines_live import _engine_and_swarm_state, _wait_converged
 
 from stackproof import proc
 
@@ -42,9 +42,9 @@ def _worker_image(client) -> None:
         pass
     with tempfile.TemporaryDirectory() as work:
         rootfs = Path(work) / "rootfs.tar"
-        _run(["mmdebstrap", "--variant=apt", "--include=docker.io,iptables,ca-certificates,procps,iproute2",
+        run_own(["mmdebstrap", "--variant=apt", "--include=docker.io,iptables,ca-certificates,procps,iproute2",
               "bookworm", str(rootfs)], 900)
-        _run(["docker", "import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        run_own(["docker", "import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               str(rootfs), WORKER_IMAGE], 300)
 
 
@@ -110,13 +110,13 @@ def two_node_swarm():
         address, gateway = worker.attrs["NetworkSettings"]["IPAddress"], worker.attrs["NetworkSettings"]["Gateway"]
         host = f"tcp://{address}:2375"
         _wait_engine(host)
-        _run(["docker", "swarm", "init", "--advertise-addr", gateway], 60)
-        token = _run(["docker", "swarm", "join-token", "-q", "worker"], 30).strip()
-        _run(["docker", "-H", host, "swarm", "join", "--token", token, f"{gateway}:2377"], 60)
+        run_own(["docker", "swarm", "init", "--advertise-addr", gateway], 60)
+        token = run_own(["docker", "swarm", "join-token", "-q", "worker"], 30).strip()
+        run_own(["docker", "-H", host, "swarm", "join", "--token", token, f"{gateway}:2377"], 60)
         image = f"ai-stack/{PINNED}:local"
-        _run(["bash", "-c", f'docker save "$0" | docker -H "$1" load -q', image, host], 600)
-        _run([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
-        _run(["docker", "service", "update", "--detach", "--quiet", "--constraint-add", f"node.hostname=={WORKER}",
+        run_own(["bash", "-c", f'docker save "$0" | docker -H "$1" load -q', image, host], 600)
+        run_own([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
+        run_own(["docker", "service", "update", "--detach", "--quiet", "--constraint-add", f"node.hostname=={WORKER}",
               f"{PROJECT}_{PINNED}"], 60)
         _wait_on_worker(client, host)
         _wait_converged(client, f"{PROJECT}_{PINNED}", project=PROJECT)  # nginx resolves the moved task again

@@ -13,14 +13,35 @@ export STACK_PROMETHEUS_PORT="${STACK_PROMETHEUS_PORT:-$((9090 + port_base))}"
 export STACK_ALERTMANAGER_PORT="${STACK_ALERTMANAGER_PORT:-$((9093 + port_base))}"
 PODMAN_SOCKET=/run/podman/podman.sock
 PODMAN_HOST="unix://$PODMAN_SOCKET"
+PODMAN_PIDFILE=/run/stackproof-podman.pid
+# the network backend the stack needs (see podman-containers.conf), for every podman command here
+[[ $ENGINE == podman ]] && export CONTAINERS_CONF="$STACK_DIR/scripts/podman-containers.conf"
+
+podman_backend() {
+  timeout 20 podman --url "$PODMAN_HOST" info --format '{{.Host.NetworkBackend}}' 2>/dev/null
+}
 
 start_podman() {
   # Rootful Podman's Docker-compatible API; started once, left running (like dockerd).
-  command -v podman >/dev/null || { echo "up: podman not found (apt-get install podman uidmap slirp4netns)" >&2; return 1; }
-  if timeout 10 docker -H "$PODMAN_HOST" version >/dev/null 2>&1; then return 0; fi
+  command -v podman >/dev/null || { echo "up: podman not found (apt-get install podman uidmap slirp4netns netavark aardvark-dns)" >&2; return 1; }
+  [[ -x /usr/lib/podman/netavark ]] \
+    || { echo "up: netavark not found (apt-get install netavark aardvark-dns)" >&2; return 1; }
+  if timeout 10 docker -H "$PODMAN_HOST" version >/dev/null 2>&1; then
+    [[ "$(podman_backend)" == netavark ]] && return 0
+    # ours from an earlier run, with CNI: restart it; someone else's: say what it needs
+    if [[ -f $PODMAN_PIDFILE ]] && grep -q 'podman.system.service' "/proc/$(cat "$PODMAN_PIDFILE")/cmdline" 2>/dev/null; then
+      echo "up: restarting podman system service with the netavark network backend"
+      kill "$(cat "$PODMAN_PIDFILE")"; sleep 1
+    else
+      echo "up: the podman service on $PODMAN_SOCKET does not use the netavark network backend, whose DNS" \
+           "the stack needs (see scripts/podman-containers.conf); restart it with CONTAINERS_CONF set to that file" >&2
+      return 1
+    fi
+  fi
   mkdir -p "$(dirname "$PODMAN_SOCKET")"
   echo "up: starting podman system service on $PODMAN_SOCKET (log: /var/log/stackproof-podman.log)"
   nohup podman system service --time=0 "$PODMAN_HOST" >/var/log/stackproof-podman.log 2>&1 &
+  echo $! >"$PODMAN_PIDFILE"
   for _ in $(seq 1 30); do
     timeout 5 docker -H "$PODMAN_HOST" version >/dev/null 2>&1 && return 0
     sleep 1
