@@ -15,7 +15,7 @@ ENGINE=compose
 # shellcheck source=engine.sh
 source "$STACK_DIR/scripts/engine.sh"
 command -v docker-compose >/dev/null || { echo "down: docker-compose not found" >&2; exit 1; }
-if [[ $ENGINE == podman ]]; then start_podman >&2 || exit 1; export DOCKER_HOST="$PODMAN_HOST"; fi
+if [[ $ENGINE == podman ]]; then start_podman any-backend >&2 || exit 1; export DOCKER_HOST="$PODMAN_HOST"; fi
 timeout 20 docker info >/dev/null 2>&1 || { echo "down: no ${ENGINE/compose/Docker} engine reachable" >&2; exit 1; }
 
 if [[ $ENGINE == swarm ]]; then

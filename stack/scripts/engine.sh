@@ -22,14 +22,14 @@ podman_backend() {
 }
 
 start_podman() {
-  # Rootful Podman's Docker-compatible API; started once, left running (like dockerd).
+  # Rootful Podman's Docker-compatible API; started once, left running (like dockerd). With
+  # `any-backend` (down.sh: removing a project needs no DNS) a running service is used as it is.
   command -v podman >/dev/null || { echo "up: podman not found (apt-get install podman uidmap slirp4netns netavark aardvark-dns)" >&2; return 1; }
-  [[ -x /usr/lib/podman/netavark ]] \
-    || { echo "up: netavark not found (apt-get install netavark aardvark-dns)" >&2; return 1; }
   if timeout 10 docker -H "$PODMAN_HOST" version >/dev/null 2>&1; then
-    [[ "$(podman_backend)" == netavark ]] && return 0
+    [[ ${1:-} == any-backend || "$(podman_backend)" == netavark ]] && return 0
     # ours from an earlier run, with CNI: restart it; someone else's: say what it needs
-    if [[ -f $PODMAN_PIDFILE ]] && grep -q 'podman.system.service' "/proc/$(cat "$PODMAN_PIDFILE")/cmdline" 2>/dev/null; then
+    if [[ -f $PODMAN_PIDFILE ]] \
+       && tr '\0' ' ' <"/proc/$(cat "$PODMAN_PIDFILE")/cmdline" 2>/dev/null | grep -q '^podman system service'; then
       echo "up: restarting podman system service with the netavark network backend"
       kill "$(cat "$PODMAN_PIDFILE")"; sleep 1
     else
@@ -38,6 +38,7 @@ start_podman() {
       return 1
     fi
   fi
+  [[ -x /usr/lib/podman/netavark ]] || { echo "up: netavark not found (apt-get install netavark aardvark-dns)" >&2; return 1; }
   mkdir -p "$(dirname "$PODMAN_SOCKET")"
   echo "up: starting podman system service on $PODMAN_SOCKET (log: /var/log/stackproof-podman.log)"
   nohup podman system service --time=0 "$PODMAN_HOST" >/var/log/stackproof-podman.log 2>&1 &
