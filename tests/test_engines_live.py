@@ -1,10 +1,10 @@
 """Live self-tests on other engines. Docker Swarm: the reference stack deployed with `docker stack
 deploy` is GO; the live defects that apply, deployed into the running services (a secret at 0440,
 a pool override in the environment, Prometheus without its rules mount, nginx serving a
-near-expiry certificate), each fail only their control; tasks on a node the suite cannot reach
-are reported as not proven. Rootful Podman (where installed): GO, a host secret file at 0644
-caught in the container, the same pool and rules defects, and nginx serving a near-expiry
-certificate.
+near-expiry certificate or one other than the stack's file), each fail only their control; tasks
+on a node the suite cannot reach are reported as not proven. Rootful Podman (where installed): GO,
+a host secret file at 0644 caught in the container, the same pool and rules defects, nginx serving
+a near-expiry certificate, and a certificate renewed on disk that nginx never loaded.
 
 The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
 published ports, so it runs beside the compose project) and removes it afterwards; if it had to
