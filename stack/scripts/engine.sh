@@ -21,17 +21,28 @@ podman_backend() {
   timeout 20 podman --url "$PODMAN_HOST" info --format '{{.Host.NetworkBackend}}' 2>/dev/null
 }
 
+ours_podman_service() {
+  # the `podman system service` an earlier start_podman left running (its pid, still that command)
+  [[ -f $PODMAN_PIDFILE ]] \
+    && tr '\0' ' ' <"/proc/$(cat "$PODMAN_PIDFILE")/cmdline" 2>/dev/null | grep -q '^podman system service'
+}
+
 start_podman() {
   # Rootful Podman's Docker-compatible API; started once, left running (like dockerd). With
   # `any-backend` (down.sh: removing a project needs no DNS) a running service is used as it is.
   command -v podman >/dev/null || { echo "up: podman not found (apt-get install podman uidmap slirp4netns netavark aardvark-dns)" >&2; return 1; }
   if timeout 10 docker -H "$PODMAN_HOST" version >/dev/null 2>&1; then
-    [[ ${1:-} == any-backend || "$(podman_backend)" == netavark ]] && return 0
-    # ours from an earlier run, with CNI: restart it; someone else's: say what it needs
-    if [[ -f $PODMAN_PIDFILE ]] \
-       && tr '\0' ' ' <"/proc/$(cat "$PODMAN_PIDFILE")/cmdline" 2>/dev/null | grep -q '^podman system service'; then
-      echo "up: restarting podman system service with the netavark network backend"
+    [[ ${1:-} == any-backend ]] && return 0
+    if ours_podman_service; then
+      # an earlier version started it on CNI, or from a checkout since deleted: conmon, which it
+      # starts in its working directory, then fails every container ("write child: broken pipe")
+      if [[ "$(podman_backend)" == netavark && "$(readlink "/proc/$(cat "$PODMAN_PIDFILE")/cwd")" == / ]]; then
+        return 0
+      fi
+      echo "up: restarting the podman system service an earlier run started (not on netavark, or not in /)"
       kill "$(cat "$PODMAN_PIDFILE")"; sleep 1
+    elif [[ "$(podman_backend)" == netavark ]]; then
+      return 0
     else
       echo "up: the podman service on $PODMAN_SOCKET does not use the netavark network backend, whose DNS" \
            "the stack needs (see scripts/podman-containers.conf); restart it with CONTAINERS_CONF set to that file" >&2
@@ -40,8 +51,12 @@ start_podman() {
   fi
   [[ -x /usr/lib/podman/netavark ]] || { echo "up: netavark not found (apt-get install netavark aardvark-dns)" >&2; return 1; }
   mkdir -p "$(dirname "$PODMAN_SOCKET")"
+  # A daemon outlives this checkout: it runs in /, with its own copy of the configuration
+  local conf=/run/stackproof-podman-containers.conf
+  cp "$CONTAINERS_CONF" "$conf"
   echo "up: starting podman system service on $PODMAN_SOCKET (log: /var/log/stackproof-podman.log)"
-  nohup podman system service --time=0 "$PODMAN_HOST" >/var/log/stackproof-podman.log 2>&1 &
+  (cd / && CONTAINERS_CONF="$conf" exec nohup podman system service --time=0 "$PODMAN_HOST" \
+     >/var/log/stackproof-podman.log 2>&1) &
   echo $! >"$PODMAN_PIDFILE"
   for _ in $(seq 1 30); do
     timeout 5 docker -H "$PODMAN_HOST" version >/dev/null 2>&1 && return 0
@@ -67,7 +82,7 @@ start_podman_healthchecks() {
   # one healthcheck loop per project (see podman-healthchecks.sh), left running like the project
   local pidfile="/run/stackproof-podman-health-$PROJECT.pid"
   if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
-  nohup "$STACK_DIR/scripts/podman-healthchecks.sh" "$PROJECT" >/dev/null 2>&1 &
+  (cd / && exec nohup "$STACK_DIR/scripts/podman-healthchecks.sh" "$PROJECT" >/dev/null 2>&1) &
   echo $! >"$pidfile"
 }
 
