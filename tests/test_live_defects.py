@@ -291,6 +291,7 @@ def test_scaled_api_services_every_container_checked_and_pool_budget_counts_them
     finally:
         compose("up", "-d", "--wait", "--wait-timeout", "180", "--no-recreate",
                 *[arg for service in services for arg in ("--scale", f"{service}=1")], *services)
+        _wait_nginx_serves(ComposeTarget())  # nginx's resolver still holds the removed containers' addresses
     demand = " + ".join(f"{service} {SCALE} × 50" for service in services)
     assert_only_control_fails(run, "connection_pool", f"the pools need up to {2 * SCALE * 50} connections ({demand})")
     probed = next(check["result"] for control in run.report["controls"] if control["id"] == "docker_secrets_mode"
