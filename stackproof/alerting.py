@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from . import proc
+from stackproof.io import proc
 from .compose import Service
 from .errors import StackError
-from .safeio import require_regular
-from .yamlio import load_yaml
+from stackproof.io.files import require_regular
+from stackproof.io.yamlio import load_yaml
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
 

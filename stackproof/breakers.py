@@ -16,11 +16,12 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-from . import proc, promql
+from . import promql
+from stackproof.io import proc
 from .alerting import Alerting, Rule, flag_value
 from .errors import Blocked, StackError
 from .service_config import pool_config_of
-from .yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"  # --config.file default of Alertmanager
 # Alertmanager receiver keys that deliver a notification somewhere

@@ -54,7 +54,7 @@ def say(message: str) -> None:
 def run_step(cmd: Sequence[str], timeout: float, what: str, capture: bool = False) -> str:
     """Run one of stackproof's own commands (the reference stack's scripts, docker queries).
 
-    Unlike stackproof.proc.run, which runs the stack's code and keeps its output as evidence,
+    Unlike stackproof.io.proc.run, which runs the stack's code and keeps its output as evidence,
     these show their progress on the terminal (a cold `up` takes minutes). The process group
     is killed on timeout, so no docker-compose child outlives the step."""
     try:

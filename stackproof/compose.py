@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import proc
+from stackproof.io import proc
 from .errors import RequiredVariablesMissing, StackError
-from .safeio import read_stack_text
-from .yamlio import load_yaml, parse_yaml
+from stackproof.io.files import read_stack_text
+from stackproof.io.yamlio import load_yaml, parse_yaml
 
 MAX_ENV_BYTES = 1024 * 1024
 

@@ -21,7 +21,7 @@ from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from .compose import read_env_file
-from .yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 SECRET_FILE_CAP = 65536
 # a name holding one of these anywhere (PGPASS, DBPASSWORD) is a credential's

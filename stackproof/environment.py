@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from . import __version__, proc
+from . import __version__
+from stackproof.io import proc
 from .compose import compose_binary
 
 TOOL_TIMEOUT = 5.0  # seconds per tool: a version query answers in milliseconds

@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .errors import StackError
-from .safeio import read_stack_file
+from stackproof.io.files import read_stack_file
 from .waivers import check_id
 
 HISTORY_FILE = "history.jsonl"

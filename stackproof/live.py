@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from . import engines, proc, probe
+from . import engines, probe
+from stackproof.io import proc
 from .engines import Engine, LiveUnavailable, SecretMount
 from .errors import StackError
 from .target import Stack

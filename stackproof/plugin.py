@@ -20,7 +20,7 @@ from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
 from .report import TargetInfo, ValidationReport, is_worker
-from .sandbox import SandboxUnavailable
+from stackproof.io.sandbox import SandboxUnavailable
 from .history import HISTORY_FILE, RunHistory, load_baseline
 from .target import Stack
 from .waivers import load_waivers

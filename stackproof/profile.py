@@ -23,7 +23,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import StackError
-from .yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 PROFILE_FILE = "stackproof.yml"
 

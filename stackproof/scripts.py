@@ -36,8 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from . import redact
 from .errors import StackError
 from .keys import KeyStrength, key_strength, leaks, modes_text, sha256, strength_problem, LEAK_WINDOW
-from .safeio import read_stack_file
-from .sandbox import ScriptBox
+from stackproof.io.files import read_stack_file
+from stackproof.io.sandbox import ScriptBox
 
 PREFETCH_WORKERS = 4  # monitor runs at once: they wait more than they compute
 STATUSES = ("ok", "warning", "critical", "error")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import StackError
-from .yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 
 def pool_config_of(stack, svc) -> tuple[Path | None, str]:

@@ -10,14 +10,14 @@ from typing import Any, Callable
 from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 
-from .backends import local_host
+from stackproof.io.local import local_host
 from .compose import ComposeModel, compose_files, load_compose
 from .credentials import SecretValue, is_credential_name, stack_secrets
 from .errors import Blocked, RequiredVariablesMissing, StackError
 from .profile import Profile, inside
 from .redact import Redactor
-from .safeio import read_stack_file
-from .sandbox import Sandbox
+from stackproof.io.files import read_stack_file
+from stackproof.io.sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
 

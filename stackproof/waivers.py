@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from .controls import BY_ID
 from .errors import StackError
 from .profile import inside
-from .yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 WAIVER_FILE = "waivers.yml"
 MAX_WAIVERS = 1000

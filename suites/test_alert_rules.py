@@ -25,7 +25,7 @@ from stackproof.alerting import Alerting, Rule, flag_value, live_alerts, promtoo
 from stackproof.compose import Service
 from stackproof.errors import StackError, environment_error
 from stackproof.scripts import Monitor, make_certificate
-from stackproof.yamlio import load_yaml
+from stackproof.io.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("alert_rules")
 

@@ -18,7 +18,8 @@ from secrets import token_hex
 
 import pytest
 
-from stackproof import proc, redact
+from stackproof import redact
+from stackproof.io import proc
 from stackproof.errors import StackError
 from stackproof.keys import key_strength, leaks, modes_text, strength_problem
 from stackproof.scripts import Rotator, script_uid

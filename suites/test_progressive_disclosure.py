@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stackproof.errors import StackError
-from stackproof.safeio import read_stack_file
+from stackproof.io.files import read_stack_file
 from stackproof.tokens import count_tokens, encoding
 
 pytestmark = pytest.mark.control("progressive_disclosure")

@@ -98,7 +98,7 @@ def run_own(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -
     """Run one of our own set-up commands (the reference stack's up.sh, docker, mmdebstrap) and
     return its stdout; a non-zero exit fails the test with the output's tail.
 
-    Not stackproof.proc.run: that one is for the stack's code and kills everything the command
+    Not stackproof.io.proc.run: that one is for the stack's code and kills everything the command
     started once it ends, and up.sh --engine podman must leave `podman system service` and the
     healthcheck loop running (as `stackproof up` does). Output goes to files, not pipes, so a
     daemon that keeps them open cannot hold the call; on timeout the process group is killed."""

@@ -31,7 +31,7 @@ from defects import certificate_on_disk, certificate_pair, restore_file, save_fi
 from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, run_own, stack_secrets
 from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
 
-from stackproof import proc
+from stackproof.io import proc
 from stackproof.live import LiveStack, NotProven
 from stackproof.redact import Redactor
 from stackproof.target import Stack

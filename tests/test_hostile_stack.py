@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from harness import assert_no_secret_in, assert_only_control_fails, stack_secrets
 
-from stackproof import proc
+from stackproof.io import proc
 from stackproof.errors import StackError
-from stackproof.safeio import read_stack_file
+from stackproof.io.files import read_stack_file
 
 MONITOR = "scripts/monitor-tls-certs.sh"
 ROTATE = "scripts/rotate-api-key.sh"

@@ -22,7 +22,7 @@ from defects import (COORDINATOR_CONFIG, breaker_removed_from_coordinator, certi
                      restore_file, save_file)
 from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
 
-from stackproof import proc
+from stackproof.io import proc
 
 COMPOSE_DIR = REFERENCE_STACK / "ai-stack/compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"

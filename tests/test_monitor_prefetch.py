@@ -57,7 +57,7 @@ def test_a_failed_sandbox_run_stops_the_later_ones_an_ordinary_error_does_not():
 def test_handing_over_a_shared_box_tolerates_files_another_run_removes(tmp_path, monkeypatch):
     """Prefetched runs share one box: while one hands the box to the script's uid, another run's
     script removes its temp file (`mktemp` then `mv`). Seen as FileNotFoundError under load."""
-    from stackproof import sandbox
+    from stackproof.io import sandbox
 
     (tmp_path / "out").mkdir()
     for name in ("a.prom", ".tmp.1", ".tmp.2"):

@@ -14,7 +14,7 @@ from stackproof.compose import _parse_volume, _secret_mode
 from stackproof.errors import StackError
 from stackproof.profile import DEFAULTS, PROFILE_FILE, Profile
 from stackproof.redact import MAX_TEXT, Redactor, clean
-from stackproof.yamlio import parse_yaml
+from stackproof.io.yamlio import parse_yaml
 from stackproof.keys import decode_key, key_strength
 
 yaml_ish = st.text(alphabet=st.sampled_from(list("ab:- []{}&*<>!|\n\t'\"#,?0123456789")), max_size=80)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stackproof import proc, probe
+from stackproof import probe
+from stackproof.io import proc
 
 TOOLS = ("id", "ls", "sha256sum")  # what the script calls besides `stat`
 

@@ -23,7 +23,7 @@ import pytest
 from harness import REFERENCE_STACK, run_own
 from test_engines_live import _engine_and_swarm_state, _wait_converged
 
-from stackproof import proc
+from stackproof.io import proc
 
 pytestmark = pytest.mark.live_selftest
 PROJECT = "stackproof-selftest-2node"

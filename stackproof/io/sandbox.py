@@ -23,9 +23,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
-from .errors import StackError
-from .safeio import read_stack_file
+from stackproof.io import proc
+from stackproof.errors import StackError
+from stackproof.io.files import read_stack_file
 
 INSIDE = "/sandbox"
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # beside /usr: binds or merged-/usr symlinks

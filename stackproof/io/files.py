@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import StackError
+from stackproof.errors import StackError
 
 DEFAULT_CAP = 4 * 1024 * 1024
 CHUNK = 64 * 1024

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from .errors import StackError
-from .safeio import read_stack_file
+from stackproof.errors import StackError
+from stackproof.io.files import read_stack_file
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100  # nesting levels; real compose files, profiles and rule files use fewer than 15

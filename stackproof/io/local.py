@@ -13,7 +13,7 @@ import testinfra.host
 from testinfra.backend.base import CommandResult
 from testinfra.backend.local import LocalBackend
 
-from . import proc
+from stackproof.io import proc
 
 
 class _BoundedRun:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import StackError
+from stackproof.errors import StackError
 
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes per stream
 DRAIN_AFTER_EXIT = 1.0  # seconds left to children that still hold the pipes once the main process exited
