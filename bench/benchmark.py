@@ -115,7 +115,7 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
 
     from stackproof.live import LiveStack
     from stackproof.redact import Redactor
-    from stackproof.target import Stack
+    from stackproof.target.stack import Stack
 
     target = [*(["--compose-project", project] if project else []), *(["--engine", engine] if engine else [])]
     junit = report_dir / "live-junit.xml"
@@ -174,7 +174,7 @@ def settle_scrapes() -> None:
     sys.path.insert(0, str(ROOT))
     from stackproof.live import LiveStack
     from stackproof.redact import Redactor
-    from stackproof.target import Stack
+    from stackproof.target.stack import Stack
 
     stack = Stack(ROOT / "stack", 20.0, Redactor())
     LiveStack.connect(stack, stack.compose.name, "")._scrapes_settled  # noqa: B018 - the cached wait

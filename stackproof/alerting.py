@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from stackproof.io import proc
-from .compose import Service
+from stackproof.target.compose import Service
 from .errors import StackError
 from stackproof.io.files import require_regular
 from stackproof.io.yamlio import load_yaml

@@ -20,7 +20,7 @@ from . import promql
 from stackproof.io import proc
 from .alerting import Alerting, Rule, flag_value
 from .errors import Blocked, StackError
-from .service_config import pool_config_of
+from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
 ALERTMANAGER_CONFIG = "/etc/alertmanager/alertmanager.yml"  # --config.file default of Alertmanager

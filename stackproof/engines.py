@@ -27,7 +27,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .compose import SECRETS_ROOT
+from stackproof.target.compose import SECRETS_ROOT
 from .errors import StackError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Engine:
     honours_secret_mode = False  # whether the engine applies a secret's declared mode/uid/gid
     client: docker.DockerClient
     project: str
-    stack: object  # stackproof.target.Stack
+    stack: object  # stackproof.target.stack.Stack
     docker_host: str | None = None
     placed: list[Placed] = field(default_factory=list)
     unreached: list[Unreached] = field(default_factory=list)

@@ -20,7 +20,7 @@ import pytest
 
 from . import __version__
 from stackproof.io import proc
-from .compose import compose_binary
+from stackproof.target.compose import compose_binary
 
 TOOL_TIMEOUT = 5.0  # seconds per tool: a version query answers in milliseconds
 NOT_INSTALLED = "not installed"

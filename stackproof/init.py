@@ -22,13 +22,13 @@ from pathlib import Path, PurePosixPath
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
+from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
-from .profile import DEFAULTS, PROFILE_FILE, Profile
+from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile
 from .redact import Redactor
-from .roles import SKIP_DIRS, Roles
-from .service_config import holds
-from .target import Stack
+from stackproof.target.roles import SKIP_DIRS, Roles
+from stackproof.target.service_config import holds
+from stackproof.target.stack import Stack
 
 MAX_SCAN_BYTES = 256 * 1024
 MAX_FILES = 5000
@@ -394,7 +394,7 @@ def is_rule_test(path: Path) -> bool:
 
 
 def role_fits(stack, role: str, svc) -> bool:
-    from .roles import _specs
+    from stackproof.target.roles import _specs
 
     spec = _specs(stack)[role]
     return sum(s.weight for s in spec.signals if s.test(svc)) >= spec.minimum

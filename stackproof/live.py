@@ -29,7 +29,7 @@ from . import engines, probe
 from stackproof.io import proc
 from .engines import Engine, LiveUnavailable, SecretMount
 from .errors import StackError
-from .target import Stack
+from stackproof.target.stack import Stack
 
 __all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
 SCRAPE_GRACE = 5.0  # seconds after a container starts in which it writes what its first scrape should see

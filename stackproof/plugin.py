@@ -22,7 +22,7 @@ from .redact import Redactor, ScrubbingFilter
 from .report import TargetInfo, ValidationReport, is_worker
 from stackproof.io.sandbox import SandboxUnavailable
 from .history import HISTORY_FILE, RunHistory, load_baseline
-from .target import Stack
+from stackproof.target.stack import Stack
 from .waivers import load_waivers
 from .watchdog import RunWatchdog
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from .controls import BY_ID
 from .errors import StackError
-from .profile import inside
+from stackproof.target.profile import inside
 from stackproof.io.yamlio import load_yaml
 
 WAIVER_FILE = "waivers.yml"

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.errors import StackError
 from stackproof.load import run_load
-from stackproof.service_config import pool_config_of
+from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("connection_pool")

@@ -10,7 +10,7 @@ from harness import REFERENCE_STACK
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stackproof.compose import compose_binary, interpolate, load_compose, read_env_file
+from stackproof.target.compose import compose_binary, interpolate, load_compose, read_env_file
 from stackproof.errors import RequiredVariablesMissing, StackError
 
 COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
@@ -149,7 +149,7 @@ def test_fallback_refuses_what_it_does_not_implement(tmp_path, text, what):
                     reason="docker-compose is not installed beside this interpreter")
 def test_real_compose_is_found_beside_the_interpreter_without_path():
     """`.venv/bin/python -m pytest` with the venv not on PATH still uses the venv's docker-compose."""
-    code = "from stackproof.compose import compose_binary; print(compose_binary())"
+    code = "from stackproof.target.compose import compose_binary; print(compose_binary())"
     done = subprocess.run([sys.executable, "-c", code], env={"PATH": "/nonexistent"}, capture_output=True,
                           text=True, timeout=30)
     assert os.path.dirname(sys.executable) in done.stdout, done.stdout + done.stderr

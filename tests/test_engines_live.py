@@ -34,7 +34,7 @@ from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarg
 from stackproof.io import proc
 from stackproof.live import LiveStack, NotProven
 from stackproof.redact import Redactor
-from stackproof.target import Stack
+from stackproof.target.stack import Stack
 
 pytestmark = pytest.mark.live_selftest
 SWARM_PROJECT = "stackproof-selftest-swarm"

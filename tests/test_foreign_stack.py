@@ -12,7 +12,7 @@ from conftest import set_up_copy
 from harness import STACKS
 
 from stackproof.init import write_profile
-from stackproof.profile import PROFILE_FILE
+from stackproof.target.profile import PROFILE_FILE
 
 
 def not_proven(run) -> set[str]:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stackproof.compose import _parse_volume, _secret_mode
+from stackproof.target.compose import _parse_volume, _secret_mode
 from stackproof.errors import StackError
-from stackproof.profile import DEFAULTS, PROFILE_FILE, Profile
+from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile
 from stackproof.redact import MAX_TEXT, Redactor, clean
 from stackproof.io.yamlio import parse_yaml
 from stackproof.keys import decode_key, key_strength

@@ -12,7 +12,7 @@ import yaml
 from harness import assert_only_control_fails
 
 from stackproof.errors import StackError
-from stackproof.profile import DEFAULTS, INTERFACES, PROFILE_FILE, THRESHOLDS, Profile, _leaves, _schema, weakens
+from stackproof.target.profile import DEFAULTS, INTERFACES, PROFILE_FILE, THRESHOLDS, Profile, _leaves, _schema, weakens
 
 KEY = "ai-stack/compose/secrets/stack_api_key"
 SECRETS = "ai-stack/compose/secrets"

@@ -19,10 +19,10 @@ from urllib.parse import quote
 import pytest
 from harness import REPO
 
-from stackproof.credentials import stack_secrets
+from stackproof.target.credentials import stack_secrets
 from stackproof.errors import StackError
 from stackproof.redact import MIN_SECRET_LEN, Redactor
-from stackproof.target import Stack
+from stackproof.target.stack import Stack
 
 LEAKY_CHECK = REPO / "tests/leaky_check.py"
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import StackError
+from stackproof.errors import StackError
 from stackproof.io.yamlio import load_yaml
 
 

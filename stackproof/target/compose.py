@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stackproof.io import proc
-from .errors import RequiredVariablesMissing, StackError
+from stackproof.errors import RequiredVariablesMissing, StackError
 from stackproof.io.files import read_stack_text
 from stackproof.io.yamlio import load_yaml, parse_yaml
 

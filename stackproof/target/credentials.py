@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from .compose import read_env_file
+from stackproof.target.compose import read_env_file
 from stackproof.io.yamlio import load_yaml
 
 SECRET_FILE_CAP = 65536

@@ -11,11 +11,11 @@ from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 
 from stackproof.io.local import local_host
-from .compose import ComposeModel, compose_files, load_compose
-from .credentials import SecretValue, is_credential_name, stack_secrets
-from .errors import Blocked, RequiredVariablesMissing, StackError
-from .profile import Profile, inside
-from .redact import Redactor
+from stackproof.target.compose import ComposeModel, compose_files, load_compose
+from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
+from stackproof.errors import Blocked, RequiredVariablesMissing, StackError
+from stackproof.target.profile import Profile, inside
+from stackproof.redact import Redactor
 from stackproof.io.files import read_stack_file
 from stackproof.io.sandbox import Sandbox
 
@@ -113,7 +113,7 @@ class Stack:
     @cached_property
     def roles(self):
         """The services (or cron file) that play each role the checks need (see stackproof/roles.py)."""
-        from .roles import Roles
+        from stackproof.target.roles import Roles
 
         return Roles(self)
 

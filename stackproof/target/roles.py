@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .compose import ComposeModel, Service
-from .errors import StackError
+from stackproof.target.compose import ComposeModel, Service
+from stackproof.errors import StackError
 
 TEXTFILE_FLAG = "--collector.textfile.directory"
 CRON_PREFIX = "cron:"

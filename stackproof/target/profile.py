@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .errors import StackError
+from stackproof.errors import StackError
 from stackproof.io.yamlio import load_yaml
 
 PROFILE_FILE = "stackproof.yml"

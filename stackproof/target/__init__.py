@@ -1,0 +1,1 @@
+"""The stack under test as its files declare it: the stack, its profile, its compose model, roles, credentials."""
