@@ -113,7 +113,7 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
     from concurrent.futures import ThreadPoolExecutor
     import xml.etree.ElementTree as ET
 
-    from stackproof.live import LiveStack
+    from stackproof.engine.live import LiveStack
     from stackproof.redact import Redactor
     from stackproof.target.stack import Stack
 
@@ -172,7 +172,7 @@ def settle_scrapes() -> None:
     scaling waits for that itself (stackproof/live.py `_scrapes_settled`, up to 2 scrape intervals),
     which is the stack getting ready, not the cost of the checks the floor is compared with."""
     sys.path.insert(0, str(ROOT))
-    from stackproof.live import LiveStack
+    from stackproof.engine.live import LiveStack
     from stackproof.redact import Redactor
     from stackproof.target.stack import Stack
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, resources
-from .engines import ENGINES
+from stackproof.engine.engines import ENGINES
 
 REFERENCE_PROJECT = "ai-stack"
 """The reference stack's compose project (its compose file's `name`)."""

@@ -21,7 +21,7 @@ from .errors import StackError
 from .load import LoadResult, Outcome, run_load
 
 if TYPE_CHECKING:  # a static run must not load the Docker SDK (see stackproof/live.py)
-    from .live import LiveStack
+    from stackproof.engine.live import LiveStack
 
 
 @dataclass

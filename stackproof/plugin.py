@@ -27,7 +27,7 @@ from .waivers import load_waivers
 from .watchdog import RunWatchdog
 
 if TYPE_CHECKING:
-    from .live import LiveStack
+    from stackproof.engine.live import LiveStack
 
 STACK_KEY = pytest.StashKey[Stack]()
 REPORT_KEY = pytest.StashKey[ValidationReport]()
@@ -148,7 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
                               target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack))
     report.engine = setting(config, "engine") or None
     if report.engine:
-        from .engines import ENGINES  # only here: a run without --engine needs no Docker SDK to start
+        from stackproof.engine.engines import ENGINES  # only here: a run without --engine needs no Docker SDK to start
 
         if report.engine not in ENGINES:
             raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
@@ -356,7 +356,7 @@ def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
     """The running stack (see stackproof/live.py). Skips the live checks when no engine or
     compose project is reachable, or fails them when --live says they must run.
     Imported here, not at the top: a static run needs neither the Docker SDK nor an HTTP client."""
-    from .live import LiveStack, LiveUnavailable, project_name
+    from stackproof.engine.live import LiveStack, LiveUnavailable, project_name
 
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:

@@ -32,7 +32,7 @@ from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fa
 from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
 
 from stackproof.io import proc
-from stackproof.live import LiveStack, NotProven
+from stackproof.engine.live import LiveStack, NotProven
 from stackproof.redact import Redactor
 from stackproof.target.stack import Stack
 

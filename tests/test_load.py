@@ -10,7 +10,7 @@ import time
 import pytest
 
 from stackproof.errors import StackError
-from stackproof.live import NotProven
+from stackproof.engine.live import NotProven
 from stackproof.load import run_load
 
 

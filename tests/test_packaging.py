@@ -31,7 +31,7 @@ def pytest_unconfigure(config):
 '''
 """A pytest plugin (loaded with -p) that records what the run imported."""
 
-UNUSED_BY_A_STATIC_RUN = ("stackproof.live", "docker", "requests", "urllib3", "paramiko", "websocket", "hypothesis")
+UNUSED_BY_A_STATIC_RUN = ("stackproof.engine.live", "docker", "requests", "urllib3", "paramiko", "websocket", "hypothesis")
 """Modules a static run has no use for (issue 10 §5): the live backend, the Docker SDK and its HTTP
 stack, test-only plugins. (The standard library's http.client does get imported: prometheus_client,
 whose text parser the static checks use, imports its exposition server with its package.)"""

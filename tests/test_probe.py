@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof import probe
+from stackproof.engine import probe
 from stackproof.io import proc
 
 TOOLS = ("id", "ls", "sha256sum")  # what the script calls besides `stat`

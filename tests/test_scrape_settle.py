@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from stackproof import live as live_module
-from stackproof.live import LiveStack, _duration, _rfc3339
+from stackproof.engine import live as live_module
+from stackproof.engine.live import LiveStack, _duration, _rfc3339
 
 
 def _stamp(epoch: float) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stackproof.target.compose import SECRETS_ROOT
-from .errors import StackError
+from stackproof.errors import StackError
 
 if TYPE_CHECKING:
     import docker

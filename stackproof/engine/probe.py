@@ -24,7 +24,7 @@ from __future__ import annotations
 import stat as statmod
 from dataclasses import dataclass
 
-from .errors import StackError
+from stackproof.errors import StackError
 
 PROBE_SCRIPT = r"""
 set -u

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from . import engines, probe
+from stackproof.engine import engines
+from stackproof.engine import probe
 from stackproof.io import proc
-from .engines import Engine, LiveUnavailable, SecretMount
-from .errors import StackError
+from stackproof.engine.engines import Engine, LiveUnavailable, SecretMount
+from stackproof.errors import StackError
 from stackproof.target.stack import Stack
 
 __all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
