@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, resources
+from . import __version__
+from stackproof import bundle as resources
 from stackproof.engine.engines import ENGINES
 
 REFERENCE_PROJECT = "ai-stack"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from . import resources
+from stackproof import bundle as resources
 from .controls import BY_ID
 from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence

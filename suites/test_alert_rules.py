@@ -20,11 +20,11 @@ import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stackproof import promql
-from stackproof.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
+from stackproof.resources import promql
+from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, environment_error
-from stackproof.scripts import Monitor, make_certificate
+from stackproof.resources.scripts import Monitor, make_certificate
 from stackproof.io.yamlio import load_yaml
 
 pytestmark = pytest.mark.control("alert_rules")

@@ -21,8 +21,8 @@ import pytest
 from stackproof import redact
 from stackproof.io import proc
 from stackproof.errors import StackError
-from stackproof.keys import key_strength, leaks, modes_text, strength_problem
-from stackproof.scripts import Rotator, script_uid
+from stackproof.resources.keys import key_strength, leaks, modes_text, strength_problem
+from stackproof.resources.scripts import Rotator, script_uid
 
 pytestmark = pytest.mark.control("api_key_permissions")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from stackproof import promql
-from stackproof.alerting import Alerting, live_alerts
-from stackproof.breakers import (
+from stackproof.resources import promql
+from stackproof.resources.alerting import Alerting, live_alerts
+from stackproof.resources.breakers import (
     ScrapeTarget,
     alert_fires,
     alertmanager_config,
@@ -36,7 +36,7 @@ from stackproof.breakers import (
     target_of,
 )
 from stackproof.errors import StackError
-from stackproof.faults import (
+from stackproof.resources.faults import (
     BASELINE,
     DependencyFault,
     RequestRoute,
@@ -46,7 +46,7 @@ from stackproof.faults import (
     split_baseline,
     wait_for,
 )
-from stackproof.load import LoadResult
+from stackproof.resources.load import LoadResult
 
 pytestmark = pytest.mark.control("circuit_breakers")
 

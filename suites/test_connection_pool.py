@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.errors import StackError
-from stackproof.load import run_load
+from stackproof.resources.load import run_load
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 

@@ -13,7 +13,7 @@ import pytest
 
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file
-from stackproof.tokens import count_tokens, encoding
+from stackproof.resources.tokens import count_tokens, encoding
 
 pytestmark = pytest.mark.control("progressive_disclosure")
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file
-from stackproof.scripts import Monitor, common_name, days_left, make_certificate, status_for
+from stackproof.resources.scripts import Monitor, common_name, days_left, make_certificate, status_for
 
 pytestmark = pytest.mark.control("tls_monitoring")
 

@@ -19,7 +19,7 @@ from defects import Defect, cases, chmod_file, per_stack
 from defects import write_key as write_layout_key
 from harness import assert_only_control_fails
 
-from stackproof.keys import key_strength, leaks, strength_problem
+from stackproof.resources.keys import key_strength, leaks, strength_problem
 from stackproof.redact import Redactor
 
 KEY = "ai-stack/compose/secrets/stack_api_key"

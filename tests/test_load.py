@@ -11,7 +11,7 @@ import pytest
 
 from stackproof.errors import StackError
 from stackproof.engine.live import NotProven
-from stackproof.load import run_load
+from stackproof.resources.load import run_load
 
 
 def test_outcomes_are_counted_and_errors_become_outcomes():

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from stackproof.errors import StackError
-from stackproof.scripts import Monitor, ScriptRunFailed
+from stackproof.resources.scripts import Monitor, ScriptRunFailed
 
 LABELS = ("365-days-left", "expired", "missing-file", "garbage-file")
 

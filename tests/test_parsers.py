@@ -15,7 +15,7 @@ from stackproof.errors import StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile
 from stackproof.redact import MAX_TEXT, Redactor, clean
 from stackproof.io.yamlio import parse_yaml
-from stackproof.keys import decode_key, key_strength
+from stackproof.resources.keys import decode_key, key_strength
 
 yaml_ish = st.text(alphabet=st.sampled_from(list("ab:- []{}&*<>!|\n\t'\"#,?0123456789")), max_size=80)
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .breakers import ScrapeTarget
-from .errors import StackError
-from .load import LoadResult, Outcome, run_load
+from stackproof.resources.breakers import ScrapeTarget
+from stackproof.errors import StackError
+from stackproof.resources.load import LoadResult, Outcome, run_load
 
 if TYPE_CHECKING:  # a static run must not load the Docker SDK (see stackproof/live.py)
     from stackproof.engine.live import LiveStack

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import StackError
+from stackproof.errors import StackError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from stackproof.io import proc
 from stackproof.target.compose import Service
-from .errors import StackError
+from stackproof.errors import StackError
 from stackproof.io.files import require_regular
 from stackproof.io.yamlio import load_yaml
 

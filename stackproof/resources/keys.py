@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from . import redact
+from stackproof import redact
 
 LEAK_WINDOW = 8  # this many consecutive characters of a key in a log or output count as key material
 

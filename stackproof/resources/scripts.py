@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import redact
-from .errors import StackError
-from .keys import KeyStrength, key_strength, leaks, modes_text, sha256, strength_problem, LEAK_WINDOW
+from stackproof import redact
+from stackproof.errors import StackError
+from stackproof.resources.keys import KeyStrength, key_strength, leaks, modes_text, sha256, strength_problem, LEAK_WINDOW
 from stackproof.io.files import read_stack_file
 from stackproof.io.sandbox import ScriptBox
 

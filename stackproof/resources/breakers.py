@@ -16,10 +16,10 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-from . import promql
+from stackproof.resources import promql
 from stackproof.io import proc
-from .alerting import Alerting, Rule, flag_value
-from .errors import Blocked, StackError
+from stackproof.resources.alerting import Alerting, Rule, flag_value
+from stackproof.errors import Blocked, StackError
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 

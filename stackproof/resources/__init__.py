@@ -1,0 +1,2 @@
+"""What the controls ask about (InSpec's resources, testinfra's modules): alerting, breakers, faults, load,
+keys, PromQL, tokens, the stack's scripts."""
