@@ -19,11 +19,11 @@ from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
-from .report import TargetInfo, ValidationReport, is_worker
+from stackproof.report.collector import TargetInfo, ValidationReport, is_worker
 from stackproof.io.sandbox import SandboxUnavailable
-from .history import HISTORY_FILE, RunHistory, load_baseline
+from stackproof.report.history import HISTORY_FILE, RunHistory, load_baseline
 from stackproof.target.stack import Stack
-from .waivers import load_waivers
+from stackproof.report.waivers import load_waivers
 from .watchdog import RunWatchdog
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                report.write_interrupted)
         config.pluginmanager.register(watchdog, "stackproof-watchdog")
     if config.pluginmanager.hasplugin("html"):
-        from .html_summary import HtmlSummary
+        from stackproof.report.html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report, redactor.clean(str(stack_dir))), "stackproof-html-summary")
 

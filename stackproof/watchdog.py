@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from .report import placeholder_row
+from stackproof.report.collector import placeholder_row
 
 HARD_STOP_EXIT = 2  # pytest's INTERRUPTED
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stackproof.controls import CONTROLS
 from stackproof.redact import Redactor
-from stackproof.report import FAIL, PASS, SKIPPED, CheckRow, TargetInfo, ValidationReport
+from stackproof.report.collector import FAIL, PASS, SKIPPED, CheckRow, TargetInfo, ValidationReport
 
 LONG_PATH = "ai-stack/compose/prometheus/alerts/very/deeply/nested/directory/structure/service-availability-rules.yml"
 LONG_REASON = (f"{LONG_PATH}: alert AIDBDown fires only after 15m (expected at most 5m); the on-call would learn of "

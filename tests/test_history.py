@@ -11,7 +11,7 @@ import threading
 
 from harness import PROJECT
 
-from stackproof.history import MAX_FILE_BYTES, WINDOW, Record, RunHistory
+from stackproof.report.history import MAX_FILE_BYTES, WINDOW, Record, RunHistory
 
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 OWNER_ONLY = "suites/test_api_key_permissions.py::test_secret_files_owner_only"

@@ -24,7 +24,7 @@ import pytest
 from harness import REPO
 from report_samples import SAMPLES, sample_summary
 
-from stackproof.render import render_html
+from stackproof.report.render import render_html
 
 SCREENSHOTS = REPO / "reports" / "selftest-screenshots"
 VIEWPORT = {"width": 1366, "height": 768}

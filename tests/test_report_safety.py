@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stackproof.redact import MAX_TEXT, Redactor
-from stackproof.render import render_all
-from stackproof.report import CheckRow, TargetInfo, ValidationReport
+from stackproof.report.render import render_all
+from stackproof.report.collector import CheckRow, TargetInfo, ValidationReport
 
 HOSTILE = [
     "<script>alert('x')</script>",

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from harness import REPORT_SCHEMA, REPO, report_schema_errors
 
-from stackproof.report import SCHEMA_VERSION
+from stackproof.report.collector import SCHEMA_VERSION
 
 
 def test_schema_is_valid_json_schema() -> None:

@@ -18,8 +18,8 @@ import pytest
 from report_samples import sample_summary
 
 from stackproof.controls import CONTROLS
-from stackproof.environment import engine_host
-from stackproof.render import render_all
+from stackproof.report.environment import engine_host
+from stackproof.report.render import render_all
 
 STATUS_RANK = {"FAIL": 0, "NOT PROVEN": 1, "PASS": 2}
 

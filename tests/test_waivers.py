@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof.waivers import WAIVER_FILE, check_names, load_waivers
+from stackproof.report.waivers import WAIVER_FILE, check_names, load_waivers
 
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 OWNER_ONLY = "suites/test_api_key_permissions.py::test_secret_files_owner_only"

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from . import __version__
+from stackproof import __version__
 from stackproof.io import proc
 from stackproof.target.compose import compose_binary
 

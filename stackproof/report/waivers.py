@@ -37,8 +37,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from .controls import BY_ID
-from .errors import StackError
+from stackproof.controls import BY_ID
+from stackproof.errors import StackError
 from stackproof.target.profile import inside
 from stackproof.io.yamlio import load_yaml
 

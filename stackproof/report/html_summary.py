@@ -14,8 +14,8 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from .render import PYTEST_HTML_CLASSES, summary_table_html
-from .report import REPORT_NAME, ValidationReport
+from stackproof.report.render import PYTEST_HTML_CLASSES, summary_table_html
+from stackproof.report.collector import REPORT_NAME, ValidationReport
 
 
 class HtmlSummary:

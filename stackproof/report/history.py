@@ -29,9 +29,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from .errors import StackError
+from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file
-from .waivers import check_id
+from stackproof.report.waivers import check_id
 
 HISTORY_FILE = "history.jsonl"
 RECORD_VERSION = 1

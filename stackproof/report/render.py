@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from . import render_trend
+from stackproof.report import render_trend
 
 CONTROL_ORDER = {"FAIL": 0, "ERROR": 1, "NOT PROVEN": 1, "SKIPPED": 1, "WAIVED": 2, "PASS": 3}
 CHECK_ORDER = {"FAIL": 0, "SKIPPED": 1, "BLOCKED": 2, "WAIVED": 3, "PASS": 4}

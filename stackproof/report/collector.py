@@ -29,13 +29,15 @@ from typing import Callable
 
 import pytest
 
-from . import __version__, environment, render
-from .controls import BY_ID, CONTROLS
-from .errors import ENVIRONMENT_ERROR, StackError
-from .evidence import EVIDENCE_KEY
-from .history import RunHistory, record_of, regressions_reason
-from .redact import Redactor, strip_controls, text_of
-from .waivers import UNMATCHED, WaiverSet
+from stackproof import __version__
+from stackproof.report import environment
+from stackproof.report import render
+from stackproof.controls import BY_ID, CONTROLS
+from stackproof.errors import ENVIRONMENT_ERROR, StackError
+from stackproof.evidence import EVIDENCE_KEY
+from stackproof.report.history import RunHistory, record_of, regressions_reason
+from stackproof.redact import Redactor, strip_controls, text_of
+from stackproof.report.waivers import UNMATCHED, WaiverSet
 
 PASS, FAIL, SKIPPED, NOT_PROVEN = "PASS", "FAIL", "SKIPPED", "NOT PROVEN"
 COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
