@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from stackproof import bundle as resources
+from stackproof import bundle
 from stackproof.engine.engines import ENGINES
 
 REFERENCE_PROJECT = "ai-stack"
@@ -81,7 +81,7 @@ def run_step(cmd: Sequence[str], timeout: float, what: str, capture: bool = Fals
 
 def setup_reference_stack() -> Path:
     """The reference stack's files and generated inputs (secrets, certificate, .env)."""
-    stack = resources.materialize_reference_stack()
+    stack = bundle.materialize_reference_stack()
     run_step([str(stack / "scripts/setup.sh")], SETUP_TIMEOUT, "reference stack set-up")
     return stack
 
@@ -124,7 +124,7 @@ def up(engine: str = "compose") -> Path:
 
 
 def down(engine: str = "compose") -> None:
-    stack = resources.reference_stack_dir()
+    stack = bundle.reference_stack_dir()
     if not (stack / "scripts/down.sh").is_file():
         say(f"no reference stack at {stack}: nothing to stop")
         return
@@ -156,7 +156,7 @@ def validate(stack_dir: str | None, static: bool, extra: Sequence[str]) -> int:
         # the bundled reference stack: set it up, and start it for a live run
         stack = setup_reference_stack() if static else up()
         stack_dir = str(stack)
-    code = int(pytest.main(pytest_args(resources.suites_dir(), stack_dir, static, extra)))
+    code = int(pytest.main(pytest_args(bundle.suites_dir(), stack_dir, static, extra)))
     if code == EXIT_NO_TESTS:
         say("pytest collected no checks: a run that checks nothing proves nothing")
         return 1

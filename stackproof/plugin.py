@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stackproof import bundle as resources
+from stackproof import bundle
 from .controls import BY_ID
 from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
@@ -35,7 +35,7 @@ REPORT_KEY = pytest.StashKey[ValidationReport]()
 # option name -> (environment variable, ini key, default, help)
 SETTINGS = {
     "stack_dir": (
-        "STACKPROOF_STACK_DIR", str(resources.reference_stack_dir()),
+        "STACKPROOF_STACK_DIR", str(bundle.reference_stack_dir()),
         "root of the deployment repository to validate (default: the bundled reference stack)",
     ),
     "report_dir": (

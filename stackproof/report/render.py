@@ -210,7 +210,7 @@ def breakable(value: object) -> markupsafe.Markup:
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    """The HTML templates (stackproof/templates), autoescaped: every value from the stack is inert."""
+    """The HTML templates (stackproof/report/templates), autoescaped: every value from the stack is inert."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
