@@ -142,7 +142,7 @@ def pytest_args(suites: Path, stack_dir: str | None, static: bool, extra: Sequen
     `suites/test_<control>.py::...` from a checkout and an installed package alike. The plugin
     is named with -p too: the run works where plugin autoloading is off
     (PYTEST_DISABLE_PLUGIN_AUTOLOAD), and where the entry point loaded it, it is not loaded twice."""
-    args = [str(suites), "-c", str(resources.SUITE_INI), "--rootdir", str(suites.parent), "-p", "stackproof.plugin"]
+    args = [str(suites), "-c", str(bundle.SUITE_INI), "--rootdir", str(suites.parent), "-p", "stackproof.plugin"]
     if stack_dir is not None:
         args += ["--stack-dir", stack_dir]
     args += ["-m", "static"] if static else ["--live"]
