@@ -106,7 +106,7 @@ def test_run_timeout_ends_a_hanging_run_with_an_incomplete_nogo_report(stack_cop
     script = stack_copy / "scripts/monitor-tls-certs.sh"
     script.write_text("#!/bin/sh\nsleep 120\n")
     started = time.monotonic()
-    run = run_static(stack_copy, "--run-timeout", "8", "--stack-timeout", "300")
+    run = run_static(stack_copy, "--run-timeout", "8", "--stack-timeout", "300", isolated=True)
     elapsed = time.monotonic() - started
     assert run.report is not None, run.stdout[-3000:]
     assert elapsed < 60, f"the run took {elapsed:.0f}s"
