@@ -111,6 +111,11 @@ def running_reference_stack() -> Path:
     return REFERENCE_STACK
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine: a copy-based self-test that needs a Docker engine (not the running "
+                                       "reference stack): left out by `bin/stackproof selftest --fast`")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The live self-tests on other engines (test_engines_live.py) run last. `docker swarm init/leave`
     and rootful Podman's networks change the host's networking, and name resolution inside the running
