@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import subprocess
@@ -15,6 +17,10 @@ from defects import LAYOUTS, Layout
 from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun, report_schema_errors, unavailable
 
 from stackproof.init import write_profile
+
+# Self-tests run as `bin/stackproof selftest` runs them, also as `.venv/bin/python -m pytest`: the interpreter's
+# bin/ (the venv's docker-compose and actionlint) first on PATH, for our own set-up commands (up.sh, down.sh).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
 
 # The property tests' examples are judged on their results, not their speed: on a loaded CI machine
 # hypothesis's default 200 ms deadline failed examples that pass.
