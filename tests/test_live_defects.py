@@ -1,8 +1,8 @@
 """Live self-tests: each live check's defect, injected into the running reference stack,
 fails exactly its control; the stack is restored after each.
 
-They need the reference stack up (`bin/stackproof up`). Without it they skip, unless
-STACKPROOF_SELFTEST_LIVE=1 (set by `bin/stackproof selftest`), which makes them fail.
+They need the reference stack up (`bin/stackproof up`). Without it they skip, except in
+a full run (STACKPROOF_SELFTEST_FULL=1, set by `bin/stackproof selftest`), where they fail.
 """
 
 from __future__ import annotations

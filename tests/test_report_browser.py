@@ -9,19 +9,18 @@ breaks words, a page wider than the screen) shows that each detector can fail.
 Screenshots (PNG, full page) and the PDFs are kept in reports/selftest-screenshots/ of the checkout
 (gitignored), for CI to publish as artifacts.
 
-Without chromium or Playwright the test is skipped, saying so; `bin/stackproof selftest` installs
-chromium and sets STACKPROOF_SELFTEST_BROWSER=1, which makes their absence a failure.
+Without chromium or Playwright the test is skipped, saying so, except in a full run (`bin/stackproof
+selftest`, which installs chromium), where that is a failure (harness.unavailable).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from harness import REPO
+from harness import REPO, require_tool, unavailable
 from report_samples import SAMPLES, sample_summary
 
 from stackproof.report.render import render_html
@@ -67,19 +66,13 @@ def chromium_path() -> str | None:
 @pytest.fixture(scope="module")
 def browser():
     """One headless Chromium for the module."""
-    why = None
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        why = "Playwright not installed (the [test] extra)"
-    if why is None and chromium_path() is None:
-        why = "chromium not installed (Debian package 'chromium'; bin/stackproof selftest installs it)"
-    if why:
-        if os.environ.get("STACKPROOF_SELFTEST_BROWSER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable("Playwright not installed (the [test] extra: bin/stackproof installs it into .venv)")
+    executable = chromium_path() or require_tool("chromium", "Debian package 'chromium': bin/stackproof selftest installs it")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), headless=True, timeout=60_000)
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, timeout=60_000)
         try:
             yield chromium
         finally:
