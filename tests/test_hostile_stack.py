@@ -25,7 +25,6 @@ ROTATE = "scripts/rotate-api-key.sh"
 KEY = "ai-stack/compose/secrets/stack_api_key"
 PASSWORD = "ai-stack/compose/secrets/postgres_password"
 COMPOSE = "ai-stack/compose/docker-compose.yml"
-PROFILE = "stackproof.yml"
 REPORTS = {"validation-report.html", "validation-report.md", "validation-report.json"}
 
 # every way a child can outlive its parent: (id, shell fragment starting it; {n} makes its sleep unique)
@@ -168,18 +167,18 @@ def dev_zero(relative: str):
 
 
 # (stack files, what the failures must name, controls that must still pass); the key and the monitor script
-# fail different controls, so one run covers both. Which control reports a broken shared input (compose
-# file, profile) first is the blocked-by order's business: the others skip as "blocked by" it.
+# fail different controls, so one run covers both. Which control reports a broken shared input (the compose
+# file) first is the blocked-by order's business: the others skip as "blocked by" it. (The profile as a
+# special file is a usage error: tests/test_usage_errors.py.)
 SPECIAL_TARGETS = [
     ([KEY, MONITOR], [KEY, MONITOR], ["docker_secrets_mode", "connection_pool"]),
     ([COMPOSE], ["docker-compose.yml"], ["tls_monitoring", "progressive_disclosure"]),
-    ([PROFILE], [PROFILE], []),
 ]
 KINDS = [("fifo", fifo, "a FIFO, not a regular file"), ("dev-zero", dev_zero, "a character device, not a regular file")]
 
 
 @pytest.mark.parametrize("kind, make, says", KINDS, ids=[k[0] for k in KINDS])
-@pytest.mark.parametrize("targets, fragments, passing", SPECIAL_TARGETS, ids=["key-and-script", "compose", "profile"])
+@pytest.mark.parametrize("targets, fragments, passing", SPECIAL_TARGETS, ids=["key-and-script", "compose"])
 def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, passing, kind, make, says):
     """A FIFO, or a symlink to /dev/zero, where the stack has a file: no hang, no memory blow-up, NO-GO with
     one line naming the stack's file."""

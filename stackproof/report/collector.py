@@ -305,8 +305,9 @@ class ValidationReport:
             return
         with self._writing:
             self.write(session, int(exitstatus))
-        if self.summary["verdict"]["decision"] != "GO" and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.summary["verdict"]["decision"] != "GO" and session.exitstatus in (pytest.ExitCode.OK,
+                                                                                 pytest.ExitCode.INTERRUPTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # an interrupted run is a NO-GO (2 is a usage error)
         self.annotate_junit()
 
     def write(self, session: pytest.Session | None, exitstatus: int) -> None:
