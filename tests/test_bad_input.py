@@ -25,7 +25,7 @@ def _explained(run: SuiteRun, *fragments: str) -> list[str]:
         assert reason and "\n" not in reason
     for fragment in fragments:
         assert any(fragment in r for r in reasons), f"{fragment!r} in none of {reasons}"
-    assert run.verdict == "NO-GO" and run.ret == 1
+    assert run.failed_gate and run.ret == 1
     return reasons
 
 
@@ -76,7 +76,7 @@ def test_live_without_a_stack_fails_with_live_and_skips_without(stack_copy, run_
     lenient = run_suite(stack_copy, "-m", "live", *args)
     assert lenient.report is not None and lenient.ret == 1, "a NO-GO of skipped checks exits non-zero"
     assert set(lenient.statuses.values()) == {"NOT PROVEN"}, "a skip never counts as a pass"
-    assert lenient.verdict == "NO-GO" and fragment in lenient.report["verdict"]["reason"]
+    assert lenient.failed_gate and fragment in lenient.report["verdict"]["reason"]
 
 
 def test_missing_required_variables_are_one_target_error(stack_copy, run_static):
@@ -91,7 +91,7 @@ def test_missing_required_variables_are_one_target_error(stack_copy, run_static)
     assert not [row for row in rows if "STACK_UID" in row["reason"] and row["status"] == "FAIL"]
     blocked = [row for row in rows if row["status"] == "SKIPPED" and row["reason"].startswith("blocked by target error: ")]
     assert len(blocked) >= 10
-    assert run.verdict == "NO-GO" and "target error" in run.report["verdict"]["reason"] and run.ret == 1
+    assert run.failed_gate and "target error" in run.report["verdict"]["reason"] and run.ret == 1
     assert run.stdout.count("TARGET ERROR: ") == 1
     assert run.statuses["tls_monitoring"] == "PASS"  # checks that do not need the compose model still judge
 
@@ -115,4 +115,4 @@ def test_role_behind_an_inactive_compose_profile_is_named(stack_copy, run_static
     with (stack_copy / "stackproof.yml").open("a") as profile:
         profile.write("\ncompose:\n  profiles: [full]\n")
     again = run_static(stack_copy)
-    assert again.verdict == "GO", again.statuses
+    assert again.passed, again.statuses

@@ -30,13 +30,13 @@ def test_fixed_then_regressed_then_flapping_and_a_baseline(stack_copy, run_stati
     reports = tmp_path / "reports"
     key.chmod(0o644)
     first = run_static(stack_copy, report_dir=reports)
-    assert first.verdict == "NO-GO" and first.report["history"]["previous"] is None
+    assert first.failed_gate and first.report["history"]["previous"] is None
     assert "No earlier run of this target in the history." in (reports / "validation-report.md").read_text()
 
     key.chmod(0o600)
     fixed = run_static(stack_copy, report_dir=reports)
     history = fixed.report["history"]
-    assert fixed.verdict == "GO" and fixed.ret == 0, fixed.stdout[-2000:]
+    assert fixed.passed and fixed.ret == 0, fixed.stdout[-2000:]
     assert history["previous"]["source"] == "history" and history["previous"]["verdict"] == "NO-GO"
     assert ids(history["fixed"]) == [OWNER_ONLY] and history["new_failures"] == [] == history["flapping"]
     assert "fixed since the last run: test_secret_files_owner_only" in fixed.stdout

@@ -60,7 +60,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     waived = run_static(stack_copy, "-n", "2", "--strict-profile", "--waivers", str(operator), "--junitxml", str(xml),
                         report_dir=reports)
 
-    assert waived.ret == 0 and waived.verdict == "GO", waived.stdout[-3000:]
+    assert waived.ret == 0 and waived.passed, waived.stdout[-3000:]
     assert waived.report["verdict"]["line"] == "GO: every P0 control passed or is waived (1 failing check(s) waived)"
     row = rows_of(waived)[OWNER_ONLY]
     assert row["status"] == "FAIL" and row["waived"] and row["waiver"]["owner"] == "sec-team"
@@ -86,7 +86,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
 
     xml = tmp_path / "expired.xml"
     expired = run_static(stack_copy, "--junitxml", str(xml))  # the stack's own waivers.yml, its date passed
-    assert expired.ret == 1 and expired.verdict == "NO-GO", expired.stdout[-3000:]
+    assert expired.ret == 1 and expired.failed_gate, expired.stdout[-3000:]
     row = rows_of(expired)[OWNER_ONLY]
     expired_on = (TODAY - dt.timedelta(days=1)).isoformat()
     assert row["status"] == "FAIL" and not row["waived"] and row["waiver"]["expired"]
@@ -100,7 +100,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     assert "waiver_expired" in case_properties(case)
 
     refused = run_static(stack_copy, "--strict-profile")  # the stack's own waivers.yml, under --strict-profile
-    assert refused.ret == 1 and refused.verdict == "NO-GO"
+    assert refused.ret == 1 and refused.failed_gate
     reason = refused.report["verdict"]["reason"]
     assert reason.startswith("waiver file waivers.yml is inside the stack dir: refused under --strict-profile"), reason
     assert refused.report["session_errors"] == [refused.report["waivers"]["error"]]
