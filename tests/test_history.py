@@ -37,7 +37,7 @@ def test_fixed_then_regressed_then_flapping_and_a_baseline(stack_copy, run_stati
     fixed = run_static(stack_copy, report_dir=reports)
     history = fixed.report["history"]
     assert fixed.passed and fixed.ret == 0, fixed.stdout[-2000:]
-    assert history["previous"]["source"] == "history" and history["previous"]["verdict"] == "NO-GO"
+    assert history["previous"]["source"] == "history" and history["previous"]["verdict"] == "STATIC FAIL"
     assert ids(history["fixed"]) == [OWNER_ONLY] and history["new_failures"] == [] == history["flapping"]
     assert "fixed since the last run: test_secret_files_owner_only" in fixed.stdout
     markdown = (reports / "validation-report.md").read_text()
@@ -58,7 +58,7 @@ def test_fixed_then_regressed_then_flapping_and_a_baseline(stack_copy, run_stati
     html = (reports / "validation-report.html").read_text()
     assert html.count('<span class="cell fail"') == 2 and "<script" not in html
     lines = (reports / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["verdict"] for line in lines] == ["NO-GO", "GO", "NO-GO"]
+    assert [json.loads(line)["verdict"] for line in lines] == ["STATIC FAIL", "STATIC PASS", "STATIC FAIL"]
     assert json.loads(lines[-1])["checks"][OWNER_ONLY] == "FAIL"
 
     against = run_static(stack_copy, "--baseline", str(go_report), "--no-history", report_dir=tmp_path / "baseline")

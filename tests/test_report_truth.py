@@ -78,7 +78,7 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
     assert crashed.report["run"]["status"] == "ERROR" and crashed.failed_gate
     assert "internal error: RuntimeError: plugin crash" in crashed.report["verdict"]["reason"]
     for path in (reports / name for name in REPORT_FILES):
-        assert "NO-GO" in path.read_text() and "GO: every P0 control passed" not in path.read_text()
+        assert "STATIC FAIL" in path.read_text() and "STATIC PASS" not in path.read_text()
 
     before = {p.name: p.read_bytes() for p in reports.iterdir()}
     listed = run_static(stack_copy, "--collect-only", report_dir=reports)
@@ -136,4 +136,4 @@ def test_a_missing_tool_is_an_environment_error_and_no_go(stack_copy, run_static
     assert [row["status"] for row in rows] == ["SKIPPED"]
     suite, props, cases = junit_facts(junit)
     verdict_case = next(case for case in cases if case.get("name") == "verdict")
-    assert verdict_case.find("failure") is not None and props["verdict"] == "NO-GO"
+    assert verdict_case.find("failure") is not None and props["verdict"] == "STATIC FAIL"

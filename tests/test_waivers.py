@@ -61,7 +61,8 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
                         report_dir=reports)
 
     assert waived.ret == 0 and waived.passed, waived.stdout[-3000:]
-    assert waived.report["verdict"]["line"] == "GO: every P0 control passed or is waived (1 failing check(s) waived)"
+    assert waived.report["verdict"]["line"].startswith(
+        "STATIC PASS: every static check passed or is waived (1 failing check(s) waived); ")
     row = rows_of(waived)[OWNER_ONLY]
     assert row["status"] == "FAIL" and row["waived"] and row["waiver"]["owner"] == "sec-team"
     assert "0644" in row["reason"]  # the failure itself is still told
@@ -96,7 +97,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     assert {e["state"] for e in expired.report["waivers"]["entries"]} == {"expired", "unused"}
     props, cases = junit(xml)
     case = cases["suites.test_api_key_permissions::test_secret_files_owner_only"]
-    assert props["verdict"] == "NO-GO" and case.find("failure") is not None
+    assert props["verdict"] == "STATIC FAIL" and case.find("failure") is not None
     assert "waiver_expired" in case_properties(case)
 
     refused = run_static(stack_copy, "--strict-profile")  # the stack's own waivers.yml, under --strict-profile
