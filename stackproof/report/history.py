@@ -80,7 +80,7 @@ class _BaselineCheck(BaseModel):
 class _BaselineControl(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: Short
-    status: Literal["PASS", "FAIL", "NOT PROVEN", "SKIPPED"]
+    status: Literal["PASS", "FAIL", "NOT PROVEN", "SKIPPED", "LIVE ONLY"]
     waived: bool = False
     checks: list[_BaselineCheck]
 
