@@ -1,6 +1,6 @@
 """The `stackproof` command: validate a stack, start and stop the reference stack.
 
-    stackproof validate [--static] [--stack-dir DIR] [pytest args]
+    stackproof validate [--static] [--stack-dir DIR] [options] [pytest args]
     stackproof init --stack-dir DIR [--force]
     stackproof up | down
 
@@ -18,16 +18,21 @@ bare machine lacks (Debian packages, the virtualenv, a running dockerd).
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
+import pytest
+
 from . import __version__
 from stackproof import bundle
 from stackproof.engine.engines import ENGINES
+from stackproof.options import FLAGS, GROUPS, OPTIONS
 
 REFERENCE_PROJECT = "ai-stack"
 """The reference stack's compose project (its compose file's `name`)."""
@@ -41,7 +46,17 @@ UP_TIMEOUT = 1800  # a cold start builds the base image from Debian packages
 DOWN_TIMEOUT = 300
 QUERY_TIMEOUT = 20
 
-EXIT_NO_TESTS = 5  # pytest: nothing collected
+EXIT_USAGE = 2
+EXIT_CODES = {
+    0: "GO (with --static: the static gate passed)",
+    1: "NO-GO (with --static: the static gate failed), also an incomplete run",
+    EXIT_USAGE: "usage error: a wrong option, stack dir, profile or waiver file; nothing was checked, no report",
+    3: "internal error: an ERROR report, NO-GO",
+}
+COMMANDS = ("validate", "init", "up", "down")
+# pytest options a validation run is often given, for "did you mean" (the suite's own are in options.FLAGS)
+PYTEST_OPTIONS = ("--junitxml", "--html", "--self-contained-html", "--maxfail", "--tb", "--collect-only",
+                  "--deselect", "--ignore", "--numprocesses", "--verbose", "--quiet", "--exitfirst")
 
 
 class CommandFailed(Exception):
@@ -134,7 +149,7 @@ def down(engine: str = "compose") -> None:
 # --- validate --------------------------------------------------------------------
 
 
-def pytest_args(suites: Path, stack_dir: str | None, static: bool, extra: Sequence[str]) -> list[str]:
+def pytest_args(suites: Path, static: bool, extra: Sequence[str]) -> list[str]:
     """The pytest command line of a validation run.
 
     The suite's ini is given with -c and the rootdir pinned to the suites' parent, so the
@@ -143,24 +158,83 @@ def pytest_args(suites: Path, stack_dir: str | None, static: bool, extra: Sequen
     is named with -p too: the run works where plugin autoloading is off
     (PYTEST_DISABLE_PLUGIN_AUTOLOAD), and where the entry point loaded it, it is not loaded twice."""
     args = [str(suites), "-c", str(bundle.SUITE_INI), "--rootdir", str(suites.parent), "-p", "stackproof.plugin"]
-    if stack_dir is not None:
-        args += ["--stack-dir", stack_dir]
     args += ["-m", "static"] if static else ["--live"]
     return args + list(extra)
 
 
-def validate(stack_dir: str | None, static: bool, extra: Sequence[str]) -> int:
-    import pytest  # here, not at the top: `up` and `down` do not need it
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else ""
 
-    if stack_dir is None and not os.environ.get("STACKPROOF_STACK_DIR"):
-        # the bundled reference stack: set it up, and start it for a live run
-        stack = setup_reference_stack() if static else up()
-        stack_dir = str(stack)
-    code = int(pytest.main(pytest_args(bundle.suites_dir(), stack_dir, static, extra)))
-    if code == EXIT_NO_TESTS:
-        say("pytest collected no checks: a run that checks nothing proves nothing")
-        return 1
-    return code
+
+class ValidateRun:
+    """The `validate` command's part of the pytest run (a plugin given to pytest.main).
+
+    It names an unknown option with the closest one the command knows, instead of pytest's
+    "usage: pytest.main() ... unrecognized arguments". And it sets up the bundled reference stack
+    only once pytest has accepted the command line, so a mistyped `--stack-dir` never sets up
+    (or starts) the reference stack in its place."""
+
+    def __init__(self, static: bool):
+        self.static = static
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_parse(self, pluginmanager, args):
+        try:
+            return (yield)
+        except pytest.UsageError as exc:
+            unknown = re.search(r"unrecognized arguments: (.*)", str(exc))
+            if unknown is None:
+                raise
+            known = sorted(FLAGS | {"--static"} | set(PYTEST_OPTIONS))
+            problems = [f"unknown option {word}{did_you_mean(word.partition('=')[0], known)} "
+                        "(stackproof validate --help lists the options)"
+                        for word in unknown.group(1).split() if word.startswith("-")]
+            raise pytest.UsageError(*(problems or [str(exc)])) from None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        if config.getoption("stack_dir") is not None or os.environ.get("STACKPROOF_STACK_DIR"):
+            return
+        try:  # the bundled reference stack: set it up, and start it for a live run
+            config.option.stack_dir = str(setup_reference_stack() if self.static else up())
+        except CommandFailed as exc:
+            pytest.exit(str(exc), returncode=1)
+
+
+def validate(static: bool, extra: Sequence[str]) -> int:
+    """Run the suites; the exit code follows the verdict (EXIT_CODES)."""
+    code = int(pytest.main(pytest_args(bundle.suites_dir(), static, extra), plugins=[ValidateRun(static)]))
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        say("no check selected: a run that checks nothing judges nothing")
+        return EXIT_USAGE
+    return EXIT_USAGE if code == pytest.ExitCode.USAGE_ERROR else code
+
+
+def validate_parser(commands) -> argparse.ArgumentParser:
+    """`validate`: its own --static, and every option the suite adds, grouped, for --help; the command
+    line is then handed to pytest as it was given (pytest parses it, with its own options)."""
+    check = commands.add_parser(
+        "validate", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run the suites against a stack and write the report (static + live by default)",
+        description="Run the suites against a stack and write the report. Exit codes:\n" + "\n".join(
+            f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()),
+        epilog="Any other argument goes to pytest: -n 2 (two workers), --junitxml PATH, --html PATH, -k EXPR, -x, -v.",
+    )
+    check.add_argument("--static", action="store_true",
+                       help="check the stack's files only: the static gate for pull requests, no engine needed, "
+                            "not a deploy decision")
+    for group, title in GROUPS.items():
+        section = check.add_argument_group(title)
+        for option in OPTIONS:
+            if option.group != group:
+                continue
+            if option.switch:
+                section.add_argument(option.flag, dest=option.name, action="store_true", help=option.described())
+            else:
+                section.add_argument(option.flag, dest=option.name, metavar=option.metavar,
+                                     action="append" if option.repeatable else "store", help=option.described())
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,13 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stackproof {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser(
-        "validate", allow_abbrev=False, help="run the suites against a stack and write the report (static + live by default)",
-        description="Run the suites against a stack; other arguments go to pytest "
-        "(e.g. --report-dir, --compose-project, -n 2, --junitxml). Exit 0 only on GO.",
-    )
-    check.add_argument("--stack-dir", help="root of the deployment repository (default: the bundled reference stack, started first)")
-    check.add_argument("--static", action="store_true", help="check the stack's files only (no engine needed; for pull requests)")
+    validate_parser(commands)
     commands.add_parser(
         "init", add_help=False, help="inspect a stack and write its profile, stackproof.yml (init --help for its options)",
     )
@@ -198,7 +266,11 @@ def find_tools_beside_interpreter() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        say(f"unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)} (stackproof --help lists the commands)")
+        return EXIT_USAGE
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("validate", "init"):
         parser.error(f"{args.command} takes no arguments: {' '.join(extra)}")
@@ -209,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return init_main(extra)
         if args.command == "validate":
-            return validate(args.stack_dir, args.static, extra)
+            # pytest reads the command line as given (the suite's options are its own); --static is the command's
+            return validate(args.static, [arg for arg in argv[1:] if arg != "--static"])
         if args.command == "up":
             up(args.engine)
         elif args.command == "down":

@@ -13,6 +13,7 @@ class Control:
     p0: bool = True
     warning: str = ""
     warning_engines: tuple[str, ...] = ()  # the engines the warning is about (none: every engine)
+    proven_statically: bool = True  # False: its static checks cannot prove it (only a live run can): LIVE ONLY
 
     def warning_for(self, engine: str | None) -> str:
         """The warning as it applies to the run's engine (unknown engine: shown)."""
@@ -34,6 +35,7 @@ CONTROLS: tuple[Control, ...] = (
             "so the container sees the host file's mode and owner. Only the live check proves this control."
         ),
         warning_engines=("compose", "podman"),  # swarm applies mode, uid and gid
+        proven_statically=False,  # what compose declares is not what the container sees
     ),
     Control(
         "connection_pool",

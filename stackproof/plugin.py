@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stackproof import bundle
 from .controls import BY_ID
+from .options import BY_NAME, OPTIONS
+from .preflight import option_problems, stack_problems
 from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
@@ -32,50 +33,6 @@ if TYPE_CHECKING:
 STACK_KEY = pytest.StashKey[Stack]()
 REPORT_KEY = pytest.StashKey[ValidationReport]()
 
-# option name -> (environment variable, ini key, default, help)
-SETTINGS = {
-    "stack_dir": (
-        "STACKPROOF_STACK_DIR", str(bundle.reference_stack_dir()),
-        "root of the deployment repository to validate (default: the bundled reference stack)",
-    ),
-    "report_dir": (
-        "STACKPROOF_REPORT_DIR", "reports",
-        "where validation-report.{html,md,json} are written (default: reports/ in the current directory)",
-    ),
-    "compose_project": (
-        "STACKPROOF_COMPOSE_PROJECT", "",
-        "compose project of the running stack for live checks (default: the compose file's name)",
-    ),
-    "engine": (
-        "STACKPROOF_ENGINE", "",
-        "engine running the stack for live checks: compose, swarm or podman (default: detected)",
-    ),
-    "stack_timeout": (
-        "STACKPROOF_TIMEOUT", "20",
-        "seconds allowed for each subprocess, docker exec, HTTP call and query",
-    ),
-    "profile": (
-        "STACKPROOF_PROFILE", "",
-        "an operator's profile, outside the stack dir: its values win over the stack's own stackproof.yml",
-    ),
-    "run_timeout": (
-        "STACKPROOF_RUN_TIMEOUT", "900",
-        "seconds allowed for the whole run: then it is interrupted and its report is INCOMPLETE (NO-GO)",
-    ),
-    "history": (
-        "STACKPROOF_HISTORY", "",
-        "the history file each run appends a line to, and compares with (default: history.jsonl in the report dir)",
-    ),
-    "baseline": (
-        "STACKPROOF_BASELINE", "",
-        "an earlier JSON report to compare the run with, instead of the history's previous run of the target",
-    ),
-    "waivers": (
-        "STACKPROOF_WAIVERS", "",
-        "the waiver file: failures accepted until a date (default: waivers.yml in the stack dir; refused "
-        "there under --strict-profile)",
-    ),
-}
 REDACTION_KEY = "stackproof_redaction_key"  # workerinput: the controller's fingerprint key, for every worker
 DEADLINE_KEY = pytest.StashKey[float]()
 FINGERPRINT_KEY = pytest.StashKey[dict]()
@@ -84,45 +41,23 @@ SHOWN_CHANGES = 10  # changed paths named in the failure
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stackproof", "stackproof: validate an AI stack")
-    for name, (env, default, help_text) in SETTINGS.items():
-        flag = "--" + name.replace("_", "-")
-        group.addoption(flag, dest=name, default=None, help=f"{help_text}; also ${env} or ini '{name}'")
-        parser.addini(name, help_text, default=default)
-    group.addoption(
-        "--env-file", dest="env_files", action="append", default=[], metavar="PATH",
-        help="an env file for the compose model, as `docker compose --env-file` (repeatable; replaces the "
-             "default .env, like Compose); the profile's compose.env_files come first",
-    )
-    group.addoption(
-        "--live", action="store_true", default=False,
-        help="live checks must run: fail them, instead of skipping, when no engine or compose project is reachable",
-    )
-    group.addoption(
-        "--strict-profile", dest="strict_profile", action="store_true", default=False,
-        help="the stack cannot lower its own bar: its stackproof.yml sets no threshold (its paths and interfaces "
-             "still apply) and a waiver file inside the stack dir is refused; only the defaults, --profile and "
-             "--waivers from outside the stack dir set the bar",
-    )
-    group.addoption(
-        "--no-history", dest="no_history", action="store_true", default=False,
-        help="neither read nor append the history file (a --baseline is still compared with)",
-    )
-    group.addoption(
-        "--trust-stack-code", action="store_true", default=False,
-        help="run the stack's scripts even where no sandbox (bubblewrap) is available: only for a stack you trust",
-    )
-    group.addoption(
-        "--allow-changes", action="store_true", default=False,
-        help="allow checks that change the running stack (live API key rotation); they restore what they change",
-    )
+    for option in OPTIONS:
+        if option.repeatable:
+            group.addoption(option.flag, dest=option.name, action="append", default=[], metavar=option.metavar,
+                            help=option.described())
+        elif option.switch:
+            group.addoption(option.flag, dest=option.name, action="store_true", default=False, help=option.described())
+        else:
+            group.addoption(option.flag, dest=option.name, default=None, metavar=option.metavar,
+                            help=option.described())
+            parser.addini(option.name, option.help, default=option.default)
 
 
 def setting(config: pytest.Config, name: str) -> str:
     """A setting's value: command line, then environment, then ini file, then default."""
     value = config.getoption(name)
     if value is None:
-        env = SETTINGS[name][0]
-        value = os.environ.get(env) or config.getini(name)
+        value = os.environ.get(BY_NAME[name].env) or config.getini(name)
     return str(value)
 
 
@@ -134,28 +69,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
     workerinput = getattr(config, "workerinput", {})
     redactor = Redactor(bytes.fromhex(workerinput[REDACTION_KEY]) if REDACTION_KEY in workerinput else None)
+    env_files = config.getoption("env_files") or []
+    # the controller finds the usage errors (the workers start only once there are none)
+    problems = [] if is_worker(config) else option_problems(lambda name: setting(config, name), env_files)
     stack_dir = Path(setting(config, "stack_dir")).expanduser().resolve()
-    env_files = [Path(p).expanduser().resolve() for p in config.getoption("env_files") or []]
     operator_profile = setting(config, "profile")
-    stack = Stack(stack_dir, float(setting(config, "stack_timeout")), redactor, env_files,
+    stack = Stack(stack_dir, float(setting(config, "stack_timeout")) if not problems else 20.0, redactor,
+                  [Path(p).expanduser().resolve() for p in env_files],
                   operator_profile=Path(operator_profile).expanduser().resolve() if operator_profile else None,
                   strict=config.getoption("strict_profile"), trust_stack_code=config.getoption("trust_stack_code"))
-    stack.register_secrets()
-    config.stash[STACK_KEY] = stack
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
     project = setting(config, "compose_project") or None
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
                               target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack))
     report.engine = setting(config, "engine") or None
-    if report.engine:
-        from stackproof.engine.engines import ENGINES  # only here: a run without --engine needs no Docker SDK to start
-
-        if report.engine not in ENGINES:
-            raise pytest.UsageError(f"--engine {report.engine!r}: one of {', '.join(ENGINES)}")
+    if not is_worker(config):  # the controller judges the waivers and keeps the history (workers report rows)
+        problems += stack_problems(stack) + set_up_waivers_and_history(config, report, stack)
+    if problems:  # one line each, no report, no check run: the stack was not judged
+        raise pytest.UsageError(*problems)
+    stack.register_secrets()
+    config.stash[STACK_KEY] = stack
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
-    if not is_worker(config):  # the controller judges the waivers and keeps the history (workers report rows)
-        set_up_waivers_and_history(config, report, stack)
     if not is_worker(config):  # the controller bounds the run; ending it ends its workers
         stack_timeout = float(setting(config, "stack_timeout"))
         watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
@@ -167,24 +102,29 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(HtmlSummary(report, redactor.clean(str(stack_dir))), "stackproof-html-summary")
 
 
-def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> None:
+def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> list[str]:
     """The run's waivers (--waivers, else the stack dir's waivers.yml) and history (--history, else
-    history.jsonl in the report dir; --baseline to compare with instead). A waiver file or baseline that
-    cannot be used is a session error: NO-GO, named in one line."""
+    history.jsonl in the report dir; --baseline to compare with instead). Returns the usage errors: a waiver
+    file or baseline that cannot be used. A waiver file refused as the stack's own is a session error (NO-GO)."""
+    problems = []
     report.waivers = load_waivers(stack.root, setting(config, "waivers"), config.getoption("strict_profile"),
                                   report.started.date())
     if report.waivers.error:
-        report.add_session_error(report.waivers.error)
+        if report.waivers.refused:
+            report.add_session_error(report.waivers.error)
+        else:
+            problems.append(report.waivers.error)
     baseline = None
     if setting(config, "baseline"):
         try:
             baseline = load_baseline(Path(setting(config, "baseline")).expanduser().absolute())
         except StackError as exc:
-            report.add_session_error(str(exc))
+            problems.append(str(exc))
     history = setting(config, "history")
     path = Path(history).expanduser().absolute() if history else report.report_dir / HISTORY_FILE
     if not config.getoption("no_history") or baseline is not None:
         report.history = RunHistory(None if config.getoption("no_history") else path, baseline)
+    return problems
 
 
 @pytest.hookimpl(optionalhook=True)

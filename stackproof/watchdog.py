@@ -4,7 +4,7 @@ At the deadline SIGALRM raises `RunTimeout` (a KeyboardInterrupt, so pytest stop
 session the way it does on Ctrl-C) in the main thread, even inside a blocked read, wait
 or sleep; the report is then written as INCOMPLETE and NO-GO. Should the run still not
 end (a check that swallows the interruption, a teardown that hangs), a timer thread
-writes that report itself after a grace period and ends the process with exit code 2.
+writes that report itself after a grace period and ends the process with exit code 1 (NO-GO).
 
 Why a signal and a thread, not a library: pytest-timeout bounds single tests and
 ends the process without our report; the run needs one bound over the whole session
@@ -24,7 +24,7 @@ import pytest
 
 from stackproof.report.collector import placeholder_row
 
-HARD_STOP_EXIT = 2  # pytest's INTERRUPTED
+HARD_STOP_EXIT = 1  # NO-GO, as the verdict of an interrupted run (exit code 2 is a usage error)
 
 
 class RunTimeout(KeyboardInterrupt):

@@ -60,6 +60,17 @@ class SuiteRun:
     def verdict(self) -> str:
         return self.report["verdict"]["decision"]
 
+    @property
+    def passed(self) -> bool:
+        """The run's gate passed: GO (a run with live checks) or STATIC PASS (a static run), exit code 0."""
+        return self.report["verdict"]["passed"]
+
+    @property
+    def failed_gate(self) -> bool:
+        """NO-GO, or STATIC FAIL for a static run: the decision its gate (deploy or static) calls a failure."""
+        verdict = self.report["verdict"]
+        return verdict["decision"] == {"deploy": "NO-GO", "static": "STATIC FAIL"}[verdict["gate"]]
+
 
 
 def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str, also: tuple[str, ...] = (),
@@ -77,7 +88,7 @@ def assert_only_control_fails(run: SuiteRun, control: str, *fragments: str, also
     reasons = " | ".join(run.reasons(control))
     for fragment in fragments:
         assert fragment in reasons, f"{fragment!r} not in the failure reasons of {control}: {reasons}"
-    assert run.verdict == "NO-GO"
+    assert run.failed_gate
     assert run.ret == 1
 
 

@@ -1,5 +1,6 @@
 """Bad input anywhere fails the right controls with one line naming the file or
-container; nothing crashes and the report is always written."""
+container; nothing crashes and the report is always written. (A stack dir, profile or waiver
+file that cannot be used is a usage error instead: tests/test_usage_errors.py.)"""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _explained(run: SuiteRun, *fragments: str) -> list[str]:
         assert reason and "\n" not in reason
     for fragment in fragments:
         assert any(fragment in r for r in reasons), f"{fragment!r} in none of {reasons}"
-    assert run.verdict == "NO-GO" and run.ret == 1
+    assert run.failed_gate and run.ret == 1
     return reasons
 
 
@@ -49,15 +50,8 @@ CASES = [
      ["tls_monitoring", "progressive_disclosure"]),
     ("secrets-dir-missing", lambda s: shutil.rmtree(s / "ai-stack/compose/secrets"), ["secrets"],
      ["alert_rules", "tls_monitoring", "progressive_disclosure"]),
-    ("profile-unknown-key", lambda s: _append(s / "stackproof.yml", "\npool:\n  min_sise: 5\n"), ["stackproof.yml", "min_sise"], []),
     ("compose-10000-levels", lambda s: (s / COMPOSE).write_text("services: " + "[" * 10_000 + "]" * 10_000),
      ["docker-compose.yml: line 1 invalid YAML: nested deeper than 100 levels"], ["tls_monitoring", "progressive_disclosure"]),
-    ("profile-string-for-int", lambda s: _append(s / "stackproof.yml", "\npool:\n  min_size: '30'\n"),
-     ["stackproof.yml: pool.min_size must be an integer, got str '30'"], []),
-    ("profile-list-for-path", lambda s: _append(s / "stackproof.yml", "\npaths:\n  compose: [a.yml]\n"),
-     ["stackproof.yml: paths.compose must be a string, got list ['a.yml']"], []),
-    ("profile-10000-levels", lambda s: _append(s / "stackproof.yml", "\npool: " + "{a: " * 10_000 + "}" * 10_000 + "\n"),
-     ["stackproof.yml: line ", "invalid YAML: nested deeper than 100 levels"], []),
 ]
 
 
@@ -68,12 +62,6 @@ def test_bad_file_fails_with_one_line(stack_copy, run_static, break_it, fragment
     _explained(run, *fragments)
     for control in still_pass:
         assert run.statuses[control] == "PASS", (control, run.reasons(control))
-
-
-def test_stack_dir_not_found(tmp_path, run_static):
-    run = run_static(tmp_path / "nowhere")
-    _explained(run, "stack dir not found")
-    assert set(run.statuses.values()) == {"FAIL"}
 
 
 @pytest.mark.parametrize("env, args, fragment", [
@@ -89,7 +77,7 @@ def test_live_without_a_stack_fails_with_live_and_skips_without(stack_copy, run_
     lenient = run_suite(stack_copy, "-m", "live", *args)
     assert lenient.report is not None and lenient.ret == 1, "a NO-GO of skipped checks exits non-zero"
     assert set(lenient.statuses.values()) == {"NOT PROVEN"}, "a skip never counts as a pass"
-    assert lenient.verdict == "NO-GO" and fragment in lenient.report["verdict"]["reason"]
+    assert lenient.failed_gate and fragment in lenient.report["verdict"]["reason"]
 
 
 def test_missing_required_variables_are_one_target_error(stack_copy, run_static):
@@ -104,7 +92,7 @@ def test_missing_required_variables_are_one_target_error(stack_copy, run_static)
     assert not [row for row in rows if "STACK_UID" in row["reason"] and row["status"] == "FAIL"]
     blocked = [row for row in rows if row["status"] == "SKIPPED" and row["reason"].startswith("blocked by target error: ")]
     assert len(blocked) >= 10
-    assert run.verdict == "NO-GO" and "target error" in run.report["verdict"]["reason"] and run.ret == 1
+    assert run.failed_gate and "target error" in run.report["verdict"]["reason"] and run.ret == 1
     assert run.stdout.count("TARGET ERROR: ") == 1
     assert run.statuses["tls_monitoring"] == "PASS"  # checks that do not need the compose model still judge
 
@@ -128,4 +116,4 @@ def test_role_behind_an_inactive_compose_profile_is_named(stack_copy, run_static
     with (stack_copy / "stackproof.yml").open("a") as profile:
         profile.write("\ncompose:\n  profiles: [full]\n")
     again = run_static(stack_copy)
-    assert again.verdict == "GO", again.statuses
+    assert again.passed, again.statuses

@@ -69,7 +69,7 @@ def test_github_workflow_does_what_it_says() -> None:
     assert workflow["jobs"]["validate"]["env"]["LIVE"] == "${{ github.event_name != 'pull_request' }}"
     for name in ("Verdict", "Keep the reports", "Publish JUnit", "Save the run history"):
         assert runs[name]["if"].startswith("always()"), name
-    assert 'decision"] != "GO"' in runs["Verdict"]["run"]
+    assert 'decision"] not in ("GO", "STATIC PASS")' in runs["Verdict"]["run"]
     assert runs["Keep the reports"]["with"]["path"] == "reports/"
     assert runs["Publish JUnit"]["with"]["report_paths"] == "reports/junit.xml"
     assert runs["Restore the run history"]["with"]["path"] == runs["Save the run history"]["with"]["path"] \
@@ -83,7 +83,7 @@ def test_gitlab_job_does_what_it_says() -> None:
     assert any("schedule" in condition and live == "true" for condition, live in modes.items())
     script = "\n".join(job["script"])
     assert 'DOCKER_HOST="$STAGING_DOCKER_HOST"' in script and "stackproof validate --static" in script
-    assert 'sys.exit(v["decision"] != "GO")' in script
+    assert 'sys.exit(v["decision"] not in ("GO", "STATIC PASS"))' in script
     assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "reports/junit.xml"
     assert job["cache"]["paths"] == ["reports/history.jsonl"] and job["cache"]["when"] == "always"
 
@@ -97,14 +97,15 @@ def verdict_commands() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("platform", TEMPLATES)
-@pytest.mark.parametrize("decision, passes", [("GO", True), ("NO-GO", False), (None, False)])
+@pytest.mark.parametrize("decision, passes", [("GO", True), ("NO-GO", False), ("STATIC PASS", True),
+                                              ("STATIC FAIL", False), (None, False)])
 def test_verdict_step_fails_the_job_unless_go(platform: str, decision: str | None, passes: bool, tmp_path: Path) -> None:
-    """The templates' verdict step, run as the platform runs it: the job passes on GO only; NO-GO
-    and a missing report (None) fail it."""
+    """The templates' verdict step, run as the platform runs it: the job passes on GO (nightly) or STATIC PASS
+    (a pull request's static gate) only; NO-GO, STATIC FAIL and a missing report (None) fail it."""
     reports = tmp_path / "reports"
     reports.mkdir()
     if decision is not None:
-        verdict = {"decision": decision, "reason": "" if decision == "GO" else "a control failed", "line": decision}
+        verdict = {"decision": decision, "reason": "" if decision in ("GO", "STATIC PASS") else "a control failed", "line": decision}
         (reports / "validation-report.json").write_text(json.dumps({"verdict": verdict}))
         (reports / "validation-report.md").write_text(f"# Validation report\n\n**Verdict: {decision}**\n")
     summary = tmp_path / "summary.md"

@@ -101,7 +101,7 @@ def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
     assert all(c["validated"] == "both" for c in run.report["controls"]), [c["validated"] for c in run.report["controls"]]
     assert run.report["run"]["engine"] == "swarm"
     assert [c["warning"] for c in run.report["controls"] if c["id"] == "docker_secrets_mode"] == [""]
-    assert run.verdict == "GO" and run.ret == 0
+    assert run.passed and run.ret == 0
 
 
 def _stack_ids() -> tuple[int, int]:
@@ -212,7 +212,7 @@ def test_swarm_task_on_unreachable_node_is_not_proven(swarm_stack, run_suite, st
     assert live_rows and all(row["status"] == "SKIPPED" for row in live_rows), [row["status"] for row in live_rows]
     assert all("not proven" in row["reason"] and node in row["reason"] for row in live_rows), \
         [row["reason"] for row in live_rows]
-    assert run.verdict == "NO-GO" and "not proven" in run.report["verdict"]["reason"]
+    assert run.failed_gate and "not proven" in run.report["verdict"]["reason"]
 
 
 def _free_port() -> int:
@@ -250,7 +250,7 @@ def test_podman_reference_stack_is_go_and_a_0644_secret_fails(podman_stack, run_
     run = run_suite(REFERENCE_STACK, *args)
     assert run.report is not None, run.stdout[-3000:]
     assert {c: run.reasons(c) for c in run.failed_controls} == {}
-    assert run.report["run"]["engine"] == "podman" and run.verdict == "GO" and run.ret == 0
+    assert run.report["run"]["engine"] == "podman" and run.passed and run.ret == 0
     secret = REFERENCE_STACK / "ai-stack/compose/secrets/postgres_password"
     mode = secret.stat().st_mode & 0o7777
     try:

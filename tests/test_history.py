@@ -30,14 +30,14 @@ def test_fixed_then_regressed_then_flapping_and_a_baseline(stack_copy, run_stati
     reports = tmp_path / "reports"
     key.chmod(0o644)
     first = run_static(stack_copy, report_dir=reports)
-    assert first.verdict == "NO-GO" and first.report["history"]["previous"] is None
+    assert first.failed_gate and first.report["history"]["previous"] is None
     assert "No earlier run of this target in the history." in (reports / "validation-report.md").read_text()
 
     key.chmod(0o600)
     fixed = run_static(stack_copy, report_dir=reports)
     history = fixed.report["history"]
-    assert fixed.verdict == "GO" and fixed.ret == 0, fixed.stdout[-2000:]
-    assert history["previous"]["source"] == "history" and history["previous"]["verdict"] == "NO-GO"
+    assert fixed.passed and fixed.ret == 0, fixed.stdout[-2000:]
+    assert history["previous"]["source"] == "history" and history["previous"]["verdict"] == "STATIC FAIL"
     assert ids(history["fixed"]) == [OWNER_ONLY] and history["new_failures"] == [] == history["flapping"]
     assert "fixed since the last run: test_secret_files_owner_only" in fixed.stdout
     markdown = (reports / "validation-report.md").read_text()
@@ -58,7 +58,7 @@ def test_fixed_then_regressed_then_flapping_and_a_baseline(stack_copy, run_stati
     html = (reports / "validation-report.html").read_text()
     assert html.count('<span class="cell fail"') == 2 and "<script" not in html
     lines = (reports / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["verdict"] for line in lines] == ["NO-GO", "GO", "NO-GO"]
+    assert [json.loads(line)["verdict"] for line in lines] == ["STATIC FAIL", "STATIC PASS", "STATIC FAIL"]
     assert json.loads(lines[-1])["checks"][OWNER_ONLY] == "FAIL"
 
     against = run_static(stack_copy, "--baseline", str(go_report), "--no-history", report_dir=tmp_path / "baseline")
@@ -104,20 +104,16 @@ def test_the_strip_of_thirty_and_failing_since_from_a_long_and_dirty_history(sta
 
 def test_a_hostile_history_file_does_not_hang_or_break_the_run(stack_copy, run_static, tmp_path):
     """A history file larger than the size cap, made of a huge unterminated line, deep JSON, invalid UTF-8, a
-    valid line of the wrong shape and NUL bytes, and a waiver file nested too deep: the run ends in bounded
-    time with its report, the waiver file is a session error (NO-GO, named in one line), the history's bad
-    lines are a note, and the file is cut back below its cap ending with this run's valid line."""
+    valid line of the wrong shape and NUL bytes: the run ends in bounded time with its report, the history's
+    bad lines are a note, and the file is cut back below its cap ending with this run's valid line."""
     reports = tmp_path / "reports"
     reports.mkdir()
     hostile = reports / "history.jsonl"
     with open(hostile, "wb") as out:
         out.write(b"x" * (MAX_FILE_BYTES + 1024))  # no newline at all
         out.write(b"\n" + b"[" * 200_000 + b"\n" + b"\xff\xfe\n" + b'{"v": 1, "checks": "all"}\n' + b"\x00" * 1000)
-    (stack_copy / "waivers.yml").write_text("waivers: " + "[" * 10_000 + "]" * 10_000 + "\n")
     run = run_static(stack_copy, report_dir=reports, timeout=120)
-    assert run.report is not None and run.verdict == "NO-GO" and run.ret == 1, run.stdout[-3000:]
-    assert run.report["verdict"]["reason"].startswith("waiver file waivers.yml:") and "nested deeper" in \
-        run.report["verdict"]["reason"]
+    assert run.report is not None, run.stdout[-3000:]
     assert any("unreadable line(s) skipped" in note for note in run.report["history"]["notes"])
     assert hostile.stat().st_size < MAX_FILE_BYTES
     last = hostile.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]

@@ -25,7 +25,6 @@ ROTATE = "scripts/rotate-api-key.sh"
 KEY = "ai-stack/compose/secrets/stack_api_key"
 PASSWORD = "ai-stack/compose/secrets/postgres_password"
 COMPOSE = "ai-stack/compose/docker-compose.yml"
-PROFILE = "stackproof.yml"
 REPORTS = {"validation-report.html", "validation-report.md", "validation-report.json"}
 
 # every way a child can outlive its parent: (id, shell fragment starting it; {n} makes its sleep unique)
@@ -168,18 +167,18 @@ def dev_zero(relative: str):
 
 
 # (stack files, what the failures must name, controls that must still pass); the key and the monitor script
-# fail different controls, so one run covers both. Which control reports a broken shared input (compose
-# file, profile) first is the blocked-by order's business: the others skip as "blocked by" it.
+# fail different controls, so one run covers both. Which control reports a broken shared input (the compose
+# file) first is the blocked-by order's business: the others skip as "blocked by" it. (The profile as a
+# special file is a usage error: tests/test_usage_errors.py.)
 SPECIAL_TARGETS = [
     ([KEY, MONITOR], [KEY, MONITOR], ["docker_secrets_mode", "connection_pool"]),
     ([COMPOSE], ["docker-compose.yml"], ["tls_monitoring", "progressive_disclosure"]),
-    ([PROFILE], [PROFILE], []),
 ]
 KINDS = [("fifo", fifo, "a FIFO, not a regular file"), ("dev-zero", dev_zero, "a character device, not a regular file")]
 
 
 @pytest.mark.parametrize("kind, make, says", KINDS, ids=[k[0] for k in KINDS])
-@pytest.mark.parametrize("targets, fragments, passing", SPECIAL_TARGETS, ids=["key-and-script", "compose", "profile"])
+@pytest.mark.parametrize("targets, fragments, passing", SPECIAL_TARGETS, ids=["key-and-script", "compose"])
 def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, passing, kind, make, says):
     """A FIFO, or a symlink to /dev/zero, where the stack has a file: no hang, no memory blow-up, NO-GO with
     one line naming the stack's file."""
@@ -190,7 +189,7 @@ def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, p
     run = run_static(stack_copy, "--stack-timeout", "5")
     assert time.monotonic() - started < 150
     complete(run)
-    assert run.verdict == "NO-GO" and run.ret == 1
+    assert run.failed_gate and run.ret == 1
     reasons = [r for c in run.failed_controls for r in run.reasons(c)]
     for fragment in fragments:  # the stack's file is named (a symlink out may be refused as leading outside first)
         assert any(fragment in r for r in reasons), (fragment, reasons)
@@ -218,7 +217,7 @@ def test_a_script_writing_into_its_stack_writes_into_the_copy(stack_copy, run_st
                                f'echo ran >>"{in_tmp}"')(stack_copy)
     run = run_static(stack_copy)
     complete(run)
-    assert run.verdict == "GO", {c: run.reasons(c) for c in run.failed_controls}
+    assert run.passed, {c: run.reasons(c) for c in run.failed_controls}
     assert not list(stack_copy.rglob("monitor.log"))
     assert not in_tmp.exists()
 
@@ -241,7 +240,7 @@ def test_a_run_that_changes_the_stack_dir_is_no_go(stack_copy, run_suite, pytest
     run = run_suite(stack_copy, "-m", "static", "-p", "stack_writer")
     complete(run)
     assert run.failed_controls == set()
-    assert run.verdict == "NO-GO" and run.ret == 1
+    assert run.failed_gate and run.ret == 1
     reason = run.report["verdict"]["reason"]
     assert reason == "the run changed the stack dir (read-only): scripts/left-behind.log, stackproof.yml", reason
 
@@ -301,7 +300,7 @@ def test_a_script_cannot_reach_network_environment_or_other_secrets(stack_copy, 
     finally:
         listener.close()
     complete(run)
-    assert run.verdict == "GO", {c: run.reasons(c) for c in run.failed_controls}
+    assert run.passed, {c: run.reasons(c) for c in run.failed_controls}
     assert listener.connections == 0
     assert_no_secret_in(run, [*secrets, token.encode()])
 
@@ -331,8 +330,8 @@ def test_without_a_sandbox_stack_code_is_not_run_unless_trusted(stack_copy, run_
         assert rows[check]["status"] == "SKIPPED", rows[check]
         assert "stack code not run: no sandbox: bubblewrap (bwrap) is not installed" in rows[check]["reason"]
     assert untrusted.failed_controls == set()
-    assert untrusted.verdict == "NO-GO" and "no sandbox" in untrusted.report["verdict"]["reason"]
+    assert untrusted.failed_gate and "no sandbox" in untrusted.report["verdict"]["reason"]
     assert untrusted.ret == 1
     trusted = run_static(stack_copy, "--trust-stack-code")
     complete(trusted)
-    assert trusted.verdict == "GO", {c: trusted.reasons(c) for c in trusted.failed_controls}
+    assert trusted.passed, {c: trusted.reasons(c) for c in trusted.failed_controls}

@@ -123,7 +123,7 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((workdir / "reports/validation-report.json").read_text())
-    assert report["verdict"]["decision"] == "GO"
+    assert report["verdict"]["decision"] == "STATIC PASS"
     assert report["target"]["stack_dir"] == str(stack_copy)
     assert all(row["nodeid"].startswith("suites/test_") for c in report["controls"] for row in c["checks"])
     probe = json.loads((tmp_path / "given.json").read_text())
@@ -136,7 +136,7 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
     done = subprocess.run(command, cwd=workdir, env=bundled, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((workdir / "reports/validation-report.json").read_text())
-    assert report["verdict"]["decision"] == "GO"
+    assert report["verdict"]["decision"] == "STATIC PASS"
     assert report["target"]["stack_dir"] == str(tmp_path / "home/stack")
     assert not list((site_packages / "stackproof").rglob("secrets")), "set-up wrote into site-packages"
     assert not list(site_packages.rglob("validation-report.*")), "a report was written into site-packages"

@@ -102,7 +102,7 @@ def test_blocked_and_unproven_are_shown_as_such():
         report.finished.add(row.nodeid)
     summary = report.build_summary()
     pool = next(c for c in summary["controls"] if c["id"] == "connection_pool")
-    assert pool["status"] == "NOT PROVEN" and summary["verdict"]["decision"] == "NO-GO"
+    assert pool["status"] == "NOT PROVEN" and summary["verdict"]["decision"] == "STATIC FAIL"
     assert summary["totals"]["blocked"] == 1 and [row["blocked"] for row in pool["checks"]] == [True, False]
     outputs = render_all(summary)
     assert re.search(r"\| BLOCKED \| ` check 0 ` \| ` blocked by test_pool_size", outputs["md"]), outputs["md"]

@@ -55,10 +55,13 @@ def go_report(reference_stack, tmp_path_factory) -> dict:
     "path, value",
     [
         (("schema_version",), KeyError),
-        (("schema_version",), "2.0"),
+        (("schema_version",), "3.0"),
+        (("schema_version",), "1.5"),
+        (("verdict", "gate"), "maybe"),
+        (("verdict", "passed"), KeyError),
         (("verdict", "decision"), "MAYBE"),
         (("verdict",), KeyError),
-        (("verdict", "reason"), ""),  # a NO-GO (below) without a reason
+        (("verdict", "reason"), ""),  # a failed gate (below) without a reason
         (("controls", 0, "status"), "WARN"),
         (("controls", 0, "checks", 0, "status"), "NOT PROVEN"),
         (("controls", 0, "checks", 0, "mode"), "remote"),
@@ -69,7 +72,7 @@ def go_report(reference_stack, tmp_path_factory) -> dict:
     ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else repr(v),
 )
 def test_schema_rejects(go_report: dict, path: tuple, value) -> None:
-    report = set_path(go_report, ("verdict", "decision"), "NO-GO") if path == ("verdict", "reason") else go_report
+    report = set_path(go_report, ("verdict", "passed"), False) if path == ("verdict", "reason") else go_report
     assert report_schema_errors(set_path(report, path, value)), f"{path} = {value!r} passed the schema"
 
 

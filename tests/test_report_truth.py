@@ -58,7 +58,7 @@ def test_xdist_run_gives_the_serial_verdict_exit_code_statuses_and_junit(stack_c
     serial, xdist = runs["serial"], runs["xdist"]
     assert (xdist.verdict, xdist.ret, check_statuses(xdist)) == (serial.verdict, serial.ret, check_statuses(serial))
     assert xdist.statuses == serial.statuses
-    assert (serial.verdict, serial.ret) == (("NO-GO", 1) if broken else ("GO", 0))
+    assert (serial.verdict, serial.ret) == (("STATIC FAIL", 1) if broken else ("STATIC PASS", 0))
 
 
 def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_static, run_suite, tmp_path, pytester):
@@ -67,7 +67,7 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
     whose values hold a lone surrogate, an undecodable file name and Markdown links, images and HTML."""
     reports = tmp_path / "reports"
     go = run_static(stack_copy, report_dir=reports)
-    assert go.verdict == "GO" and go.ret == 0, go.stdout[-2000:]
+    assert go.passed and go.ret == 0, go.stdout[-2000:]
     (reports / "validation-report.md.tmp").write_text("half a report")
     (reports / ".stackproof-report-leftover").mkdir()
 
@@ -75,10 +75,10 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
     crashed = run_static(stack_copy, "-p", "crash_plugin", report_dir=reports)
     assert crashed.ret == 3 and "INTERNALERROR" in crashed.stdout
     assert {p.name for p in reports.iterdir()} == REPORT_FILES | {HISTORY}
-    assert crashed.report["run"]["status"] == "ERROR" and crashed.verdict == "NO-GO"
+    assert crashed.report["run"]["status"] == "ERROR" and crashed.failed_gate
     assert "internal error: RuntimeError: plugin crash" in crashed.report["verdict"]["reason"]
     for path in (reports / name for name in REPORT_FILES):
-        assert "NO-GO" in path.read_text() and "GO: every P0 control passed" not in path.read_text()
+        assert "STATIC FAIL" in path.read_text() and "STATIC PASS: every static check" not in path.read_text()
 
     before = {p.name: p.read_bytes() for p in reports.iterdir()}
     listed = run_static(stack_copy, "--collect-only", report_dir=reports)
@@ -89,7 +89,7 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
         rules.write(f'groups:\n  - name: hostile\n    rules:\n      - alert: "{HOSTILE_NAME} Bad\\udcffName"\n'
                     '        expr: up == 0\n')
     broken = run_static(stack_copy, report_dir=reports)
-    assert broken.ret == 1 and broken.verdict == "NO-GO" and "INTERNALERROR" not in broken.stdout, broken.stdout[-3000:]
+    assert broken.ret == 1 and broken.failed_gate and "INTERNALERROR" not in broken.stdout, broken.stdout[-3000:]
     assert {p.name for p in reports.iterdir()} == REPORT_FILES | {HISTORY}
     texts = {p.suffix: p.read_bytes().decode("utf-8") for p in reports.iterdir() if p.name != HISTORY}  # valid UTF-8, all three
     assert "\\ufffd" in texts[".json"] and "\ufffd" in texts[".md"] and "\ufffd" in texts[".html"]  # the surrogate, replaced
@@ -110,7 +110,7 @@ def test_run_timeout_ends_a_hanging_run_with_an_incomplete_nogo_report(stack_cop
     elapsed = time.monotonic() - started
     assert run.report is not None, run.stdout[-3000:]
     assert elapsed < 60, f"the run took {elapsed:.0f}s"
-    assert run.ret == 2 and run.verdict == "NO-GO" and run.report["run"]["status"] == "INCOMPLETE"
+    assert run.ret == 1 and run.failed_gate and run.report["run"]["status"] == "INCOMPLETE"
     assert "run time limit of 8s reached" in run.report["verdict"]["reason"]
     unfinished = [row for c in run.report["controls"] for row in c["checks"] if row["reason"].startswith("not finished")]
     assert any(row["control"] == "tls_monitoring" for row in unfinished), unfinished
@@ -130,10 +130,10 @@ def test_a_missing_tool_is_an_environment_error_and_no_go(stack_copy, run_static
         monkeypatch.setenv("PATH", bin_dir)
         run = run_static(stack_copy, "--junitxml", str(junit))
     assert run.report is not None, run.stdout[-3000:]
-    assert run.verdict == "NO-GO" and run.ret == 1 and not run.failed_controls
+    assert run.failed_gate and run.ret == 1 and not run.failed_controls
     assert run.report["verdict"]["reason"].startswith("1 check(s) not run, environment error: promtool not installed")
     rows = [row for c in run.report["controls"] for row in c["checks"] if row["environment_error"]]
     assert [row["status"] for row in rows] == ["SKIPPED"]
     suite, props, cases = junit_facts(junit)
     verdict_case = next(case for case in cases if case.get("name") == "verdict")
-    assert verdict_case.find("failure") is not None and props["verdict"] == "NO-GO"
+    assert verdict_case.find("failure") is not None and props["verdict"] == "STATIC FAIL"

@@ -60,8 +60,9 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     waived = run_static(stack_copy, "-n", "2", "--strict-profile", "--waivers", str(operator), "--junitxml", str(xml),
                         report_dir=reports)
 
-    assert waived.ret == 0 and waived.verdict == "GO", waived.stdout[-3000:]
-    assert waived.report["verdict"]["line"] == "GO: every P0 control passed or is waived (1 failing check(s) waived)"
+    assert waived.ret == 0 and waived.passed, waived.stdout[-3000:]
+    assert waived.report["verdict"]["line"].startswith(
+        "STATIC PASS: every static check passed or is waived (1 failing check(s) waived); ")
     row = rows_of(waived)[OWNER_ONLY]
     assert row["status"] == "FAIL" and row["waived"] and row["waiver"]["owner"] == "sec-team"
     assert "0644" in row["reason"]  # the failure itself is still told
@@ -74,7 +75,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     assert "WARNING: waiver for check test_no_such_check" in waived.stdout and "matches no check" in waived.stdout
     assert "1 xfailed" in waived.stdout
     props, cases = junit(xml)
-    assert (props["verdict"], props["waived"], props["waivers_unmatched"]) == ("GO", "1", "1")
+    assert (props["verdict"], props["waived"], props["waivers_unmatched"]) == ("STATIC PASS", "1", "1")
     case = cases["suites.test_api_key_permissions::test_secret_files_owner_only"]
     assert case.find("failure") is None and case.find("skipped").get("type") == "pytest.xfail"
     assert case_properties(case)["waiver"].startswith("key mode fixed in CHG-42 (owner: sec-team")
@@ -86,7 +87,7 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
 
     xml = tmp_path / "expired.xml"
     expired = run_static(stack_copy, "--junitxml", str(xml))  # the stack's own waivers.yml, its date passed
-    assert expired.ret == 1 and expired.verdict == "NO-GO", expired.stdout[-3000:]
+    assert expired.ret == 1 and expired.failed_gate, expired.stdout[-3000:]
     row = rows_of(expired)[OWNER_ONLY]
     expired_on = (TODAY - dt.timedelta(days=1)).isoformat()
     assert row["status"] == "FAIL" and not row["waived"] and row["waiver"]["expired"]
@@ -96,11 +97,11 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     assert {e["state"] for e in expired.report["waivers"]["entries"]} == {"expired", "unused"}
     props, cases = junit(xml)
     case = cases["suites.test_api_key_permissions::test_secret_files_owner_only"]
-    assert props["verdict"] == "NO-GO" and case.find("failure") is not None
+    assert props["verdict"] == "STATIC FAIL" and case.find("failure") is not None
     assert "waiver_expired" in case_properties(case)
 
     refused = run_static(stack_copy, "--strict-profile")  # the stack's own waivers.yml, under --strict-profile
-    assert refused.ret == 1 and refused.verdict == "NO-GO"
+    assert refused.ret == 1 and refused.failed_gate
     reason = refused.report["verdict"]["reason"]
     assert reason.startswith("waiver file waivers.yml is inside the stack dir: refused under --strict-profile"), reason
     assert refused.report["session_errors"] == [refused.report["waivers"]["error"]]

@@ -40,12 +40,15 @@ from stackproof.redact import Redactor, strip_controls, text_of
 from stackproof.report.waivers import UNMATCHED, WaiverSet
 
 PASS, FAIL, SKIPPED, NOT_PROVEN = "PASS", "FAIL", "SKIPPED", "NOT PROVEN"
+LIVE_ONLY = "LIVE ONLY"  # in a static run: a control only its live checks can prove
+GO, NO_GO, STATIC_PASS, STATIC_FAIL = "GO", "NO-GO", "STATIC PASS", "STATIC FAIL"
+PASSING_DECISIONS = (GO, STATIC_PASS)
 COMPLETE, INCOMPLETE, ERROR = "COMPLETE", "INCOMPLETE", "ERROR"
 BLOCKED_PREFIX = "blocked by "  # a skip whose input an earlier failing check already ruled out
 NOT_FINISHED_PREFIX = "not finished: "  # a check an interrupted run did not finish
 ENVIRONMENT_PREFIX = ENVIRONMENT_ERROR  # a skip for a tool missing where the suite runs (errors.environment_error)
 REPORT_NAME = "validation-report"
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "2.0"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 SUFFIXES = ("json", "md", "html")
 JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
@@ -305,8 +308,9 @@ class ValidationReport:
             return
         with self._writing:
             self.write(session, int(exitstatus))
-        if self.summary["verdict"]["decision"] != "GO" and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if not self.summary["verdict"]["passed"] and session.exitstatus in (pytest.ExitCode.OK,
+                                                                                 pytest.ExitCode.INTERRUPTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # an interrupted run is a NO-GO (2 is a usage error)
         self.annotate_junit()
 
     def write(self, session: pytest.Session | None, exitstatus: int) -> None:
@@ -336,7 +340,7 @@ class ValidationReport:
         if not self.summary:
             return
         verdict, run = self.summary["verdict"], self.summary["run"]
-        color = {"green": True} if verdict["decision"] == "GO" else {"red": True}
+        color = {"green": True} if verdict["passed"] else {"red": True}
         terminalreporter.section("stackproof validation report")
         for error in self.summary["target_errors"]:
             terminalreporter.write_line(f"TARGET ERROR: {error}", red=True, bold=True)
@@ -433,7 +437,7 @@ class ValidationReport:
             xml.add_global_property("waivers_expired", str(len(self.waivers.expired)))
             entries = (self.summary.get("waivers") or {}).get("entries", [])
             xml.add_global_property("waivers_unmatched", str(sum(e["state"] == UNMATCHED for e in entries)))
-        if verdict["decision"] != "GO" and not any(row.status == FAIL and nodeid not in waived
+        if not verdict["passed"] and not any(row.status == FAIL and nodeid not in waived
                                                    for nodeid, row in self.rows.items()):
             location = ("stackproof", None, "verdict")
             for when, outcome, longrepr in (("call", "failed", verdict["line"]), ("teardown", "passed", None)):
@@ -470,8 +474,9 @@ class ValidationReport:
             data["blocked"] = data["status"] == SKIPPED and data["reason"].startswith(BLOCKED_PREFIX)
             data["environment_error"] = data["status"] == SKIPPED and data["reason"].startswith(ENVIRONMENT_PREFIX)
             self._mark_waiver(data)
-        controls = [_control_summary(control, [r for r in rows if r["control"] == control.id], self.engine) for control in CONTROLS]
         live_run = any(row["mode"] == "live" for row in rows)
+        controls = [_control_summary(control, [r for r in rows if r["control"] == control.id], self.engine, live_run)
+                    for control in CONTROLS]
         run = {"live": live_run, "engine": self.engine, "status": status, "reason": self.redactor.clean(why),
                "duration_s": round(time.monotonic() - self.clock, 3)}
         target_errors = list(dict.fromkeys([*(self.redactor.clean(e) for e in self.target_errors()),
@@ -548,7 +553,8 @@ class ValidationReport:
             "target_errors": [],
             "controls": [],
             "totals": _totals([]),
-            "verdict": {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"},
+            "verdict": {"decision": NO_GO, "gate": "deploy", "passed": False, "reason": reason,
+                        "line": f"NO-GO: {reason}"},
         }
 
 
@@ -584,11 +590,13 @@ def unproving(row: dict) -> bool:
                                          or row["reason"].startswith(NOT_FINISHED_PREFIX))
 
 
-def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
+def _control_summary(control, rows: list[dict], engine: str | None, live_run: bool = True) -> dict:
     """FAIL when a check failed; PASS when checks ran and passed and none that was meant to run was
     skipped; NOT PROVEN otherwise: a control counts as proven only by checks that ran (a skipped live
     check proves nothing, whatever its static siblings did). A FAIL whose every failing check is waived
-    is `waived` (shown WAIVED; it does not block GO)."""
+    is `waived` (shown WAIVED; it does not block GO). In a static run, a control that only live checks can
+    prove (its static checks cannot, or had nothing to judge, and none failed) is LIVE ONLY: neither PASS
+    nor NOT PROVEN, since the run never set out to prove it."""
     failing = [row for row in rows if row["status"] == FAIL]
     waived = bool(failing) and all(row.get("waived") for row in failing)
     missing = [row for row in rows if unproving(row)]
@@ -598,6 +606,9 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         status = PASS
     else:
         status = NOT_PROVEN
+    nothing_to_judge = status == NOT_PROVEN and bool(rows) and not missing  # (no check of it selected: NOT PROVEN)
+    if not live_run and ((status == PASS and not control.proven_statically) or nothing_to_judge):
+        status = LIVE_ONLY
     modes = sorted({row["mode"] for row in rows if row["status"] == PASS})
     validated = "both" if len(modes) == 2 else (modes[0] if modes and status == PASS else "-")
     if waived:
@@ -610,6 +621,9 @@ def _control_summary(control, rows: list[dict], engine: str | None) -> dict:
         reason = first["reason"] if first else "no check of it ran"
         if len(missing) > 1:
             reason = f"{len(missing)} checks not run, the first: {reason}"
+    elif status == LIVE_ONLY:
+        skipped = next((row["reason"] for row in rows if row["status"] == SKIPPED), "")
+        reason = skipped or "its static checks passed, but only its live checks prove it"
     else:
         reason = ""
     return {
@@ -633,8 +647,12 @@ def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: lis
     failure is waived), no check was skipped for an environment error and, on a live run, no live check was
     skipped. The reason names what matters most: a broken or incomplete run, a target error, a failed
     control, an environment error, a skipped live check, an unproven control. A session error (the stack dir
-    changed during the run, a malformed waiver file) is NO-GO too. `leading` (the checks that regressed since
-    the last run) comes first in a NO-GO's reason."""
+    changed during the run, a refused waiver file) is NO-GO too. `leading` (the checks that regressed since
+    the last run) comes first in a NO-GO's reason.
+
+    A run without live checks decides no deployment: it is the static gate, STATIC PASS or STATIC FAIL by
+    the same rules (a LIVE ONLY control does not hold it back), and says so."""
+    gate = "deploy" if run["live"] else "static"
     p0 = [c for c in controls if c["p0"]]
     failed = [c for c in p0 if c["status"] == FAIL and not c.get("waived")]
     unproven = [c for c in p0 if c["status"] == NOT_PROVEN]
@@ -658,11 +676,18 @@ def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: lis
         reason = _control_reason(unproven, "NOT PROVEN")
     else:
         waived = sum(row.get("waived", False) for row in rows)
-        line = f"GO: every P0 control passed or is waived ({waived} failing check(s) waived)" if waived else \
-            "GO: every P0 control passed"
-        return {"decision": "GO", "reason": "", "line": line}
+        waived_text = f" ({waived} failing check(s) waived)" if waived else ""
+        if gate == "static":
+            live_only = [c["title"] for c in controls if c["status"] == LIVE_ONLY]
+            line = (f"STATIC PASS: every static check passed{' or is waived' if waived else ''}{waived_text}; "
+                    f"the live checks were not run{' (' + ', '.join(live_only) + ': live only)' if live_only else ''}"
+                    "; not a deploy decision")
+            return {"decision": STATIC_PASS, "gate": gate, "passed": True, "reason": "", "line": line}
+        line = f"GO: every P0 control passed or is waived{waived_text}" if waived else "GO: every P0 control passed"
+        return {"decision": GO, "gate": gate, "passed": True, "reason": "", "line": line}
     reason = f"{leading}; {reason}" if leading else reason
-    return {"decision": "NO-GO", "reason": reason, "line": f"NO-GO: {reason}"}
+    decision = NO_GO if gate == "deploy" else STATIC_FAIL
+    return {"decision": decision, "gate": gate, "passed": False, "reason": reason, "line": f"{decision}: {reason}"}
 
 
 def _control_reason(controls: list[dict], what: str) -> str:

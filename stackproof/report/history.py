@@ -47,7 +47,7 @@ SHOWN_REGRESSIONS = 3  # regressed checks named in the verdict's reason
 
 Short = Annotated[str, StringConstraints(max_length=4096)]
 CheckStatus = Literal["PASS", "FAIL", "WAIVED", "SKIPPED"]
-ControlStatus = Literal["PASS", "FAIL", "WAIVED", "NOT PROVEN", "SKIPPED"]
+ControlStatus = Literal["PASS", "FAIL", "WAIVED", "NOT PROVEN", "SKIPPED", "LIVE ONLY"]
 FAILING = ("FAIL", "WAIVED")  # a failure, accepted or not
 
 
@@ -62,7 +62,7 @@ class Record(BaseModel):
     project: Short | None = None
     commit: Short | None = None
     run: Short = "COMPLETE"
-    verdict: Literal["GO", "NO-GO"] | None = None
+    verdict: Literal["GO", "NO-GO", "STATIC PASS", "STATIC FAIL"] | None = None
     controls: dict[Short, ControlStatus] = Field(max_length=100)
     checks: dict[Short, CheckStatus] = Field(max_length=100_000)
 
@@ -80,7 +80,7 @@ class _BaselineCheck(BaseModel):
 class _BaselineControl(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: Short
-    status: Literal["PASS", "FAIL", "NOT PROVEN", "SKIPPED"]
+    status: Literal["PASS", "FAIL", "NOT PROVEN", "SKIPPED", "LIVE ONLY"]
     waived: bool = False
     checks: list[_BaselineCheck]
 
@@ -93,10 +93,10 @@ class _BaselineTarget(BaseModel):
 
 
 class _BaselineReport(BaseModel):
-    """What a comparison needs of an earlier JSON report (docs/report.schema.json, any 1.x)."""
+    """What a comparison needs of an earlier JSON report (docs/report.schema.json, any 1.x or 2.x)."""
 
     model_config = ConfigDict(extra="ignore")
-    schema_version: Annotated[str, StringConstraints(pattern=r"^1\.[0-9]+$")]
+    schema_version: Annotated[str, StringConstraints(pattern=r"^[12]\.[0-9]+$")]
     generated: Short
     target: _BaselineTarget
     run: dict = {}
@@ -138,7 +138,7 @@ def load_baseline(path: Path) -> Record:
     return Record(
         time=report.generated, target=report.target.stack_dir or "", project=report.target.compose_project,
         commit=report.target.git_commit, run=str(report.run.get("status", "COMPLETE")),
-        verdict=report.verdict.get("decision") if report.verdict.get("decision") in ("GO", "NO-GO") else None,
+        verdict=report.verdict.get("decision") if report.verdict.get("decision") in ("GO", "NO-GO", "STATIC PASS", "STATIC FAIL") else None,
         controls={c.id: "WAIVED" if c.status == "FAIL" and c.waived else c.status for c in report.controls},
         checks={row.nodeid: "WAIVED" if row.status == "FAIL" and row.waived else row.status
                 for c in report.controls for row in c.checks},

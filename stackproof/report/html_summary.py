@@ -45,7 +45,7 @@ class HtmlSummary:
             metadata["stackproof git commit"] = data["target"].get("git_commit") or "-"
             metadata["stackproof verdict"] = data["verdict"]["line"]
         verdict = data["verdict"]
-        css = PYTEST_HTML_CLASSES["PASS" if verdict["decision"] == "GO" else "FAIL"]
+        css = PYTEST_HTML_CLASSES["PASS" if verdict["passed"] else "FAIL"]
         html_path = Path(self.report.config.option.htmlpath).resolve()
         link = Path(os.path.relpath(self.report.report_dir / f"{REPORT_NAME}.html", html_path.parent)).as_posix()
         prefix.append(f'<p class="stackproof-verdict"><span class="{css}"><b>stackproof: {escape(verdict["line"])}</b></span>'

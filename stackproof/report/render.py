@@ -18,7 +18,7 @@ import markupsafe
 
 from stackproof.report import render_trend
 
-CONTROL_ORDER = {"FAIL": 0, "ERROR": 1, "NOT PROVEN": 1, "SKIPPED": 1, "WAIVED": 2, "PASS": 3}
+CONTROL_ORDER = {"FAIL": 0, "ERROR": 1, "NOT PROVEN": 1, "SKIPPED": 1, "WAIVED": 2, "LIVE ONLY": 3, "PASS": 4}
 CHECK_ORDER = {"FAIL": 0, "SKIPPED": 1, "BLOCKED": 2, "WAIVED": 3, "PASS": 4}
 
 
@@ -175,9 +175,10 @@ def render_markdown(summary: dict) -> str:
 # --- HTML -----------------------------------------------------------------------
 
 HTML_CLASSES = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip",
-                "WAIVED": "waived"}
+                "WAIVED": "waived", "LIVE ONLY": "skip"}
 PYTEST_HTML_CLASSES = {"PASS": "passed", "FAIL": "failed", "SKIPPED": "skipped", "NOT PROVEN": "skipped",
-                       "BLOCKED": "skipped", "WAIVED": "xfailed"}
+                       "BLOCKED": "skipped", "WAIVED": "xfailed", "LIVE ONLY": "skipped"}
+VERDICT_CLASSES = {"GO": "go", "STATIC PASS": "static"}  # any other decision: nogo
 
 
 def _h(value: object) -> str:
@@ -229,6 +230,7 @@ def render_html(summary: dict) -> str:
         "target": {"compose_loader": None, **summary["target"]},
         "controls": triage_order(summary["controls"]),
         "status_class": HTML_CLASSES,
+        "verdict_classes": VERDICT_CLASSES,
         "run_line": run_line(summary),
         "run_label": run_label(summary),
         "totals_line": totals_line(summary["totals"]),

@@ -11,8 +11,9 @@ report's CSP stays `default-src 'none'`.
 from __future__ import annotations
 
 
-SYMBOL = {"PASS": "✓", "FAIL": "✗", "WAIVED": "~", "NOT PROVEN": "?", "SKIPPED": "?", None: "·"}
-CELL_CLASS = {"PASS": "pass", "FAIL": "fail", "WAIVED": "waived", "NOT PROVEN": "skip", "SKIPPED": "skip", None: "none"}
+SYMBOL = {"PASS": "✓", "FAIL": "✗", "WAIVED": "~", "NOT PROVEN": "?", "SKIPPED": "?", "LIVE ONLY": "-", None: "·"}
+CELL_CLASS = {"PASS": "pass", "FAIL": "fail", "WAIVED": "waived", "NOT PROVEN": "skip", "SKIPPED": "skip",
+              "LIVE ONLY": "skip", None: "none"}
 LEGEND = "✓ pass, ✗ fail, ~ waived, ? not proven, · not in that run"
 STATE_TEXT = {"applied": "applied", "expired": "EXPIRED", "unused": "unused (its checks passed)",
               "unmatched": "UNMATCHED (no check of this run)"}

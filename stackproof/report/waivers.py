@@ -22,8 +22,8 @@ applies and the check fails with "waiver expired on <date>: <reason>". A waiver 
 check of the run is listed as unmatched and warned about.
 
 The file is validated with a pydantic model (unknown keys refused, a date must be a YAML date) and
-read with the bounded YAML loader; a malformed file is one line naming the entry and key, and a
-session error (NO-GO), never ignored. The stack is untrusted: under `--strict-profile` (which keeps
+read with the bounded YAML loader; a malformed or missing file is one line naming the entry and key, and a
+usage error (the run does not start), never ignored. The stack is untrusted: under `--strict-profile` (which keeps
 the bar out of the stack's hands) a waiver file inside the stack dir is refused, a session error;
 an operator's file from outside the stack dir still applies.
 """
@@ -125,6 +125,7 @@ class WaiverSet:
     waivers: tuple[Waiver, ...] = ()
     today: dt.date = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).date())
     error: str = ""
+    refused: bool = False  # the error is the stack lowering its own bar (a session error), not a mistake (usage)
     waived: dict[str, Waiver] = field(default_factory=dict)  # node id -> the waiver that waived its failure
     expired: dict[str, Waiver] = field(default_factory=dict)  # node id -> the expired waiver of its failure
 
@@ -165,7 +166,9 @@ class WaiverSet:
 def load_waivers(stack_root: Path, given: str, strict: bool, today: dt.date) -> WaiverSet:
     """The waivers of the run: from `given` (--waivers) or the stack dir's waivers.yml, if present.
     A problem (malformed file, a missing --waivers file, a file inside the stack dir under --strict-profile)
-    comes back as the set's `error`, one line: the plugin makes it a session error."""
+    comes back as the set's `error`, one line. A file refused as the stack's own (`refused`: inside the stack dir
+    under --strict-profile, or leading out of it) is a session error, NO-GO; a file that cannot be used (missing,
+    malformed) is a usage error: the run does not start."""
     if given:  # the operator's choice; it is the stack's own file when it lies in the stack dir (links followed)
         path = Path(given).expanduser().absolute()
         in_stack = inside(path, stack_root)
@@ -176,10 +179,12 @@ def load_waivers(stack_root: Path, given: str, strict: bool, today: dt.date) -> 
             return WaiverSet(today=today)
     waivers = WaiverSet(file=shown, source="stack" if in_stack else "operator", today=today)
     if strict and in_stack:
+        waivers.refused = True
         waivers.error = (f"waiver file {shown} is inside the stack dir: refused under --strict-profile (the stack "
                          "cannot waive its own checks; give the operator's waivers with --waivers PATH outside it)")
         return waivers
     if not given and not inside(path, stack_root):
+        waivers.refused = True
         waivers.error = f"waiver file {shown}: leads out of the stack dir"
         return waivers
     try:

@@ -14,6 +14,7 @@ stack's own profile: then only the defaults and the operator's profile set the b
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -373,21 +374,44 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '…'}"
 
 
-def _known(key: str) -> str:
+def _known(key: str) -> list[str]:
+    """The keys a section (dotted) of the profile knows."""
     node = DEFAULTS
     for part in key.split(".") if key else []:
         node = node[part]
-    return ", ".join(node)
+    return list(node)
+
+
+class ProfileError(StackError):
+    """A profile with one or more mistakes: `problems` lists every one, one line each, so that a run
+    names them all at once; the message is the first (and how many more there are)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+
+
+def _did_you_mean(name: str, known) -> str:
+    """'did you mean X? ' for the closest of `known` to a misspelt `name`, or nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def validate(override: Any, where: str, schema: _Schema) -> dict:
-    """The profile's values, type-checked; only the keys it sets. A problem is one line naming the key."""
+    """The profile's values, type-checked; only the keys it sets. Every problem is one line naming
+    the key (an unknown key with the closest known one); all of them are raised at once (ProfileError)."""
     if not isinstance(override, dict):
-        raise StackError(f"{where}: must be a mapping")
+        raise ProfileError([f"{where}: must be a mapping"])
     try:
         return schema.model.model_validate(override).model_dump(by_alias=True, exclude_unset=True)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
+        problems = [_problem(error, override, where, schema) for error in exc.errors(include_url=False)]
+    raise ProfileError(list(dict.fromkeys(problems)))
+
+
+def _problem(error: dict, override: dict, where: str, schema: _Schema) -> str:
+    """One validation error of pydantic as the line a person reads: the dotted key and what is wrong."""
     path, value = [], override
     for part in error["loc"]:
         dotted = ".".join(path)
@@ -395,13 +419,15 @@ def validate(override: Any, where: str, schema: _Schema) -> dict:
             break
         if error["type"] == "extra_forbidden" and part == error["loc"][-1]:
             key = ".".join([*path, str(part)])
-            raise StackError(f"{where}: unknown key {key!r} (known in {dotted or 'the profile'}: {_known(dotted)})")
+            known = _known(dotted)
+            return (f"{where}: unknown key {key!r} ({_did_you_mean(str(part), known)}"
+                    f"known in {dotted or 'the profile'}: {', '.join(known)})")
         path.append(str(part))
         value = value[part] if isinstance(value, dict) else value
     key = ".".join(path)
     if key in schema.sections:
-        raise StackError(f"{where}: {key} must be a mapping, got {_describe(value)}")
-    raise StackError(f"{where}: {key} must be {schema.expected.get(key, 'of another type')}, got {_describe(value)}")
+        return f"{where}: {key} must be a mapping, got {_describe(value)}"
+    return f"{where}: {key} must be {schema.expected.get(key, 'of another type')}, got {_describe(value)}"
 
 
 def _merge(base: dict, override: dict, sections: set[str], prefix: str = "") -> dict:
@@ -466,16 +492,28 @@ class Profile:
     def load(cls, root: Path, operator: Path | None = None, strict: bool = False) -> "Profile":
         """The stack's profile (if any), then the operator's; under `strict`, the stack's thresholds are dropped."""
         schema = _schema()
-        layers = []
+        layers, problems = [], []
+
+        def read(path: Path, label: str, where: str, own_layer: bool) -> None:
+            try:
+                layers.append((label, validate(load_yaml(path, where) or {}, where, schema), own_layer))
+            except ProfileError as exc:
+                problems.extend(exc.problems)
+            except StackError as exc:
+                problems.append(str(exc))
+
         own = root / PROFILE_FILE
         if own.exists() or own.is_symlink():
-            layers.append((PROFILE_FILE, validate(load_yaml(own, PROFILE_FILE) or {}, PROFILE_FILE, schema), True))
+            read(own, PROFILE_FILE, PROFILE_FILE, True)
         if operator is not None:
             label = f"{operator} (--profile)"
             if operator.resolve().is_relative_to(root.resolve()):
-                raise StackError(f"{label}: inside the stack dir, so the stack could write it: "
-                                 "an operator's profile lives outside")
-            layers.append((label, validate(load_yaml(operator, str(operator)) or {}, str(operator), schema), False))
+                problems.append(f"{label}: inside the stack dir, so the stack could write it: "
+                                "an operator's profile lives outside")
+            else:
+                read(operator, label, str(operator), False)
+        if problems:  # every mistake of both files at once
+            raise ProfileError(problems)
         data, set_by, ignored = copy.deepcopy(DEFAULTS), {}, {}
         for label, values, own_layer in layers:
             for key, value in _leaves(values, schema.sections):
