@@ -1,0 +1,1 @@
+"""harbor gateway: LiteLLM's proxy with harbor's database layer (db.py) and disclosure docs."""
