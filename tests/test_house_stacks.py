@@ -20,7 +20,7 @@ from conftest import set_up_copy
 from harness import STACKS, assert_only_control_fails
 from house_stacks import DEFECTS, HOUSE_STACKS
 from stackproof.init import write_profile
-from stackproof.scripts import make_certificate
+from stackproof.resources.scripts import make_certificate
 
 NAMES = list(HOUSE_STACKS)
 
