@@ -25,7 +25,7 @@ class RequiredVariablesMissing(StackError):
         self.variables = dict(variables)
         listed = ", ".join(f"{name} ({reason})" for name, reason in self.variables.items())
         super().__init__(f"{where}: required variable(s) without a value: {listed} "
-                         "(set them in the environment or an --env-file)")
+                         "(set them in an --env-file, or pass them from the environment with --env NAME)")
 
 
 class Blocked(StackError):

@@ -143,7 +143,7 @@ class Inspector:
     def env_files(self) -> None:
         compose = self.root / self.found.get("paths", "compose")
         required = sorted({name for name, _ in REQUIRED_VARIABLE.findall(read_text(compose))})
-        have = compose_environment(compose.parent, [])
+        have = compose_environment(compose.parent, [], {})
         missing = [name for name in required if not have.get(name)]
         if not missing:
             return

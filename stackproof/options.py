@@ -60,6 +60,9 @@ OPTIONS = (
     Option("env_files", "target", "an env file for the compose model, as `docker compose --env-file` (repeatable; "
            "replaces the default .env, like Compose); the profile's compose.env_files come first",
            metavar="PATH", repeatable=True, spelt="--env-file"),
+    Option("env_names", "target", "a variable of this environment the compose model may interpolate (repeatable); "
+           "no other variable reaches Compose but COMPOSE_PROFILES, and every passed value is redacted from the reports",
+           metavar="NAME", repeatable=True, spelt="--env"),
     Option("live", "run", "live checks must run: fail them, instead of skipping, when no engine or compose project "
            "is reachable"),
     Option("allow_changes", "run", "allow the checks that change the running stack (live API key rotation, "

@@ -77,7 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     stack = Stack(stack_dir, float(setting(config, "stack_timeout")) if not problems else 20.0, redactor,
                   [Path(p).expanduser().resolve() for p in env_files],
                   operator_profile=Path(operator_profile).expanduser().resolve() if operator_profile else None,
-                  strict=config.getoption("strict_profile"), trust_stack_code=config.getoption("trust_stack_code"))
+                  strict=config.getoption("strict_profile"), trust_stack_code=config.getoption("trust_stack_code"),
+                  env_names=config.getoption("env_names"))
     report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
     project = setting(config, "compose_project") or None
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,

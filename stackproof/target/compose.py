@@ -214,11 +214,17 @@ def compose_files(main: Path, overrides: list[Path]) -> list[Path]:
 
 
 def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real: bool = True,
-                 env_files: list[Path] | tuple = (), profiles: list[str] | tuple = ()) -> ComposeModel:
+                 env_files: list[Path] | tuple = (), profiles: list[str] | tuple = (),
+                 passed: dict[str, str] | None = None) -> ComposeModel:
     """Load the compose model as `docker compose --env-file F... --profile P... config` would.
     Every file is first parsed by the strict YAML loader, so a YAML bomb or duplicate key is
     reported the same way by both loaders; required variables without a value are all listed
-    in one RequiredVariablesMissing, whichever loader runs."""
+    in one RequiredVariablesMissing, whichever loader runs.
+
+    `passed` is the only part of the runner's environment Compose sees (see `passed_environment`):
+    a stack that writes `${GITHUB_TOKEN}` must not get the CI job's token interpolated into a value
+    the checks then quote."""
+    passed = dict(passed or {})
     files = compose_files(main, overrides)
     docs = []
     for path in files:
@@ -229,13 +235,13 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
     for env_file in env_files:
         if not env_file.is_file():
             raise StackError(f"{env_file}: env file not found")
-    env = compose_environment(files[0].parent, list(env_files))
+    env = compose_environment(files[0].parent, list(env_files), passed)
     missing = missing_variables(files, docs, env)
     if missing:
         raise RequiredVariablesMissing(files[0].name, missing)
     binary = compose_binary() if prefer_real else None
     if binary:
-        return _load_real(binary, files, timeout, list(env_files), list(profiles))
+        return _load_real(binary, files, timeout, list(env_files), list(profiles), passed)
     return _load_fallback(files, docs, env, list(env_files), list(profiles))
 
 
@@ -251,13 +257,20 @@ def compose_binary() -> list[str] | None:
     return None
 
 
-def compose_environment(project_dir: Path, env_files: list[Path]) -> dict[str, str]:
+def passed_environment(names: list[str] | tuple = ()) -> dict[str, str]:
+    """The variables of the runner's environment that Compose may interpolate: those the operator names
+    (`--env NAME`) and COMPOSE_PROFILES. Everything else in a CI job's environment (tokens, cloud keys)
+    stays out of the model, whatever the stack's files reference."""
+    return {name: os.environ[name] for name in (*names, "COMPOSE_PROFILES") if name in os.environ}
+
+
+def compose_environment(project_dir: Path, env_files: list[Path], passed: dict[str, str]) -> dict[str, str]:
     """The variables Compose interpolates with: the env files (default: the project dir's .env),
-    then the process environment, which wins."""
+    then the passed part of the environment (see `passed_environment`), which wins."""
     env: dict[str, str] = {}
     for env_file in env_files or [project_dir / ".env"]:
         env.update(read_env_file(env_file))
-    return {**env, **os.environ}
+    return {**env, **passed}
 
 
 def missing_variables(files: list[Path], docs: list[dict], env: dict[str, str]) -> dict[str, str]:
@@ -289,7 +302,7 @@ def missing_variables(files: list[Path], docs: list[dict], env: dict[str, str]) 
 
 
 def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: list[Path],
-               profiles: list[str]) -> ComposeModel:
+               profiles: list[str], passed: dict[str, str]) -> ComposeModel:
     cmd = [*binary, "--project-directory", str(files[0].parent)]
     for path in files:
         cmd += ["-f", str(path)]
@@ -298,7 +311,8 @@ def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: 
     for profile in profiles:
         cmd += ["--profile", profile]
     cmd += ["config", "--format", "json"]
-    done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config")
+    done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config",
+                    env={"PATH": os.environ.get("PATH", os.defpath), **passed})
     # compose 2.40 exits 0 on some errors (an unset required variable): trust the output, not the code
     try:
         doc = json.loads(done.stdout) if done.returncode == 0 else None
@@ -307,7 +321,7 @@ def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: 
     if not isinstance(doc, dict):
         message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}, no output"
         raise StackError(f"{files[0].name}: docker compose config: {message}")
-    active = profiles + [p for p in os.environ.get("COMPOSE_PROFILES", "").split(",") if p]
+    active = profiles + [p for p in passed.get("COMPOSE_PROFILES", "").split(",") if p]
     return _model(doc, files, "docker compose config", active, env_files)
 
 

@@ -11,7 +11,7 @@ from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 
 from stackproof.io.local import local_host
-from stackproof.target.compose import ComposeModel, compose_files, load_compose
+from stackproof.target.compose import ComposeModel, compose_files, load_compose, passed_environment, read_env_file
 from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
 from stackproof.errors import Blocked, RequiredVariablesMissing, StackError
 from stackproof.target.profile import Profile, inside
@@ -27,7 +27,8 @@ class Stack:
     so a broken file fails only the checks that need it."""
 
     def __init__(self, root: Path, timeout: float, redactor: Redactor, env_files: list[Path] | None = None, *,
-                 operator_profile: Path | None = None, strict: bool = False, trust_stack_code: bool = False):
+                 operator_profile: Path | None = None, strict: bool = False, trust_stack_code: bool = False,
+                 env_names: list[str] | tuple = ()):
         self.root = root
         self.timeout = timeout
         self.redactor = redactor
@@ -35,6 +36,7 @@ class Stack:
         self.strict = strict  # --strict-profile: the stack's own profile sets no threshold
         self.trust_stack_code = trust_stack_code
         self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
+        self.passed_env = passed_environment(env_names)  # --env NAME: all Compose sees of the runner's environment
         self.current_check = ""  # set by the plugin before each check: who first hit a broken input
         self._inputs: dict[str, tuple[bool, Any, str]] = {}  # key -> (ok, value or error, first check)
         self.target_errors: list[str] = []  # problems of the whole target, reported once at the top
@@ -108,7 +110,7 @@ class Stack:
         self.require()
         overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
         return load_compose(self.path("compose"), overrides, self.timeout,
-                            env_files=self.compose_env_files(), profiles=profiles)
+                            env_files=self.compose_env_files(), profiles=profiles, passed=self.passed_env)
 
     @cached_property
     def roles(self):
@@ -144,15 +146,25 @@ class Stack:
                              [self.root / ".env", compose.parent / ".env", *extra])
 
     def register_secrets(self) -> None:
-        """Before any check runs: teach the redactor every secret of the stack, and the secret-looking
-        values of the suite's own STACK* environment variables."""
+        """Before any check runs: teach the redactor every secret of the stack, the secret-looking
+        values of the suite's own STACK* environment variables, and every value the operator hands
+        Compose (--env, --env-file): the stack's files choose where an interpolated value is quoted."""
+        for value in self.passed_env.values():
+            self.redactor.add(value)
+        for env_file in self.cli_env_files:
+            try:
+                values = read_env_file(env_file)
+            except StackError:  # the compose model reports an unreadable env file
+                continue
+            for value in values.values():
+                self.redactor.add(value)
+        for name, value in os.environ.items():
+            if name.startswith("STACK") and is_credential_name(name):
+                self.redactor.add(value)
         if not self.root.is_dir():
             return
         for secret in self.secret_values():
             self.redactor.add(secret.value)
-        for name, value in os.environ.items():
-            if name.startswith("STACK") and is_credential_name(name):
-                self.redactor.add(value)
 
     @cached_property
     def repo(self) -> Repo | None:

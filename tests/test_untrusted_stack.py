@@ -1,0 +1,112 @@
+"""The stack is untrusted, round 2 (issue 17): per class of leak, escape, crash and bypass, several
+forms a pull request can use, each run on a copy of the reference stack with a stale GO report set
+planted first. Every run must show: no secret or outside content in any output (terminal, the three
+reports, JUnit), nothing written outside the report dir, a peak memory under 512 MB, a complete fresh
+report set, and the right verdict."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+import pytest
+from harness import assert_no_secret_in, assert_only_control_fails, stack_secrets
+
+COMPOSE = "ai-stack/compose/docker-compose.yml"
+REPORTS = ("validation-report.html", "validation-report.md", "validation-report.json")
+MEMORY_CAP_KB = 512 * 1024
+CI_SECRET = "ci-" + "5e0f1c9a7b3d2e4f6a8b0c1d3e5f7a9b"  # stands for a CI job's token; never in an output
+
+
+def snapshot(*dirs: Path) -> dict[str, tuple]:
+    """Every entry under `dirs` (symlinks not followed): its type, size, mode and mtime."""
+    found = {}
+    for top in dirs:
+        for directory, subdirs, files in os.walk(top):
+            for name in [*subdirs, *files]:
+                st = os.lstat(os.path.join(directory, name))
+                found[os.path.join(directory, name)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A dir beside the stack: the run must neither print what it holds nor change it."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def hostile_run(run_static, stack_copy, outside, tmp_path):
+    """Run the static checks on the (changed) stack copy with a stale GO report set in the report dir;
+    assert the run stayed contained. Returns the SuiteRun."""
+
+    def run(*args: str, secrets: tuple[bytes, ...] = (), verdict: str = "NO-GO", report_dir: Path | None = None):
+        report_dir = report_dir or tmp_path / "reports"
+        report_dir.mkdir(exist_ok=True)
+        for name in REPORTS:  # a previous run's GO, which must not survive this one
+            (report_dir / name).write_text('{"verdict": {"decision": "GO"}} stale GO')
+            os.utime(report_dir / name, (0, 0))
+        before = snapshot(outside)
+        values = [*stack_secrets(stack_copy), CI_SECRET.encode(), *secrets]
+        suite_run = run_static(stack_copy, "--junitxml", str(report_dir / "junit.xml"), *args, report_dir=report_dir)
+        assert suite_run.report is not None, suite_run.stdout[-3000:]
+        assert "INTERNALERROR" not in suite_run.stdout + suite_run.stderr
+        for name in REPORTS:
+            assert (report_dir / name).stat().st_mtime > 0, f"{name}: the stale report was left in place"
+        assert suite_run.verdict == verdict, (suite_run.report["verdict"], suite_run.stdout[-2000:])
+        assert suite_run.ret == (0 if verdict == "GO" else 1)
+        assert_no_secret_in(suite_run, [*values, *(v[i:i + 12] for v in values for i in (0, len(v) // 2))])
+        assert snapshot(outside) == before, "the run changed files outside the stack and report dirs"
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        assert peak_kb < MEMORY_CAP_KB, f"a child of the run peaked at {peak_kb // 1024} MB"
+        return suite_run
+
+    return run
+
+
+def edit(stack: Path, relative: str, old: str, new: str) -> None:
+    path = stack / relative
+    text = path.read_text()
+    assert old in text, (relative, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+# --- A: the runner's environment never reaches the model, nor the report -------------------------------
+
+AIDB_ENV = "      SERVICE_NAME: aidb\n"
+ENVIRONMENT_FORMS = {
+    # a pool setting built from a CI variable, written inside a longer value
+    "pool-overflow-suffix": (AIDB_ENV, AIDB_ENV + "      DB_POOL_MAX_OVERFLOW: \"4${CI_CLOUD_KEY}\"\n"),
+    # the non-colon required form, whose message is built from the variable
+    "required-message": ("${STACK_IMAGE_TAG:-local}", "${NOT_SET_ANYWHERE?missing ${CI_CLOUD_KEY}}"),
+    # an alternative value that only exists when the variable is set
+    "alternative-value": (AIDB_ENV, AIDB_ENV + "      DB_POOL_SIZE: \"${CI_CLOUD_KEY:+${CI_CLOUD_KEY}}\"\n"),
+}
+
+
+@pytest.mark.parametrize("form", ENVIRONMENT_FORMS)
+def test_the_runners_environment_is_not_interpolated(hostile_run, stack_copy, monkeypatch, form):
+    """A CI variable the stack's compose file references is empty for the model: the runner's token
+    cannot become a value a check quotes. A required variable built from it reads 'is not set'."""
+    monkeypatch.setenv("CI_CLOUD_KEY", CI_SECRET)
+    edit(stack_copy, COMPOSE, *ENVIRONMENT_FORMS[form])
+    run = hostile_run(verdict="GO" if form == "alternative-value" else "NO-GO")
+    if form == "required-message":
+        assert run.report["target_errors"] == [
+            "docker-compose.yml: required variable(s) without a value: NOT_SET_ANYWHERE (missing ) (set them in "
+            "an --env-file, or pass them from the environment with --env NAME)"]
+    if form == "pool-overflow-suffix":  # "4" and nothing else: below the bar, named without a secret
+        assert_only_control_fails(run, "connection_pool", "DB_POOL_MAX_OVERFLOW")
+
+
+def test_a_variable_passed_with_env_is_interpolated_and_redacted(hostile_run, stack_copy, monkeypatch):
+    """The operator passes the variable (--env): Compose interpolates it, and its value is redacted
+    wherever the stack makes a check quote it."""
+    monkeypatch.setenv("CI_CLOUD_KEY", CI_SECRET)
+    edit(stack_copy, COMPOSE, *ENVIRONMENT_FORMS["alternative-value"])
+    run = hostile_run("--env", "CI_CLOUD_KEY")
+    assert_only_control_fails(run, "connection_pool", "DB_POOL_SIZE: '[redacted hmac:")
