@@ -83,18 +83,28 @@ def weakness(value: str | bytes) -> str | None:
     return None
 
 
-def encoded_forms(text: str) -> set[str]:
-    """Every form in which `text` may show up in an output."""
+def named_forms(text: str) -> dict[str, str]:
+    """Every form in which `text` may show up in an output, with the encoding's name."""
     data = text.encode("utf-8", errors="surrogatepass")
-    forms = {text, data.hex(), quote(text, safe=""), quote(text), quote_plus(text), html.escape(text),
-             json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1], repr(data)[2:-1],
-             text.replace("\\", "\\\\")}
+    forms: dict[str, str] = {}  # the first name wins: a hex key is shown "as is", not "hex-escaped"
+    for form, name in ((text, "as is"), (text[::-1], "reversed"), (data.hex(), "hex"),
+                       (quote(text, safe=""), "URL-encoded"), (quote(text), "URL-encoded"),
+                       (quote_plus(text), "URL-encoded"), (html.escape(text), "HTML-escaped"),
+                       (json.dumps(text)[1:-1], "JSON-escaped"), (json.dumps(text, ensure_ascii=False)[1:-1], "JSON-escaped"),
+                       (repr(text)[1:-1], "escaped"), (repr(data)[2:-1], "escaped"), (text.replace("\\", "\\\\"), "escaped")):
+        forms.setdefault(form, name)
     for offset in range(3):  # base64 of the value at each alignment inside a longer encoded text
         encoded = base64.b64encode(b"\0" * offset + data).decode()
         inner = encoded[4 if offset else 0:-4]  # the quanta made of the value's bytes only
         for variant in (inner, encoded) if offset == 0 else (inner,):
-            forms.update({variant, variant.replace("+", "-").replace("/", "_")})
-    return {form for form in forms if len(form) >= MIN_SECRET_LEN}
+            forms.setdefault(variant, "base64")
+            forms.setdefault(variant.replace("+", "-").replace("/", "_"), "base64url")
+    return forms
+
+
+def encoded_forms(text: str) -> set[str]:
+    """Every form of `text` long enough to scrub."""
+    return {form for form in named_forms(text) if len(form) >= MIN_SECRET_LEN}
 
 
 class Redactor:

@@ -7,6 +7,7 @@ report set, and the right verdict."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 from pathlib import Path
@@ -110,3 +111,52 @@ def test_a_variable_passed_with_env_is_interpolated_and_redacted(hostile_run, st
     edit(stack_copy, COMPOSE, *ENVIRONMENT_FORMS["alternative-value"])
     run = hostile_run("--env", "CI_CLOUD_KEY")
     assert_only_control_fails(run, "connection_pool", "DB_POOL_SIZE: '[redacted hmac:")
+
+
+# --- C and issue 15.4: the stack's code gets a canary, and what it writes is scanned ---------------------
+
+ROTATE = "scripts/rotate-api-key.sh"
+KEY_LINE = 'key="$secrets_dir/$name"\n'
+BACKUP_LINE = 'backup="$backups/$name.$stamp"\n'
+# (what the rotate script does with the key it is given, what the failure names)
+EXFILTRATIONS = {
+    "base64-backup-name": (BACKUP_LINE, BACKUP_LINE + 'backup="$backups/$(base64 -w0 <"$key" | tr "/+" "_-")"\n',
+                           "into a file name: (copy)/ai-stack/compose/secrets/backups/("),
+    "hex-in-audit-log": (KEY_LINE, KEY_LINE + 'mkdir -p "$(dirname "$audit_log")"; '
+                                              'od -An -tx1 "$key" | tr -d " \\n" >>"$audit_log"; echo >>"$audit_log"\n',
+                         "the audit log holds key material (hex"),
+    "pieces-in-a-metrics-file": (KEY_LINE, KEY_LINE + 'fold -w4 "$key" | sed "s/^/piece /" >"$secrets_dir/../rotation.prom"\n',
+                                 "(copy)/ai-stack/compose/rotation.prom holds key material (as is, split into pieces)"),
+    "reversed-chunks-in-an-error": (KEY_LINE, KEY_LINE + 'echo "bad key $(rev "$key" | fold -w5 | paste -sd:)" >&2; '
+                                                        'exit 7\n',
+                                    "exited 7; the script printed key material (reversed, split into pieces) to its stderr"),
+}
+
+
+@pytest.mark.parametrize("form", EXFILTRATIONS)
+def test_stack_code_never_holds_the_key_and_its_outputs_are_scanned(hostile_run, stack_copy, form):
+    """The rotate script runs on a synthetic key of the same shape; whatever it does with it (a backup named
+    after it, an encoded copy in the audit log or a metrics file, an error line of pieces) fails the API key
+    control naming the file and the form, never the value (neither the canary nor the stack's key)."""
+    old, new, fragment = EXFILTRATIONS[form]
+    edit(stack_copy, ROTATE, old, new)
+    run = hostile_run()
+    assert_only_control_fails(run, "api_key_permissions", f"{ROTATE}: run 1 of 3", fragment)
+    reason = " ".join(run.reasons("api_key_permissions"))
+    assert not re.search(r"[0-9a-f]{8,}", re.sub(r"hmac:[0-9a-f]{12}", "", reason)), reason
+
+
+def test_a_key_linked_to_the_checkouts_git_config_is_not_handed_to_the_script(hostile_run, stack_copy):
+    """The key file is a symlink to a file inside the checkout that is not a key (.git/config, holding a CI
+    token): the script gets a canary of its shape, and prints it (hex-encoded) in vain: no token shows."""
+    git = stack_copy / ".git"
+    git.mkdir()
+    (git / "config").write_text(f'[http]\n\textraheader = AUTHORIZATION: basic {CI_SECRET}\n')
+    key = stack_copy / "ai-stack/compose/secrets/stack_api_key"
+    key.chmod(0o600)
+    key.unlink()
+    key.symlink_to("../../../.git/config")
+    edit(stack_copy, ROTATE, KEY_LINE, KEY_LINE + 'od -An -tx1 "$key" >&2\n')
+    run = hostile_run()
+    assert "api_key_permissions" in run.failed_controls
+    assert CI_SECRET.encode().hex().encode() not in (run.report_dir / "validation-report.json").read_bytes()

@@ -38,11 +38,12 @@ def _not_regular(name: str, mode: int) -> StackError:
     return StackError(f"{name}: {kind_of(mode)}, not a regular file")
 
 
-def require_regular(path: Path, name: str) -> os.stat_result:
-    """The stat of `path` if it is (or links to) a regular file; else a one-line StackError naming `name`.
-    For files handed to another program (docker compose, promtool), which would block on a FIFO too."""
+def require_regular(path: Path, name: str, *, follow: bool = True) -> os.stat_result:
+    """The stat of `path` if it is (or, with `follow`, links to) a regular file; else a one-line StackError
+    naming `name`. For files handed to another program (docker compose, promtool), which would block on a
+    FIFO too."""
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=follow)
     except FileNotFoundError:
         raise StackError(f"{name}: file not found") from None
     except OSError as exc:
@@ -52,14 +53,16 @@ def require_regular(path: Path, name: str) -> os.stat_result:
     return st
 
 
-def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: bool = False) -> bytes:
+def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: bool = False,
+                    follow: bool = True) -> bytes:
     """The bytes of a regular file, at most `cap` of them.
 
     `name` is how messages show the file (the stack-relative path, not a symlink's target).
-    A larger file is an error, or, with `truncate`, its first `cap` bytes (a `#!` line)."""
-    require_regular(path, name)
+    A larger file is an error, or, with `truncate`, its first `cap` bytes (a `#!` line).
+    Without `follow`, a symlink is not a regular file (what a stack script left in its box)."""
+    require_regular(path, name, follow=follow)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     except OSError as exc:
         raise StackError(f"{name}: cannot read ({exc.strerror})") from None
     try:

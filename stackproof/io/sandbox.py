@@ -144,6 +144,23 @@ class ScriptBox:
         target.chmod(stat.S_IMODE(os.stat(source).st_mode))
         return target
 
+    def write(self, relative: Path | str, data: bytes, mode: int) -> Path:
+        """Put a file the suite made (a canary key) into the box with the permission bits of `mode`."""
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(stat.S_IMODE(mode))
+        return target
+
+    def files(self, under: Path | None = None) -> list[Path]:
+        """The regular files the box holds (under `under`), symlinks not followed: a script may leave a
+        link to any host file in its box, and what the suite reads back must be what the script wrote."""
+        found = []
+        for directory, _, names in os.walk(under or self.root):
+            found += [Path(directory) / name for name in names
+                      if stat.S_ISREG(os.lstat(Path(directory) / name).st_mode)]
+        return found
+
     def mkdir(self, relative: Path | str, mode: int = 0o700) -> Path:
         path = self.root / relative
         path.mkdir(parents=True, exist_ok=True)

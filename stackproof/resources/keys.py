@@ -7,6 +7,8 @@ import binascii
 import hashlib
 import math
 import re
+import secrets
+import string
 from collections import Counter
 from dataclasses import dataclass
 
@@ -66,11 +68,62 @@ def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
     return None
 
 
+class KeyMaterial:
+    """Finds a key in what the stack's code wrote: LEAK_WINDOW consecutive characters of any form the
+    redactor knows (as is, reversed, hex, base64, URL-encoded, escaped), in any letter case, also when
+    the form is cut into pieces (`ab12cd 34ef56`, one piece per line, `piece ab12` lines): the pieces
+    that are fragments of a form are joined, whatever lies between them. The stack's outputs are thus
+    scanned with the forms that guard the report, and a hit is named by its form, never its value.
+    A key shorter than the window cannot be told from ordinary text (and fails the randomness check)."""
+
+    def __init__(self, key: bytes):
+        text = redact.text_of(key.strip())
+        self._windows: dict[str, str] = {}
+        self._fragments: set[str] = set()
+        for form, name in redact.named_forms(text).items():
+            low = form.lower()
+            for start in range(len(low)):
+                self._windows.setdefault(low[start:start + LEAK_WINDOW], name)
+                self._fragments.update(low[start:start + size] for size in range(MIN_PIECE, LEAK_WINDOW + 1))
+        self._windows = {window: name for window, name in self._windows.items() if len(window) == LEAK_WINDOW}
+
+    def form_in(self, data: bytes | str) -> str | None:
+        """The form in which `data` holds key material, or None."""
+        low = redact.text_of(data).lower()
+        pieces = [piece for piece in _SEPARATORS.split(low) if piece in self._fragments]
+        for text, how in ((low, ""), (_SEPARATORS.sub("", low), ", split into pieces"),
+                          ("".join(pieces), ", split into pieces")):
+            for start in range(len(text) - LEAK_WINDOW + 1):
+                name = self._windows.get(text[start:start + LEAK_WINDOW])
+                if name is not None:
+                    return name + how
+        return None
+
+
+MIN_PIECE = 3  # shorter pieces of a key are not told from ordinary text, even in sequence
+_SEPARATORS = re.compile(r"[\s,;:|.\-'\"`()\[\]{}<>]+")
+
+
 def leaks(text: bytes, secret: bytes) -> bool:
-    """Whether `text` holds key material: any LEAK_WINDOW consecutive bytes of the (stripped) secret.
-    A key shorter than that cannot be told from ordinary text (and fails the randomness check)."""
-    secret = secret.strip()
-    return any(secret[i:i + LEAK_WINDOW] in text for i in range(len(secret) - LEAK_WINDOW + 1))
+    """Whether `text` holds key material in any form (see KeyMaterial)."""
+    return KeyMaterial(secret).form_in(text) is not None
+
+
+def canary_like(key: bytes) -> bytes:
+    """A synthetic key of the same shape as `key`: as long, drawn from the same character classes
+    (hex stays hex, base64 stays base64), the same trailing newline. The stack's scripts run on it,
+    never on the stack's key: whatever they do with it, they hold nothing worth taking."""
+    body = key.rstrip(b"\r\n")
+    text = redact.text_of(body)
+    if text and all(ch in string.hexdigits for ch in text):
+        alphabet = "0123456789abcdef" if text == text.lower() else "0123456789ABCDEF"
+    else:
+        classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
+        alphabet = "".join(c for c in classes if any(ch in c for ch in text))
+        alphabet += "".join(sorted({ch for ch in text if ch.isascii() and ch.isprintable() and not ch.isalnum()}))
+        alphabet = alphabet or string.ascii_letters + string.digits
+    fake = "".join(secrets.choice(alphabet) for _ in text)
+    return fake.encode() + key[len(body):]
 
 
 def sha256(data: bytes) -> str:

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof import redact
 from stackproof.errors import StackError
-from stackproof.resources.keys import KeyStrength, key_strength, leaks, modes_text, sha256, strength_problem, LEAK_WINDOW
+from stackproof.resources.keys import KeyMaterial, KeyStrength, canary_like, key_strength, modes_text, sha256, strength_problem
 from stackproof.io.files import read_stack_file
 from stackproof.io.sandbox import ScriptBox
 
@@ -509,8 +509,7 @@ class Rotation:
     backups: dict[str, int] = field(default_factory=dict)  # backup file of the old key -> mode
     key_mode: int = 0
     audit_lines: int = 0
-    audit_leak: bool = False
-    output_leak: bool = False
+    leaks: list[str] = field(default_factory=list)  # where (and in which form) the script wrote key material
     torn_reads: int = 0  # reads that were neither the old nor the new key
     failed_reads: int = 0
     reads: int = 0
@@ -538,8 +537,7 @@ class Rotation:
             (self.key_mode not in cfg["file_modes"],
              f"key left with mode {self.key_mode:04o}, expected {modes_text(cfg['file_modes'])}"),
             (self.audit_lines < 1, f"no line appended to the audit log {self.audit_log} (scripts.rotate.audit_log)"),
-            (self.audit_leak, f"the audit log holds key material ({LEAK_WINDOW}+ characters of a key)"),
-            (self.output_leak, "the script printed key material"),
+            *((True, leak) for leak in self.leaks),
             (self.torn_reads or self.failed_reads,
              f"the key file was seen empty or partial (not replaced atomically): {self.torn_reads} other content(s), "
              f"{self.failed_reads} failed read(s), in {self.reads} reads"),
@@ -547,20 +545,23 @@ class Rotation:
         return [message for failed, message in checks if failed]
 
 
-def _files_by_hash(root: Path) -> dict[Path, str]:
-    """sha256 of every regular file under `root` (bounded reads; what cannot be read is left out)."""
+def _files_by_hash(box: ScriptBox, under: Path | None = None) -> dict[Path, str]:
+    """sha256 of every regular file of the box (under `under`), symlinks not followed; bounded reads,
+    what cannot be read is left out."""
     found = {}
-    for path in root.rglob("*"):
+    for path in box.files(under):
         try:
-            found[path] = sha256(read_stack_file(path, str(path), OUTPUT_FILE_CAP))
+            found[path] = sha256(read_stack_file(path, str(path), OUTPUT_FILE_CAP, follow=False))
         except StackError:
             continue
     return found
 
 
 class Rotator:
-    """The stack's rotate script in a box holding a copy of the script and of the one key under
-    rotation (never the other secrets), laid out as in the stack; run through the declared interface."""
+    """The stack's rotate script in a box holding a copy of the script and a canary in place of the key
+    under rotation (never the key itself, nor the other secrets), laid out as in the stack; run through
+    the declared interface. Every output of each run (stdout, stderr, the audit log, the name and content
+    of every file it writes) is searched for the key it was given, in any form (KeyMaterial)."""
 
     def __init__(self, stack, key: Path):
         self.stack = stack
@@ -579,7 +580,9 @@ class Rotator:
     def _lay_out(self) -> None:
         stack, key, box = self.stack, self.key, self.box
         self.secrets = box.mkdir(_relative_inside(stack, key.parent, "secrets"), 0o700)
-        self.box_key = box.copy_in(key, (self.secrets / key.name).relative_to(box.root), stack.rel(key))
+        canary = canary_like(stack.read_secret(key))
+        stack.redactor.add(canary)  # a script may echo it: shown as a fingerprint, like the key it stands for
+        self.box_key = box.write((self.secrets / key.name).relative_to(box.root), canary, os.stat(key).st_mode)
         script_copy = box.root / _relative_inside(stack, self.script, "scripts/rotate")
         box.copy_in(self.script, script_copy.relative_to(box.root), self.rel)
         inside = box.inside
@@ -609,7 +612,7 @@ class Rotator:
         """Run the script once while a watcher reads the key; collect what it did."""
         box, stack = self.box, self.stack
         old = stack.read_secret(self.box_key)
-        before = _files_by_hash(box.root)
+        before = _files_by_hash(box)
         audit_before = self._read_or_empty(self.audit_log)
         command = [fill(part, self.values, "scripts.rotate.command") for part in self.interface.command]
         env = {name: fill(value, self.values, f"scripts.rotate.env.{name}") for name, value in self.interface.env.items()}
@@ -619,35 +622,61 @@ class Rotator:
                 done = box.run(command, env=env, stdin=self.interface.stdin, where=where, timeout=stack.timeout)
             except StackError as exc:
                 return Rotation(error=str(exc).removeprefix(f"{where}: "))
+        old_hash = sha256(old)
+        leaked = self._leaks(old, done, before, old_hash)
         if done.returncode != 0:
+            if leaked:  # the error line may be the key itself: the finding, never the line
+                return Rotation(error=f"exited {done.returncode}; " + "; ".join(leaked))
             last = _last_line(done.stderr or done.stdout, box)
-            untouched = _files_by_hash(box.root) == before
+            untouched = _files_by_hash(box) == before
             hint = " (nothing changed: called as declared in scripts.rotate.command, env, stdin)" if untouched else ""
             return Rotation(error=f"exited {done.returncode}: {last}{hint}")
         try:
             new = stack.read_secret(self.box_key)
         except StackError:
             return Rotation(error="the key file is gone (or not a regular file) after the run")
-        old_hash, new_hash = sha256(old), sha256(new)
+        new_hash = sha256(new)
         audit = self._read_or_empty(self.audit_log)
-        output = done.stdout + done.stderr
         return Rotation(
             old=stack.redactor.fingerprint(old),
             new=stack.redactor.fingerprint(new),
             changed=new_hash != old_hash,
             new_strength=key_strength(new, stack.redactor),
             backups={str(path.relative_to(box.root)): path.stat().st_mode & 0o7777
-                     for path, digest in _files_by_hash(self.backup_dir).items()
+                     for path, digest in _files_by_hash(box, self.backup_dir).items()
                      if digest == old_hash and path not in before and path != self.box_key},
             key_mode=self.box_key.stat().st_mode & 0o7777,
             audit_lines=audit.count(b"\n") - audit_before.count(b"\n") if audit.startswith(audit_before) else 0,
-            audit_leak=leaks(audit, old) or leaks(audit, new),
-            output_leak=leaks(output, old) or leaks(output, new),
+            leaks=leaked + [f"the script printed key material ({form}) after the run" for form in
+                            filter(None, [KeyMaterial(new).form_in(done.stdout + done.stderr)])],
             torn_reads=len(watcher.seen - {old_hash, new_hash}),
             failed_reads=watcher.failed,
             reads=watcher.reads,
             **shown,
         )
+
+    def _leaks(self, old: bytes, done, before: dict[Path, str], old_hash: str) -> list[str]:
+        """Where the run wrote the key it was given (any form): its stdout and stderr, the audit log, and
+        the name and content of every file it created or changed (a backup holding the old key is the
+        one place the key belongs, and the key file holds the new one)."""
+        material, box, found = KeyMaterial(old), self.box, []
+        for stream in ("stdout", "stderr"):
+            form = material.form_in(getattr(done, stream))
+            if form:
+                found.append(f"the script printed key material ({form}) to its {stream}")
+        for path, digest in _files_by_hash(box).items():
+            shown = box.outside(box.inside(path))
+            form = material.form_in(str(path.relative_to(box.root)))
+            if form:
+                found.append(f"the script put key material ({form}) into a file name: {_name_shape(path, box)}")
+                continue
+            if before.get(path) == digest or digest == old_hash or path == self.box_key:
+                continue
+            form = material.form_in(read_stack_file(path, shown, OUTPUT_FILE_CAP, follow=False))
+            if form:
+                what = "the audit log holds" if path == self.audit_log else f"{shown} holds"
+                found.append(f"{what} key material ({form})")
+        return found
 
     def _read_or_empty(self, path: Path) -> bytes:
         if not os.path.lexists(path):
@@ -656,6 +685,11 @@ class Rotator:
             return read_stack_file(path, "audit log", OUTPUT_FILE_CAP)
         except StackError:
             return b""
+
+
+def _name_shape(path: Path, box: ScriptBox) -> str:
+    """Where a file whose name holds key material lies, without the name: its dir and the name's length."""
+    return f"{box.outside(box.inside(path.parent))}/({len(path.name)}-character name)"
 
 
 def _relative_inside(stack, path: Path, fallback: str) -> Path:
