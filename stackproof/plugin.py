@@ -67,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
     config.addinivalue_line("markers", "changes_stack: live check that changes the stack; runs only with --allow-changes")
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
+    started = time.monotonic()  # the run's clock: configuration reads the stack too, and is bounded with it
     workerinput = getattr(config, "workerinput", {})
     redactor = Redactor(bytes.fromhex(workerinput[REDACTION_KEY]) if REDACTION_KEY in workerinput else None)
     env_files = config.getoption("env_files") or []
@@ -88,19 +89,32 @@ def pytest_configure(config: pytest.Config) -> None:
         problems += stack_problems(stack) + set_up_waivers_and_history(config, report, stack)
     if problems:  # one line each, no report, no check run: the stack was not judged
         raise pytest.UsageError(*problems)
-    stack.register_secrets()
+    config.stash[DEADLINE_KEY] = started + float(setting(config, "run_timeout"))
     config.stash[STACK_KEY] = stack
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
     if not is_worker(config):  # the controller bounds the run; ending it ends its workers
         stack_timeout = float(setting(config, "stack_timeout"))
         watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
-                               report.write_interrupted)
+                               report.write_interrupted, started)
         config.pluginmanager.register(watchdog, "stackproof-watchdog")
+    learn_secrets(stack, report)
     if config.pluginmanager.hasplugin("html"):
         from stackproof.report.html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report, redactor.clean(str(stack_dir))), "stackproof-html-summary")
+
+
+def learn_secrets(stack: Stack, report: ValidationReport) -> None:
+    """Teach the redactor the stack's secrets before anything is printed. A stack whose files break that
+    (a secrets dir nested past the recursion limit, an oversized .env) is a run error named in the report,
+    not an INTERNALERROR that leaves no report (or the last run's) behind; the checks then meet the same
+    files and fail on them."""
+    try:
+        stack.register_secrets()
+    except (StackError, RecursionError, OSError, ValueError, UnicodeError) as exc:
+        report.add_session_error(f"the stack's secrets could not all be read before the checks: "
+                                 f"{type(exc).__name__}: {stack.redactor.clean(str(exc), limit=300)}")
 
 
 def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> list[str]:
@@ -155,9 +169,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the run's clock; fingerprint the stack dir (read-only, enforced at the end); scrub every log
+    """Fingerprint the stack dir (read-only, enforced at the end); scrub every log
     record before pytest's log handlers write it."""
-    session.config.stash[DEADLINE_KEY] = time.monotonic() + float(setting(session.config, "run_timeout"))
     root = session.config.stash[STACK_KEY].root
     if root.is_dir():
         session.config.stash[FINGERPRINT_KEY] = fingerprint(root)

@@ -32,14 +32,14 @@ class RunTimeout(KeyboardInterrupt):
 
 
 class RunWatchdog:
-    def __init__(self, seconds: float, grace: float, hard_stop: Callable[[str], None]):
+    def __init__(self, seconds: float, grace: float, hard_stop: Callable[[str], None], started: float):
         self.seconds = seconds
         self.grace = grace
         self.hard_stop = hard_stop  # writes the INCOMPLETE report from the timer thread
         self.message = f"run time limit of {seconds:g}s reached"
         self._previous = None
         self._timer: threading.Timer | None = None
-        self._started = time.monotonic()
+        self._started = started  # when configuration began: reading a hostile stack's secrets counts too
 
     def _on_alarm(self, signum, frame) -> None:
         raise RunTimeout(self.message)
@@ -51,9 +51,6 @@ class RunWatchdog:
             sys.stderr.write(f"stackproof: {self.message}; the run did not stop: ended\n")
             sys.stderr.flush()
             os._exit(HARD_STOP_EXIT)
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        self._started = time.monotonic()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if any(item.get_closest_marker("control") for item in session.items):

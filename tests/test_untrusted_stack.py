@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import resource
-import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +160,53 @@ def test_a_key_linked_to_the_checkouts_git_config_is_not_handed_to_the_script(ho
     run = hostile_run()
     assert "api_key_permissions" in run.failed_controls
     assert CI_SECRET.encode().hex().encode() not in (run.report_dir / "validation-report.json").read_bytes()
+
+
+# --- E: what breaks configuration or report building still ends in a fresh, complete report set --------
+
+
+def nested_dirs(top: Path, depth: int) -> None:
+    """`depth` nested dirs under `top`, made without recursion (os.makedirs recurses per level)."""
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def git_dir(stack: Path) -> Path:
+    git = stack / ".git"
+    (git / "refs/heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    return git
+
+
+BREAKERS = {
+    # an .env of many short lines past the reader's cap, read while the redactor learns the secrets
+    "env-many-lines": lambda s: (s / "ai-stack/compose/.env").open("a").write("# pad\n" * 200_000),
+    # the secrets dir nested past Python's recursion limit
+    "secrets-nested": lambda s: nested_dirs(s / "ai-stack/compose/secrets", 1100),
+    # the branch HEAD names is a FIFO: reading the commit for the report would block forever
+    "git-ref-fifo": lambda s: os.mkfifo(git_dir(s) / "refs/heads/main"),
+    # the index links to /dev/zero: reading it whole would never end
+    "git-index-dev-zero": lambda s: (git_dir(s) / "index").symlink_to("/dev/zero"),
+}
+
+
+@pytest.mark.parametrize("form", BREAKERS)
+def test_a_stack_that_breaks_configuration_or_reporting_gets_a_fresh_report(hostile_run, stack_copy, form, request):
+    """No INTERNALERROR, no hang, no stale GO left: the cause is named in the fresh report set, NO-GO."""
+    secrets = stack_copy / "ai-stack/compose/secrets"
+    # pytest's own clean-up of old temp dirs (shutil.rmtree) recurses per level: the tree goes now, with rm
+    request.addfinalizer(lambda: subprocess.run(["rm", "-rf", "--", str(secrets / "d")], timeout=120, check=False))
+    BREAKERS[form](stack_copy)
+    run = hostile_run("--run-timeout", "120")
+    reasons = [run.report["verdict"]["reason"], *run.report.get("session_errors", []),
+               *(r for c in run.failed_controls for r in run.reasons(c))]
+    expected = {"env-many-lines": ".env: larger than the", "secrets-nested": "RecursionError",
+                "git-ref-fifo": ".git/refs/heads/main: a FIFO", "git-index-dev-zero": ".git/index: a symlink"}[form]
+    assert any(expected in reason for reason in reasons), reasons

@@ -92,3 +92,50 @@ def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: 
 def read_stack_text(path: Path, name: str, cap: int = DEFAULT_CAP) -> str:
     """A regular file's text (UTF-8, undecodable bytes replaced), at most `cap` bytes."""
     return read_stack_file(path, name, cap).decode("utf-8", errors="replace")
+
+
+GIT_FILE_CAP = 1024 * 1024  # HEAD, config, commondir, a ref: a few lines each
+GIT_INDEX_CAP = 256 * 1024 * 1024  # the index grows with the tracked files
+GIT_FILES = {"HEAD": GIT_FILE_CAP, "config": GIT_FILE_CAP, "commondir": GIT_FILE_CAP, "gitdir": GIT_FILE_CAP,
+             "packed-refs": 64 * 1024 * 1024, "index": GIT_INDEX_CAP}
+
+
+def require_readable_git(start: Path) -> None:
+    """Before a git library opens the repository that holds `start` (found upwards, as git does): the files
+    it reads (.git or the gitfile, HEAD, config, the index, packed refs, the ref HEAD names) are regular files,
+    not symlinks, within their caps. A FIFO at .git/HEAD would block the report's last step forever, a
+    symlink to /dev/zero would be read whole. A one-line StackError otherwise."""
+    for directory in (start, *start.parents):
+        git = directory / ".git"
+        if os.path.lexists(git):
+            break
+    else:
+        return
+    where = f"{git.name}" if directory == start else str(git)
+    st = os.lstat(git)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_size > GIT_FILE_CAP:
+            raise StackError(f"{where}: larger than the {GIT_FILE_CAP}-byte limit")
+        return  # a worktree's gitfile: what it points to is outside this checkout's files
+    if not stat.S_ISDIR(st.st_mode):
+        raise _not_regular(where, st.st_mode) if not stat.S_ISLNK(st.st_mode) else StackError(f"{where}: a symlink")
+    for name, cap in GIT_FILES.items():
+        _require_small_regular(git / name, f"{where}/{name}", cap)
+    if os.path.lexists(git / "HEAD"):
+        head = read_stack_file(git / "HEAD", f"{where}/HEAD", GIT_FILE_CAP, follow=False)
+        if head.startswith(b"ref: "):
+            ref = os.fsdecode(head[5:].strip())
+            if ".." not in Path(ref).parts and not ref.startswith("/"):
+                _require_small_regular(git / ref, f"{where}/{ref}", GIT_FILE_CAP)
+
+
+def _require_small_regular(path: Path, name: str, cap: int) -> None:
+    if not os.path.lexists(path):
+        return
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise StackError(f"{name}: a symlink, not read")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(name, st.st_mode)
+    if st.st_size > cap:
+        raise StackError(f"{name}: larger than the {cap}-byte limit")

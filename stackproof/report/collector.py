@@ -328,7 +328,11 @@ class ValidationReport:
     def write_interrupted(self, why: str) -> None:
         """The watchdog's hard stop (another thread): the run did not end after its interruption, so the
         report of what ran so far is written now, INCOMPLETE and NO-GO, replacing any set of this run."""
-        if not self.runs_checks() or not self._writing.acquire(timeout=10):
+        if not self.runs_checks():
+            return
+        if not self._writing.acquire(timeout=10):  # the session's own write is stuck (a reader blocked on
+            self.internal_error = f"{why}; the report could not be finished"  # the stack): constants only
+            self.write_report_set(render.render_all(self.error_summary()))
             return
         try:
             self.interruption, self.written = why, []

@@ -16,7 +16,7 @@ from stackproof.target.credentials import SecretValue, is_credential_name, stack
 from stackproof.errors import Blocked, RequiredVariablesMissing, StackError
 from stackproof.target.profile import Profile, inside
 from stackproof.redact import Redactor
-from stackproof.io.files import read_stack_file
+from stackproof.io.files import read_stack_file, require_readable_git
 from stackproof.io.sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -173,6 +173,7 @@ class Stack:
         Read with dulwich, not the `git` binary: git run in a hostile checkout executes what the
         repository's own config names (core.fsmonitor on every index refresh, hooks, filters,
         external diff, pager). dulwich only reads files here: HEAD, refs and the index."""
+        require_readable_git(self.root)
         try:
             return Repo.discover(str(self.root))
         except NotGitRepository:
