@@ -20,7 +20,7 @@ from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
-from stackproof.report.collector import TargetInfo, ValidationReport, is_worker
+from stackproof.report.collector import TargetInfo, ValidationReport, is_worker, real_report_dir
 from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.report.history import HISTORY_FILE, RunHistory, load_baseline
 from stackproof.target.stack import Stack
@@ -80,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
                   operator_profile=Path(operator_profile).expanduser().resolve() if operator_profile else None,
                   strict=config.getoption("strict_profile"), trust_stack_code=config.getoption("trust_stack_code"),
                   env_names=config.getoption("env_names"))
-    report_dir = Path(setting(config, "report_dir")).expanduser().resolve()
+    report_dir = real_report_dir(Path(os.path.abspath(Path(setting(config, "report_dir")).expanduser())), stack_dir)
     project = setting(config, "compose_project") or None
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
                               target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack))
@@ -173,7 +173,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     record before pytest's log handlers write it."""
     root = session.config.stash[STACK_KEY].root
     if root.is_dir():
-        session.config.stash[FINGERPRINT_KEY] = fingerprint(root)
+        session.config.stash[FINGERPRINT_KEY] = fingerprint(root, written_by_the_run(session.config))
     logging_plugin = session.config.pluginmanager.get_plugin("logging-plugin")
     scrubbing = ScrubbingFilter(session.config.stash[STACK_KEY].redactor)
     for name in ("caplog_handler", "report_handler", "log_file_handler", "log_cli_handler"):
@@ -189,12 +189,25 @@ def pytest_sessionfinish_read_only(session: pytest.Session):
     report = session.config.stash[REPORT_KEY]
     before = session.config.stash.get(FINGERPRINT_KEY, None)
     if before is not None:
-        changed = changed_paths(before, fingerprint(session.config.stash[STACK_KEY].root))
+        changed = changed_paths(before, fingerprint(session.config.stash[STACK_KEY].root,
+                                                    written_by_the_run(session.config)))
         if changed:
             more = f" and {len(changed) - SHOWN_CHANGES} more" if len(changed) > SHOWN_CHANGES else ""
             report.add_session_error(
                 f"the run changed the stack dir (read-only): {', '.join(changed[:SHOWN_CHANGES])}{more}")
     return (yield)
+
+
+def written_by_the_run(config: pytest.Config) -> tuple[Path, ...]:
+    """What the run itself writes (the report dir, JUnit, the history file): left out of the read-only
+    fingerprint where the operator puts it inside the stack dir (a CI checkout's `reports/`)."""
+    report = config.stash[REPORT_KEY]
+    paths = [report.report_dir]
+    if getattr(config.option, "xmlpath", None):
+        paths.append(Path(os.path.abspath(config.option.xmlpath)))
+    if report.history is not None and report.history.path is not None:
+        paths.append(Path(os.path.abspath(report.history.path)))
+    return tuple(paths)
 
 
 def describe_target(stack: Stack, project: str | None) -> TargetInfo:

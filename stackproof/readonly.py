@@ -18,8 +18,9 @@ MAX_HASHED_BYTES = 512 * 1024**2
 CHUNK = 1024 * 1024
 
 
-def fingerprint(root: Path) -> dict[str, tuple]:
-    """relative path -> (type, mode, uid, gid, content) of every entry under `root`."""
+def fingerprint(root: Path, exclude: tuple[Path, ...] = ()) -> dict[str, tuple]:
+    """relative path -> (type, mode, uid, gid, content) of every entry under `root`, but the entries in
+    `exclude` (the report dir and JUnit file, when the operator puts them inside the stack dir)."""
     found: dict[str, tuple] = {}
     budget = [MAX_HASHED_BYTES]
     stack = [root]
@@ -39,6 +40,8 @@ def fingerprint(root: Path) -> dict[str, tuple]:
             except OSError:
                 continue
             path = Path(entry.path)
+            if path in exclude:
+                continue
             found[_rel(root, path)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                                        _content(path, st, budget))
             if stat.S_ISDIR(st.st_mode):

@@ -71,6 +71,9 @@ def test_github_workflow_does_what_it_says() -> None:
         assert runs[name]["if"].startswith("always()"), name
     assert 'decision"] not in ("GO", "STATIC PASS")' in runs["Verdict"]["run"]
     assert runs["Keep the reports"]["with"]["path"] == "reports/"
+    checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["path"] == "stack", "the report dir must lie outside the checkout (issue 17 G)"
+    assert "--stack-dir stack --report-dir reports" in static["run"] and "--stack-dir stack" in live["run"]
     assert runs["Publish JUnit"]["with"]["report_paths"] == "reports/junit.xml"
     assert runs["Restore the run history"]["with"]["path"] == runs["Save the run history"]["with"]["path"] \
         == "reports/history.jsonl"
@@ -86,6 +89,9 @@ def test_gitlab_job_does_what_it_says() -> None:
     assert 'sys.exit(v["decision"] not in ("GO", "STATIC PASS"))' in script
     assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "reports/junit.xml"
     assert job["cache"]["paths"] == ["reports/history.jsonl"] and job["cache"]["when"] == "always"
+    report_dir = job["variables"]["STACKPROOF_REPORT_DIR"]  # outside the checkout; copied in at the end
+    assert report_dir.startswith("/tmp/") and '$STACKPROOF_REPORT_DIR/junit.xml' in script
+    assert job["after_script"] == ['rm -rf reports && mkdir reports && cp -- "$STACKPROOF_REPORT_DIR"/* reports/ || true']
 
 
 def verdict_commands() -> dict[str, list[str]]:
@@ -109,7 +115,8 @@ def test_verdict_step_fails_the_job_unless_go(platform: str, decision: str | Non
         (reports / "validation-report.json").write_text(json.dumps({"verdict": verdict}))
         (reports / "validation-report.md").write_text(f"# Validation report\n\n**Verdict: {decision}**\n")
     summary = tmp_path / "summary.md"
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(summary)}
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(summary),
+           "STACKPROOF_REPORT_DIR": str(reports)}
     done = subprocess.run(verdict_commands()[platform], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert (done.returncode == 0) == passes, done.stdout + done.stderr

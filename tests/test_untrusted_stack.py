@@ -210,3 +210,38 @@ def test_a_stack_that_breaks_configuration_or_reporting_gets_a_fresh_report(host
     expected = {"env-many-lines": ".env: larger than the", "secrets-nested": "RecursionError",
                 "git-ref-fifo": ".git/refs/heads/main: a FIFO", "git-index-dev-zero": ".git/index: a symlink"}[form]
     assert any(expected in reason for reason in reasons), reasons
+
+
+# --- G: the CI template's layout: the report dir inside the checkout, committed as links ----------------
+
+
+def links_in_reports(stack: Path, outside: Path) -> Path:
+    """reports/ is real, but its history and JUnit files are committed as links to files outside."""
+    reports = stack / "reports"
+    reports.mkdir()
+    for name in ("history.jsonl", "junit.xml"):
+        (outside / name).write_text("outside\n")
+        (reports / name).symlink_to(outside / name)
+    return reports
+
+
+def linked_parent(stack: Path, outside: Path) -> Path:
+    """The report dir's parent inside the checkout is a link to a dir outside it."""
+    (outside / "out").mkdir()
+    (stack / "out").symlink_to(outside / "out")
+    return stack / "out/reports"
+
+
+@pytest.mark.parametrize("layout", [links_in_reports, linked_parent], ids=["links-in-reports", "linked-parent"])
+def test_a_report_dir_inside_the_checkout_is_written_only_there(hostile_run, stack_copy, outside, layout):
+    """The CI template's old layout with what a pull request can commit there: the run writes and deletes only
+    in a real report dir inside the stack dir (links replaced, never followed), and is GO twice in a row
+    (its own report dir, history and JUnit are not changes to the stack)."""
+    report_dir = layout(stack_copy, outside)
+    first = hostile_run(verdict="GO", report_dir=report_dir)
+    second = hostile_run(verdict="GO", report_dir=stack_copy / "reports" if layout is links_in_reports else report_dir)
+    for run in (first, second):
+        assert not run.report_dir.is_symlink() and not run.report_dir.parent.is_symlink()
+        assert not (run.report_dir / "junit.xml").is_symlink()
+    if layout is links_in_reports:  # the linked history is neither read nor appended: a note says so
+        assert "history.jsonl not read" in second.stdout

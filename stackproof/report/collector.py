@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import shutil
 import tempfile
 import threading
@@ -113,6 +114,34 @@ def placeholder_row(nodeid: str) -> CheckRow | None:
     control = Path(path).stem.removeprefix("test_")
     mode = "live" if name.startswith("test_live") else "static"
     return CheckRow(control, nodeid, name, mode) if control in BY_ID else None
+
+
+def real_report_dir(path: Path, stack_dir: Path) -> Path:
+    """Where the report set goes, as a real directory. Inside the stack dir (a CI checkout whose `reports/`
+    came with the pull request), every symlink on the way down from the stack dir is removed (the link,
+    never what it points to), so the run writes, and deletes its stale set, only there. Outside the stack
+    dir the operator's path is taken as it resolves. `path` is absolute, its symlinks not yet resolved."""
+    try:
+        rest = path.relative_to(stack_dir)
+    except ValueError:
+        return path.resolve()
+    current = stack_dir
+    for part in rest.parts:
+        current = current / part
+        if current.is_symlink():
+            current.unlink()
+    return current
+
+
+def unlink_if_not_regular(path: Path) -> None:
+    """Remove the entry at `path` when it is a symlink or a special file (never its target), so that the
+    file about to be written there lands in the report dir; a regular file is left for the writer."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        path.unlink(missing_ok=True)
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -430,6 +459,7 @@ class ValidationReport:
         xml = self.config.stash.get(xml_key, None)
         if xml is None:
             return
+        unlink_if_not_regular(Path(xml.logfile))  # junitxml opens it for writing next, following links
         verdict, run = self.summary["verdict"], self.summary["run"]
         xml.suite_name = "stackproof"
         xml.add_global_property("verdict", verdict["decision"])

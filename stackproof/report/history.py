@@ -146,8 +146,10 @@ def load_baseline(path: Path) -> Record:
 
 
 def _open_regular(path: Path, flags: int) -> int:
-    """A descriptor of `path`, a regular file (never blocking on a FIFO or a device); OSError otherwise."""
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o644)
+    """A descriptor of `path`, a regular file (never blocking on a FIFO or a device, never through a symlink:
+    a checkout that commits `reports/history.jsonl` as a link must not make the run append outside);
+    OSError otherwise."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
