@@ -33,6 +33,12 @@ MAX_TEXT = 2000
 MIN_SECRET_LEN = 12  # shorter values fail the key-strength check; they are too short to scrub safely
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Unicode format characters (category Cf): bidirectional overrides and isolates (U+202A-U+202E,
+# U+2066-U+2069), zero-width spaces and joiners, the BOM, invisible operators, tag characters.
+# Invisible, they make a reason read other than it is ("Trojan Source"): removed like control characters.
+_FORMAT = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+                     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+                     "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
 _URL_CREDENTIAL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@'\"<>]*:)([^\s@/'\"<>]+)(@)")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _PEM_ARMOR = re.compile(r"^-----(BEGIN|END) [A-Z0-9 ]+-----$")
@@ -51,8 +57,9 @@ def text_of(value: object) -> str:
 
 
 def strip_controls(text: str) -> str:
-    """ANSI escape sequences and control characters removed; newlines and tabs kept."""
-    return _CONTROL.sub("", _ANSI.sub("", text))
+    """ANSI escape sequences, control characters and invisible format characters (bidi, zero-width)
+    removed; newlines and tabs kept."""
+    return _FORMAT.sub("", _CONTROL.sub("", _ANSI.sub("", text)))
 
 
 def cut(text: str, limit: int = MAX_TEXT) -> str:

@@ -245,3 +245,32 @@ def test_a_report_dir_inside_the_checkout_is_written_only_there(hostile_run, sta
         assert not (run.report_dir / "junit.xml").is_symlink()
     if layout is links_in_reports:  # the linked history is neither read nor appended: a note says so
         assert "history.jsonl not read" in second.stdout
+
+
+# --- I: invisible and control characters never reach an output -----------------------------------------
+
+MONITOR = "scripts/monitor-tls-certs.sh"
+INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]")
+ERROR_LINES = {
+    # a right-to-left isolate and a zero-width joiner make the reason read backwards; a BOM inside a word
+    "isolate-and-joiner": r"echo $'cert \u2067ok\u2069 status=\u200derror \ufeffdone' >&2; exit 9",
+    # an OSC 8 hyperlink, a C1 CSI written as UTF-8 and tag characters, on stdout with nothing on stderr
+    "osc-link-c1-tags": r"echo $'\e]8;;http://x.invalid\e\\click\e]8;;\e\\ \u009b31mred \U000E0041\U000E0042'; exit 9",
+}
+
+
+@pytest.mark.parametrize("form", ERROR_LINES)
+def test_format_and_control_characters_are_removed_from_every_output(hostile_run, stack_copy, form):
+    """The monitor fails with an error line full of bidi, zero-width, tag and C1 characters: its control fails,
+    the checks blocked by it skip, and neither the reasons nor the skip messages (terminal, reports, JUnit)
+    hold any of those characters."""
+    edit(stack_copy, MONITOR, "set -", ERROR_LINES[form] + "\nset -")
+    run = hostile_run()
+    assert_only_control_fails(run, "tls_monitoring", "exit 9")
+    outputs = {"terminal": run.stdout + run.stderr,
+               **{path.name: path.read_text(errors="replace") for path in run.report_dir.iterdir() if path.is_file()}}
+    for name, text in outputs.items():
+        found = {f"U+{ord(ch):04X}" for ch in INVISIBLE.findall(text.replace("\n", "").replace("\t", ""))}
+        assert not found, f"{name} holds {sorted(found)}"
+    skipped = [row for c in run.report["controls"] for row in c["checks"] if row["status"] == "SKIPPED"]
+    assert any("blocked by" in row["reason"] for row in skipped)

@@ -231,7 +231,7 @@ class ValidationReport:
         replacing what is not text. Every output (terminal, JUnit, pytest-html) is made from these."""
         longrepr = rep.longrepr
         if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, message)
-            rep.longrepr = (longrepr[0], longrepr[1], self.redactor.scrub(text_of(longrepr[2])))
+            rep.longrepr = (longrepr[0], longrepr[1], self.redactor.scrub(strip_controls(text_of(longrepr[2]))))
         elif longrepr is not None:
             text = str(longrepr)
             safe = self.redactor.scrub(strip_controls(text_of(text)))
