@@ -274,3 +274,48 @@ def test_format_and_control_characters_are_removed_from_every_output(hostile_run
         assert not found, f"{name} holds {sorted(found)}"
     skipped = [row for c in run.report["controls"] for row in c["checks"] if row["status"] == "SKIPPED"]
     assert any("blocked by" in row["reason"] for row in skipped)
+
+
+# --- B: nothing outside the stack dir is read in its name -----------------------------------------------
+
+OUTSIDE_TEXT = "outside-" + "9d2c7e4a1f3b5d6e8a0c"
+
+
+def env_file_climbing_out(stack: Path, outside: Path) -> None:
+    """A relative env_file that climbs out of the stack dir with `..`."""
+    (outside / "ci.env").write_text(f"DB_POOL_SIZE={OUTSIDE_TEXT}\n")
+    edit(stack, COMPOSE, "    environment:\n      AI_STACK_CONFIG", "    env_file: [../../../outside/ci.env]\n"
+                                                               "    environment:\n      AI_STACK_CONFIG")
+
+
+def extends_through_a_link(stack: Path, outside: Path) -> None:
+    """`extends.file` names a file of the stack that is a symlink to a compose file outside."""
+    (outside / "base.yml").write_text(f"services:\n  base:\n    environment:\n      DB_POOL_SIZE: {OUTSIDE_TEXT}\n")
+    (stack / "ai-stack/compose/base.yml").symlink_to(outside / "base.yml")
+    edit(stack, COMPOSE, "    environment:\n      AI_STACK_CONFIG", "    extends: {file: base.yml, service: base}\n"
+                                                               "    environment:\n      AI_STACK_CONFIG")
+
+
+def alertmanager_mounted_from_outside(stack: Path, outside: Path) -> None:
+    """Alertmanager's config comes through a bind mount of a dir outside the stack dir."""
+    (outside / "alertmanager.yml").write_text(f"route: {{receiver: {OUTSIDE_TEXT}}}\nreceivers: [{{name: {OUTSIDE_TEXT}}}]\n")
+    edit(stack, COMPOSE, "      - ./alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro",
+         f"      - {outside}:/etc/alertmanager:ro")
+
+
+OUTSIDE_READS = {
+    "env-file-climbing-out": (env_file_climbing_out, "env_file '../../../outside/ci.env' leads outside"),
+    "extends-through-a-link": (extends_through_a_link, "extends.file 'base.yml' leads outside"),
+    "alertmanager-mounted-from-outside": (alertmanager_mounted_from_outside, "outside the stack dir: not read"),
+}
+
+
+@pytest.mark.parametrize("form", OUTSIDE_READS)
+def test_an_outside_reference_is_a_finding_never_a_read(hostile_run, stack_copy, outside, form):
+    """What the stack's compose file names outside the stack dir (climbing out, through a link, a bind mount
+    of an outside dir) is named as the defect; its content shows nowhere."""
+    plant, fragment = OUTSIDE_READS[form]
+    plant(stack_copy, outside)
+    run = hostile_run(secrets=(OUTSIDE_TEXT.encode(),))
+    reasons = " | ".join(r for c in run.failed_controls for r in run.reasons(c))
+    assert fragment in reasons, reasons

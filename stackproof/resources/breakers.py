@@ -233,6 +233,9 @@ def alertmanager_config(stack) -> AlertmanagerConfig:
     host = service.host_path_for(inside)
     if host is None:
         raise StackError(f"{stack.rel(stack.compose.files[0])}: {service.name} reads {inside}, which no bind mount provides")
+    if not stack.inside(host):  # a bind mount of an outside dir: never read (nor handed to amtool)
+        raise StackError(f"{stack.rel(stack.compose.files[0])}: {service.name} reads {inside} from {host}, "
+                         "outside the stack dir: not read")
     doc = load_yaml(Path(host), stack.rel(host))
     if not isinstance(doc, dict):
         raise StackError(f"{stack.rel(host)}: not an Alertmanager configuration")

@@ -22,6 +22,7 @@ from stackproof.io import proc
 from stackproof.errors import RequiredVariablesMissing, StackError
 from stackproof.io.files import read_stack_text
 from stackproof.io.yamlio import load_yaml, parse_yaml
+from stackproof.target.profile import inside
 
 MAX_ENV_BYTES = 1024 * 1024
 
@@ -215,7 +216,7 @@ def compose_files(main: Path, overrides: list[Path]) -> list[Path]:
 
 def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real: bool = True,
                  env_files: list[Path] | tuple = (), profiles: list[str] | tuple = (),
-                 passed: dict[str, str] | None = None) -> ComposeModel:
+                 passed: dict[str, str] | None = None, root: Path | None = None) -> ComposeModel:
     """Load the compose model as `docker compose --env-file F... --profile P... config` would.
     Every file is first parsed by the strict YAML loader, so a YAML bomb or duplicate key is
     reported the same way by both loaders; required variables without a value are all listed
@@ -223,9 +224,12 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
 
     `passed` is the only part of the runner's environment Compose sees (see `passed_environment`):
     a stack that writes `${GITHUB_TOKEN}` must not get the CI job's token interpolated into a value
-    the checks then quote."""
+    the checks then quote. With `root` (the stack dir), every file Compose would read must lie in it
+    (see `refuse_outside_inputs`)."""
     passed = dict(passed or {})
     files = compose_files(main, overrides)
+    if root is not None:
+        refuse_outside_inputs(root, files, [], {})  # the files themselves, before a byte of them is read
     docs = []
     for path in files:
         doc = load_yaml(path, path.name)
@@ -239,10 +243,65 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
     missing = missing_variables(files, docs, env)
     if missing:
         raise RequiredVariablesMissing(files[0].name, missing)
+    if root is not None:
+        refuse_outside_inputs(root, files, docs, env)
     binary = compose_binary() if prefer_real else None
     if binary:
         return _load_real(binary, files, timeout, list(env_files), list(profiles), passed)
     return _load_fallback(files, docs, env, list(env_files), list(profiles))
+
+
+def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: dict[str, str]) -> None:
+    """Every file Compose reads for the model lies inside the stack dir, its symlinks followed: the compose
+    and override files, the project's .env, and what they name (`include`, `env_file`, `extends.file`,
+    `label_file`). An absolute `env_file: /home/runner/.aws/credentials` or an override linked outside
+    would have Compose read it and the checks quote it: it is a finding naming the reference, never a read."""
+    def check(path: Path, what: str) -> None:
+        if not inside(path, root):
+            raise StackError(f"{what} leads outside the stack dir: not read")
+
+    for path in files:
+        check(path, path.name)
+    if os.path.lexists(files[0].parent / ".env"):
+        check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}")
+    for path, doc in zip(files, docs):
+        where = _rel_to(path, root)
+        for entry in _as_list(doc.get("include")):
+            for ref in _as_list(entry.get("path") if isinstance(entry, dict) else entry):
+                _check_ref(check, path, ref, env, f"{where}: include {ref!r}")
+            for ref in _as_list(entry.get("env_file") if isinstance(entry, dict) else None):
+                _check_ref(check, path, ref, env, f"{where}: include env_file {ref!r}")
+        services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
+        for name, svc in services.items():
+            if not isinstance(svc, dict):
+                continue
+            refs = [(ref.get("path") if isinstance(ref, dict) else ref, "env_file") for ref in _as_list(svc.get("env_file"))]
+            refs += [(ref, "label_file") for ref in _as_list(svc.get("label_file"))]
+            if isinstance(svc.get("extends"), dict) and svc["extends"].get("file"):
+                refs.append((svc["extends"]["file"], "extends.file"))
+            for ref, key in refs:
+                _check_ref(check, path, ref, env, f"{where}: service {name!r} {key} {ref!r}")
+
+
+def _check_ref(check, compose_file: Path, ref, env: dict[str, str], what: str) -> None:
+    if not isinstance(ref, str) or not ref:
+        return
+    try:
+        text = interpolate(ref, env, what)
+    except StackError:
+        return  # a malformed or unset reference is the loader's to report
+    check(compose_file.parent / os.path.expanduser(text), what)
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _rel_to(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def compose_binary() -> list[str] | None:

@@ -20,7 +20,8 @@ def pool_config_of(stack, svc) -> tuple[Path | None, str]:
         if not value or not value.startswith("/"):
             continue
         host = svc.host_path_for(value)
-        if host is not None and host.is_file() and host.suffix in (".yml", ".yaml") and holds(host, key):
+        if host is not None and stack.inside(host) and host.is_file() and host.suffix in (".yml", ".yaml") \
+                and holds(host, key):  # a bind mount of an outside dir is never read in the stack's name
             return host, f"{var}={value}"
     configured = stack.path("pool_config")
     for mount in svc.volumes:

@@ -110,7 +110,8 @@ class Stack:
         self.require()
         overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
         return load_compose(self.path("compose"), overrides, self.timeout,
-                            env_files=self.compose_env_files(), profiles=profiles, passed=self.passed_env)
+                            env_files=self.compose_env_files(), profiles=profiles, passed=self.passed_env,
+                            root=self.root)
 
     @cached_property
     def roles(self):
