@@ -43,9 +43,10 @@ def outside(tmp_path: Path) -> Path:
 @pytest.fixture
 def hostile_run(run_static, stack_copy, outside, tmp_path):
     """Run the static checks on the (changed) stack copy with a stale GO report set in the report dir;
-    assert the run stayed contained. Returns the SuiteRun."""
+    assert the run stayed contained and its static gate `passes` (STATIC PASS) or not (STATIC FAIL).
+    Returns the SuiteRun."""
 
-    def run(*args: str, secrets: tuple[bytes, ...] = (), verdict: str = "NO-GO", report_dir: Path | None = None):
+    def run(*args: str, secrets: tuple[bytes, ...] = (), passes: bool = False, report_dir: Path | None = None):
         report_dir = report_dir or tmp_path / "reports"
         report_dir.mkdir(exist_ok=True)
         for name in REPORTS:  # a previous run's GO, which must not survive this one
@@ -58,8 +59,8 @@ def hostile_run(run_static, stack_copy, outside, tmp_path):
         assert "INTERNALERROR" not in suite_run.stdout + suite_run.stderr
         for name in REPORTS:
             assert (report_dir / name).stat().st_mtime > 0, f"{name}: the stale report was left in place"
-        assert suite_run.verdict == verdict, (suite_run.report["verdict"], suite_run.stdout[-2000:])
-        assert suite_run.ret == (0 if verdict == "GO" else 1)
+        assert (suite_run.passed, suite_run.failed_gate) == (passes, not passes), suite_run.report["verdict"]
+        assert suite_run.ret == (0 if passes else 1)
         assert_no_secret_in(suite_run, [*values, *(v[i:i + 12] for v in values for i in (0, len(v) // 2))])
         assert snapshot(outside) == before, "the run changed files outside the stack and report dirs"
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -95,7 +96,7 @@ def test_the_runners_environment_is_not_interpolated(hostile_run, stack_copy, mo
     cannot become a value a check quotes. A required variable built from it reads 'is not set'."""
     monkeypatch.setenv("CI_CLOUD_KEY", CI_SECRET)
     edit(stack_copy, COMPOSE, *ENVIRONMENT_FORMS[form])
-    run = hostile_run(verdict="GO" if form == "alternative-value" else "NO-GO")
+    run = hostile_run(passes=form == "alternative-value")
     if form == "required-message":
         assert run.report["target_errors"] == [
             "docker-compose.yml: required variable(s) without a value: NOT_SET_ANYWHERE (missing ) (set them in "
@@ -235,11 +236,11 @@ def linked_parent(stack: Path, outside: Path) -> Path:
 @pytest.mark.parametrize("layout", [links_in_reports, linked_parent], ids=["links-in-reports", "linked-parent"])
 def test_a_report_dir_inside_the_checkout_is_written_only_there(hostile_run, stack_copy, outside, layout):
     """The CI template's old layout with what a pull request can commit there: the run writes and deletes only
-    in a real report dir inside the stack dir (links replaced, never followed), and is GO twice in a row
+    in a real report dir inside the stack dir (links replaced, never followed), and passes twice in a row
     (its own report dir, history and JUnit are not changes to the stack)."""
     report_dir = layout(stack_copy, outside)
-    first = hostile_run(verdict="GO", report_dir=report_dir)
-    second = hostile_run(verdict="GO", report_dir=stack_copy / "reports" if layout is links_in_reports else report_dir)
+    first = hostile_run(passes=True, report_dir=report_dir)
+    second = hostile_run(passes=True, report_dir=stack_copy / "reports" if layout is links_in_reports else report_dir)
     for run in (first, second):
         assert not run.report_dir.is_symlink() and not run.report_dir.parent.is_symlink()
         assert not (run.report_dir / "junit.xml").is_symlink()
