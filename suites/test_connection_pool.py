@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.errors import StackError
 from stackproof.resources.load import run_load
+from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
@@ -112,39 +113,10 @@ def service_pools(stack) -> list[ServicePool]:
     return pools
 
 
-def postgres_settings(command: list[str]) -> dict[str, str]:
-    """Server settings given on the postgres command line (`-c name=value`, `-cname=value`, `--name=value`)."""
-    settings = {}
-    args = iter(command)
-    for arg in args:
-        if arg == "-c":
-            arg = next(args, "")
-        elif arg.startswith("-c"):
-            arg = arg[2:]
-        elif arg.startswith("--"):
-            arg = arg[2:]
-        else:
-            continue
-        name, sep, value = arg.partition("=")
-        if sep:
-            settings[name.strip().replace("-", "_").lower()] = value.strip()
-    return settings
-
-
-def postgres_limits(stack) -> tuple[int, int, str]:
-    """(max_connections, superuser_reserved_connections, where they came from)."""
-    cfg = stack.profile["pool"]
-    compose_file = stack.rel(stack.compose.files[0])
-    service = stack.roles.service("postgres")
-    settings = postgres_settings([*service.entrypoint, *service.command])
-    where = f"{compose_file}: {service.name} command"
-    max_conn = as_int(settings.get("max_connections", cfg["default_max_connections"]), f"{where} max_connections")
-    reserved = as_int(
-        settings.get("superuser_reserved_connections", cfg["default_reserved_connections"]),
-        f"{where} superuser_reserved_connections",
-    )
-    source = "command" if "max_connections" in settings else "Postgres default"
-    return max_conn, reserved, source
+def postgres_limits(stack) -> tuple[int, int, PostgresSettings]:
+    """(max_connections, superuser_reserved_connections, the effective settings with their sources)."""
+    found = postgres_settings(stack)
+    return found.integer("max_connections"), found.integer("superuser_reserved_connections"), found
 
 
 # --- static checks ------------------------------------------------------------------
@@ -226,7 +198,7 @@ def test_effective_pool_per_service(stack, evidence):
 def test_pools_fit_postgres(stack, evidence):
     """If every pool fills up at once, Postgres must still accept them all (and keep its reserved slots)."""
     pools = service_pools(stack)
-    max_conn, reserved, source = postgres_limits(stack)
+    max_conn, reserved, effective = postgres_limits(stack)
     available = max_conn - reserved
     total = connections_needed(pools)
     service = stack.roles.name("postgres")
@@ -235,12 +207,29 @@ def test_pools_fit_postgres(stack, evidence):
         expected=f"< {max_conn} - {reserved} = {available}",
         result=" + ".join(pool.demand for pool in pools) + f" = {total}",
     )
-    evidence.note(f"max_connections={max_conn} ({source}), superuser_reserved_connections={reserved}")
+    evidence.note(effective.describe())
+    for note in effective.notes:
+        evidence.note(note)
+    sources = ", ".join(f"{name} from {effective.settings[name].winner.source}"
+                        for name in ("max_connections", "superuser_reserved_connections"))
     assert total < available, (
         f"{stack.rel(stack.compose.files[0])}: the pools need up to {total} connections "
         f"({' + '.join(pool.demand for pool in pools)}) but {service} allows "
-        f"max_connections {max_conn} - {reserved} reserved = {available}"
+        f"max_connections {max_conn} - {reserved} reserved = {available} ({sources})"
     )
+
+
+@pytest.mark.static
+def test_clients_do_not_set_server_settings(stack, evidence):
+    """PGOPTIONS is sent by a client at every connection: a server-start setting in it (max_connections, ...)
+    cannot change the server and makes Postgres refuse every connection of that service."""
+    wrong = client_overrides(stack)
+    evidence.record(
+        test=f"PGOPTIONS of every service in {stack.rel(stack.compose.files[0])}",
+        expected="no server-start setting (" + ", ".join(POSTMASTER_ONLY) + ")",
+        result="; ".join(wrong) or "none",
+    )
+    assert not wrong, f"{stack.rel(stack.compose.files[0])}: {'; '.join(wrong)}"
 
 
 # --- live checks ----------------------------------------------------------------------
@@ -265,11 +254,12 @@ def pool_gauges(live) -> dict[str, float]:
 
 
 def postgres_settings_live(live, *names: str) -> list[int]:
-    """The integer settings Postgres runs with, asked in one psql call in the postgres container as the
-    compose user (current_setting, one per line); the password stays in the container."""
+    """The integer settings Postgres runs with (pg_settings.setting: memory in its unit, 8 kB pages for
+    shared_buffers), asked in one psql call in the postgres container as the compose user, one per line;
+    the password stays in the container."""
     svc = live.stack.roles.service("postgres")
     env = svc.environment
-    query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+    query = "SELECT " + ", ".join(f"(SELECT setting FROM pg_settings WHERE name = '{name}')" for name in names)
     script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAt -F "\n" -c "$4"'
     code, out = live.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
                                      env.get("POSTGRES_USER") or "postgres", env.get("POSTGRES_DB") or "postgres", query])
@@ -312,22 +302,27 @@ def test_live_pool_matches_config(stack, live, evidence):
 
 @pytest.mark.live
 def test_live_postgres_max_connections(stack, live, evidence):
-    """The pools must fit the limits Postgres really runs with, not only those the compose file asks for."""
-    max_conn, reserved = postgres_settings_live(live, "max_connections", "superuser_reserved_connections")
-    declared, declared_reserved, source = postgres_limits(stack)
+    """The pools must fit the limits Postgres really runs with, and those must be the ones its files and
+    command line give (a source the static reader does not see, or a stale data directory, would differ)."""
+    running = dict(zip(SETTINGS, postgres_settings_live(live, *SETTINGS)))
+    max_conn, reserved = running["max_connections"], running["superuser_reserved_connections"]
+    effective = postgres_limits(stack)[2]
+    declared = {name: effective.integer(name) for name in SETTINGS[:2]}
+    declared["shared_buffers"] = effective.blocks("shared_buffers")
     pools = [replace(pool, replicas=live.replicas(pool.service)) for pool in service_pools(stack)]
     total = connections_needed(pools)
     service = stack.roles.name("postgres")
     evidence.record(
-        test=f"SHOW max_connections / superuser_reserved_connections in {service}; "
+        test=f"pg_settings {', '.join(SETTINGS)} (shared_buffers in 8 kB pages) in {service}; "
              "sum of the max pools of the services' running containers",
-        expected=f"{declared} / {declared_reserved} ({source}); sum < {max_conn - reserved}",
-        result=f"{max_conn} / {reserved}; " + " + ".join(pool.demand for pool in pools) + f" = {total}",
+        expected=" / ".join(str(declared[name]) for name in SETTINGS) + f"; sum < {max_conn - reserved}",
+        result=" / ".join(str(running[name]) for name in SETTINGS) + "; "
+        + " + ".join(pool.demand for pool in pools) + f" = {total}",
     )
-    assert (max_conn, reserved) == (declared, declared_reserved), (
-        f"service {service}: runs with max_connections {max_conn}, reserved {reserved} "
-        f"(expected {declared}, {declared_reserved} from the {source})"
-    )
+    evidence.note(effective.describe())
+    differ = [f"{name} {running[name]}, expected {declared[name]} from {effective.settings[name].winner.source}"
+              for name in SETTINGS if running[name] != declared[name]]
+    assert not differ, f"service {service}: runs with {'; '.join(differ)}"
     assert total < max_conn - reserved, (
         f"service {service}: the pools need up to {total} connections ({' + '.join(pool.demand for pool in pools)}), "
         f"Postgres allows {max_conn - reserved}"
