@@ -2,10 +2,13 @@
 
 Every secret a service mounts must be declared with mode 0400, and, what the
 declaration alone cannot prove, be 0400 and owned by the service's user inside
-the running container.
+the running container. A credential the stack could hand over as a secret must not be
+in a container's environment as a literal instead.
 """
 
 import pytest
+
+from stackproof.target.open_credentials import open_credentials
 
 pytestmark = pytest.mark.control("docker_secrets_mode")
 
@@ -38,6 +41,22 @@ def test_secret_references_declare_mode(stack, evidence, target_engine):
     assert refs, f"{stack.rel(compose.files[0])}: no service mounts a secret"
     wrong = [f"{name} → {ref.source} mode {_mode(ref.mode)}" for name, ref in refs if ref.mode != wanted]
     assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
+
+
+@pytest.mark.static
+def test_no_credential_in_environment(stack, evidence):
+    """A credential is passed as a secret file, not as a literal in a container's environment.
+
+    Where the image reads a NAME_FILE variant or the stack already has a secret for the value, a literal in
+    `environment:`, an `env_file` or a committed `.env` is in `docker inspect`, in every child process's
+    environment and, when committed, in every clone. A `${VAR}` taken from an uncommitted environment is not a literal."""
+    found = open_credentials(stack)
+    evidence.record(
+        test="credential-named variables in the services' environment:, their env_files and committed .env files",
+        expected="none with a literal value where a _FILE variant or a secret exists",
+        result="; ".join(finding.describe() for finding in found) or "none",
+    )
+    assert not found, f"credential in the open: {'; '.join(finding.describe() for finding in found)}"
 
 
 @pytest.mark.live

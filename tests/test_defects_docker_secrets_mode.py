@@ -43,3 +43,95 @@ def test_defect_fails_docker_secrets_mode_in_each_stack(layout_copy, run_static,
     stack, layout = layout_copy
     defect.inject(stack, layout)
     assert_only_control_fails(run_static(stack), "docker_secrets_mode", *map(layout.fill, defect.fragments))
+
+
+# --- credentials in the open (stackproof/target/open_credentials.py) ------------------------------------
+
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from defects import Layout  # noqa: E402
+
+LITERAL = "Qm7vT2xK9pLw4Zr8Yd3n"  # a strong value: only its place is wrong, not its strength
+SERVICE_LINE = {"reference": "      SERVICE_NAME: aidb\n", "northwind": "      DB_HOST: db\n"}
+ENV_FILE = {"reference": "ai-stack/compose/.env", "northwind": "deploy/northwind.env"}
+
+
+# the variable each stack's secret for the database password is named after
+DB_VARIABLE = {"reference": "POSTGRES_PASSWORD", "northwind": "DB_PASSWORD"}
+
+
+def in_environment(line: str):
+    """A line added to the API service's `environment:` in each stack ({var}: the stack's DB_VARIABLE)."""
+    return per_stack(**{name: ("compose", anchor, anchor + line.format(var=DB_VARIABLE[name]))
+                        for name, anchor in SERVICE_LINE.items()})
+
+
+def env_file_of(service: str, variable: str, value_of=lambda stack, layout: LITERAL):
+    """The stack's `service` (by layout field) given an env_file that sets `variable` to a literal."""
+
+    def inject(stack: Path, layout: Layout) -> None:
+        compose = stack / layout.compose
+        (compose.parent / "credentials.env").write_text(f"{variable}={value_of(stack, layout)}\n")
+        name = getattr(layout, service, service)
+        text = compose.read_text()
+        header = f"\n  {name}:\n"
+        assert header in text, f"the {layout.name} compose file changed: update this defect"
+        compose.write_text(text.replace(header, header + "    env_file: ./credentials.env\n", 1))
+
+    return inject
+
+
+def db_password_of(stack: Path, layout: Layout) -> str:
+    return (stack / layout.db_password).read_text().strip()
+
+
+def committed_env(stack: Path, layout: Layout) -> None:
+    """The project's .env, committed, holds the password a service's environment takes through ${DB_PASSWORD}."""
+    with (stack / ENV_FILE[layout.name]).open("a") as env:
+        env.write(f"DB_PASSWORD={LITERAL}\n")
+    in_environment("      {var}: ${{DB_PASSWORD}}\n")(stack, layout)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-f", ENV_FILE[layout.name]]):
+        subprocess.run(cmd, cwd=stack, check=True, timeout=30, capture_output=True)
+
+
+OPEN = [
+    Defect("literal-in-environment-named-like-a-secret", in_environment("      {var}: \"" + LITERAL + "\"\n"),
+           ("{compose}: service {api_service} environment: ", "is a literal (the stack has a secret")),
+    Defect("literal-default-in-reference", in_environment("      {var}: ${{DB_PASSWORD:-" + LITERAL + "}}\n"),
+           ("service {api_service} environment: ", "PASSWORD is a literal")),
+    Defect("secret-value-in-env-file", env_file_of("api_service", "DATABASE_SECRET", db_password_of),
+           ("credentials.env (env_file of service {api_service}): DATABASE_SECRET", "holds the same value")),
+    Defect("committed-env-referenced", committed_env,
+           ("(committed): DB_PASSWORD is a literal",)),
+]
+
+
+@pytest.mark.parametrize("layout_copy, defect", cases(OPEN), indirect=["layout_copy"])
+def test_credential_in_the_open_fails_docker_secrets_mode(layout_copy, run_static, defect):
+    stack, layout = layout_copy
+    defect.inject(stack, layout)
+    assert_only_control_fails(run_static(stack), "docker_secrets_mode", *map(layout.fill, defect.fragments))
+
+
+def test_image_file_variant_fails_docker_secrets_mode(prepared_stacks, tmp_path, run_static):
+    """northwind's db runs the official postgres image, which reads POSTGRES_PASSWORD_FILE: a literal
+    POSTGRES_PASSWORD in an env_file is a secret it could have had as a file (no secret is named after it)."""
+    import shutil
+    stack = tmp_path / "northwind"
+    shutil.copytree(prepared_stacks["northwind"], stack, symlinks=True)
+    from defects import NORTHWIND
+    env_file_of("db", "POSTGRES_PASSWORD")(stack, NORTHWIND)
+    assert_only_control_fails(run_static(stack), "docker_secrets_mode",
+                              "env_file of service db): POSTGRES_PASSWORD", "image postgres:16-bookworm reads POSTGRES_PASSWORD_FILE")
+
+
+@pytest.mark.parametrize("layout_copy", ["reference", "northwind"], indirect=True)
+def test_reference_to_uncommitted_env_passes(layout_copy, run_static):
+    """The same ${DB_PASSWORD} from a .env that is not committed: the environment Compose runs in."""
+    stack, layout = layout_copy
+    with (stack / ENV_FILE[layout.name]).open("a") as env:
+        env.write(f"DB_PASSWORD={LITERAL}\n")
+    in_environment("      {var}: ${{DB_PASSWORD}}\n")(stack, layout)
+    run = run_static(stack)
+    assert run.failed_controls == set(), {c: run.reasons(c) for c in run.failed_controls}
