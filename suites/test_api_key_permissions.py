@@ -21,7 +21,8 @@ import pytest
 from stackproof import redact
 from stackproof.io import proc
 from stackproof.errors import StackError
-from stackproof.resources.keys import key_strength, leaks, modes_text, strength_problem
+from stackproof.resources.keys import (MIN_COMPRESSION, STRUCTURE_FRACTION, key_strength, leaks, modes_text,
+                                      strength_problem)
 from stackproof.resources.scripts import Rotator, script_uid
 
 pytestmark = pytest.mark.control("api_key_permissions")
@@ -152,14 +153,19 @@ def test_secrets_not_tracked_by_git(stack, evidence):
 def test_api_key_randomness(stack, evidence):
     """The API key holds at least 32 random bytes.
 
-    Measured on the decoded key (hex/base64), with its byte entropy, so a long but repetitive key fails."""
+    Measured on the decoded key (hex/base64), with its byte entropy, so a long but repetitive key fails; and by
+    what simple generators explain (a counter, a repeated block, characters stepping, hex of small integers, a
+    clock reading near when the key was written) and what a compressor saves, so a long key with a visible
+    structure fails, naming the structure (never the key)."""
     cfg = stack.profile["api_key"]
     path = api_key_path(stack)
-    strength = key_strength(stack.read_secret(path), stack.redactor)
+    file = stack.host.file(str(path))
+    strength = key_strength(stack.read_secret(path), stack.redactor, file.mtime.timestamp() if file.exists else None)
     problem = strength_problem(strength, cfg)
     evidence.record(
-        test=f"decoded length and byte entropy of {stack.rel(path)}",
-        expected=f">= {cfg['min_random_bytes']} random bytes, >= {cfg['min_entropy_bits']} bits/byte",
+        test=f"decoded length, byte entropy, structure and compressibility of {stack.rel(path)}",
+        expected=f">= {cfg['min_random_bytes']} random bytes, >= {cfg['min_entropy_bits']} bits/byte, no generator "
+        f"explaining >= {STRUCTURE_FRACTION:.0%} of it, compresses to >= {MIN_COMPRESSION:.0%} of a random key's",
         result=strength.describe(),
     )
     assert problem is None, f"{stack.rel(path)}: {problem}"

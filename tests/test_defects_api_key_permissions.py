@@ -11,7 +11,9 @@ import re
 import secrets
 import shutil
 import subprocess
+import random
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,68 @@ def test_defect_fails_api_key_permissions_in_each_stack(layout_copy, run_static,
     run = run_static(stack, *defect.args)
     assert_only_control_fails(run, CONTROL, *map(layout.fill, defect.fragments))
     assert_no_key_shown(run, [original, injected])
+
+
+# --- key quality by measure: long keys with a structure a simple generator explains ----------------------
+
+_DRAW = random.Random(15)  # fixed: each form's random part is the same run after run
+
+
+def random_hex(length: int) -> bytes:
+    return _DRAW.randbytes(length // 2).hex().encode()
+
+
+def structured(prefix: bytes, random_length: int) -> bytes:
+    """`prefix`, then random hex: long and varied enough for the length and entropy rules."""
+    return prefix + random_hex(random_length)
+
+
+STRUCTURED = [
+    ("counting-hex-words", structured(b"", 48) + b"".join(f"{i:04x}".encode() for i in range(0x1a00, 0x1a04)),
+     "counting sequence (step 1) over 16 of 64"),
+    ("counting-decimal-step-2", structured(b"", 40) + b"".join(str(i).encode() for i in range(700, 716, 2)),
+     "decimal counting sequence (step 2) over 24 of 64"),
+    ("alphabet-run", structured(b"abcdefghijklmnopqrst", 44), "characters stepping by 1 over 20 of 64"),
+    ("repeated-block", (lambda block: block + block)(random_hex(16)) + random_hex(32),
+     "a block of 16 character(s) repeated over 32 of 64"),
+    ("hex-of-small-integers", structured(b"", 56) + b"000000a3000000170000004f", "hex of small integers"),
+    ("nanosecond-clock", structured(str(time.time_ns()).encode(), 45), "timestamps (Unix time in nanoseconds) over 19"),
+    ("iso-date-and-time", time.strftime("%Y-%m-%dT%H:%M:%S.000001", time.gmtime()).encode()
+     + base64.b64encode(_DRAW.randbytes(48)),
+     "timestamps (an ISO date)"),
+]
+
+
+@pytest.mark.parametrize("key, found", [c[1:] for c in STRUCTURED], ids=[c[0] for c in STRUCTURED])
+def test_structured_key_fails_strength_rule(key, found):
+    """Long enough, varied enough: only the structure gives it away, and the rule names it."""
+    cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
+    strength = key_strength(key, Redactor())
+    assert strength.random_bytes >= 32 and strength.entropy >= 4.0, strength.describe()
+    problem = strength_problem(strength, cfg)
+    assert problem is not None and found in problem, problem
+    assert key.decode() not in problem
+
+
+def test_random_keys_have_no_structure():
+    """Keys as the stack generates them (openssl rand -hex 32) and as base64: never predictable."""
+    cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
+    for _ in range(300):
+        for key in (secrets.token_hex(32).encode(), base64.b64encode(secrets.token_bytes(32))):
+            assert strength_problem(key_strength(key, Redactor(), time.time()), cfg) is None
+
+
+STRUCTURED_IN_STACK = [
+    Defect("key-counting-words", write_layout_key(STRUCTURED[0][1]), ("{api_key}: predictable key: ", "counting sequence")),
+    Defect("key-with-clock", write_layout_key(STRUCTURED[5][1]), ("{api_key}: predictable key: timestamps",)),
+]
+
+
+@pytest.mark.parametrize("layout_copy, defect", cases(STRUCTURED_IN_STACK), indirect=["layout_copy"])
+def test_structured_key_fails_api_key_permissions(layout_copy, run_static, defect):
+    stack, layout = layout_copy
+    defect.inject(stack, layout)
+    injected = (stack / layout.api_key).read_bytes()
+    run = run_static(stack)
+    assert_only_control_fails(run, CONTROL, *map(layout.fill, defect.fragments))
+    assert_no_key_shown(run, [injected])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import math
+import random
 import re
 import secrets
 import string
+import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,10 +29,13 @@ class KeyStrength:
     encoding: str
     random_bytes: int
     entropy: float
+    structure: "Structure | None" = None  # the longest run a simple generator explains
+    compression: float = 1.0  # compressed size against that of random keys of the same length and alphabet
 
     def describe(self) -> str:
         return (f"{self.fingerprint}, {self.encoding}, {self.random_bytes} bytes decoded, "
-                f"entropy {self.entropy:.2f} bits/byte")
+                f"entropy {self.entropy:.2f} bits/byte, compresses to {self.compression:.0%} of a random key's"
+                + (f"; longest structure: {self.structure.describe()}" if self.structure else ""))
 
 
 def decode_key(data: bytes) -> tuple[str, bytes]:
@@ -54,9 +61,12 @@ def shannon_entropy(data: bytes) -> float:
     return sum(n / len(data) * math.log2(len(data) / n) for n in Counter(data).values())
 
 
-def key_strength(data: bytes, redactor: redact.Redactor) -> KeyStrength:
+def key_strength(data: bytes, redactor: redact.Redactor, written_at: float | None = None) -> KeyStrength:
+    """`written_at`: when the key was made (its file's mtime), where a clock-made key's timestamp would point."""
     encoding, decoded = decode_key(data)
-    return KeyStrength(redactor.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded))
+    text = data.strip()
+    return KeyStrength(redactor.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded),
+                       longest_structure(text, written_at), compression_ratio(text, encoding))
 
 
 def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
@@ -65,6 +75,11 @@ def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
     if strength.entropy < cfg["min_entropy_bits"]:
         return (f"low-entropy key: {strength.entropy:.2f} bits/byte over {strength.random_bytes} bytes, "
                 f"need >= {cfg['min_entropy_bits']}")
+    if strength.structure is not None:
+        return f"predictable key: {strength.structure.describe()}"
+    if strength.compression < MIN_COMPRESSION:
+        return (f"predictable key: compresses to {strength.compression:.0%} of a random key's size "
+                f"(need >= {MIN_COMPRESSION:.0%})")
     return None
 
 
@@ -102,6 +117,210 @@ class KeyMaterial:
 
 MIN_PIECE = 3  # shorter pieces of a key are not told from ordinary text, even in sequence
 _SEPARATORS = re.compile(r"[\s,;:|.\-'\"`()\[\]{}<>]+")
+
+
+# --- randomness by measure: what simple generators explain, and what a compressor saves -----------------
+#
+# A key can be long, decode to many bytes and use many distinct symbols, and still be made by a
+# counter, a clock or a repeated block. Each generator below explains a run of the key's text; a
+# run covering a quarter of the key (at least STRUCTURE_MIN characters) is structure no random
+# generator produces by chance (for 64 random hex characters the likeliest, a 16-digit clock reading
+# within CLOCK_WINDOW of the key's writing or of now, has a chance near 1e-6). Only kinds, offsets and
+# lengths are reported, never text.
+
+STRUCTURE_MIN = 12
+STRUCTURE_FRACTION = 0.25
+MIN_COMPRESSION = 0.8  # random 64-character hex keys compress to 0.9-1.1 of each other
+_COUNTING_STEPS = (1, 2, 3, 4, 5, 8, 10, 16, -1)
+CLOCK_WINDOW = 2 * 86400  # seconds around the key's writing (or now) a clock reading in it points to
+_EPOCH_SCALES = {10: (1, "seconds"), 13: (1e3, "milliseconds"), 16: (1e6, "microseconds"), 19: (1e9, "nanoseconds")}
+_DATE_FORMATS = {14: "%Y%m%d%H%M%S", 12: "%Y%m%d%H%M", 8: "%Y%m%d"}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A run of the key a simple generator explains: what kind, where, how long (never the text)."""
+
+    kind: str
+    start: int
+    length: int
+    total: int
+
+    def describe(self) -> str:
+        return f"{self.kind} over {self.length} of {self.total} characters (from offset {self.start})"
+
+
+def longest_structure(text: bytes, written_at: float | None = None) -> Structure | None:
+    """The longest run of `text` a simple generator explains, if it is long enough to count (see above)."""
+    if not text:
+        return None
+    moments = [time.time()] + ([written_at] if written_at else [])
+    found = [*repeats(text), *arithmetic_runs(text), *counting_runs(text), *small_integer_runs(text),
+             *timestamps(text, moments)]
+    if not found:
+        return None
+    best = max(found, key=lambda s: (s.length, -s.start))
+    return best if best.length >= max(STRUCTURE_MIN, math.ceil(len(text) * STRUCTURE_FRACTION)) else None
+
+
+def repeats(text: bytes):
+    """Periodic runs: a block of `period` characters written again (the first copy counted in the run)."""
+    n = len(text)
+    for period in range(1, n // 2 + 1):
+        run = 0
+        for i in range(period, n + 1):
+            if i < n and text[i] == text[i - period]:
+                run += 1
+                continue
+            if run >= period:
+                yield Structure(f"a block of {period} character(s) repeated", i - run - period, run + period, n)
+            run = 0
+
+
+def arithmetic_runs(text: bytes):
+    """Runs whose character codes step by a constant (abcdef, 13579, zyxw)."""
+    n, start = len(text), 0
+    for i in range(2, n + 1):
+        if i == n or text[i] - text[i - 1] != text[i - 1] - text[i - 2]:
+            if i - start >= 3 and text[start + 1] != text[start]:
+                yield Structure(f"characters stepping by {text[start + 1] - text[start]}", start, i - start, n)
+            start = i - 1
+
+
+def _render(number: int, base: int, width: int) -> bytes:
+    if number < 0:
+        return b""
+    digits = f"{number:x}" if base == 16 else str(number)
+    return digits.rjust(width, "0").encode()
+
+
+def counting_runs(text: bytes):
+    """Consecutive numbers written one after the other, decimal or hex, zero-padded or not (123456789101112,
+    0001000200030004, 00000001000000020000000300000004), stepping by a small constant."""
+    n = len(text)
+    for base, alphabet in ((10, b"0123456789"), (16, b"0123456789abcdefABCDEF")):
+        for start in range(n):
+            if text[start] not in alphabet:
+                continue
+            for width in (0, 2, 4, 8):
+                for first_len in ((width,) if width else range(1, 7)):
+                    head = text[start:start + first_len]
+                    if len(head) < first_len or any(c not in alphabet for c in head):
+                        break
+                    first = int(head, base)
+                    if _render(first, base, width).lower() != head.lower():
+                        continue
+                    for step in _COUNTING_STEPS:
+                        pos, value, terms = start + first_len, first + step, 1
+                        while True:
+                            piece = _render(value, base, width)
+                            if not piece or text[pos:pos + len(piece)].lower() != piece.lower():
+                                break
+                            pos, value, terms = pos + len(piece), value + step, terms + 1
+                        if terms >= 3:
+                            kind = "hex" if base == 16 else "decimal"
+                            yield Structure(f"a {kind} counting sequence (step {step})", start, pos - start, n)
+
+
+def small_integer_runs(text: bytes):
+    """Fixed-width hex words whose upper half is zero: small integers rendered in hex (000000a3000000170000004f)."""
+    n = len(text)
+    for width in (4, 8, 16):
+        for offset in range(width):
+            run_start, pos = None, offset
+            while pos + width <= n + width:
+                word = text[pos:pos + width]
+                small = len(word) == width and re.fullmatch(rb"[0-9a-fA-F]+", word) and set(word[:width // 2]) == {48}
+                if small and run_start is None:
+                    run_start = pos
+                if not small:
+                    if run_start is not None and pos - run_start >= 2 * width:
+                        yield Structure(f"hex of small integers ({width}-digit words)", run_start, pos - run_start, n)
+                    run_start = None
+                    if pos + width > n:
+                        break
+                pos += width
+
+
+def timestamps(text: bytes, moments: list[float]):
+    """Clock readings within CLOCK_WINDOW of one of `moments`: Unix times in seconds to nanoseconds, compact
+    dates (20240115093000), ISO dates; adjacent readings form one run."""
+    n, spans = len(text), []
+
+    def near(when: float) -> bool:
+        return any(abs(when - moment) <= CLOCK_WINDOW for moment in moments)
+
+    for match in re.finditer(rb"\d{4}-\d{2}-\d{2}(?:[T _]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?)?", text):
+        try:
+            day = dt.datetime.fromisoformat(match.group()[:10].decode()).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            continue
+        if near(day.timestamp() + 43200):
+            spans.append((match.start(), match.end(), "an ISO date"))
+    for match in re.finditer(rb"\d{8,}", text):
+        digits, at = match.group(), match.start()
+        i = 0
+        while i < len(digits):
+            hit = _clock_at(digits[i:], near)
+            if hit is None:
+                i += 1
+                continue
+            length, kind = hit
+            spans.append((at + i, at + i + length, kind))
+            i += length
+    spans.sort()
+    merged: list[list] = []
+    for begin, end, kind in spans:
+        if merged and begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+            if kind not in merged[-1][2]:
+                merged[-1][2].append(kind)
+        else:
+            merged.append([begin, end, [kind]])
+    for begin, end, kinds in merged:
+        yield Structure(f"timestamps ({', '.join(kinds)})", begin, end - begin, n)
+
+
+def _clock_at(digits: bytes, near) -> tuple[int, str] | None:
+    """(length, kind) of the clock reading `digits` starts with (the longest first) that is `near` a moment."""
+    for length in sorted({*_EPOCH_SCALES, *_DATE_FORMATS}, reverse=True):
+        if len(digits) < length:
+            continue
+        if length in _EPOCH_SCALES:
+            scale, unit = _EPOCH_SCALES[length]
+            if near(int(digits[:length]) / scale):
+                return length, f"Unix time in {unit}"
+        if length in _DATE_FORMATS:
+            try:
+                when = dt.datetime.strptime(digits[:length].decode(), _DATE_FORMATS[length])
+            except ValueError:
+                continue
+            if near(when.replace(tzinfo=dt.timezone.utc).timestamp() + (43200 if length == 8 else 0)):
+                return length, "a compact date"
+    return None
+
+
+def _alphabet(text: bytes, encoding: str) -> bytes:
+    """The symbols a random key of this encoding is drawn from."""
+    if encoding == "hex":
+        return b"0123456789ABCDEF" if text.isupper() else b"0123456789abcdef"
+    if encoding in ("base64", "base64url"):
+        return (string.ascii_letters + string.digits + ("-_" if encoding == "base64url" else "+/")).encode()
+    if all(32 < c < 127 for c in text):
+        return bytes(range(33, 127))
+    return bytes(range(256))
+
+
+def compression_ratio(text: bytes, encoding: str) -> float:
+    """zlib's size of the key against the mean size of random keys of the same length and alphabet
+    (drawn from a fixed seed: the measure is the same run after run); about 1 for a random key."""
+    if not text:
+        return 1.0
+    alphabet = _alphabet(text, encoding)
+    draw = random.Random(len(text))
+    samples = [bytes(draw.choice(alphabet) for _ in text) for _ in range(8)]
+    baseline = sum(len(zlib.compress(sample, 9)) for sample in samples) / len(samples)
+    return len(zlib.compress(text, 9)) / baseline
 
 
 def leaks(text: bytes, secret: bytes) -> bool:
