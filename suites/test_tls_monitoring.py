@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file
+from stackproof.resources.certs import (chain_problem, key_description, names_not_covered, not_yet_valid,
+                                        san_names, tls_server_names, weaknesses)
 from stackproof.resources.scripts import Monitor, common_name, days_left, make_certificate, status_for
 
 pytestmark = pytest.mark.control("tls_monitoring")
@@ -90,7 +92,9 @@ SCENARIOS = [
     ("missing-file", "missing", None),
     ("garbage-file", "garbage", None),
     ("other-cn", 365, ODD_CN),
+    ("not-yet-valid", "future", "localhost"),  # valid from 2 days from now: refused by clients, an error
 ]
+NOT_VALID_YET_IN_DAYS = 2
 INTERFACE_CHECK = "test_monitor_interface"
 
 
@@ -103,6 +107,8 @@ def scenario_certs(tmp_path_factory) -> dict[str, tuple[Path, x509.Certificate |
         path = where / f"{scenario}.pem"
         if days == "garbage":
             path.write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xff not base64 \x1b[31m\n-----END CERTIFICATE-----\n")
+        if days == "future":  # the certificate exists, but the monitor must judge it an error (no metrics of it)
+            make_certificate(path, 365, cn, starts_in_days=NOT_VALID_YET_IN_DAYS)
         made[scenario] = (path, make_certificate(path, days, cn) if isinstance(days, int) else None)
     return made
 
@@ -157,7 +163,9 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
     path, cert = scenario_certs[scenario]
     expected = status_for(days, cfg["warn_days"], cfg["crit_days"]) if isinstance(days, int) else "error"
     code = stack.profile["scripts"]["monitor"]["exit_codes"][expected]
-    if not isinstance(days, int):
+    if days == "future":
+        what = f"a certificate valid only from {NOT_VALID_YET_IN_DAYS} days from now"
+    elif not isinstance(days, int):
         what = f"{days} file"
     else:
         what = (f"{days} days left" if days >= 0 else f"expired {-days} days ago") + f", CN {cn!r}"
@@ -369,3 +377,74 @@ def test_certificate_days_left(certificate, stack, evidence):
         result=f"{left} days (notAfter {cert.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(cert)!r})",
     )
     assert left > minimum, f"{where}: {left} days left (expected more than {minimum})"
+
+
+@pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+def test_certificate_valid_now(certificate, evidence):
+    """A certificate whose notBefore is still ahead is refused by every client, however long it has left."""
+    cert, where = certificate
+    problem = not_yet_valid(cert)
+    evidence.record(test=f"notBefore of {where}", expected="in the past",
+                    result=f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    assert problem is None, f"{where}: {problem}"
+
+
+@pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+def test_certificate_key_and_signature_strength(certificate, evidence):
+    """Clients at current security levels refuse RSA keys under 2048 bits and SHA-1 signatures."""
+    cert, where = certificate
+    weak = weaknesses(cert)
+    evidence.record(test=f"key and signature algorithm of {where}",
+                    expected="RSA/DSA >= 2048 bits or EC >= 256 bits; signature hash not SHA-1/MD5",
+                    result=key_description(cert))
+    assert not weak, f"{where}: weak certificate: {'; '.join(weak)}"
+
+
+def nginx_config_files(stack) -> list[tuple[Path, str]]:
+    """The nginx configuration files the TLS terminator mounts from the stack (files and *.conf of directories
+    under /etc/nginx), as (path, name for messages)."""
+    svc = stack.roles.service("tls_terminator")
+    found = []
+    for mount in svc.volumes:
+        if mount.type != "bind" or not mount.target.startswith("/etc/nginx"):
+            continue
+        source = Path(mount.source)
+        if not stack.inside(source):
+            continue
+        paths = sorted(source.rglob("*.conf")) if source.is_dir() else [source] if source.is_file() else []
+        found += [(path, stack.rel(path)) for path in paths if path.is_file() and stack.inside(path)]
+    return found
+
+
+@pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+def test_certificate_covers_served_names(certificate, stack, evidence):
+    """Clients match the host they asked for against the SAN only (not the CN): every name the TLS server
+    blocks answer to (server_name) must be in it."""
+    cert, where = certificate
+    files = nginx_config_files(stack)
+    names = tls_server_names(files)
+    listed = san_names(cert)
+    evidence.record(
+        test=f"server_name of the TLS server blocks in {', '.join(name for _, name in files) or 'no mounted nginx config'}"
+             f" vs the SAN of {where}",
+        expected="each name in the SAN (DNS, wildcard or IP)",
+        result=f"names {', '.join(names) or 'none'}; SAN "
+        + ("missing" if listed is None else ", ".join([*listed[0], *listed[1]]) or "empty"),
+    )
+    missing = names_not_covered(cert, names)
+    assert not missing, (f"{where}: served name(s) {', '.join(missing)} not in the certificate's SAN"
+                         + (" (it has no SAN extension)" if listed is None else ""))
+
+
+@pytest.mark.static
+def test_certificate_chain_complete(stack, evidence):
+    """A file that serves a chain must serve every intermediate between the leaf and a root: a client missing
+    one cannot build a path to its trust anchor (extra certificates and their order are tolerated, as clients do)."""
+    path = stack.path("tls_cert")
+    load_certificate(stack, path)  # the leaf must parse (its own check says why not)
+    chain = x509.load_pem_x509_certificates(read_file(stack, path))
+    problem = chain_problem(chain)
+    evidence.record(test=f"path from the leaf through the certificates served in {stack.rel(path)}",
+                    expected="reaches a self-issued certificate, or only the leaf is served",
+                    result=f"{len(chain)} certificate(s)" + (f"; {problem}" if problem else ", complete"))
+    assert problem is None, f"{stack.rel(path)}: incomplete chain: {problem}"

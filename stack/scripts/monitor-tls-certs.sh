@@ -17,7 +17,7 @@
 #
 # stdout, one line per certificate:
 #   <path>: cn=<cn> expires=<ISO 8601 UTC> days_left=<N> status=<status>
-#   <path>: status=error reason=<why>
+#   <path>: status=error reason=<why>   (missing, unreadable, not a certificate, not valid yet)
 #
 # Metrics file (Prometheus text format, written atomically: temp file in the
 # same directory, chmod 0644, mv), all gauges:
@@ -126,6 +126,18 @@ for cert in "${certs[@]}"; do
   if [[ -z "$reason" ]]; then
     enddate="${enddate#notAfter=}"
     not_after="$(date -u -d "$enddate" +%s 2>/dev/null)" || reason="cannot parse notAfter '$enddate'"
+  fi
+  # a certificate that is not valid yet is refused by every client, whatever its days left
+  if [[ -z "$reason" ]]; then
+    startdate="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -startdate 2>/dev/null)" || reason="cannot read notBefore"
+  fi
+  if [[ -z "$reason" ]]; then
+    startdate="${startdate#notBefore=}"
+    if ! not_before="$(date -u -d "$startdate" +%s 2>/dev/null)"; then
+      reason="cannot parse notBefore '$startdate'"
+    elif ((not_before > now)); then
+      reason="not valid yet (notBefore $(date -u -d "@$not_before" +%Y-%m-%dT%H:%M:%SZ))"
+    fi
   fi
   if [[ -n "$reason" ]]; then
     any_error=1

@@ -222,9 +222,10 @@ TEST_ISSUER = x509.Name([
 ])
 
 
-def make_certificate(path: Path, days: int, cn: str = "localhost") -> x509.Certificate:
+def make_certificate(path: Path, days: int, cn: str = "localhost", starts_in_days: int = 0) -> x509.Certificate:
     """A PEM certificate with `days` whole days left (notAfter one hour past the day), signed by a
-    throwaway CA named TEST_ISSUER (EC P-256: fast)."""
+    throwaway CA named TEST_ISSUER (EC P-256: fast); valid from 400 days ago, or, with `starts_in_days`,
+    from that many days in the future (not valid yet)."""
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     cert = (
@@ -233,7 +234,7 @@ def make_certificate(path: Path, days: int, cn: str = "localhost") -> x509.Certi
         .issuer_name(TEST_ISSUER)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_before(now + dt.timedelta(days=starts_in_days) if starts_in_days else now - dt.timedelta(days=400))
         .not_valid_after(now + dt.timedelta(days=days, hours=1))
         .sign(ca_key, hashes.SHA256())
     )
@@ -410,7 +411,7 @@ class Monitor:
                 problems.append(f"{metrics['success']} {success.value if success else 'missing'}")
         if cert is None:
             if metrics.get("expiry") and metrics["expiry"] in mine:
-                problems.append("expiry metric for a file that is not a certificate")
+                problems.append("expiry metric although the certificate could not be judged (status error)")
             return problems
         wanted = {"expiry": int(cert.not_valid_after_utc.timestamp()), "days_left": days,
                   "status": STATUS_METRIC_VALUES[expected]}
