@@ -290,6 +290,14 @@ def test_random_keys_have_no_structure():
             assert strength_problem(key_strength(key, Redactor(), time.time()), cfg) is None
 
 
+def test_key_measure_is_bounded():
+    """A hostile stack's 64 KB key file is measured on its first ANALYSED_LENGTH characters, in bounded time."""
+    started = time.monotonic()
+    strength = key_strength(random_hex(64 * 1024), Redactor())
+    assert time.monotonic() - started < 5
+    assert strength.structure is None and strength.random_bytes == 32 * 1024
+
+
 STRUCTURED_IN_STACK = [
     Defect("key-counting-words", write_layout_key(STRUCTURED[0][1]), ("{api_key}: predictable key: ", "counting sequence")),
     Defect("key-with-clock", write_layout_key(STRUCTURED[5][1]), ("{api_key}: predictable key: timestamps",)),

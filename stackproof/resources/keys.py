@@ -64,7 +64,7 @@ def shannon_entropy(data: bytes) -> float:
 def key_strength(data: bytes, redactor: redact.Redactor, written_at: float | None = None) -> KeyStrength:
     """`written_at`: when the key was made (its file's mtime), where a clock-made key's timestamp would point."""
     encoding, decoded = decode_key(data)
-    text = data.strip()
+    text = data.strip()[:ANALYSED_LENGTH]
     return KeyStrength(redactor.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded),
                        longest_structure(text, written_at), compression_ratio(text, encoding))
 
@@ -129,6 +129,7 @@ _SEPARATORS = re.compile(r"[\s,;:|.\-'\"`()\[\]{}<>]+")
 # lengths are reported, never text.
 
 STRUCTURE_MIN = 12
+ANALYSED_LENGTH = 256  # characters measured: a key is far shorter; a 64 KB file must not cost quadratic time
 STRUCTURE_FRACTION = 0.25
 MIN_COMPRESSION = 0.8  # random 64-character hex keys compress to 0.9-1.1 of each other
 _COUNTING_STEPS = (1, 2, 3, 4, 5, 8, 10, 16, -1)
