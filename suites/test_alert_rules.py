@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stackproof.resources import promql
 from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
 from stackproof.target.compose import Service
-from stackproof.errors import StackError, environment_error
+from stackproof.errors import StackError, blocked, environment_error, not_applicable
 from stackproof.resources.scripts import Monitor, make_certificate
 from stackproof.io.yamlio import load_yaml
 
@@ -164,7 +164,7 @@ def test_rule_unit_tests_pass(stack, evidence):
     if not shutil.which("promtool"):
         environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:
-        pytest.skip(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
+        not_applicable(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
     assert not escapes, "; ".join(escapes)
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]
@@ -320,7 +320,7 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     try:
         produced = monitor_metrics(stack)
     except StackError as exc:  # a broken script fails tls_monitoring, which owns it
-        pytest.skip(f"{exc}: TLS alert metrics not verified (see TLS certificate monitoring)")
+        blocked("TLS certificate monitoring", f"{exc}: TLS alert metrics not verified")
     evidence.record(result=f"{script} writes {', '.join(sorted(produced))}")
     dead = [f"{stack.rel(rule.file)}: {rule.name} selects {s.metric or s.promql()}" for rule, s in selected
             if not any(s.selects(m) for m in produced | SCRAPE_SERIES)]

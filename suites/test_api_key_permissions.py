@@ -20,7 +20,7 @@ import pytest
 
 from stackproof import redact
 from stackproof.io import proc
-from stackproof.errors import StackError
+from stackproof.errors import StackError, not_proven
 from stackproof.resources.keys import key_strength, leaks, modes_text, strength_problem
 from stackproof.resources.scripts import Rotator, script_uid
 
@@ -370,7 +370,7 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
     name = stack.profile["api_key"]["secret"]
     key_path, script = api_key_path(stack), stack.path("rotate_script")
     if not stack.trust_stack_code:
-        pytest.skip(f"not run: the live rotation runs {stack.rel(script)} on the host with the engine's rights "
+        not_proven(f"not run: the live rotation runs {stack.rel(script)} on the host with the engine's rights "
                     "(it restarts the services), outside any sandbox; add --trust-stack-code for a stack you trust")
     backups_dir, audit = key_path.parent / "backups", tmp_path / "key-rotation.log"
     header = stack.profile["live"]["api_key_header"]

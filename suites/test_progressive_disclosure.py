@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof.errors import StackError
+from stackproof.errors import StackError, not_applicable
 from stackproof.io.files import read_stack_file
 from stackproof.resources.tokens import count_tokens, encoding
 
@@ -110,7 +110,7 @@ def responses(request, stack):
         recorded = RecordedResponses(stack)
         if not recorded.recorded():
             places = ", ".join(recorded.places().values()) or "none declared"
-            pytest.skip(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
+            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
                         f"judged live by {request.node.originalname}[live]")
         return recorded
     return LiveResponses(stack, request.getfixturevalue("live"))

@@ -23,23 +23,17 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-import pytest
-
 from stackproof.engine import engines
 from stackproof.engine import probe
 from stackproof.io import proc
 from stackproof.engine.engines import Engine, LiveUnavailable, SecretMount
 from stackproof.errors import StackError
+from stackproof.report.outcome import NotProven
 from stackproof.target.stack import Stack
 
 __all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
 SCRAPE_GRACE = 5.0  # seconds after a container starts in which it writes what its first scrape should see
 PROBE_WORKERS = 8  # concurrent container probes: enough to hide exec latency, few enough for a small engine
-
-
-class NotProven(pytest.skip.Exception):
-    """A check could not look at every container it must (a swarm task on a node the suite cannot
-    reach): the check is skipped with this reason, which keeps the verdict NO-GO."""
 
 
 @dataclass
