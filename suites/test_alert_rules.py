@@ -359,12 +359,12 @@ def test_live_alertmanager_active(stack, live, evidence):
     service = stack.roles.name("prometheus")
     evidence.record(test=f"GET /api/v1/alertmanagers on {service}",
                     expected="at least one active Alertmanager, a running container")
-    data = live.prometheus("/api/v1/alertmanagers")
+    data = live.prometheus.api("/api/v1/alertmanagers")
     urls = [am.get("url", "") for am in data.get("activeAlertmanagers") or []]
     evidence.record(result=", ".join(urls) or f"none active ({len(data.get('droppedAlertmanagers') or [])} dropped)")
     assert urls, f"service {service}: no active Alertmanager"
     for url in urls:
-        live.container(str(urllib.parse.urlparse(url).hostname))  # raises naming the service not running
+        live.containers.of(str(urllib.parse.urlparse(url).hostname))  # raises naming the service not running
 
 
 @pytest.mark.live
@@ -383,11 +383,11 @@ def test_live_alert_metrics_have_series(stack, live, evidence):
     # one query for every metric name; selectors that fix no name are asked as written
     names = sorted({s.metric for s in selected if s.metric})
     query = f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})'
-    have = {sample["metric"].get("__name__") for sample in live.prometheus("/api/v1/query", {"query": query})["result"]} \
+    have = {sample["metric"].get("__name__") for sample in live.prometheus.query(query)} \
         if names else set()
     missing = {s.metric for s in selected if s.metric and s.metric not in have}
     missing |= {s.promql() for s in selected if not s.metric
-                and not live.prometheus("/api/v1/query", {"query": f"count({s.promql()})"})["result"]}
+                and not live.prometheus.query(f"count({s.promql()})")}
     dead = sorted({alert for s, alerts in selected.items() if (s.metric or s.promql()) in missing for alert in alerts})
     total = len({s.metric or s.promql() for s in selected})
     evidence.record(result=f"{total - len(missing)}/{total} metrics selected by {len(loaded)} alerts have series"

@@ -257,7 +257,7 @@ def firing_jobs(live, alert: str) -> set[str]:
 def alertmanager_jobs(live, alert: str) -> set[str]:
     """Jobs for which Alertmanager holds the alert as active (received, not resolved, not silenced)."""
     cfg = live.stack.profile["breakers"]
-    alerts = live.alertmanager(live.stack.roles.name("alertmanager"), cfg["alertmanager_port"], "/api/v2/alerts",
+    alerts = live.alertmanager.api(live.stack.roles.name("alertmanager"), cfg["alertmanager_port"], "/api/v2/alerts",
                                {"filter": f'alertname="{alert}"', "active": "true", "silenced": "false"})
     return {a.get("labels", {}).get("job", "") for a in alerts if (a.get("status") or {}).get("state") == "active"}
 
@@ -305,9 +305,9 @@ def test_live_alert_selects_breakers(stack, alerting, live, evidence):
     assert rule is not None, f"service {prometheus}: does not run alert {cfg['alert']}"
     selected: set[str] = set()
     for selector in promql.selectors(rule.get("query", "")):
-        result = live.prometheus("/api/v1/query", {"query": f"count by (job) ({selector.promql()})"})["result"]
+        result = live.prometheus.query(f"count by (job) ({selector.promql()})")
         selected |= {r["metric"].get("job", "") for r in result}
-    value = live.prometheus("/api/v1/query", {"query": rule.get("query", "")})["result"]
+    value = live.prometheus.query(rule.get("query", ""))
     active = rule.get("alerts") or []
     evidence.record(result=f"{' '.join(str(rule.get('query')).split())}: selects series of job "
                            f"{', '.join(sorted(selected)) or 'none'}; evaluates to {len(value)} series; "
@@ -385,7 +385,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
     plan = fault_plan(stack, alerting)
     metric = state_metric(stack, alert_rule(stack, alerting))
     jobs = {b.target.job for b in plan}
-    headers = {live_cfg["api_key_header"]: live.api_key()}
+    headers = {live_cfg["api_key_header"]: live.http.api_key()}
     key_file = f"/run/secrets/{stack.profile['api_key']['secret']}"
     evidence.record(
         test=f"{cfg['fault']} {dependency_fault.service} while " + "; ".join(f"{b.service}: {b.route.describe()}" for b in plan),
@@ -525,7 +525,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
 
         # 6. no exception in the services while it all happened
         for b in plan:
-            logs = live.container(b.service).logs(since=since, stdout=True, stderr=True)
+            logs = live.containers.of(b.service).logs(since=since, stdout=True, stderr=True)
             tracebacks = logs.count(b"Traceback (most recent call last)")
             timeline.mark(f"{b.service}: {tracebacks} traceback(s) in its log since the fault")
             if tracebacks:

@@ -250,7 +250,7 @@ def handshake(live, version: str | None = None) -> tuple[bytes, str]:
     Returns (the served certificate, DER; the negotiated version). The certificate is compared by
     fingerprint, so chain verification is off."""
     service = live.stack.roles.name("tls_terminator")
-    host, port = live.published(service, live.stack.profile["live"]["nginx_port"])
+    host, port = live.http.published(service, live.stack.profile["live"]["nginx_port"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     if version:
@@ -324,7 +324,7 @@ def test_live_expiry_metric_in_prometheus(stack, live, evidence):
     metric, path_label, cn_label = declared["metrics"]["expiry"], declared["labels"]["cert"], declared["labels"]["cn"]
     if not metric:
         not_applicable("scripts.monitor.metrics.expiry is null: the monitor exports no expiry metric to query")
-    series = live.prometheus("/api/v1/query", {"query": metric}).get("result", [])
+    series = live.prometheus.query(metric)
     seen = [(s["metric"].get(path_label or "", "?"), s["metric"].get(cn_label or "", "?"), float(s["value"][1]))
             for s in series]
     evidence.record(
