@@ -5,7 +5,7 @@ On a run of checks, by default, the terminal shows after the progress line one l
 as one line naming it, what weakens or changes the verdict, the verdict and where the reports are.
 pytest's own long sections (tracebacks of the checks, the short summary that cuts reasons) are
 left out: they describe the suite's code, not the stack, and the report holds every detail. `-v`,
-`--tb` or `-r` given explicitly bring them back (below the answer).
+`--tb` or `-r` given explicitly bring them back, below the answer.
 """
 
 from __future__ import annotations
@@ -51,12 +51,15 @@ class TerminalAnswer:
             self.config.option.tbstyle = "no"
             reporter.reportchars = ""
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        """The answer before pytest's own sections (a tryfirst wrapper runs before the terminal's)."""
         summary = self.summary()
         if summary:
             terminalreporter.section("stackproof validation report")
             for line, markup in answer_lines(summary, self.written()):
                 terminalreporter.write_line(line, **markup)
+        return (yield)
 
 
 def answer_lines(summary: dict, written: list) -> list[tuple[str, dict]]:
