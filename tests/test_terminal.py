@@ -53,8 +53,9 @@ def test_a_no_go_terminal_starts_with_the_controls_and_shows_no_traceback(no_go,
     assert lines[1].startswith("FAIL       API key permissions: ") and KEY in lines[1], lines[:5]
     assert lines[3].startswith("FAIL       Connection pool: TypeError: a bug in the suite"), lines[:8]
     broke = [line for line in lines if line.startswith("ERROR ")]
-    assert broke == [f"ERROR      suites/test_connection_pool.py::test_pool_config_total broke: TypeError: a bug in the suite "
-                     "(its row in the report holds the detail; -v or --tb shows the traceback)"], broke
+    expected = ("ERROR      suites/test_connection_pool.py::test_pool_config_total broke: TypeError: a bug in the suite "
+                "(its row in the report holds the detail; -v or --tb shows the traceback)")
+    assert broke == [expected], broke
     verdict = next(number for number, line in enumerate(lines) if line.startswith("NO-GO: "))
     assert lines[verdict - 1] == broke[0] and all(line.startswith("report: ") for line in lines[verdict + 1:verdict + 4]), lines
     assert not [line for line in run.stdout.splitlines() if line.lstrip().startswith(TRACEBACK) or "<Stack object" in line]

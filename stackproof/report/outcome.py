@@ -10,8 +10,9 @@ into GO / NO-GO.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import ClassVar, Iterable
+from typing import ClassVar
 
 import pytest
 

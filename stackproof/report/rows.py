@@ -11,9 +11,9 @@ controller, which collects nothing, has a row for a check that never reports (an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -49,7 +49,7 @@ class CheckRow:
     internal_error: bool = False  # it failed on an exception of the suite's own code, not a finding
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CheckRow":
+    def from_dict(cls, data: dict) -> CheckRow:
         row = cls(**{key: value for key, value in data.items() if key in ROW_FIELDS})
         row.notes = tuple(row.notes)
         return row

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -74,8 +74,9 @@ def answer_lines(summary: dict, written: list) -> list[tuple[str, dict]]:
     for control in summary["controls"]:
         for row in control["checks"]:
             if row.get("internal_error") and check_status(row) == Status.FAIL:
-                lines.append((f"{'ERROR':{WIDE}} {row['nodeid']} broke: {row['reason']} (its row in the report holds "
-                              "the detail; -v or --tb shows the traceback)", {"red": True}))
+                text = (f"{'ERROR':{WIDE}} {row['nodeid']} broke: {row['reason']} (its row in the report holds "
+                        "the detail; -v or --tb shows the traceback)")
+                lines.append((text, {"red": True}))
     lines += _waiver_lines(summary) + _history_lines(summary)
     profile = summary.get("profile", {})
     lines += [(f"WEAKENED by the profile: {line}", {"yellow": True}) for line in profile.get("weakened", [])]
@@ -95,8 +96,9 @@ def _waiver_lines(summary: dict) -> list[tuple[str, dict]]:
         for row in control["checks"]:
             if check_status(row) == Status.WAIVED:
                 waiver = row["waiver"]
-                lines.append((f"{'WAIVED':{WIDE}} {row['nodeid']}: {waiver['justification']} (owner: {waiver['owner']}, "
-                              f"expires {waiver['expires']})", {"yellow": True}))
+                text = (f"{'WAIVED':{WIDE}} {row['nodeid']}: {waiver['justification']} (owner: {waiver['owner']}, "
+                        f"expires {waiver['expires']})")
+                lines.append((text, {"yellow": True}))
             elif row.get("waiver") and row["status"] == Status.FAIL:
                 lines.append((f"{'FAIL':{WIDE}} {row['nodeid']}: {row['reason']}", {"red": True}))
     waivers = summary.get("waivers") or {}

@@ -9,7 +9,7 @@ which leaves the failure a failure). The check's row still says FAIL: the report
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

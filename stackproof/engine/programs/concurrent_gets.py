@@ -15,7 +15,10 @@ import urllib.request
 
 urls, count, header, header_file, timeout = (json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
                                              float(sys.argv[5]))
-headers = {header: open(header_file).read().strip()} if header else {}
+headers = {}
+if header:
+    with open(header_file) as value:
+        headers[header] = value.read().strip()
 start = threading.Barrier(count)
 results = []
 lock = threading.Lock()
@@ -30,7 +33,7 @@ def one(i):
         code, body = response.status, response.read(200)
     except urllib.error.HTTPError as error:
         code, body = error.code, error.read(200)
-    except Exception as error:
+    except Exception as error:  # any other failure of one request (refused, reset, timeout) is its outcome
         code, body = 0, type(error).__name__.encode()
     with lock:
         results.append([i, began - t0, time.monotonic() - began, code, body.decode("utf-8", "replace")])
