@@ -154,7 +154,7 @@ class RowRecorder:
         row.duration_s = round(row.duration_s + rep.duration, 3)
         if rep.when == "teardown":
             del self._rows[item.nodeid]
-            data = self.clean_row(row)
+            data = clean_row(row, self.redactor)
             setattr(rep, ROW_ATTRIBUTE, data)
             setattr(rep, TARGET_ERRORS_ATTRIBUTE, [self.redactor.clean(error) for error in self.target_errors()])
             setattr(rep, ENGINE_ATTRIBUTE, self.engine)
@@ -192,9 +192,6 @@ class RowRecorder:
             if safe != text:  # a secret, an escape sequence, an undecodable name: the cleaned text instead
                 rep.longrepr = safe  # (pytest prints a string longrepr as is)
         rep.sections = [(title, self.redactor.scrub(strip_controls(text_of(body)))) for title, body in rep.sections]
-
-    def clean_row(self, row: CheckRow) -> dict:
-        return clean_row(row, self.redactor)
 
 
 def clean_row(row: CheckRow, redactor: Redactor) -> dict:
