@@ -1,4 +1,4 @@
-"""The terminal leads with the answer: on a NO-GO run the first lines of substance after pytest's progress
+"""The terminal leads with the answer: on a failing run (a static run: STATIC FAIL) the first lines of substance after pytest's progress
 are the controls, the failing one with its reason, then the verdict and the report files; no traceback of
 the suite's own code, and a check that broke on it is one line naming it. `-v` or `--tb` bring pytest's
 detail back, below the answer."""
@@ -47,7 +47,7 @@ def no_go(stack_copy):
 def test_a_no_go_terminal_starts_with_the_controls_and_shows_no_traceback(no_go, run_static, pytester):
     pytester.makepyfile(break_plugin=BREAK_PLUGIN)
     run = run_static(no_go, "-p", "break_plugin")
-    assert run.verdict == "NO-GO" and run.ret == 1
+    assert run.verdict == "STATIC FAIL" and run.ret == 1
     lines = substance(run.stdout)
     assert re.fullmatch(r"=+ stackproof validation report =+", lines[0]), lines[:5]
     assert lines[1].startswith("FAIL       API key permissions: ") and KEY in lines[1], lines[:5]
@@ -56,7 +56,7 @@ def test_a_no_go_terminal_starts_with_the_controls_and_shows_no_traceback(no_go,
     expected = ("ERROR      suites/test_connection_pool.py::test_pool_config_total broke: TypeError: a bug in the suite "
                 "(its row in the report holds the detail; -v or --tb shows the traceback)")
     assert broke == [expected], broke
-    verdict = next(number for number, line in enumerate(lines) if line.startswith("NO-GO: "))
+    verdict = next(number for number, line in enumerate(lines) if line.startswith("STATIC FAIL: "))
     assert lines[verdict - 1] == broke[0] and all(line.startswith("report: ") for line in lines[verdict + 1:verdict + 4]), lines
     assert not [line for line in run.stdout.splitlines() if line.lstrip().startswith(TRACEBACK) or "<Stack object" in line]
 
