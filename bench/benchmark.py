@@ -135,18 +135,18 @@ def live_run_and_floor(pytest: list[str], report_dir: Path, static_seconds: floa
 
     stack = Stack(ROOT / "stack", 20.0, Redactor())
     connected = LiveStack.connect(stack, project or stack.compose.name, engine or "")
-    containers = connected.containers
+    containers = list(connected.containers)
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(containers)) as pool:
-        list(pool.map(lambda c: connected._exec(c, ["true"]), containers))
+        list(pool.map(lambda c: connected.containers.exec_in(c, ["true"]), containers))
     exec_floor = time.monotonic() - start
     start = time.monotonic()
-    connected.https("/health")
-    connected.prometheus("/api/v1/query", {"query": "up"})
+    connected.http.https("/health")
+    connected.prometheus.query("up")
     http_floor = time.monotonic() - start
     postgres = stack.roles.name("postgres")
     start = time.monotonic()
-    connected.exec(postgres, ["sh", "-c", 'PGPASSWORD="$(cat "$0")" psql -h 127.0.0.1 -U aidb -d aidb -tAc "SHOW max_connections"',
+    connected.containers.exec(postgres, ["sh", "-c", 'PGPASSWORD="$(cat "$0")" psql -h 127.0.0.1 -U aidb -d aidb -tAc "SHOW max_connections"',
                               "/run/secrets/postgres_password"])
     sql_floor = time.monotonic() - start
     live_floor = exec_floor + http_floor + sql_floor + load
@@ -169,7 +169,7 @@ API_SERVICES = ("aidb", "hybrid-coordinator")
 
 def settle_scrapes() -> None:
     """Wait, untimed, until Prometheus has scraped the containers just started: a live run right after
-    scaling waits for that itself (stackproof/live.py `_scrapes_settled`, up to 2 scrape intervals),
+    scaling waits for that itself (stackproof/engine/live.py `Prometheus.settled`, up to 2 scrape intervals),
     which is the stack getting ready, not the cost of the checks the floor is compared with."""
     sys.path.insert(0, str(ROOT))
     from stackproof.engine.live import LiveStack
@@ -177,7 +177,7 @@ def settle_scrapes() -> None:
     from stackproof.target.stack import Stack
 
     stack = Stack(ROOT / "stack", 20.0, Redactor())
-    LiveStack.connect(stack, stack.compose.name, "")._scrapes_settled  # noqa: B018 - the cached wait
+    LiveStack.connect(stack, stack.compose.name, "").prometheus.settled  # noqa: B018 - the cached wait
 
 
 def scaled_run(pytest: list[str], report_dir: Path, static_seconds: float, scale: int, unscaled: float) -> list[dict]:

@@ -1,11 +1,11 @@
-"""The one exception the suite raises for a problem in the stack under test, and the one way a check
-says that the environment it runs in lacks a tool."""
+"""The one exception the suite raises for a problem in the stack under test, and the ways a check says
+why it did not run (the `outcome.NotRun` family: blocked, environment error, not applicable, not proven)."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
-import pytest
+from stackproof.report.outcome import BlockedBy, EnvironmentProblem, NotApplicable, NotProven
 
 
 class StackError(Exception):
@@ -29,14 +29,33 @@ class RequiredVariablesMissing(StackError):
 
 
 class Blocked(StackError):
-    """An input that an earlier check already found broken: the check asking for it is SKIPPED
-    'blocked by <check>: <reason>' instead of failing again on the same root cause."""
+    """An input that an earlier check (or a root cause, such as the compose model) already found broken,
+    raised where it is loaded (`Stack.needs`): the plugin turns it into the check's SKIPPED
+    'blocked by <check>: <reason>' (`outcome.BlockedBy`) instead of a second failure on the same root
+    cause. A StackError, so the code between the loader and the check handles it like any input error."""
+
+    def __init__(self, by: str, reason: str):
+        self.by, self.reason = by, reason
+        super().__init__(f"blocked by {by}: {reason}")
 
 
-ENVIRONMENT_ERROR = "environment error: "
+def blocked(by: str, reason: str) -> NoReturn:
+    """Skip a check whose input an earlier failing check (`by`) already ruled out: shown BLOCKED, its
+    control not proven by it."""
+    raise BlockedBy(by, reason)
 
 
 def environment_error(message: str) -> NoReturn:
     """Skip a check because a tool it needs is missing where the suite runs. That is an error of the
     environment, not a fact about the stack: the report names it as such and the verdict is NO-GO."""
-    pytest.skip(ENVIRONMENT_ERROR + message)
+    raise EnvironmentProblem(message)
+
+
+def not_applicable(reason: str) -> NoReturn:
+    """Skip a check that has nothing to judge in this stack (it does not keep its control from passing)."""
+    raise NotApplicable(reason)
+
+
+def not_proven(reason: str) -> NoReturn:
+    """Skip a check that could not see what it must judge: its control is not proven, the verdict NO-GO."""
+    raise NotProven(reason)

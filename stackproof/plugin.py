@@ -20,7 +20,12 @@ from .errors import Blocked, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
-from stackproof.report.collector import TargetInfo, ValidationReport, is_worker, real_report_dir
+from stackproof.report.collector import TargetInfo, ValidationReport, is_worker
+from stackproof.report.files import real_report_dir
+from stackproof.report.outcome import BlockedBy, LiveOnly, NotProven, NotRun
+from stackproof.report.rows import RowRecorder
+from stackproof.report.terminal import TerminalAnswer
+from stackproof.report.waiving import WaiverOutcomes
 from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.report.history import HISTORY_FILE, RunHistory, load_baseline
 from stackproof.target.stack import Stack
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 STACK_KEY = pytest.StashKey[Stack]()
 REPORT_KEY = pytest.StashKey[ValidationReport]()
+RECORDER_KEY = pytest.StashKey[RowRecorder]()
 
 REDACTION_KEY = "stackproof_redaction_key"  # workerinput: the controller's fingerprint key, for every worker
 DEADLINE_KEY = pytest.StashKey[float]()
@@ -93,6 +99,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STACK_KEY] = stack
     config.stash[REPORT_KEY] = report
     config.pluginmanager.register(report, "stackproof-report")
+    recorder = RowRecorder(redactor, target_errors=lambda: stack.target_errors)
+    config.stash[RECORDER_KEY] = recorder
+    config.pluginmanager.register(recorder, "stackproof-rows")
+    if not is_worker(config):  # the controller judges the waivers, and tells the answer
+        config.pluginmanager.register(WaiverOutcomes(report.waivers, report.control_of, redactor), "stackproof-waivers")
+        config.pluginmanager.register(TerminalAnswer(config, lambda: report.summary, lambda: report.written),
+                                      "stackproof-terminal")
     if not is_worker(config):  # the controller bounds the run; ending it ends its workers
         stack_timeout = float(setting(config, "stack_timeout"))
         watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
@@ -252,48 +265,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"run time limit of {setting(item.config, 'run_timeout')}s exceeded before this check started")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function):
-    """A check that needs an input an earlier check found broken is SKIPPED 'blocked by <check>: <reason>'."""
-    try:
-        return (yield)
-    except Blocked as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef, request):
-    """The same for a fixture that loads a broken input (e.g. the certificate a parametrized check reads)."""
-    try:
-        return (yield)
-    except Blocked as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.hookimpl(wrapper=True, specname="pytest_runtest_setup")
-def pytest_runtest_setup_skip_without_sandbox(item: pytest.Item):
-    """A check (or its fixture) that needs to run stack code where no sandbox is available is skipped,
-    saying why: its control is not proven, never passed."""
+def pytest_runtest_setup_not_run(item: pytest.Item):
+    """A check (or a fixture of it) stopped by a signal of the layers below becomes the `NotRun` it means."""
     try:
         return (yield)
-    except SandboxUnavailable as exc:
-        _not_proven(item, exc)
+    except (Blocked, SandboxUnavailable) as exc:
+        raise not_run_of(item, exc) from None
 
 
 @pytest.hookimpl(wrapper=True, specname="pytest_runtest_call")
-def pytest_runtest_call_skip_without_sandbox(item: pytest.Item):
+def pytest_runtest_call_not_run(item: pytest.Item):
     try:
         return (yield)
-    except SandboxUnavailable as exc:
-        _not_proven(item, exc)
+    except (Blocked, SandboxUnavailable) as exc:
+        raise not_run_of(item, exc) from None
 
 
-def _not_proven(item: pytest.Item, exc: SandboxUnavailable):
-    """Skip the check; the run as a whole is then not GO (a skipped check proves nothing)."""
+def not_run_of(item: pytest.Item, exc: Blocked | SandboxUnavailable) -> NotRun:
+    """The one translation of the layers' signals into outcomes: an input an earlier check found broken
+    (`Blocked`) blocks the check; stack code that needs a sandbox where none is available leaves it not
+    proven, and the run as a whole not GO (a session error)."""
+    if isinstance(exc, Blocked):
+        return BlockedBy(exc.by, exc.reason)
     report = item.config.stash[REPORT_KEY]
     if str(exc) not in report.session_errors:
         report.add_session_error(str(exc))
-    pytest.skip(str(exc))
+    return NotProven(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -328,10 +326,10 @@ def live(request: pytest.FixtureRequest, stack: Stack) -> LiveStack:
     project = project_name(stack, setting(request.config, "compose_project") or None)
     try:
         live_stack = LiveStack.connect(stack, project, setting(request.config, "engine"))
-        report = request.config.stash[REPORT_KEY]
-        report.engine, report.engine_version = live_stack.engine.name, live_stack.engine_version()
+        recorder = request.config.stash[RECORDER_KEY]
+        recorder.engine, recorder.engine_version = live_stack.engine.name, live_stack.engine_version()
         return live_stack
     except LiveUnavailable as exc:
         if request.config.getoption("live"):
             pytest.fail(f"--live: {exc}")
-        pytest.skip(f"live check not run: {exc}")
+        raise LiveOnly(str(exc)) from None

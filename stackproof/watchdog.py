@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from stackproof.report.collector import placeholder_row
+from stackproof.report.rows import suite_control
 
 HARD_STOP_EXIT = 1  # NO-GO, as the verdict of an interrupted run (exit code 2 is a usage error)
 
@@ -58,7 +58,7 @@ class RunWatchdog:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:
-        if any(placeholder_row(nodeid) for nodeid in ids):  # the controller: a worker collected checks
+        if any(suite_control(nodeid) for nodeid in ids):  # the controller: a worker collected checks
             self.arm()
 
     def arm(self) -> None:

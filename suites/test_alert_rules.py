@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stackproof.resources import promql
 from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
 from stackproof.target.compose import Service
-from stackproof.errors import StackError, environment_error
+from stackproof.errors import StackError, blocked, environment_error, not_applicable
 from stackproof.resources.scripts import Monitor, make_certificate
 from stackproof.io.yamlio import load_yaml
 
@@ -164,7 +164,7 @@ def test_rule_unit_tests_pass(stack, evidence):
     if not shutil.which("promtool"):
         environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:
-        pytest.skip(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
+        not_applicable(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
     assert not escapes, "; ".join(escapes)
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]
@@ -320,7 +320,7 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     try:
         produced = monitor_metrics(stack)
     except StackError as exc:  # a broken script fails tls_monitoring, which owns it
-        pytest.skip(f"{exc}: TLS alert metrics not verified (see TLS certificate monitoring)")
+        blocked("TLS certificate monitoring", f"{exc}: TLS alert metrics not verified")
     evidence.record(result=f"{script} writes {', '.join(sorted(produced))}")
     dead = [f"{stack.rel(rule.file)}: {rule.name} selects {s.metric or s.promql()}" for rule, s in selected
             if not any(s.selects(m) for m in produced | SCRAPE_SERIES)]
@@ -359,12 +359,12 @@ def test_live_alertmanager_active(stack, live, evidence):
     service = stack.roles.name("prometheus")
     evidence.record(test=f"GET /api/v1/alertmanagers on {service}",
                     expected="at least one active Alertmanager, a running container")
-    data = live.prometheus("/api/v1/alertmanagers")
+    data = live.prometheus.api("/api/v1/alertmanagers")
     urls = [am.get("url", "") for am in data.get("activeAlertmanagers") or []]
     evidence.record(result=", ".join(urls) or f"none active ({len(data.get('droppedAlertmanagers') or [])} dropped)")
     assert urls, f"service {service}: no active Alertmanager"
     for url in urls:
-        live.container(str(urllib.parse.urlparse(url).hostname))  # raises naming the service not running
+        live.containers.of(str(urllib.parse.urlparse(url).hostname))  # raises naming the service not running
 
 
 @pytest.mark.live
@@ -383,11 +383,11 @@ def test_live_alert_metrics_have_series(stack, live, evidence):
     # one query for every metric name; selectors that fix no name are asked as written
     names = sorted({s.metric for s in selected if s.metric})
     query = f'count by (__name__) ({{__name__=~"{"|".join(names)}"}})'
-    have = {sample["metric"].get("__name__") for sample in live.prometheus("/api/v1/query", {"query": query})["result"]} \
+    have = {sample["metric"].get("__name__") for sample in live.prometheus.query(query)} \
         if names else set()
     missing = {s.metric for s in selected if s.metric and s.metric not in have}
     missing |= {s.promql() for s in selected if not s.metric
-                and not live.prometheus("/api/v1/query", {"query": f"count({s.promql()})"})["result"]}
+                and not live.prometheus.query(f"count({s.promql()})")}
     dead = sorted({alert for s, alerts in selected.items() if (s.metric or s.promql()) in missing for alert in alerts})
     total = len({s.metric or s.promql() for s in selected})
     evidence.record(result=f"{total - len(missing)}/{total} metrics selected by {len(loaded)} alerts have series"

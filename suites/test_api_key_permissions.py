@@ -20,7 +20,7 @@ import pytest
 
 from stackproof import redact
 from stackproof.io import proc
-from stackproof.errors import StackError
+from stackproof.errors import StackError, not_proven
 from stackproof.resources.keys import (MIN_COMPRESSION, STRUCTURE_FRACTION, key_strength, leaks, modes_text,
                                       strength_problem)
 from stackproof.resources.scripts import Rotator, script_uid
@@ -243,10 +243,10 @@ def key_targets(stack, live, container) -> list[str]:
     """Where a container has the API key: the targets compose declares for its service, and the
     secret mounts the engine reports for it (the host key file, or swarm's secret of that name)."""
     name, host_key = stack.profile["api_key"]["secret"], str(api_key_path(stack))
-    service = stack.compose.services.get(live.service_of(container))
+    service = stack.compose.services.get(live.containers.service_of(container))
     declared = {ref.target for ref in (service.secrets if service else []) if ref.source == name}
     mounted = {m["Destination"] for m in container.attrs.get("Mounts", []) if m.get("Source") == host_key}
-    engine = {mount.target for mount in live.secret_mounts(container) if mount.source == name}
+    engine = {mount.target for mount in live.containers.secret_mounts(container) if mount.source == name}
     return sorted(declared | mounted | engine)
 
 
@@ -267,12 +267,12 @@ def test_live_endpoint_requires_the_key(stack, live, evidence):
     """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
     cfg = stack.profile["live"]
-    key = live.api_key()
+    key = live.http.api_key()
     evidence.note(freshness_note(stack, key))
     statuses = {}
     for label, value in key_variants(key):
         headers = None if value is None else {cfg["api_key_header"]: value}
-        statuses[label] = live.https(path, headers).status
+        statuses[label] = live.http.https(path, headers).status
     evidence.record(
         test=f"GET {path} through {stack.roles.name('tls_terminator')} with {', '.join(statuses)} ({cfg['api_key_header']})",
         expected=f"{'/'.join(map(str, DENIED))} without the right key, 200 with it",
@@ -297,7 +297,7 @@ def test_live_key_file_in_containers(stack, live, evidence):
         targets = key_targets(stack, live, container)
         if not targets:
             continue
-        facts = live.probe(container)
+        facts = live.containers.probe(container)
         if facts.process_ids is None:
             raise StackError(f"container {container.name}: cannot read the owner of PID 1")
         uid, gid = facts.process_ids
@@ -324,9 +324,9 @@ def test_live_key_file_in_containers(stack, live, evidence):
         expected=f"mode {wanted:04o}, owner = the service process's uid, readable by that process",
         result="; ".join(seen) or "no container mounts it",
     )
-    assert seen or live.unreached, f"{live.engine.name} project {live.project}: no running container mounts {name}"
+    assert seen or live.containers.unreached, f"{live.engine.name} project {live.project}: no running container mounts {name}"
     assert not wrong, f"API key in containers: {'; '.join(wrong)}"
-    live.require_every_container(f"{name} in the containers")
+    live.containers.require_every(f"{name} in the containers")
 
 
 # --- live rotation (opt-in: --allow-changes) ---------------------------------------------
@@ -376,20 +376,20 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
     name = stack.profile["api_key"]["secret"]
     key_path, script = api_key_path(stack), stack.path("rotate_script")
     if not stack.trust_stack_code:
-        pytest.skip(f"not run: the live rotation runs {stack.rel(script)} on the host with the engine's rights "
+        not_proven(f"not run: the live rotation runs {stack.rel(script)} on the host with the engine's rights "
                     "(it restarts the services), outside any sandbox; add --trust-stack-code for a stack you trust")
     backups_dir, audit = key_path.parent / "backups", tmp_path / "key-rotation.log"
     header = stack.profile["live"]["api_key_header"]
     path = stack.profile["disclosure"]["full_docs_endpoint"]
-    services = sorted({live.service_of(c) for c in live.containers if key_targets(stack, live, c)})
-    old = live.api_key()
+    services = sorted({live.containers.service_of(c) for c in live.containers if key_targets(stack, live, c)})
+    old = live.http.api_key()
     saved = SavedKey.take(key_path, backups_dir)
     restart_timeout = max(180.0, 6 * stack.timeout)
     try:
         done = proc.run([str(script), "--yes", "--restart", "--audit-log", str(audit), name], cwd=stack.root,
                         timeout=restart_timeout, where=stack.rel(script))
-        new = live.api_key()
-        statuses = {label: live.https(path, {header: value}).status for label, value in (("old key", old), ("new key", new))}
+        new = live.http.api_key()
+        statuses = {label: live.http.https(path, {header: value}).status for label, value in (("old key", old), ("new key", new))}
         new_backups = sorted(set(backups_dir.glob("*")) - saved.backups)
         backup_modes = [stack.host.file(str(b)).mode for b in new_backups]
         backup_matches = [stack.redactor.fingerprint(b.read_bytes()) == stack.redactor.fingerprint(saved.content) for b in new_backups]
@@ -399,7 +399,7 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
     finally:
         saved.restore(backups_dir)
         for service in services:
-            live.restart(service, timeout=restart_timeout)
+            live.containers.restart(service, timeout=restart_timeout)
     evidence.record(
         test=f"{stack.rel(script)} --yes --restart {name}, then GET {path} with the old and the new key",
         expected="exit 0; old key 401/403, new key 200; a backup of the old key with its mode; audit line without key",

@@ -35,7 +35,7 @@ from stackproof.resources.breakers import (
     state_metric,
     target_of,
 )
-from stackproof.errors import StackError
+from stackproof.errors import StackError, blocked, environment_error, not_proven
 from stackproof.resources.faults import (
     BASELINE,
     DependencyFault,
@@ -83,15 +83,15 @@ def alert_rule(stack, alerting):
     try:
         alerting.rules
     except StackError as exc:
-        pytest.skip(f"blocked by Prometheus alert rules: {exc}")
+        blocked("Prometheus alert rules", str(exc))
     name = stack.profile["breakers"]["alert"]
     if name in stack.profile["alerts"]["required"] and name not in {rule.name for rule in alerting.alerts}:
-        pytest.skip(f"blocked by Prometheus alert rules: required alert {name} missing")
+        blocked("Prometheus alert rules", f"required alert {name} missing")
     rule = breaker_alert(stack, alerting)
     try:
         promql.parse(rule.spec["expr"])
     except ValueError as exc:
-        pytest.skip(f"blocked by Prometheus alert rules: {rule.name}: invalid PromQL: {' '.join(str(exc).split())}")
+        blocked("Prometheus alert rules", f"{rule.name}: invalid PromQL: {' '.join(str(exc).split())}")
     return rule
 
 
@@ -101,7 +101,7 @@ def declared_or_blocked(stack) -> list:
     try:
         return declared_breakers(stack)
     except UnreadableConfig as exc:
-        pytest.skip(f"blocked by Connection pool: {exc}")
+        blocked("Connection pool", str(exc))
 
 
 @pytest.mark.static
@@ -150,7 +150,7 @@ def test_alert_fires_on_open_breakers(stack, alerting, evidence):
         expected="fires when any one breaker is open; not when all are closed or half-open",
     )
     if not has_promtool():
-        pytest.skip("promtool not installed (Debian package 'prometheus'): the alert expression was not evaluated")
+        environment_error("promtool not installed (Debian package 'prometheus'): the alert expression was not evaluated")
     cases = {f"{service} open": {t: ("open" if s == service else "closed") for s, t in targets.items()}
              for service in targets}
     quiet = {"all closed": {t: "closed" for t in targets.values()}, "all half-open": {t: "half_open" for t in targets.values()}}
@@ -210,7 +210,7 @@ def test_alert_routes_to_receiver(stack, alerting, evidence):
     evidence.record(test=f"routing of {', '.join(f'{k}={v}' for k, v in labels.items())} in {where}",
                     expected="at least one receiver, each with a notification integration")
     if not has_amtool():
-        pytest.skip("amtool not installed (Debian package 'prometheus-alertmanager'): the routing was not evaluated")
+        environment_error("amtool not installed (Debian package 'prometheus-alertmanager'): the routing was not evaluated")
     receivers = routed_receivers(stack, config, labels)
     integrations = {name: sorted(k for k, v in (config.receiver(name) or {}).items() if k.endswith("_configs") and v)
                     for name in receivers}
@@ -257,7 +257,7 @@ def firing_jobs(live, alert: str) -> set[str]:
 def alertmanager_jobs(live, alert: str) -> set[str]:
     """Jobs for which Alertmanager holds the alert as active (received, not resolved, not silenced)."""
     cfg = live.stack.profile["breakers"]
-    alerts = live.alertmanager(live.stack.roles.name("alertmanager"), cfg["alertmanager_port"], "/api/v2/alerts",
+    alerts = live.alertmanager.api(live.stack.roles.name("alertmanager"), cfg["alertmanager_port"], "/api/v2/alerts",
                                {"filter": f'alertname="{alert}"', "active": "true", "silenced": "false"})
     return {a.get("labels", {}).get("job", "") for a in alerts if (a.get("status") or {}).get("state") == "active"}
 
@@ -301,13 +301,13 @@ def test_live_alert_selects_breakers(stack, alerting, live, evidence):
                     expected=f"selects series of job {', '.join(sorted(jobs))}; not pending or firing")
     rule = next((r for r in live_alerts(live) if r["name"] == cfg["alert"]), None)
     if rule is None and cfg["alert"] in stack.profile["alerts"]["required"]:
-        pytest.skip(f"blocked by test_live_prometheus_loaded_every_alert: {prometheus} does not run {cfg['alert']}")
+        blocked("test_live_prometheus_loaded_every_alert", f"{prometheus} does not run {cfg['alert']}")
     assert rule is not None, f"service {prometheus}: does not run alert {cfg['alert']}"
     selected: set[str] = set()
     for selector in promql.selectors(rule.get("query", "")):
-        result = live.prometheus("/api/v1/query", {"query": f"count by (job) ({selector.promql()})"})["result"]
+        result = live.prometheus.query(f"count by (job) ({selector.promql()})")
         selected |= {r["metric"].get("job", "") for r in result}
-    value = live.prometheus("/api/v1/query", {"query": rule.get("query", "")})["result"]
+    value = live.prometheus.query(rule.get("query", ""))
     active = rule.get("alerts") or []
     evidence.record(result=f"{' '.join(str(rule.get('query')).split())}: selects series of job "
                            f"{', '.join(sorted(selected)) or 'none'}; evaluates to {len(value)} series; "
@@ -356,10 +356,10 @@ def fault_plan(stack, alerting) -> list[Breaker]:
         threshold, recovery = declared.value(keys["threshold"]), declared.value(keys["recovery"])
         if not (isinstance(threshold, int) and cfg["min_threshold"] <= threshold <= cfg["max_threshold"]
                 and _duration_ok(recovery, cfg)):
-            pytest.skip(f"blocked by test_breaker_setting: {declared.service} declares no usable breaker")
+            blocked("test_breaker_setting", f"{declared.service} declares no usable breaker")
         spec = cfg["requests"].get(declared.service)
         if not isinstance(spec, dict) or not spec.get("path"):
-            pytest.skip(f"fault injection not run: stackproof.yml breakers.requests names no request that needs "
+            not_proven(f"fault injection not run: stackproof.yml breakers.requests names no request that needs "
                         f"{cfg['dependency']} for service {declared.service} ({{path: ..., via: nginx|container}})")
         target = target_of(stack, alerting, declared.service)
         via = spec.get("via", "container")
@@ -385,7 +385,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
     plan = fault_plan(stack, alerting)
     metric = state_metric(stack, alert_rule(stack, alerting))
     jobs = {b.target.job for b in plan}
-    headers = {live_cfg["api_key_header"]: live.api_key()}
+    headers = {live_cfg["api_key_header"]: live.http.api_key()}
     key_file = f"/run/secrets/{stack.profile['api_key']['secret']}"
     evidence.record(
         test=f"{cfg['fault']} {dependency_fault.service} while " + "; ".join(f"{b.service}: {b.route.describe()}" for b in plan),
@@ -408,7 +408,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
     before = {b.service: state(b) for b in plan}
     wrong = [f"{s}: {state_name(stack, v)}" for s, v in before.items() if v != states["closed"]]
     if wrong:
-        pytest.skip(f"blocked by test_live_breakers_closed: not closed before the fault ({', '.join(wrong)})")
+        blocked("test_live_breakers_closed", f"not closed before the fault ({', '.join(wrong)})")
     timeline, problems, measured = Timeline(), [], {}
     since = int(time.time()) - 1
     try:
@@ -525,7 +525,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
 
         # 6. no exception in the services while it all happened
         for b in plan:
-            logs = live.container(b.service).logs(since=since, stdout=True, stderr=True)
+            logs = live.containers.of(b.service).logs(since=since, stdout=True, stderr=True)
             tracebacks = logs.count(b"Traceback (most recent call last)")
             timeline.mark(f"{b.service}: {tracebacks} traceback(s) in its log since the fault")
             if tracebacks:

@@ -245,8 +245,8 @@ def gauges(text: str, where: str) -> dict[str, float]:
 
 def pool_gauges(live) -> dict[str, float]:
     """The unlabelled gauges of the metrics_service role's /metrics page."""
-    service = live.metrics_service
-    response = live.metrics_page(service)
+    service = live.http.metrics_service
+    response = live.http.metrics_page(service)
     where = f"service {service} {live.stack.profile['live']['metrics_url']}"
     if response.status != 200:
         raise StackError(f"{where}: HTTP {response.status}")
@@ -261,7 +261,7 @@ def postgres_settings_live(live, *names: str) -> list[int]:
     env = svc.environment
     query = "SELECT " + ", ".join(f"(SELECT setting FROM pg_settings WHERE name = '{name}')" for name in names)
     script = 'PGPASSWORD="$(cat "$1" 2>/dev/null)" exec psql -h 127.0.0.1 -U "$2" -d "$3" -XAt -F "\n" -c "$4"'
-    code, out = live.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
+    code, out = live.containers.exec(svc.name, ["sh", "-c", script, "sh", env.get("POSTGRES_PASSWORD_FILE") or "/dev/null",
                                      env.get("POSTGRES_USER") or "postgres", env.get("POSTGRES_DB") or "postgres", query])
     values = out.decode(errors="replace").strip().splitlines()
     if code != 0 or len(values) != len(names) or not all(v.strip().isdigit() for v in values):
@@ -274,7 +274,7 @@ def test_live_pool_matches_config(stack, live, evidence):
     """The running API service must use the pool its config file configures: a stale image, or a
     DB_POOL_* variable in its environment, would give it another one."""
     cfg = stack.profile["pool"]
-    service = live.metrics_service
+    service = live.http.metrics_service
     path = stack.path("pool_config")
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
@@ -309,7 +309,7 @@ def test_live_postgres_max_connections(stack, live, evidence):
     effective = postgres_limits(stack)[2]
     declared = {name: effective.integer(name) for name in SETTINGS[:2]}
     declared["shared_buffers"] = effective.blocks("shared_buffers")
-    pools = [replace(pool, replicas=live.replicas(pool.service)) for pool in service_pools(stack)]
+    pools = [replace(pool, replicas=live.containers.replicas(pool.service)) for pool in service_pools(stack)]
     total = connections_needed(pools)
     service = stack.roles.name("postgres")
     evidence.record(
@@ -338,10 +338,10 @@ def test_live_load_concurrent_clients(stack, live, evidence):
         test=f"{clients} concurrent GET {endpoint} through {stack.roles.name('tls_terminator')} with the API key",
         expected=f"{clients} × HTTP 200, no pool timeout",
     )
-    headers = {cfg["api_key_header"]: live.api_key()}
+    headers = {cfg["api_key_header"]: live.http.api_key()}
 
     def hold() -> tuple[str, float]:
-        response = live.https(endpoint, headers)
+        response = live.http.https(endpoint, headers)
         kind = str(response.status) + (" pool timeout" if b"pool timeout" in response.body else "")
         return kind, response.json().get("checked_out_after", 0) if response.status == 200 else 0
 

@@ -67,9 +67,9 @@ def test_effective_secret_mode_in_containers(stack, live, evidence):
     seen: dict[str, dict[str, list[str]]] = {}  # service -> container -> what its mounts show
     wrong = []
     for container in live.containers:
-        facts = live.probe(container)
-        shown = seen.setdefault(live.service_of(container), {}).setdefault(container.name, [])
-        for mount in live.secret_mounts(container):
+        facts = live.containers.probe(container)
+        shown = seen.setdefault(live.containers.service_of(container), {}).setdefault(container.name, [])
+        for mount in live.containers.secret_mounts(container):
             target = mount.target
             file = facts.file(target)
             if not file.exists:
@@ -96,10 +96,10 @@ def test_effective_secret_mode_in_containers(stack, live, evidence):
         expected=f"mode {wanted:04o}, and the mode and owner it was deployed with",
         result=_by_service(seen) or "no secret mounts",
     )
-    assert any(mounts for containers in seen.values() for mounts in containers.values()) or live.unreached, \
+    assert any(mounts for containers in seen.values() for mounts in containers.values()) or live.containers.unreached, \
         f"{live.engine.name} project {live.project}: no container mounts a secret"
     assert not wrong, f"effective secret mode differs from its declaration: {'; '.join(wrong)}"
-    live.require_every_container("secret modes")
+    live.containers.require_every("secret modes")
 
 
 def _by_service(seen: dict[str, dict[str, list[str]]]) -> str:

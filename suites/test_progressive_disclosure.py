@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof.errors import StackError
+from stackproof.errors import StackError, not_applicable
 from stackproof.io.files import read_stack_file
 from stackproof.resources.tokens import count_tokens, encoding
 
@@ -83,12 +83,12 @@ class LiveResponses:
 
     def full_docs(self) -> tuple[str, str]:
         path = self.cfg["full_docs_endpoint"]
-        headers = {self.stack.profile["live"]["api_key_header"]: self.live.api_key()}
+        headers = {self.stack.profile["live"]["api_key_header"]: self.live.http.api_key()}
         return f"GET {path}", self._fetch(path, headers)
 
     def _fetch(self, path: str, headers: dict[str, str] | None = None) -> str:
         """The body of a 200 response through nginx, as text."""
-        response = self.live.https(path, headers)
+        response = self.live.http.https(path, headers)
         service = self.stack.roles.name("tls_terminator")
         if response.status != 200:
             raise StackError(f"service {service} GET {path}: HTTP {response.status} (expected 200)")
@@ -110,7 +110,7 @@ def responses(request, stack):
         recorded = RecordedResponses(stack)
         if not recorded.recorded():
             places = ", ".join(recorded.places().values()) or "none declared"
-            pytest.skip(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
+            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
                         f"judged live by {request.node.originalname}[live]")
         return recorded
     return LiveResponses(stack, request.getfixturevalue("live"))
@@ -168,7 +168,7 @@ def test_live_full_docs_need_key(stack, live, evidence):
     """The full docs are the protected level: without the key they must not be served."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
     service = stack.roles.name("tls_terminator")
-    response = live.https(path)
+    response = live.http.https(path)
     evidence.record(test=f"GET {path} through {service} without the API key", expected="HTTP 401",
                     result=f"HTTP {response.status}")
     assert response.status == 401, f"service {service} GET {path} without a key: HTTP {response.status} (expected 401)"

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from stackproof.errors import StackError
+from stackproof.errors import StackError, blocked, not_applicable
 from stackproof.io.files import read_stack_file
 from stackproof.resources.certs import (chain_problem, key_description, names_not_covered, not_yet_valid,
                                         san_names, tls_server_names, weaknesses)
@@ -176,7 +176,7 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
     )
     problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
     if problem:
-        pytest.skip(f"blocked by {INTERFACE_CHECK}: {problem}")
+        blocked(INTERFACE_CHECK, problem)
     monitor.prefetch({label: None if kind == "missing" else scenario_certs[label][0] for label, kind, _ in SCENARIOS})
     run = monitor.run(scenario, path if days != "missing" else None)
     try:
@@ -258,7 +258,7 @@ def handshake(live, version: str | None = None) -> tuple[bytes, str]:
     Returns (the served certificate, DER; the negotiated version). The certificate is compared by
     fingerprint, so chain verification is off."""
     service = live.stack.roles.name("tls_terminator")
-    host, port = live.published(service, live.stack.profile["live"]["nginx_port"])
+    host, port = live.http.published(service, live.stack.profile["live"]["nginx_port"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     if version:
@@ -331,8 +331,8 @@ def test_live_expiry_metric_in_prometheus(stack, live, evidence):
     declared = stack.profile["scripts"]["monitor"]
     metric, path_label, cn_label = declared["metrics"]["expiry"], declared["labels"]["cert"], declared["labels"]["cn"]
     if not metric:
-        pytest.skip("scripts.monitor.metrics.expiry is null: the monitor exports no expiry metric to query")
-    series = live.prometheus("/api/v1/query", {"query": metric}).get("result", [])
+        not_applicable("scripts.monitor.metrics.expiry is null: the monitor exports no expiry metric to query")
+    series = live.prometheus.query(metric)
     seen = [(s["metric"].get(path_label or "", "?"), s["metric"].get(cn_label or "", "?"), float(s["value"][1]))
             for s in series]
     evidence.record(

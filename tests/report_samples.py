@@ -10,7 +10,9 @@ from pathlib import Path
 
 from stackproof.controls import CONTROLS
 from stackproof.redact import Redactor
-from stackproof.report.collector import FAIL, PASS, SKIPPED, CheckRow, TargetInfo, ValidationReport
+from stackproof.report.collector import TargetInfo, ValidationReport
+from stackproof.report.outcome import NotRunKind, Status
+from stackproof.report.rows import CheckRow
 
 LONG_PATH = "ai-stack/compose/prometheus/alerts/very/deeply/nested/directory/structure/service-availability-rules.yml"
 LONG_REASON = (f"{LONG_PATH}: alert AIDBDown fires only after 15m (expected at most 5m); the on-call would learn of "
@@ -25,7 +27,7 @@ def _rows(control: str, live: bool) -> list[CheckRow]:
         rows.append(CheckRow(
             control, f"suites/test_{control}.py::test_{mode}_check_{number}",
             f"Check {number} of {control.replace('_', ' ')}: the effective state matches the declared one.", mode,
-            PASS, test=f"{mode} view of ai-stack/compose/docker-compose.yml services.*", result="as expected: 0400",
+            Status.PASS, test=f"{mode} view of ai-stack/compose/docker-compose.yml services.*", result="as expected: 0400",
             expected="0400 (no group/other bits)", ran=True, duration_s=0.0125 * (number + 1)))
     return rows
 
@@ -43,14 +45,14 @@ def sample_report(kind: str) -> ValidationReport:
     rows = list(report.rows.values())
     if kind == "no-go":  # failures in the middle of the controls' order, the one passing control first
         alert_rules = [row for row in rows if row.control == "alert_rules"]
-        alert_rules[1].status, alert_rules[1].reason = FAIL, LONG_REASON
-        alert_rules[2].status, alert_rules[2].ran = SKIPPED, False
+        alert_rules[1].status, alert_rules[1].reason = Status.FAIL, LONG_REASON
+        alert_rules[2].status, alert_rules[2].ran, alert_rules[2].not_run = Status.SKIPPED, False, NotRunKind.BLOCKED
         alert_rules[2].reason = f"blocked by {alert_rules[1].name}: {LONG_PATH} unreadable"
         secrets = next(row for row in rows if row.control == "docker_secrets_mode")
-        secrets.status, secrets.reason = FAIL, "aidb: /run/secrets/stack_api_key is 0644 (expected 0400)"
+        secrets.status, secrets.reason = Status.FAIL, "aidb: /run/secrets/stack_api_key is 0644 (expected 0400)"
         for row in rows:
-            if row.mode == "live" and row.status == PASS and row.control != CONTROLS[0].id:
-                row.status, row.ran = SKIPPED, False
+            if row.mode == "live" and row.status == Status.PASS and row.control != CONTROLS[0].id:
+                row.status, row.ran, row.not_run = Status.SKIPPED, False, NotRunKind.LIVE_ONLY
                 row.reason = "live check not run: Docker engine unreachable (ConnectionError: connection refused)"
     elif kind == "incomplete":
         report.interruption = "run time limit of 900s reached"

@@ -81,7 +81,7 @@ def _wait_converged(client, service: str, timeout: float = 240, project: str = S
         state = (client.services.get(service).attrs.get("UpdateStatus") or {}).get("State", "completed")
         if state in ("completed", "rollback_completed"):
             try:
-                if LiveStack.connect(stack, project, "swarm").https("/health").status == 200:
+                if LiveStack.connect(stack, project, "swarm").http.https("/health").status == 200:
                     return
             except NotProven:  # nginx serves, a certificate other than the stack's file (that defect)
                 return

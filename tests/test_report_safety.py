@@ -9,7 +9,8 @@ import pytest
 
 from stackproof.redact import MAX_TEXT, Redactor
 from stackproof.report.render import render_all
-from stackproof.report.collector import CheckRow, TargetInfo, ValidationReport
+from stackproof.report.collector import TargetInfo, ValidationReport
+from stackproof.report.rows import CheckRow
 
 HOSTILE = [
     "<script>alert('x')</script>",
@@ -93,11 +94,13 @@ def test_markdown_neutralises_links_images_autolinks_and_html():
 
 
 def test_blocked_and_unproven_are_shown_as_such():
-    """A skip never counts as a pass: a control with only skips is NOT PROVEN (NO-GO), a 'blocked by' skip
+    """A skip never counts as a pass: a control with only skips is NOT PROVEN (NO-GO), a blocked skip
     shows as BLOCKED."""
     report = ValidationReport(None, Path("/nonexistent"), lambda: TargetInfo("s", None, None, None), Redactor())
-    for number, reason in enumerate(["blocked by test_pool_size: no pool", "live check not run: no engine"]):
-        row = CheckRow("connection_pool", f"suites/x.py::t{number}", f"check {number}", "static", "SKIPPED", reason=reason)
+    for number, (kind, reason) in enumerate([("blocked", "blocked by test_pool_size: no pool"),
+                                             ("live_only", "live check not run: no engine")]):
+        row = CheckRow("connection_pool", f"suites/x.py::t{number}", f"check {number}", "static", "SKIPPED", reason=reason,
+                       not_run=kind)
         report.rows[row.nodeid] = row
         report.finished.add(row.nodeid)
     summary = report.build_summary()

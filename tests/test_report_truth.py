@@ -117,7 +117,8 @@ def test_run_timeout_ends_a_hanging_run_with_an_incomplete_nogo_report(stack_cop
 
 
 def test_a_missing_tool_is_an_environment_error_and_no_go(stack_copy, run_static, tmp_path, monkeypatch):
-    """Without promtool its checks cannot run: named as an environment error, NO-GO, non-zero exit, and JUnit
+    """Without promtool its checks cannot run (the rule unit tests, the breaker alert's evaluation): each named
+    as an environment error, NO-GO, non-zero exit, and JUnit
     shows red through a synthetic `verdict` testcase although no check failed."""
     junit = tmp_path / "junit.xml"
     with tempfile.TemporaryDirectory(prefix="stackproof-path-") as bin_dir:  # readable by the scripts' unprivileged user
@@ -131,9 +132,10 @@ def test_a_missing_tool_is_an_environment_error_and_no_go(stack_copy, run_static
         run = run_static(stack_copy, "--junitxml", str(junit))
     assert run.report is not None, run.stdout[-3000:]
     assert run.failed_gate and run.ret == 1 and not run.failed_controls
-    assert run.report["verdict"]["reason"].startswith("1 check(s) not run, environment error: promtool not installed")
+    assert run.report["verdict"]["reason"].startswith("2 check(s) not run, environment error: promtool not installed")
     rows = [row for c in run.report["controls"] for row in c["checks"] if row["environment_error"]]
-    assert [row["status"] for row in rows] == ["SKIPPED"]
+    assert [(row["control"], row["status"], row["not_run"]) for row in rows] == [
+        ("alert_rules", "SKIPPED", "environment"), ("circuit_breakers", "SKIPPED", "environment")]
     suite, props, cases = junit_facts(junit)
     verdict_case = next(case for case in cases if case.get("name") == "verdict")
     assert verdict_case.find("failure") is not None and props["verdict"] == "STATIC FAIL"

@@ -1,5 +1,5 @@
 """The live Prometheus queries wait until every target was scraped after the project's newest
-container was ready (started, and its healthcheck passed) (stackproof/live.py `_scrapes_settled`): a stack validated right after its deploy
+container was ready (started, and its healthcheck passed) (stackproof/engine/live.py `Prometheus.settled`): a stack validated right after its deploy
 is not failed for series its first scrape has not collected yet, and a stack that never catches up
 is not waited on for ever."""
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from stackproof.engine import live as live_module
-from stackproof.engine.live import LiveStack, _duration, _rfc3339
+from stackproof.engine.live import Prometheus, _duration, _rfc3339
 
 
 def _stamp(epoch: float) -> str:
@@ -32,13 +32,13 @@ class _Prometheus:
                                    "lastScrape": _stamp(last) if last else "0001-01-01T00:00:00Z"}]}
 
 
-def _live(started: float, prometheus: _Prometheus, healthy: float | None = None) -> LiveStack:
-    stack = object.__new__(LiveStack)
+def _live(started: float, prometheus: _Prometheus, healthy: float | None = None) -> Prometheus:
+    """The Prometheus facet of a live stack with one container, its API answered by `prometheus`."""
     health = {"Health": {"Log": [{"End": _stamp(healthy), "ExitCode": 0}]}} if healthy else {}
     container = SimpleNamespace(attrs={"State": {"StartedAt": _stamp(started), **health}})
-    stack._placed = {"c": SimpleNamespace(container=container)}
-    stack._prometheus = prometheus
-    return stack
+    facet = Prometheus(SimpleNamespace(containers=[container]))
+    facet._api = prometheus
+    return facet
 
 
 @pytest.mark.parametrize("case, before, after_calls, waits", [
@@ -51,7 +51,7 @@ def test_queries_wait_for_a_scrape_after_the_newest_start(monkeypatch, case, bef
     now = time.time()
     started = now - 2 if waits else now - 7200
     prometheus = _Prometheus(now + before if before else 0, now + 1, after_calls)
-    _live(started, prometheus)._scrapes_settled
+    _live(started, prometheus).settled
     assert prometheus.calls == (after_calls if waits else 1), case
 
 
@@ -61,7 +61,7 @@ def test_queries_wait_for_a_scrape_after_the_first_passing_healthcheck(monkeypat
     monkeypatch.setattr(live_module.time, "sleep", lambda seconds: None)
     now = time.time()
     prometheus = _Prometheus(now - 2, now + 1, 3)
-    _live(now - 30, prometheus, healthy=now - 1)._scrapes_settled
+    _live(now - 30, prometheus, healthy=now - 1).settled
     assert prometheus.calls == 3
 
 
@@ -85,7 +85,7 @@ def test_a_target_that_never_catches_up_is_waited_on_boundedly(monkeypatch):
     monkeypatch.setattr(live_module.time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(live_module.time, "sleep", lambda seconds: None)
     prometheus = _Prometheus(0, 0, 10**9)
-    _live(time.time() - 1, prometheus)._scrapes_settled
+    _live(time.time() - 1, prometheus).settled
     assert prometheus.calls <= 2 * 1 + 1 + 2  # twice the 1 s interval plus one, in fake seconds
 
 

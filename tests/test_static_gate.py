@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stackproof.redact import Redactor
-from stackproof.report.collector import CheckRow, TargetInfo, ValidationReport
+from stackproof.report.collector import TargetInfo, ValidationReport
+from stackproof.report.rows import CheckRow
 
 
 def summary_of(*rows: CheckRow) -> dict:
@@ -26,7 +27,7 @@ def every_control_passes(mode: str, skip: str = "") -> list[CheckRow]:
 
     return [CheckRow(c.id, f"suites/test_{c.id}.py::t_{mode}", c.id, mode,
                      *(("SKIPPED", "", "", "", "judged live by test_x") if c.id == skip else ("PASS",)),
-                     ran=c.id != skip) for c in CONTROLS]
+                     ran=c.id != skip, not_run="not_applicable" if c.id == skip else None) for c in CONTROLS]
 
 
 def statuses(summary: dict) -> dict[str, str]:
@@ -54,10 +55,11 @@ def test_nothing_to_judge_statically_is_live_only_not_red():
 @pytest.mark.parametrize("row, decision", [
     (CheckRow("docker_secrets_mode", "suites/a.py::t_bad", "declares mode", "static", "FAIL", reason="mode 0444"),
      "STATIC FAIL"),
-    (CheckRow("connection_pool", "suites/a.py::t_blocked", "pool", "static", "SKIPPED", reason="blocked by t: no pool"),
+    (CheckRow("connection_pool", "suites/a.py::t_blocked", "pool", "static", "SKIPPED", reason="blocked by t: no pool",
+              not_run="blocked"),
      "STATIC FAIL"),
     (CheckRow("alert_rules", "suites/a.py::t_env", "rules", "static", "SKIPPED",
-              reason="environment error: promtool not installed"), "STATIC FAIL"),
+              reason="environment error: promtool not installed", not_run="environment"), "STATIC FAIL"),
 ], ids=["a-static-failure-of-a-live-only-control", "blocked", "environment-error"])
 def test_static_fail(row, decision):
     """A static failure fails the gate, also for a control only live checks can prove (then FAIL, not LIVE
@@ -81,6 +83,7 @@ def test_go_and_no_go_only_from_a_run_with_live_checks():
     rows = every_control_passes("static") + every_control_passes("live")
     assert summary_of(*rows)["verdict"]["decision"] == "GO"
     assert set(statuses(summary_of(*rows)).values()) == {"PASS"}
-    rows[-1] = CheckRow(rows[-1].control, rows[-1].nodeid, "x", "live", "SKIPPED", reason="live check not run: no engine")
+    rows[-1] = CheckRow(rows[-1].control, rows[-1].nodeid, "x", "live", "SKIPPED", reason="live check not run: no engine",
+                        not_run="live_only")
     verdict = summary_of(*rows)["verdict"]
     assert (verdict["decision"], verdict["gate"], verdict["passed"]) == ("NO-GO", "deploy", False)

@@ -1,11 +1,13 @@
 """The running stack: its containers, reached through the engine that runs them.
 
-Checks get a `LiveStack` from the `live` fixture. Which engine runs the stack (compose, swarm,
-podman: stackproof/engines.py) is hidden here: checks ask for containers, a service's container,
-a secret's mounts, a published port. Everything is bounded by the run's timeout: Docker API calls
-(client timeout), commands in containers (wrapped in `timeout`), and HTTP requests. Nothing here
-changes a container, except `restart`, `take_down` and `bring_back`, which only checks marked
-`changes_stack` use (opt-in: --allow-changes).
+Checks get a `LiveStack` from the `live` fixture and ask its facets (as testinfra binds modules to a
+host): `live.containers` (which run, a command in one, the file probe, health), `live.http`
+(through the TLS terminator, or from inside a container with the programs in programs/, real files
+run by the container's python3), `live.prometheus` and `live.alertmanager` (their APIs), `live.faults`.
+Which engine runs the stack (compose, swarm, podman: engine/engines.py) is hidden here. Everything is
+bounded by the run's timeout: Docker API calls (client timeout), commands in containers (wrapped in
+`timeout`), and HTTP requests. Nothing here changes a container, except `containers.restart` and
+`faults`, which only checks marked `changes_stack` use (opt-in: --allow-changes).
 """
 
 from __future__ import annotations
@@ -21,25 +23,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
-
-import pytest
 
 from stackproof.engine import engines
 from stackproof.engine import probe
 from stackproof.io import proc
 from stackproof.engine.engines import Engine, LiveUnavailable, SecretMount
 from stackproof.errors import StackError
+from stackproof.report.outcome import NotProven
 from stackproof.target.stack import Stack
 
 __all__ = ["LiveStack", "LiveUnavailable", "NotProven", "project_name"]
 SCRAPE_GRACE = 5.0  # seconds after a container starts in which it writes what its first scrape should see
 PROBE_WORKERS = 8  # concurrent container probes: enough to hide exec latency, few enough for a small engine
-
-
-class NotProven(pytest.skip.Exception):
-    """A check could not look at every container it must (a swarm task on a node the suite cannot
-    reach): the check is skipped with this reason, which keeps the verdict NO-GO."""
 
 
 @dataclass
@@ -53,15 +50,22 @@ class HttpResponse:
 
 
 class LiveStack:
-    """The stack `project` as it runs on one engine (compose project, swarm stack, podman)."""
+    """The stack `project` as it runs on one engine (compose project, swarm stack, podman), and what
+    checks ask of it through its facets (as testinfra binds modules to a host): `containers` (which
+    run, exec, the file probe, health), `http` (requests through the TLS terminator or from inside a
+    container), `prometheus` and `alertmanager` (their APIs), `faults` (a dependency taken down and
+    brought back: checks marked `changes_stack` only)."""
 
     def __init__(self, stack: Stack, engine: Engine):
         self.stack = stack
         self.engine = engine
         self.project = engine.project
-        self.client = engine.client
         self.timeout = stack.timeout
-        self._placed = {p.container.id: p for p in engine.placed}
+        self.containers = Containers(self)
+        self.http = Http(self)
+        self.prometheus = Prometheus(self)
+        self.alertmanager = Alertmanager(self)
+        self.faults = Faults(self)
 
     @classmethod
     def connect(cls, stack: Stack, project: str, engine: str = "") -> "LiveStack":
@@ -72,25 +76,35 @@ class LiveStack:
         """The engine's product and version for the report ("Docker Engine 26.1.5", "Podman Engine 4.3.1"),
         None when it does not say (the client's timeout bounds the call)."""
         try:
-            info = self.client.version()
+            info = self.engine.client.version()
         except Exception:  # the report names what is known; the checks report an engine that broke
             return None
         names = [str(c.get("Name", "")) for c in info.get("Components") or [] if c.get("Name")]
         return " ".join(part for part in (names[0] if names else "", str(info.get("Version") or "")) if part) or None
 
-    # --- containers ------------------------------------------------------------
 
-    @property
-    def containers(self) -> list:
-        """Every running container of the project that the suite can reach."""
-        return [p.container for p in self._placed.values()]
+class Containers:
+    """The project's containers: which run where, a command in one, the file probe of each, health.
+    Iterating it gives every running container the suite can reach."""
+
+    def __init__(self, live: LiveStack):
+        self.live = live
+        self.engine = live.engine
+        self.timeout = live.timeout
+        self._placed = {p.container.id: p for p in live.engine.placed}
+
+    def __iter__(self):
+        return iter([p.container for p in self._placed.values()])
+
+    def __len__(self) -> int:
+        return len(self._placed)
 
     @property
     def unreached(self) -> list[engines.Unreached]:
         """Tasks the suite could not reach (swarm tasks on unreachable nodes)."""
         return list(self.engine.unreached)
 
-    def require_every_container(self, what: str) -> None:
+    def require_every(self, what: str) -> None:
         """Raise NotProven when some of the project's tasks could not be looked at."""
         if self.engine.unreached:
             raise NotProven(f"not proven: {what} unchecked in {len(self.engine.unreached)} task(s): "
@@ -105,20 +119,25 @@ class LiveStack:
     def service_of(self, container) -> str:
         return self.engine.service_of(container)
 
-    def container(self, service: str):
+    def services(self) -> set[str]:
+        """The services with a reachable running container."""
+        return {placed.service for placed in self._placed.values()}
+
+    def of(self, service: str):
+        """The service's (first reachable) container."""
         for placed in self._placed.values():
             if placed.service == service:
                 return placed.container
         missing = [u for u in self.engine.unreached if u.service == service]
         if missing:
             raise NotProven(f"not proven: service {service} runs only in unreached tasks: " + "; ".join(map(str, missing)))
-        raise StackError(f"service {service}: no running container in {self.engine.name} project {self.project!r}")
+        raise StackError(f"service {service}: no running container in {self.engine.name} project {self.live.project!r}")
 
     def exec(self, service: str, cmd: list[str], user: str | None = None) -> tuple[int, bytes]:
         """Run a command in the service's container: (exit code, stdout)."""
-        return self._exec(self.container(service), cmd, user)
+        return self.exec_in(self.of(service), cmd, user)
 
-    def _exec(self, container, cmd: list[str], user: str | None = None) -> tuple[int, bytes]:
+    def exec_in(self, container, cmd: list[str], user: str | None = None) -> tuple[int, bytes]:
         """`docker exec` through the docker CLI, which reaches unix, tcp and ssh engines alike (the SDK's
         pooled ssh connections broke pipes); bounded by `timeout` inside the container and outside."""
         host = self._placed[container.id].docker_host if container.id in self._placed else self.engine.docker_host
@@ -129,19 +148,29 @@ class LiveStack:
             raise StackError(f"container {container.name}: {cmd[0]} did not finish within {self.timeout:g}s")
         return done.returncode, done.stdout
 
-    def restart(self, service: str, timeout: float) -> None:
-        """Restart the service's container (swarm: redeploy its task) and wait, bounded, until it is healthy."""
-        old = self.container(service)
-        container = self.engine.restart(old, timeout)
+    def run_program(self, service: str, program: str, *args: str) -> tuple[int, bytes]:
+        """Run one of stackproof/engine/programs/ with the container's python3 (its own interpreter: the
+        program uses the standard library only)."""
+        return self.exec(service, ["python3", "-c", program_source(program), *args])
+
+    def wait_healthy(self, container, timeout: float, after: str = "") -> None:
+        """Wait (bounded) until the container runs and, if it has a healthcheck, is healthy."""
         deadline = time.monotonic() + timeout
         while True:
             container.reload()
             health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
             if container.status == "running" and health == "healthy":
-                break
+                return
             if time.monotonic() > deadline:
-                raise StackError(f"container {container.name}: not healthy {timeout:g}s after a restart ({health})")
+                when = f"{timeout:g}s after {after}" if after else f"within {timeout:g}s"
+                raise StackError(f"container {container.name}: not healthy {when} ({health})")
             time.sleep(1)
+
+    def restart(self, service: str, timeout: float) -> None:
+        """Restart the service's container (swarm: redeploy its task) and wait, bounded, until it is healthy."""
+        old = self.of(service)
+        container = self.engine.restart(old, timeout)
+        self.wait_healthy(container, timeout, after="a restart")
         placed = self._placed.pop(old.id)
         placed.container = container  # shared with the engine's list
         self._placed[container.id] = placed
@@ -156,7 +185,7 @@ class LiveStack:
     def probe_paths(self, container) -> list[str]:
         """Every path a run asks about in a container: its secrets' targets, as the engine mounts them
         and as compose declares them."""
-        service = self.stack.compose.services.get(self.service_of(container))
+        service = self.live.stack.compose.services.get(self.service_of(container))
         paths = [mount.target for mount in self.secret_mounts(container)]
         paths += [ref.target for ref in (service.secrets if service else [])]
         return list(dict.fromkeys(paths))
@@ -164,13 +193,13 @@ class LiveStack:
     @cached_property
     def probes(self) -> dict[str, probe.ContainerProbe]:
         """One probe per reachable container (container id -> facts), run once per run, concurrently."""
-        containers = self.containers
+        containers = list(self)
         with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(containers)))) as pool:
             results = list(pool.map(self._probe, containers))
         return {c.id: r for c, r in zip(containers, results)}
 
     def probe(self, container) -> probe.ContainerProbe:
-        """The file facts of one container (see stackproof/probe.py); raises the probe's own error."""
+        """The file facts of one container (see stackproof/engine/probe.py); raises the probe's own error."""
         result = self.probes[container.id]
         if isinstance(result, Exception):
             raise result
@@ -188,32 +217,25 @@ class LiveStack:
             return exc
 
     def _run_probe(self, container, paths: list[str], user: str | None) -> probe.ContainerProbe:
-        code, out = self._exec(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *paths], user)
+        code, out = self.exec_in(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *paths], user)
         if code != 0:
             raise StackError(f"container {container.name}: the file probe failed (exit {code}): {_first_line(out)}")
         return probe.parse(container.name, paths, out)
 
-    # --- HTTP ------------------------------------------------------------------
 
-    def http_in(self, service: str, url: str, headers: dict[str, str] | None = None) -> HttpResponse:
-        """HTTP GET from inside a service's container, for endpoints that are not published (e.g. /metrics)."""
-        script = (
-            "import json,sys,urllib.request,urllib.error\n"
-            "req=urllib.request.Request(sys.argv[1],headers=json.loads(sys.argv[2]))\n"
-            "try:\n r=urllib.request.urlopen(req,timeout=float(sys.argv[3]));code=r.status;body=r.read()\n"
-            "except urllib.error.HTTPError as e:\n code=e.code;body=e.read()\n"
-            "sys.stdout.write(str(code)+'\\n');sys.stdout.flush();sys.stdout.buffer.write(body)\n"
-        )
-        code, out = self.exec(service, ["python3", "-c", script, url, json.dumps(headers or {}), f"{self.timeout:g}"])
-        status, _, body = out.partition(b"\n")
-        if code != 0 or not status.strip().isdigit():
-            raise StackError(f"service {service}: GET {url} failed inside the container: {_first_line(out)}")
-        return HttpResponse(int(status), {}, body)
+class Http:
+    """HTTP to the stack: through the TLS terminator's published port, or from inside a container for
+    what is not published; every request bounded by the run's timeout."""
+
+    def __init__(self, live: LiveStack):
+        self.live = live
+        self.stack = live.stack
+        self.timeout = live.timeout
 
     def published(self, service: str, container_port: int) -> tuple[str, int]:
         """Where the suite reaches a service's port: a published host port (on the engine's host for
         tcp:// and ssh:// engines), or, on swarm, the task's own address (see engines.SwarmEngine)."""
-        return self.engine.published(self.container(service), container_port)
+        return self.live.engine.published(self.live.containers.of(service), container_port)
 
     @cached_property
     def tls_context(self) -> ssl.SSLContext:
@@ -226,57 +248,43 @@ class LiveStack:
         """A request through the TLS terminator's published port."""
         service = self.stack.roles.name("tls_terminator")
         host, port = self.published(service, self.stack.profile["live"]["nginx_port"])
-        return self._request(f"https://{host}:{port}{path}", headers, method, self.tls_context, f"service {service}")
+        return self.request(f"https://{host}:{port}{path}", headers, method, self.tls_context, f"service {service}")
 
-    def prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
-        """A Prometheus HTTP API call; returns its `data`. A query first waits, once per run, until
-        every target was scraped after the project's containers started (`_scrapes_settled`)."""
-        if api_path == "/api/v1/query":
-            self._scrapes_settled  # noqa: B018 - the cached wait, run once
-        return self._prometheus(api_path, params)
-
-    @cached_property
-    def _scrapes_settled(self) -> None:
-        """A stack validated right after its deploy has not been scraped yet: the TLS monitor wrote its
-        textfile after Prometheus's last scrape of the exporter, and a query finds no series for a
-        reason that is not a defect. So wait (bounded by twice the longest scrape interval, at most
-        60 s) until every active target's last scrape is later than the moment the newest container
-        was ready (`_ready_at`). On a stack that has run for a while this returns at once; if the
-        targets never catch up, the checks go on and fail on what Prometheus then holds."""
-        newest = max((_ready_at(c) for c in self.containers), default=0.0)
-        if not newest:
-            return None
-        settle_at = min(newest, time.time())
-        deadline = None
-        while True:
-            targets = self._prometheus("/api/v1/targets", {"state": "active"}).get("activeTargets", [])
-            behind = [t for t in targets if _rfc3339(t.get("lastScrape", "")) < settle_at]  # never scraped: 0
-            if not behind:
-                return None
-            if deadline is None:
-                longest = max((_duration(t.get("scrapeInterval", "")) for t in targets), default=15.0)
-                deadline = time.monotonic() + min(2 * longest + 1, 60.0)
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.5)
-
-    def _prometheus(self, api_path: str, params: dict[str, str] | None = None) -> dict:
-        service = self.stack.roles.name("prometheus")
-        host, port = self.published(service, self.stack.profile["live"]["prometheus_port"])
+    def get(self, service: str, port: int, path: str, params: dict[str, str] | None = None) -> HttpResponse:
+        """A plain HTTP GET of a service's published port (Prometheus, Alertmanager)."""
+        host, published = self.published(service, port)
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        response = self._request(f"http://{host}:{port}{api_path}{query}", None, "GET", None, f"service {service}")
+        return self.request(f"http://{host}:{published}{path}{query}", None, "GET", None, f"service {service}")
+
+    def in_container(self, service: str, url: str, headers: dict[str, str] | None = None) -> HttpResponse:
+        """HTTP GET from inside a service's container, for endpoints that are not published (e.g. /metrics)."""
+        code, out = self.live.containers.run_program(service, "http_get.py", url, json.dumps(headers or {}),
+                                                     f"{self.timeout:g}")
+        status, _, body = out.partition(b"\n")
+        if code != 0 or not status.strip().isdigit():
+            raise StackError(f"service {service}: GET {url} failed inside the container: {_first_line(out)}")
+        return HttpResponse(int(status), {}, body)
+
+    def many_in_container(self, service: str, urls: list[str], count: int, header: str | None = None,
+                          header_file: str | None = None) -> list[tuple[int, float, float, int, bytes]]:
+        """`count` concurrent GETs from inside a service's container (for services nginx does not
+        publish), released together, request i to urls[i % len(urls)]: [(i, start offset, latency,
+        HTTP status or 0, first 200 bytes)]. A header's value is read from a file inside the
+        container (the API key never leaves it)."""
+        code, out = self.live.containers.run_program(service, "concurrent_gets.py", json.dumps(urls), str(count),
+                                                     header or "", header_file or "", f"{max(self.timeout - 2, 1):g}")
         try:
-            payload = response.json()
+            rows = json.loads(out)
         except ValueError:
-            raise StackError(f"service {service}: {api_path}: HTTP {response.status}, not JSON") from None
-        if payload.get("status") != "success":
-            error = payload.get("error", f"status {payload.get('status')}")
-            raise StackError(f"service {service}: {api_path}: {error}")
-        return payload["data"]
+            rows = None
+        if code != 0 or not isinstance(rows, list):
+            raise StackError(f"service {service}: {count} requests to {urls[0]} from inside the container failed: "
+                             f"{_first_line(out)}")
+        return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), str(r[4]).encode()) for r in rows]
 
     def metrics_page(self, service: str) -> HttpResponse:
         """The service's own /metrics (live.metrics_url), fetched inside its container."""
-        return self.http_in(service, self.stack.profile["live"]["metrics_url"])
+        return self.in_container(service, self.stack.profile["live"]["metrics_url"])
 
     @cached_property
     def metrics_service(self) -> str:
@@ -297,7 +305,22 @@ class LiveStack:
         raise StackError(f"no API service ({names}) exports {metric} on {self.stack.profile['live']['metrics_url']}; "
                          "declare it in stackproof.yml roles.metrics_service")
 
-    def _request(self, url: str, headers, method: str, context, where: str) -> HttpResponse:
+    def api_key(self) -> str:
+        """The API key the requests authenticate with, as the services see it (read inside the container
+        that serves it, so it works on a remote engine too). Registered for redaction; never print it."""
+        running = self.live.containers.services()
+        services = [svc.name for svc in self.stack.roles.api_services()]
+        service = next((name for name in services if name in running), services[0])
+        secret = self.stack.profile["api_key"]["secret"]
+        refs = [ref.target for ref in self.stack.compose.services[service].secrets if ref.source == secret]
+        target = refs[0] if refs else f"/run/secrets/{secret}"
+        code, out = self.live.containers.exec(service, ["cat", target])
+        if code != 0:
+            raise StackError(f"service {service}: cannot read {target} (exit {code})")
+        self.stack.redactor.add(out)
+        return out.decode("utf-8", errors="replace").strip()
+
+    def request(self, url: str, headers, method: str, context, where: str) -> HttpResponse:
         request = urllib.request.Request(url, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
@@ -321,42 +344,89 @@ class LiveStack:
         return NotProven(f"not proven: {where} serves a certificate {cert} does not verify, its answers cannot be "
                          "trusted (TLS monitoring compares the two)")
 
-    # --- the API key -------------------------------------------------------------
 
-    def api_key(self) -> str:
-        """The API key as the services see it (read inside the container that serves it, so it works on
-        a remote engine too). Registered for redaction; never print it."""
-        cfg = self.stack.profile
-        running = {placed.service for placed in self._placed.values()}
-        services = [svc.name for svc in self.stack.roles.api_services()]
-        service = next((name for name in services if name in running), services[0])
-        secret = cfg["api_key"]["secret"]
-        refs = [ref.target for ref in self.stack.compose.services[service].secrets if ref.source == secret]
-        target = refs[0] if refs else f"/run/secrets/{secret}"
-        code, out = self.exec(service, ["cat", target])
-        if code != 0:
-            raise StackError(f"service {service}: cannot read {target} (exit {code})")
-        self.stack.redactor.add(out)
-        return out.decode("utf-8", errors="replace").strip()
+class Prometheus:
+    """Prometheus's HTTP API on its published port (the `prometheus` role)."""
 
-    # --- changing a dependency (checks marked changes_stack only) ---------------------------
+    def __init__(self, live: LiveStack):
+        self.live = live
 
-    def wait_healthy(self, service: str, timeout: float) -> None:
-        """Wait (bounded) until the service's container runs and, if it has a healthcheck, is healthy."""
-        container = self.container(service)
-        deadline = time.monotonic() + timeout
+    def api(self, api_path: str, params: dict[str, str] | None = None) -> dict:
+        """An API call; returns its `data`. A query first waits, once per run, until every target was
+        scraped after the project's containers started (`settled`)."""
+        if api_path == "/api/v1/query":
+            self.settled  # noqa: B018 - the cached wait, run once
+        return self._api(api_path, params)
+
+    def query(self, promql: str) -> list:
+        """An instant query's result (after the wait for the first scrapes, see `settled`)."""
+        return self.api("/api/v1/query", {"query": promql}).get("result", [])
+
+    @cached_property
+    def settled(self) -> None:
+        """A stack validated right after its deploy has not been scraped yet: the TLS monitor wrote its
+        textfile after Prometheus's last scrape of the exporter, and a query finds no series for a
+        reason that is not a defect. So wait (bounded by twice the longest scrape interval, at most
+        60 s) until every active target's last scrape is later than the moment the newest container
+        was ready (`_ready_at`). On a stack that has run for a while this returns at once; if the
+        targets never catch up, the checks go on and fail on what Prometheus then holds."""
+        newest = max((_ready_at(c) for c in self.live.containers), default=0.0)
+        if not newest:
+            return None
+        settle_at = min(newest, time.time())
+        deadline = None
         while True:
-            container.reload()
-            health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
-            if container.status == "running" and health == "healthy":
-                return
+            targets = self._api("/api/v1/targets", {"state": "active"}).get("activeTargets", [])
+            behind = [t for t in targets if _rfc3339(t.get("lastScrape", "")) < settle_at]  # never scraped: 0
+            if not behind:
+                return None
+            if deadline is None:
+                longest = max((_duration(t.get("scrapeInterval", "")) for t in targets), default=15.0)
+                deadline = time.monotonic() + min(2 * longest + 1, 60.0)
             if time.monotonic() > deadline:
-                raise StackError(f"container {container.name}: not healthy within {timeout:g}s ({health})")
-            time.sleep(1)
+                return None
+            time.sleep(0.5)
+
+    def _api(self, api_path: str, params: dict[str, str] | None = None) -> dict:
+        stack = self.live.stack
+        service = stack.roles.name("prometheus")
+        response = self.live.http.get(service, stack.profile["live"]["prometheus_port"], api_path, params)
+        try:
+            payload = response.json()
+        except ValueError:
+            raise StackError(f"service {service}: {api_path}: HTTP {response.status}, not JSON") from None
+        if payload.get("status") != "success":
+            error = payload.get("error", f"status {payload.get('status')}")
+            raise StackError(f"service {service}: {api_path}: {error}")
+        return payload["data"]
+
+
+class Alertmanager:
+    """Alertmanager's API v2 on its published port."""
+
+    def __init__(self, live: LiveStack):
+        self.live = live
+
+    def api(self, service: str, port: int, api_path: str, params: dict[str, str] | None = None):
+        """An API call; returns the decoded JSON."""
+        response = self.live.http.get(service, port, api_path, params)
+        if response.status != 200:
+            raise StackError(f"service {service}: {api_path}: HTTP {response.status}")
+        try:
+            return response.json()
+        except ValueError:
+            raise StackError(f"service {service}: {api_path}: not JSON") from None
+
+
+class Faults:
+    """A dependency made to fail through the engine and brought back (checks marked changes_stack only)."""
+
+    def __init__(self, live: LiveStack):
+        self.live = live
 
     def take_down(self, service: str, how: str) -> None:
-        """Make a service fail through the engine: `pause` (processes frozen: calls hang) or `stop`."""
-        container = self.container(service)
+        """`pause` (processes frozen: calls hang) or `stop` the service's container."""
+        container = self.live.containers.of(service)
         if how == "pause":
             container.pause()
         elif how == "stop":
@@ -366,60 +436,21 @@ class LiveStack:
 
     def bring_back(self, service: str) -> None:
         """Undo take_down, whatever state the container is in."""
-        container = self.container(service)
+        container = self.live.containers.of(service)
         container.reload()
         if container.status == "paused":
             container.unpause()
         elif container.status != "running":
             container.start()
 
-    # --- many requests from inside a container -------------------------------------------------
+    def wait_healthy(self, service: str, timeout: float) -> None:
+        """Wait (bounded) until the service's container runs and, if it has a healthcheck, is healthy."""
+        self.live.containers.wait_healthy(self.live.containers.of(service), timeout)
 
-    def requests_in(self, service: str, urls: list[str], count: int, header: str | None = None,
-                    header_file: str | None = None) -> list[tuple[int, float, float, int, bytes]]:
-        """`count` concurrent GETs from inside a service's container (for services nginx does not
-        publish), released together, request i to urls[i % len(urls)]: [(i, start offset, latency,
-        HTTP status or 0, first 200 bytes)]. A header's value is read from a file inside the
-        container (the API key never leaves it)."""
-        script = (
-            "import json,sys,threading,time,urllib.request,urllib.error\n"
-            "urls,count,header,hfile,timeout=json.loads(sys.argv[1]),int(sys.argv[2]),sys.argv[3],sys.argv[4],float(sys.argv[5])\n"
-            "headers={header:open(hfile).read().strip()} if header else {}\n"
-            "start=threading.Barrier(count);out=[];lock=threading.Lock();t0=time.monotonic()\n"
-            "def one(i):\n"
-            " start.wait()\n b=time.monotonic()\n"
-            " try:\n  r=urllib.request.urlopen(urllib.request.Request(urls[i%len(urls)],headers=headers),timeout=timeout);code=r.status;body=r.read(200)\n"
-            " except urllib.error.HTTPError as e:\n  code=e.code;body=e.read(200)\n"
-            " except Exception as e:\n  code=0;body=type(e).__name__.encode()\n"
-            " with lock: out.append([i,b-t0,time.monotonic()-b,code,body.decode('utf-8','replace')])\n"
-            "ts=[threading.Thread(target=one,args=(i,)) for i in range(count)]\n"
-            "[t.start() for t in ts];[t.join() for t in ts]\n"
-            "sys.stdout.write(json.dumps(out))\n"
-        )
-        code, out = self.exec(service, ["python3", "-c", script, json.dumps(urls), str(count), header or "",
-                                        header_file or "", f"{max(self.timeout - 2, 1):g}"])
-        try:
-            rows = json.loads(out)
-        except ValueError:
-            rows = None
-        if code != 0 or not isinstance(rows, list):
-            raise StackError(f"service {service}: {count} requests to {urls[0]} from inside the container failed: "
-                             f"{_first_line(out)}")
-        return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), str(r[4]).encode()) for r in rows]
 
-    # --- Alertmanager -------------------------------------------------------------------------
-
-    def alertmanager(self, service: str, port: int, api_path: str, params: dict[str, str] | None = None):
-        """An Alertmanager API v2 call on its published port; returns the decoded JSON."""
-        host, published = self.published(service, port)
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        response = self._request(f"http://{host}:{published}{api_path}{query}", None, "GET", None, f"service {service}")
-        if response.status != 200:
-            raise StackError(f"service {service}: {api_path}: HTTP {response.status}")
-        try:
-            return response.json()
-        except ValueError:
-            raise StackError(f"service {service}: {api_path}: not JSON") from None
+def program_source(name: str) -> str:
+    """The source of a program run inside containers (stackproof/engine/programs/, packaged as data)."""
+    return resources.files("stackproof.engine").joinpath("programs", name).read_text(encoding="utf-8")
 
 
 def _ready_at(container) -> float:

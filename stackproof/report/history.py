@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file
+from stackproof.report.outcome import Decision, Status, check_status, control_status
 from stackproof.report.waivers import check_id
 
 HISTORY_FILE = "history.jsonl"
@@ -48,7 +49,7 @@ SHOWN_REGRESSIONS = 3  # regressed checks named in the verdict's reason
 Short = Annotated[str, StringConstraints(max_length=4096)]
 CheckStatus = Literal["PASS", "FAIL", "WAIVED", "SKIPPED"]
 ControlStatus = Literal["PASS", "FAIL", "WAIVED", "NOT PROVEN", "SKIPPED", "LIVE ONLY"]
-FAILING = ("FAIL", "WAIVED")  # a failure, accepted or not
+FAILING = (Status.FAIL, Status.WAIVED)  # a failure, accepted or not
 
 
 class Record(BaseModel):
@@ -104,13 +105,9 @@ class _BaselineReport(BaseModel):
     verdict: dict
 
 
-def check_status(row: dict) -> str:
-    """A check's status in the history: a waived failure is WAIVED."""
-    return "WAIVED" if row["status"] == "FAIL" and row.get("waived") else row["status"]
-
-
-def control_status(control: dict) -> str:
-    return "WAIVED" if control["status"] == "FAIL" and control.get("waived") else control["status"]
+def recorded_status(status: Status) -> str:
+    """A status as the history keeps it: a blocked check is SKIPPED (records stay readable by earlier versions)."""
+    return str(Status.SKIPPED if status == Status.BLOCKED else status)
 
 
 def record_of(summary: dict) -> Record:
@@ -120,8 +117,8 @@ def record_of(summary: dict) -> Record:
         time=summary["generated"], target=summary["target"]["stack_dir"] or "",
         project=summary["target"]["compose_project"], commit=summary["target"]["git_commit"],
         run=summary["run"].get("status", "COMPLETE"), verdict=summary.get("verdict", {}).get("decision"),
-        controls={c["id"]: control_status(c) for c in controls},
-        checks={row["nodeid"]: check_status(row) for c in controls for row in c["checks"]},
+        controls={c["id"]: recorded_status(control_status(c)) for c in controls},
+        checks={row["nodeid"]: recorded_status(check_status(row)) for c in controls for row in c["checks"]},
     )
 
 
@@ -138,10 +135,9 @@ def load_baseline(path: Path) -> Record:
     return Record(
         time=report.generated, target=report.target.stack_dir or "", project=report.target.compose_project,
         commit=report.target.git_commit, run=str(report.run.get("status", "COMPLETE")),
-        verdict=report.verdict.get("decision") if report.verdict.get("decision") in ("GO", "NO-GO", "STATIC PASS", "STATIC FAIL") else None,
-        controls={c.id: "WAIVED" if c.status == "FAIL" and c.waived else c.status for c in report.controls},
-        checks={row.nodeid: "WAIVED" if row.status == "FAIL" and row.waived else row.status
-                for c in report.controls for row in c.checks},
+        verdict=report.verdict.get("decision") if report.verdict.get("decision") in [str(d) for d in Decision] else None,
+        controls={c.id: recorded_status(control_status(c.model_dump())) for c in report.controls},
+        checks={row.nodeid: recorded_status(check_status(row.model_dump())) for c in report.controls for row in c.checks},
     )
 
 
@@ -227,17 +223,17 @@ class RunHistory:
         if previous is not None:
             for nodeid, status in current.checks.items():
                 before = previous.checks.get(nodeid)
-                if status == "FAIL" and before not in FAILING:
+                if status == Status.FAIL and before not in FAILING:
                     new.append(_check(nodeid, names))
-                elif status == "PASS" and before in FAILING:
+                elif status == Status.PASS and before in FAILING:
                     fixed.append(_check(nodeid, names))
-                elif status == "FAIL":
+                elif status == Status.FAIL:
                     still.append({**_check(nodeid, names), "since": _failing_since(nodeid, chain)})
         runs = [*earlier, current]
         flapping = []
         for nodeid in current.checks:
             outcomes = [record.checks.get(nodeid) in FAILING for record in runs
-                        if record.checks.get(nodeid) in ("PASS", *FAILING)]
+                        if record.checks.get(nodeid) in (Status.PASS, *FAILING)]
             changes = sum(a != b for a, b in zip(outcomes, outcomes[1:]))
             if changes >= FLAPPING_CHANGES:
                 flapping.append({**_check(nodeid, names), "changes": changes})

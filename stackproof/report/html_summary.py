@@ -15,7 +15,8 @@ from pathlib import Path
 from markupsafe import escape
 
 from stackproof.report.render import PYTEST_HTML_CLASSES, summary_table_html
-from stackproof.report.collector import REPORT_NAME, ValidationReport
+from stackproof.report.collector import ValidationReport
+from stackproof.report.outcome import Status
 
 
 class HtmlSummary:
@@ -45,8 +46,8 @@ class HtmlSummary:
             metadata["stackproof git commit"] = data["target"].get("git_commit") or "-"
             metadata["stackproof verdict"] = data["verdict"]["line"]
         verdict = data["verdict"]
-        css = PYTEST_HTML_CLASSES["PASS" if verdict["passed"] else "FAIL"]
+        css = PYTEST_HTML_CLASSES[Status.PASS if verdict["passed"] else Status.FAIL]
         html_path = Path(self.report.config.option.htmlpath).resolve()
-        link = Path(os.path.relpath(self.report.report_dir / f"{REPORT_NAME}.html", html_path.parent)).as_posix()
+        link = Path(os.path.relpath(self.report.files.path("html"), html_path.parent)).as_posix()
         prefix.append(f'<p class="stackproof-verdict"><span class="{css}"><b>stackproof: {escape(verdict["line"])}</b></span>'
                       f' (<a href="{escape(link)}">full report</a>)</p>{summary_table_html(data, link)}')

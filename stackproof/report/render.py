@@ -17,20 +17,11 @@ import jinja2
 import markupsafe
 
 from stackproof.report import render_trend
+from stackproof.report.outcome import Decision, Status, check_status, control_status
 
-CONTROL_ORDER = {"FAIL": 0, "ERROR": 1, "NOT PROVEN": 1, "SKIPPED": 1, "WAIVED": 2, "LIVE ONLY": 3, "PASS": 4}
-CHECK_ORDER = {"FAIL": 0, "SKIPPED": 1, "BLOCKED": 2, "WAIVED": 3, "PASS": 4}
-
-
-def check_status(row: dict) -> str:
-    """A check's status as shown: a skip caused by an earlier failing check shows as BLOCKED, a waived
-    failure as WAIVED."""
-    return "BLOCKED" if row.get("blocked") else "WAIVED" if row.get("waived") else row["status"]
-
-
-def control_status(control: dict) -> str:
-    """A control's status as shown: a FAIL whose every failure is waived shows as WAIVED."""
-    return "WAIVED" if control.get("waived") else control["status"]
+CONTROL_ORDER = {Status.FAIL: 0, Status.NOT_PROVEN: 1, Status.SKIPPED: 1, Status.WAIVED: 2, Status.LIVE_ONLY: 3,
+                 Status.PASS: 4}
+CHECK_ORDER = {Status.FAIL: 0, Status.SKIPPED: 1, Status.BLOCKED: 2, Status.WAIVED: 3, Status.PASS: 4}
 
 
 def triage_order(controls: list[dict]) -> list[dict]:
@@ -54,8 +45,8 @@ def format_duration(seconds: float | None) -> str:
 
 def check_counts(rows: list[dict]) -> str:
     """'3 passed, 1 failed, 2 not run': what a control's checks did."""
-    passed = sum(row["status"] == "PASS" for row in rows)
-    failed = sum(row["status"] == "FAIL" for row in rows)
+    passed = sum(row["status"] == Status.PASS for row in rows)
+    failed = sum(row["status"] == Status.FAIL for row in rows)
     skipped = len(rows) - passed - failed
     parts = [f"{passed} passed"] + ([f"{failed} failed"] if failed else []) + ([f"{skipped} not run"] if skipped else [])
     return ", ".join(parts)
@@ -174,11 +165,12 @@ def render_markdown(summary: dict) -> str:
 
 # --- HTML -----------------------------------------------------------------------
 
-HTML_CLASSES = {"PASS": "pass", "FAIL": "fail", "SKIPPED": "skip", "NOT PROVEN": "skip", "BLOCKED": "skip",
-                "WAIVED": "waived", "LIVE ONLY": "skip"}
-PYTEST_HTML_CLASSES = {"PASS": "passed", "FAIL": "failed", "SKIPPED": "skipped", "NOT PROVEN": "skipped",
-                       "BLOCKED": "skipped", "WAIVED": "xfailed", "LIVE ONLY": "skipped"}
-VERDICT_CLASSES = {"GO": "go", "STATIC PASS": "static"}  # any other decision: nogo
+HTML_CLASSES = {Status.PASS: "pass", Status.FAIL: "fail", Status.SKIPPED: "skip", Status.NOT_PROVEN: "skip",
+                Status.BLOCKED: "skip", Status.WAIVED: "waived", Status.LIVE_ONLY: "skip"}
+PYTEST_HTML_CLASSES = {Status.PASS: "passed", Status.FAIL: "failed", Status.SKIPPED: "skipped",
+                       Status.NOT_PROVEN: "skipped", Status.BLOCKED: "skipped", Status.WAIVED: "xfailed",
+                       Status.LIVE_ONLY: "skipped"}
+VERDICT_CLASSES = {Decision.GO: "go", Decision.STATIC_PASS: "static"}  # any other decision: nogo
 
 
 def _h(value: object) -> str:

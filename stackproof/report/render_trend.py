@@ -10,10 +10,13 @@ report's CSP stays `default-src 'none'`.
 
 from __future__ import annotations
 
+from stackproof.report.outcome import Status
 
-SYMBOL = {"PASS": "✓", "FAIL": "✗", "WAIVED": "~", "NOT PROVEN": "?", "SKIPPED": "?", "LIVE ONLY": "-", None: "·"}
-CELL_CLASS = {"PASS": "pass", "FAIL": "fail", "WAIVED": "waived", "NOT PROVEN": "skip", "SKIPPED": "skip",
-              "LIVE ONLY": "skip", None: "none"}
+
+SYMBOL = {Status.PASS: "✓", Status.FAIL: "✗", Status.WAIVED: "~", Status.NOT_PROVEN: "?", Status.SKIPPED: "?",
+          Status.LIVE_ONLY: "-", None: "·"}
+CELL_CLASS = {Status.PASS: "pass", Status.FAIL: "fail", Status.WAIVED: "waived", Status.NOT_PROVEN: "skip",
+              Status.SKIPPED: "skip", Status.LIVE_ONLY: "skip", None: "none"}
 LEGEND = "✓ pass, ✗ fail, ~ waived, ? not proven, · not in that run"
 STATE_TEXT = {"applied": "applied", "expired": "EXPIRED", "unused": "unused (its checks passed)",
               "unmatched": "UNMATCHED (no check of this run)"}

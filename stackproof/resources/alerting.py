@@ -199,6 +199,6 @@ def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
 
 def live_alerts(live) -> list[dict]:
     """The alerting rules the running Prometheus evaluates (each with its group's `file`)."""
-    groups = live.prometheus("/api/v1/rules", {"type": "alert"}).get("groups") or []
+    groups = live.prometheus.api("/api/v1/rules", {"type": "alert"}).get("groups") or []
     return [{**rule, "file": group.get("file", "?")} for group in groups for rule in group.get("rules") or []
             if rule.get("type") == "alerting"]

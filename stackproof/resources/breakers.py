@@ -74,8 +74,7 @@ def breaker_services(stack) -> list[str]:
     except Blocked:
         raise
     except StackError as exc:  # found through the API key: the API-key control fails for it
-        raise Blocked(f"blocked by API key permissions (the API services are those that mount the key): {exc}") \
-            from None
+        raise Blocked("API key permissions (the API services are those that mount the key)", str(exc)) from None
 
 
 def declared_breakers(stack) -> list[DeclaredBreaker]:

@@ -49,15 +49,15 @@ class DependencyFault:
 
     def inject(self) -> None:
         self.active = True  # before the call: a half-done pause is undone too
-        self.live.take_down(self.service, self.how)
+        self.live.faults.take_down(self.service, self.how)
 
     def restore(self) -> None:
         """Bring the dependency back and wait (bounded) until it is healthy; a no-op when not injected."""
         if not self.active:
             return
-        self.live.bring_back(self.service)
+        self.live.faults.bring_back(self.service)
         self.active = False
-        self.live.wait_healthy(self.service, self.timeout)
+        self.live.faults.wait_healthy(self.service, self.timeout)
 
 
 def breaker_state(live: LiveStack, service: str, target: ScrapeTarget, metric: str, label: str,
@@ -65,7 +65,7 @@ def breaker_state(live: LiveStack, service: str, target: ScrapeTarget, metric: s
     """The breaker-state gauge the service exports for the dependency (None: not exported), read
     where Prometheus scrapes it, from inside the service's container."""
     url = f"http://127.0.0.1:{target.port}{target.metrics_path}"
-    response = live.http_in(service, url)
+    response = live.http.in_container(service, url)
     if response.status != 200:
         raise StackError(f"service {service}: {url}: HTTP {response.status}")
     try:
@@ -126,7 +126,7 @@ def send_wave(live: LiveStack, route: RequestRoute, clients: int, headers: dict[
 
         def one() -> tuple[str, float]:
             i = next(turn)
-            response = live.https(paths[i % len(paths)], headers)
+            response = live.http.https(paths[i % len(paths)], headers)
             return (BASELINE if i % len(paths) else "") + classify(response.status, response.body, marker), 0.0
 
         return run_load(clients, one, live.timeout)
@@ -134,7 +134,7 @@ def send_wave(live: LiveStack, route: RequestRoute, clients: int, headers: dict[
         raise StackError(f"profile breakers.requests.{route.service}.via: {route.via!r} (nginx or container)")
     header = next(iter(headers), None)
     began = time.monotonic()
-    rows = live.requests_in(route.service, [f"http://127.0.0.1:{route.port}{path}" for path in paths], clients,
+    rows = live.http.many_in_container(route.service, [f"http://127.0.0.1:{route.port}{path}" for path in paths], clients,
                             header, key_file)
     outcomes = [Outcome(began + start, latency, (BASELINE if i % len(paths) else "") + classify(status, body, marker))
                 for i, start, latency, status, body in rows]

@@ -60,7 +60,7 @@ class Stack:
             return value
         if first == self.current_check:
             raise value
-        raise Blocked(f"blocked by {first}: {value}")
+        raise Blocked(first, str(value))
 
     @cached_property
     def sandbox(self) -> Sandbox:
