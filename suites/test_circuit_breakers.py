@@ -81,7 +81,7 @@ def alert_rule(stack, alerting):
     """The breaker alert, or a skip when the alert-rules control already fails for it: rule files
     unusable, the alert (a required one) missing, or its expression not PromQL."""
     try:
-        alerting.rules
+        alerting.rules  # noqa: B018 -- loads the cached rules: a StackError here blocks the check
     except StackError as exc:
         blocked("Prometheus alert rules", str(exc))
     name = stack.profile["breakers"]["alert"]

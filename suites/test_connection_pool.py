@@ -304,7 +304,7 @@ def test_live_pool_matches_config(stack, live, evidence):
 def test_live_postgres_max_connections(stack, live, evidence):
     """The pools must fit the limits Postgres really runs with, and those must be the ones its files and
     command line give (a source the static reader does not see, or a stale data directory, would differ)."""
-    running = dict(zip(SETTINGS, postgres_settings_live(live, *SETTINGS)))
+    running = dict(zip(SETTINGS, postgres_settings_live(live, *SETTINGS), strict=True))
     max_conn, reserved = running["max_connections"], running["superuser_reserved_connections"]
     effective = postgres_limits(stack)[2]
     declared = {name: effective.integer(name) for name in SETTINGS[:2]}

@@ -147,8 +147,8 @@ def test_history_files_that_are_not_regular_files_are_notes(tmp_path):
     for path in (fifo, tmp_path / "dir.jsonl"):
         history = RunHistory(path)
         done = threading.Event()
-        worker = threading.Thread(target=lambda: (history.compare(record("now", {}), {}),
-                                                  history.append(record("now", {})), done.set()), daemon=True)
+        worker = threading.Thread(target=lambda history=history, done=done: (
+            history.compare(record("now", {}), {}), history.append(record("now", {})), done.set()), daemon=True)
         worker.start()
         assert done.wait(20), f"{path.name}: the history hung"
         assert any("not read" in note for note in history.notes) and any("not written" in note for note in history.notes)

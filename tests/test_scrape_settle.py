@@ -51,7 +51,7 @@ def test_queries_wait_for_a_scrape_after_the_newest_start(monkeypatch, case, bef
     now = time.time()
     started = now - 2 if waits else now - 7200
     prometheus = _Prometheus(now + before if before else 0, now + 1, after_calls)
-    _live(started, prometheus).settled
+    _live(started, prometheus).settled  # noqa: B018 -- reading the cached property is the wait under test
     assert prometheus.calls == (after_calls if waits else 1), case
 
 
@@ -61,7 +61,7 @@ def test_queries_wait_for_a_scrape_after_the_first_passing_healthcheck(monkeypat
     monkeypatch.setattr(live_module.time, "sleep", lambda seconds: None)
     now = time.time()
     prometheus = _Prometheus(now - 2, now + 1, 3)
-    _live(now - 30, prometheus, healthy=now - 1).settled
+    _live(now - 30, prometheus, healthy=now - 1).settled  # noqa: B018 -- reading the cached property is the wait under test
     assert prometheus.calls == 3
 
 
@@ -85,7 +85,7 @@ def test_a_target_that_never_catches_up_is_waited_on_boundedly(monkeypatch):
     monkeypatch.setattr(live_module.time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(live_module.time, "sleep", lambda seconds: None)
     prometheus = _Prometheus(0, 0, 10**9)
-    _live(time.time() - 1, prometheus).settled
+    _live(time.time() - 1, prometheus).settled  # noqa: B018 -- reading the cached property is the wait under test
     assert prometheus.calls <= 2 * 1 + 1 + 2  # twice the 1 s interval plus one, in fake seconds
 
 

@@ -114,7 +114,7 @@ def two_node_swarm():
         token = run_own(["docker", "swarm", "join-token", "-q", "worker"], 30).strip()
         run_own(["docker", "-H", host, "swarm", "join", "--token", token, f"{gateway}:2377"], 60)
         image = f"ai-stack/{PINNED}:local"
-        run_own(["bash", "-c", f'docker save "$0" | docker -H "$1" load -q', image, host], 600)
+        run_own(["bash", "-c", 'docker save "$0" | docker -H "$1" load -q', image, host], 600)
         run_own([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
         run_own(["docker", "service", "update", "--detach", "--quiet", "--constraint-add", f"node.hostname=={WORKER}",
               f"{PROJECT}_{PINNED}"], 60)

@@ -135,7 +135,7 @@ VALID = "  - check: test_x\n    justification: j\n    owner: o\n    expires: 203
     ("waivers: {}\n", "waivers: Input should be a valid list"),
     ("waivers: []\nwaivers: []\n", "duplicate key 'waivers'"),
     ("a: &a [1,2,3,4,5,6,7,8,9]\n" + "".join(f"{c}: &{c} [" + ",".join(["*" + p] * 9) + "]\n"
-                                               for p, c in zip("abcdefg", "bcdefgh")),
+                                               for p, c in zip("abcdefg", "bcdefgh", strict=True)),
      "aliases expand to more than"),
     ("waivers: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 100 levels"),
     ("waivers: [\n", "invalid YAML"),

@@ -196,7 +196,7 @@ class Containers:
         containers = list(self)
         with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(containers)))) as pool:
             results = list(pool.map(self._probe, containers))
-        return {c.id: r for c, r in zip(containers, results)}
+        return {c.id: r for c, r in zip(containers, results, strict=True)}
 
     def probe(self, container) -> probe.ContainerProbe:
         """The file facts of one container (see stackproof/engine/probe.py); raises the probe's own error."""

@@ -127,7 +127,7 @@ def _mode_from_ls(text: str) -> int:
              "b": statmod.S_IFBLK, "p": statmod.S_IFIFO, "s": statmod.S_IFSOCK}
     mode = kinds.get(text[:1], 0)
     bits = text[1:10]
-    for char, bit in zip(bits, (0o400, 0o200, 0o100, 0o40, 0o20, 0o10, 0o4, 0o2, 0o1)):
+    for char, bit in zip(bits, (0o400, 0o200, 0o100, 0o40, 0o20, 0o10, 0o4, 0o2, 0o1), strict=False):
         if char in "rwxst":  # s/t: the special bit over an execute bit; S/T: without it
             mode |= bit
     for index, bit, chars in ((2, statmod.S_ISUID, "sS"), (5, statmod.S_ISGID, "sS"), (8, statmod.S_ISVTX, "tT")):

@@ -61,7 +61,7 @@ def tool_versions() -> dict[str, str]:
     """Every tool's version line; the external ones asked concurrently."""
     commands = _tool_commands()
     with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-        external = dict(zip(commands, pool.map(_version, commands.values())))
+        external = dict(zip(commands, pool.map(_version, commands.values()), strict=True))
     return {"python": platform.python_version(), "pytest": pytest.__version__, "stackproof": __version__, **external}
 
 

@@ -234,7 +234,7 @@ class RunHistory:
         for nodeid in current.checks:
             outcomes = [record.checks.get(nodeid) in FAILING for record in runs
                         if record.checks.get(nodeid) in (Status.PASS, *FAILING)]
-            changes = sum(a != b for a, b in zip(outcomes, outcomes[1:]))
+            changes = sum(a != b for a, b in zip(outcomes, outcomes[1:], strict=False))
             if changes >= FLAPPING_CHANGES:
                 flapping.append({**_check(nodeid, names), "changes": changes})
         return {

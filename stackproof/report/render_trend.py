@@ -167,7 +167,7 @@ def _trend_html(summary: dict, h) -> list[str]:
             f'<span class="cell {CELL_CLASS.get(status, "skip")}" title="{h(run["time"])}'
             f'{" · " + h(run["commit"]) if run.get("commit") else ""} · {h(status or "not in that run")}">'
             f"{SYMBOL.get(status, '?')}</span>"
-            for status, run in zip(line["statuses"], runs))
+            for status, run in zip(line["statuses"], runs, strict=True))
         rows.append(f'<tr><td>{h(titles.get(line["control"], line["control"]))}</td><td class="cells">{cells}</td></tr>')
     return [f'<section id="trend"><h2>Trend (last {len(runs)} run(s), oldest first)</h2><p class="note">{h(LEGEND)}</p>'
             f"<table><tr><th>Control</th><th>Runs</th></tr>{''.join(rows)}</table></section>"]

