@@ -18,7 +18,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable
 
 import pytest
 
@@ -37,7 +38,7 @@ class RunWatchdog:
         self.grace = grace
         self.hard_stop = hard_stop  # writes the INCOMPLETE report from the timer thread
         self.message = f"run time limit of {seconds:g}s reached"
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
         self._timer: threading.Timer | None = None
         self._started = started  # when configuration began: reading a hostile stack's secrets counts too
 

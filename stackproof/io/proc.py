@@ -48,27 +48,28 @@ def run(
     marker = secrets.token_hex(16)
     child_env = dict(os.environ if env is None else env)
     child_env[RUN_MARKER] = marker
-    stdin = subprocess.DEVNULL
+    stdin_file = None
     if input is not None:
-        stdin = tempfile.TemporaryFile()
-        stdin.write(input)
-        stdin.seek(0)
+        stdin_file = tempfile.TemporaryFile()
+        stdin_file.write(input)
+        stdin_file.seek(0)
     try:
         proc = subprocess.Popen(
-            cmd, shell=shell, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, shell=shell, stdin=subprocess.DEVNULL if stdin_file is None else stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, env=child_env, cwd=cwd,
         )
     except OSError as exc:  # not found, not executable, bad interpreter
         raise StackError(f"{where}: cannot run ({exc.strerror})") from None
     finally:
-        if input is not None:
-            stdin.close()
+        if stdin_file is not None:
+            stdin_file.close()
     try:
         outcome, out, err = _collect(proc, time.monotonic() + timeout, max_output)
     finally:
         kill_tree(proc.pid, marker)
         for pipe in (proc.stdout, proc.stderr):
-            pipe.close()
+            if pipe is not None:  # both are pipes (PIPE)
+                pipe.close()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # unkillable (D state): say so rather than hang
@@ -83,7 +84,9 @@ def run(
 def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, bytearray, bytearray]:
     """Read both pipes until end-of-file, the deadline, the cap, or shortly after the process exited.
     Returns (outcome: "done" | "timeout" | "stdout" | "stderr", stdout, stderr)."""
-    buffers = {proc.stdout.fileno(): ("stdout", bytearray()), proc.stderr.fileno(): ("stderr", bytearray())}
+    assert proc.stdout is not None and proc.stderr is not None  # started with PIPE for both
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    buffers = {out_fd: ("stdout", bytearray()), err_fd: ("stderr", bytearray())}
     selector = selectors.DefaultSelector()
     for fd in buffers:
         os.set_blocking(fd, False)
@@ -111,7 +114,7 @@ def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, by
                     continue
                 buffer += chunk
                 if len(buffer) > cap:
-                    return name, *(b for _, b in buffers.values())
+                    return name, buffers[out_fd][1], buffers[err_fd][1]
         if outcome == "done":
             remaining = deadline - time.monotonic()
             try:
@@ -120,7 +123,7 @@ def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, by
                 outcome = "timeout"
     finally:
         selector.close()
-    return outcome, *(b for _, b in buffers.values())
+    return outcome, buffers[out_fd][1], buffers[err_fd][1]
 
 
 def kill_tree(pid: int, marker: str) -> None:

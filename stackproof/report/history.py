@@ -25,7 +25,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -35,7 +35,7 @@ from stackproof.report.outcome import Decision, Status, check_status, control_st
 from stackproof.report.waivers import check_id
 
 HISTORY_FILE = "history.jsonl"
-RECORD_VERSION = 1
+RECORD_VERSION: Literal[1] = 1
 WINDOW = 30  # runs in the strip and the flapping window, this one included
 FLAPPING_CHANGES = 2  # changes between pass and fail in the window that make a check flapping
 MAX_TAIL_BYTES = 8 * 1024 * 1024
@@ -117,8 +117,8 @@ def record_of(summary: dict) -> Record:
         time=summary["generated"], target=summary["target"]["stack_dir"] or "",
         project=summary["target"]["compose_project"], commit=summary["target"]["git_commit"],
         run=summary["run"].get("status", "COMPLETE"), verdict=summary.get("verdict", {}).get("decision"),
-        controls={c["id"]: recorded_status(control_status(c)) for c in controls},
-        checks={row["nodeid"]: recorded_status(check_status(row)) for c in controls for row in c["checks"]},
+        controls={c["id"]: cast(ControlStatus, recorded_status(control_status(c))) for c in controls},
+        checks={row["nodeid"]: cast(CheckStatus, recorded_status(check_status(row))) for c in controls for row in c["checks"]},
     )
 
 
@@ -136,8 +136,9 @@ def load_baseline(path: Path) -> Record:
         time=report.generated, target=report.target.stack_dir or "", project=report.target.compose_project,
         commit=report.target.git_commit, run=str(report.run.get("status", "COMPLETE")),
         verdict=report.verdict.get("decision") if report.verdict.get("decision") in [str(d) for d in Decision] else None,
-        controls={c.id: recorded_status(control_status(c.model_dump())) for c in report.controls},
-        checks={row.nodeid: recorded_status(check_status(row.model_dump())) for c in report.controls for row in c.checks},
+        controls={c.id: cast(ControlStatus, recorded_status(control_status(c.model_dump()))) for c in report.controls},
+        checks={row.nodeid: cast(CheckStatus, recorded_status(check_status(row.model_dump())))
+                for c in report.controls for row in c.checks},
     )
 
 

@@ -58,7 +58,7 @@ class NotRunKind(StrEnum):
     NOT_FINISHED = "not_finished"  # the run was interrupted before the check ended
 
 
-class NotRun(pytest.skip.Exception):
+class NotRun(pytest.skip.Exception):  # type: ignore[name-defined]  # pytest types skip.Exception as a function's attribute, not a class
     """A check that did not run, and why. Its subclasses are the kinds; its message is the row's reason.
     A plain `pytest.skip` (a skip marker, a plugin's skip) counts as NOT_APPLICABLE."""
 
@@ -174,7 +174,7 @@ def control_summary(control, rows: list[dict], engine: str | None, live_run: boo
     elif status == Status.FAIL:
         reason = next(row["reason"] for row in failing if not row.get("waived"))
     elif status == Status.NOT_PROVEN:
-        first = (missing or [row for row in rows if row["reason"]] or [None])[0]
+        first = next(iter(missing or [row for row in rows if row["reason"]]), None)
         reason = first["reason"] if first else "no check of it ran"
         if len(missing) > 1:
             reason = f"{len(missing)} checks not run, the first: {reason}"

@@ -12,6 +12,7 @@ import functools
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import markupsafe
@@ -235,5 +236,5 @@ def render_html(summary: dict) -> str:
 def summary_table_html(summary: dict, link: str) -> str:
     """The control summary table inside pytest-html's report: its own status colours, each control
     linking to its section in the report file (`link`: that file's URL, relative to pytest-html's)."""
-    macros = _templates().get_template("macros.html.j2").module
+    macros: Any = _templates().get_template("macros.html.j2").module  # its macros are attributes made at render time
     return str(macros.summary_table(triage_order(summary["controls"]), PYTEST_HTML_CLASSES, link + "#"))

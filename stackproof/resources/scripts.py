@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -167,6 +167,7 @@ class MonitorInterface:
     def status_pattern(self, values: dict[str, str]) -> re.Pattern:
         """The status line as a pattern: its words in order on one line (other words may lie between),
         {status} standing for the status word."""
+        assert self.status_line is not None, "no status line declared"  # callers check it first
         words = []
         for word in self.status_line.split():
             regex = ""
@@ -256,7 +257,7 @@ class Monitor:
         self.rel = stack.rel(self.script)
         self.box: ScriptBox | None = None
         self.broken: str | None = None
-        self._probe: str | None | bool = False  # False: not probed yet
+        self._probe: str | None | Literal[False] = False  # False: not probed yet
         self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
         self._asked: set[str] = set()  # labels run() was asked for: never made again ahead
 
@@ -362,7 +363,7 @@ class Monitor:
         except StackError as exc:
             return str(exc)
         declared = {status: code for status, code in interface.exit_codes.items() if code is not None}
-        box = self.box
+        box = self._open()  # opened by the run above
         if run.metrics is None:
             key = _where_used("metrics_file", interface.command, interface.env, "monitor")
             return (f"{key}: called as declared, the script wrote no metrics file at {box.outside(run.values['metrics_file'])} "

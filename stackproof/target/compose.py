@@ -163,9 +163,9 @@ def _expand(body: str, env: dict[str, str], where: str) -> str:
         raise StackError(f"{where}: invalid interpolation format '${{{body}}}'")
     missing = value is None or (op.startswith(":") and value == "")
     if op in (":-", "-"):
-        return interpolate(arg, env, where) if missing else value
+        return interpolate(arg, env, where) if missing or value is None else value
     if op in (":?", "?"):
-        if missing:
+        if missing or value is None:
             reason = interpolate(arg, env, where) or "is not set"
             raise RequiredVariablesMissing(where, {name: reason})
         return value
@@ -271,8 +271,8 @@ def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: 
                 _check_ref(check, path, ref, env, f"{where}: include {ref!r}")
             for ref in _as_list(entry.get("env_file") if isinstance(entry, dict) else None):
                 _check_ref(check, path, ref, env, f"{where}: include env_file {ref!r}")
-        services = doc.get("services") if isinstance(doc.get("services"), dict) else {}
-        for name, svc in services.items():
+        services = doc.get("services")
+        for name, svc in (services if isinstance(services, dict) else {}).items():
             if not isinstance(svc, dict):
                 continue
             refs = [(ref.get("path") if isinstance(ref, dict) else ref, "env_file") for ref in _as_list(svc.get("env_file"))]
@@ -526,7 +526,8 @@ def _parse_volume(spec: str, project_dir: Path) -> dict:
 def _replicas(svc: dict) -> int:
     """How many containers a service asks for: `deploy.replicas`, else `scale`, else 1 (a value that is
     not a whole number counts as 1; compose itself refuses it before a deploy)."""
-    deploy = svc.get("deploy") if isinstance(svc.get("deploy"), dict) else {}
+    deploy = svc.get("deploy")
+    deploy = deploy if isinstance(deploy, dict) else {}
     for value in (deploy.get("replicas"), svc.get("scale")):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
@@ -579,18 +580,18 @@ def _model(doc: dict, files: list[Path], loader: str, profiles: list[str], env_f
             environment={str(k): None if v is None else str(v) for k, v in (svc.get("environment") or {}).items()},
             secrets=secrets,
             volumes=volumes,
-            ports=[_port(p) for p in svc.get("ports") or [] if _port(p) is not None]
-            + [_port(p) for p in svc.get("expose") or [] if _port(p) is not None],
+            ports=[port for port in map(_port, [*(svc.get("ports") or []), *(svc.get("expose") or [])])
+                   if port is not None],
             profiles=[str(p) for p in svc.get("profiles") or []],
             build_context=Path(build["context"]) if build.get("context") else None,
             dockerfile=None if build.get("dockerfile") is None else str(build["dockerfile"]),
             replicas=_replicas(svc),
         )
-    secrets = {
+    secret_files = {
         name: Path(spec["file"]) if isinstance(spec, dict) and spec.get("file") else None
         for name, spec in (doc.get("secrets") or {}).items()
     }
-    return ComposeModel(name=str(doc.get("name", "")), files=files, services=services, secrets=secrets, loader=loader,
+    return ComposeModel(name=str(doc.get("name", "")), files=files, services=services, secrets=secret_files, loader=loader,
                         profiles=profiles, env_files=env_files)
 
 

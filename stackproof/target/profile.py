@@ -16,12 +16,14 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import types
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 from stackproof.errors import StackError
 from stackproof.io.yamlio import load_yaml
@@ -333,7 +335,7 @@ def _field_type(key: str, default: Any, sections: set[str], expected: dict[str, 
         kind, text = dict[str, str], "a mapping of strings"
     elif isinstance(default, list):
         item = type(default[0]) if default else str
-        kind, text = list[_SCALARS[item][0]], f"a list of {_SCALARS[item][1].removeprefix('an ').removeprefix('a ')}s"
+        kind, text = types.GenericAlias(list, _SCALARS[item][0]), f"a list of {_SCALARS[item][1].removeprefix('an ').removeprefix('a ')}s"
     elif default is None:
         kind, text = str | list[str] | None, "a string, a list of strings or null"
     else:
@@ -344,7 +346,7 @@ def _field_type(key: str, default: Any, sections: set[str], expected: dict[str, 
 
 def _section_model(key: str, section: dict, sections: set[str], expected: dict[str, str]) -> type[BaseModel]:
     """A closed section: unknown keys refused, scalars strictly typed ("30" is not an integer)."""
-    fields = {}
+    fields: dict[str, Any] = {}
     for index, (name, default) in enumerate(section.items()):
         dotted = f"{key}.{name}" if key else name
         kind = _field_type(dotted, default, sections, expected)
@@ -410,9 +412,10 @@ def validate(override: Any, where: str, schema: _Schema) -> dict:
     raise ProfileError(list(dict.fromkeys(problems)))
 
 
-def _problem(error: dict, override: dict, where: str, schema: _Schema) -> str:
+def _problem(error: ErrorDetails, override: dict, where: str, schema: _Schema) -> str:
     """One validation error of pydantic as the line a person reads: the dotted key and what is wrong."""
-    path, value = [], override
+    path: list[str] = []
+    value: Any = override
     for part in error["loc"]:
         dotted = ".".join(path)
         if dotted and dotted not in schema.sections:

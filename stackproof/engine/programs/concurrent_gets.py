@@ -20,7 +20,7 @@ if header:
     with open(header_file) as value:
         headers[header] = value.read().strip()
 start = threading.Barrier(count)
-results = []
+results: list[list] = []
 lock = threading.Lock()
 t0 = time.monotonic()
 
