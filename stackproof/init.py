@@ -220,6 +220,7 @@ class Inspector:
             self.found.todo(f"api_key.secret: {name} chosen among {', '.join(users)}; check it is the API key")
         self.found.set("roles", "api_services", users[name], f"they mount the {name} secret")
         key_file = compose.secrets[name]
+        assert key_file is not None  # `users` holds file secrets only
         self.found.set("paths", "secrets_dir", self.rel(key_file.parent), f"the directory of the {name} secret file")
 
     def tls_pair(self) -> None:
@@ -266,7 +267,7 @@ class Inspector:
         for name in self.found.get("roles", "api_services") or []:
             svc = stack.compose.services.get(name)
             for var, value in sorted((svc.environment if svc else {}).items()):
-                host = svc.host_path_for(value) if value and value.startswith("/") else None
+                host = svc.host_path_for(value) if svc and value and value.startswith("/") else None
                 if host is not None and host.is_file() and holds(host, key):
                     self.found.set("paths", "pool_config", self.rel(host),
                                    f"{name} reads it through {var}={value} (a bind mount of {self.rel(host)})")
@@ -347,7 +348,7 @@ class Inspector:
         except StackError as exc:
             self.found.todo(f"roles.tls_monitor: {exc}")
             return
-        value = monitor.service.name if monitor.service else f"cron:{self.rel(monitor.cron.path)}"
+        value = monitor.service.name if monitor.service else f"cron:{self.rel(monitor.cron.path)}" if monitor.cron else ""
         self.found.set("roles", "tls_monitor", value, monitor.how)
         if monitor.cron is not None:
             env = monitor.cron.env
@@ -456,7 +457,7 @@ def interface_parts(text: str, table) -> tuple[dict[str, str], dict[str, str]]:
     env = {var: ph for var, desc in ENV_LINE.findall(text)
            if var not in positional and (ph := _placeholder(desc, table))}
     takes_value = dict(re.findall(r"(--[a-z][a-z0-9-]*)[ =]([A-Z][A-Z_]*)", head))
-    flags = {}
+    flags: dict[str, str] = {}
     for flag, arg, desc in FLAG_LINE.findall(text):
         arg = arg or takes_value.get(flag, "")
         if arg and (ph := _placeholder(f"{flag} {arg} {desc}", table)) and ph not in flags.values():
@@ -482,7 +483,7 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
             (["{cert}"] if positional else [])
         interface["env"] = {}
         notes.append(f"flags {', '.join(flags)}" + (", certificates as arguments" if positional else ""))
-    codes = {}
+    codes: dict[str, int] = {}
     for code, status in EXIT_LINE.findall(text) + EXIT_INLINE.findall(text):
         codes.setdefault(status.lower(), int(code))
     if len(codes) >= 3:

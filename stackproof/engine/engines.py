@@ -32,6 +32,9 @@ from stackproof.errors import StackError
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.containers import Container
+
+    from stackproof.target.stack import Stack
 
 ENGINES = ("compose", "swarm", "podman")
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -74,7 +77,7 @@ class Unreached:
 class Placed:
     """A running container and the engine (DOCKER_HOST, None for the default) it is reached through."""
 
-    container: object
+    container: Container
     service: str
     node: str | None = None
     docker_host: str | None = None
@@ -88,7 +91,7 @@ class Engine:
     honours_secret_mode = False  # whether the engine applies a secret's declared mode/uid/gid
     client: docker.DockerClient
     project: str
-    stack: object  # stackproof.target.stack.Stack
+    stack: Stack
     docker_host: str | None = None
     placed: list[Placed] = field(default_factory=list)
     unreached: list[Unreached] = field(default_factory=list)
@@ -115,7 +118,7 @@ class Engine:
             mounts.append(SecretMount(target, ref.source if ref else None, ref.mode if ref else None, uid, gid, "compose"))
         return mounts
 
-    def restart(self, container, timeout: float) -> object:
+    def restart(self, container, timeout: float) -> Container:
         """Restart one container; returns the container to wait on."""
         container.restart(timeout=10)
         return container
@@ -154,7 +157,7 @@ class SwarmEngine(Engine):
         if not services:
             raise LiveUnavailable(f"swarm stack {self.project!r} has no services")
         local_node = info.get("NodeID")
-        self.local_node = self._node_name(local_node)
+        self.local_node = self._node_name(local_node or "")
         node_hosts = self.stack.profile["engine"]["nodes"]
         clients: dict[str, docker.DockerClient | Exception] = {}
         for service in services:
@@ -218,7 +221,7 @@ class SwarmEngine(Engine):
                                       file.get("UID"), file.get("GID"), "the swarm service spec"))
         return mounts
 
-    def restart(self, container, timeout: float) -> object:
+    def restart(self, container, timeout: float) -> Container:
         """Redeploy the service's tasks (`docker service update --force`) and return the new task's container."""
         name = self.service_of(container)
         service = self.client.services.get(f"{self.project}_{name}")
@@ -261,7 +264,7 @@ def _declared_owner(service, ref) -> tuple[str | None, str | None]:
     user = (service.user or "").split(":")
     uid = ref.uid or (user[0] if user and user[0] else None)
     gid = ref.gid or (user[1] if len(user) > 1 else None)
-    return tuple(value if value and value.isdigit() else None for value in (uid, gid))
+    return (uid if uid and uid.isdigit() else None), (gid if gid and gid.isdigit() else None)
 
 
 def _unprefixed(name: str | None, project: str) -> str | None:
@@ -278,7 +281,7 @@ def _engine_host(docker_host: str | None, host_ip: str | None) -> str:
     """The address of a port published by an engine: its host for tcp:// and ssh:// engines,
     the bound address (0.0.0.0 meaning loopback) for a local one."""
     if _is_remote(docker_host):
-        return urllib.parse.urlparse(docker_host).hostname
+        return urllib.parse.urlparse(docker_host or "").hostname or ""  # remote: it has a hostname
     return "127.0.0.1" if host_ip in (None, "", "0.0.0.0", "::") else host_ip
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stackproof.engine import engines
 from stackproof.engine import probe
+from stackproof.engine.probe import ContainerProbe  # the name `probe` is also LiveContainers.probe
 from stackproof.io import proc
 from stackproof.engine.engines import Engine, LiveUnavailable, SecretMount
 from stackproof.errors import StackError
@@ -191,21 +192,21 @@ class Containers:
         return list(dict.fromkeys(paths))
 
     @cached_property
-    def probes(self) -> dict[str, probe.ContainerProbe]:
+    def probes(self) -> dict[str, ContainerProbe | StackError]:
         """One probe per reachable container (container id -> facts), run once per run, concurrently."""
         containers = list(self)
         with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(containers)))) as pool:
             results = list(pool.map(self._probe, containers))
         return {c.id: r for c, r in zip(containers, results, strict=True)}
 
-    def probe(self, container) -> probe.ContainerProbe:
+    def probe(self, container) -> ContainerProbe:
         """The file facts of one container (see stackproof/engine/probe.py); raises the probe's own error."""
         result = self.probes[container.id]
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _probe(self, container) -> probe.ContainerProbe | StackError:
+    def _probe(self, container) -> ContainerProbe | StackError:
         paths = self.probe_paths(container)
         try:
             result = self._run_probe(container, paths, None)
@@ -216,7 +217,7 @@ class Containers:
         except StackError as exc:
             return exc
 
-    def _run_probe(self, container, paths: list[str], user: str | None) -> probe.ContainerProbe:
+    def _run_probe(self, container, paths: list[str], user: str | None) -> ContainerProbe:
         code, out = self.exec_in(container, ["sh", "-c", probe.PROBE_SCRIPT, "probe", *paths], user)
         if code != 0:
             raise StackError(f"container {container.name}: the file probe failed (exit {code}): {_first_line(out)}")

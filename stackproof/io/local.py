@@ -9,6 +9,8 @@ per container.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import testinfra.host
 from testinfra.backend.base import CommandResult
 from testinfra.backend.local import LocalBackend
@@ -21,6 +23,11 @@ class _BoundedRun:
 
     timeout: float = 20.0
     where: str = "local"
+
+    if TYPE_CHECKING:  # what the backend it is mixed into provides
+        def quote(self, command: str, *args: str) -> str: ...
+        def encode(self, command: str) -> bytes: ...
+        def result(self, *args: Any) -> CommandResult: ...
 
     def run_local(self, command: str, *args: str) -> CommandResult:
         command = self.quote(command, *args)

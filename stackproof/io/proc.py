@@ -31,7 +31,7 @@ POLL = 0.05
 
 
 def run(
-    cmd: Sequence[str] | str,
+    cmd: Sequence[str] | str | bytes,  # bytes: a shell command line (testinfra encodes them)
     *,
     timeout: float,
     where: str,
@@ -55,7 +55,8 @@ def run(
         stdin_file.seek(0)
     try:
         proc = subprocess.Popen(
-            cmd, shell=shell, stdin=subprocess.DEVNULL if stdin_file is None else stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, shell=shell, stdin=subprocess.DEVNULL if stdin_file is None else stdin_file,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, env=child_env, cwd=cwd,
         )
     except OSError as exc:  # not found, not executable, bad interpreter

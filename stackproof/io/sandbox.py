@@ -199,6 +199,7 @@ class ScriptBox:
         if not self.isolated:
             return proc.run([*limits, *drop, *cmd], timeout=timeout, where=where, env=environment, cwd=self.root,
                             input=data, max_output=SCRIPT_OUTPUT)
+        assert self.sandbox.bwrap is not None  # isolated
         argv = [self.sandbox.bwrap, *_namespaces(), *_system_binds(), "--size", str(TMP_SIZE), "--tmpfs", "/tmp",
                 "--bind", str(self.root), INSIDE, "--chdir", INSIDE, "--clearenv"]
         for name, value in environment.items():

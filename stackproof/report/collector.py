@@ -178,10 +178,12 @@ class ValidationReport:
             return
         with self._writing:
             self.write(session, int(exitstatus))
-        if not self.summary["verdict"]["passed"] and session.exitstatus in (pytest.ExitCode.OK,
-                                                                                 pytest.ExitCode.INTERRUPTED):
+        summary = self.summary
+        assert summary is not None  # write() always leaves one (an error summary at worst)
+        if not summary["verdict"]["passed"] and session.exitstatus in (pytest.ExitCode.OK,
+                                                                            pytest.ExitCode.INTERRUPTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # an interrupted run is a NO-GO (2 is a usage error)
-        junit.annotate(self.config, self.summary)
+        junit.annotate(self.config, summary)
 
     def write(self, session: pytest.Session | None, exitstatus: int) -> None:
         try:
@@ -277,7 +279,7 @@ class ValidationReport:
         expired = waivers.expired.get(data["nodeid"]) if waivers else None
         data["waived"] = data["status"] == Status.FAIL and waived is not None
         waiver = waived if data["waived"] else expired if data["status"] == Status.FAIL else None
-        data["waiver"] = self._clean_tree(waiver.as_dict(waivers.today)) if waiver is not None else None
+        data["waiver"] = self._clean_tree(waiver.as_dict(waivers.today)) if waiver is not None and waivers else None
         if waiver is not None and waiver is expired:
             data["reason"] = self.redactor.clean(f"waiver expired on {expired.expires.isoformat()}: {data['reason']}")
 

@@ -268,13 +268,13 @@ class RunHistory:
                 lines, ends_with_newline = _read_tail(fd)
                 os.write(fd, (b"" if ends_with_newline else b"\n") + line)
                 if os.fstat(fd).st_size > MAX_FILE_BYTES:
-                    self._cut(lines + [line.rstrip(b"\n")])
+                    self._cut(self.path, lines + [line.rstrip(b"\n")])
             finally:
                 os.close(fd)
         except OSError as exc:
             self.notes.append(f"history {self.path} not written: {exc.strerror or exc}")
 
-    def _cut(self, lines: list[bytes]) -> None:
+    def _cut(self, path: Path, lines: list[bytes]) -> None:
         """Replace the file with its newest valid lines (at most half the tail size)."""
         kept, size = [], 0
         for line in reversed(lines):
@@ -282,9 +282,9 @@ class RunHistory:
             if size > MAX_TAIL_BYTES // 2:
                 break
             kept.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(b"".join(line + b"\n" for line in reversed(kept)))
-        os.replace(tmp, self.path)
+        os.replace(tmp, path)
 
 
 def _lock(fd: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -36,5 +37,7 @@ def annotate(config: pytest.Config, summary: dict) -> None:
         xml.add_global_property("waivers_unmatched", str(sum(e["state"] == UNMATCHED for e in waivers.get("entries", []))))
     if not verdict["passed"] and not any(check_status(row) == Status.FAIL for row in rows):
         location = ("stackproof", None, "verdict")
-        for when, outcome, longrepr in (("call", "failed", verdict["line"]), ("teardown", "passed", None)):
+        steps: tuple[tuple[Literal["call", "teardown"], Literal["failed", "passed"], str | None], ...] = (
+            ("call", "failed", verdict["line"]), ("teardown", "passed", None))
+        for when, outcome, longrepr in steps:
             xml.pytest_runtest_logreport(pytest.TestReport(VERDICT_NODEID, location, {}, outcome, longrepr, when, [], 0.0))

@@ -18,7 +18,7 @@ from stackproof.report.waivers import WaiverSet
 
 
 class WaiverOutcomes:
-    def __init__(self, waivers: WaiverSet, control_of: Callable[[str], str | None], redactor: Redactor):
+    def __init__(self, waivers: WaiverSet | None, control_of: Callable[[str], str | None], redactor: Redactor):
         self.waivers = waivers
         self.control_of = control_of  # node id -> control, None for what is not a check
         self.redactor = redactor
@@ -26,7 +26,7 @@ class WaiverOutcomes:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         waivers = self.waivers
-        if not waivers.waivers or report.when not in ("setup", "call", "teardown"):
+        if waivers is None or not waivers.waivers or report.when not in ("setup", "call", "teardown"):
             return
         control = self.control_of(report.nodeid)
         if control is None:

@@ -88,9 +88,9 @@ class Alerting:
             # single rule files bind-mounted where the pattern looks
             files |= {Path(m.source) for m in self.service.volumes
                       if m.type == "bind" and PurePosixPath(m.target).match(container)}
-            files = sorted(f for f in files if f.is_file())
-            found.append(RulePattern(pattern, container, host, [f for f in files if self.stack.inside(f)],
-                                     [f for f in files if not self.stack.inside(f)]))
+            regular = sorted(f for f in files if f.is_file())
+            found.append(RulePattern(pattern, container, host, [f for f in regular if self.stack.inside(f)],
+                                     [f for f in regular if not self.stack.inside(f)]))
         return found
 
     def pattern_problems(self) -> list[str]:

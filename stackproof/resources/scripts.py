@@ -529,6 +529,7 @@ class Rotation:
         """What is wrong with this run, against the api_key section of the profile."""
         if self.error:
             return [self.error]
+        assert self.new_strength is not None  # a run that reached exit 0 measured the new key
         weak = strength_problem(self.new_strength, cfg)
         checks = [
             (not self.changed, "the new key equals the old one"),

@@ -141,6 +141,6 @@ def stack_secrets(root: Path, secrets_dir: Path, compose_files: list[Path], env_
         services = doc.get("services") if isinstance(doc, dict) else None
         for service, body in (services or {}).items() if isinstance(services, dict) else ():
             if isinstance(body, dict):
-                for name, value in _environment_items(body.get("environment")):
-                    found += credential_values(f"{rel(compose_file)}: service {service}", name, value, env)
+                for variable, written in _environment_items(body.get("environment")):
+                    found += credential_values(f"{rel(compose_file)}: service {service}", variable, written, env)
     return found

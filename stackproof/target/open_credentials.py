@@ -116,7 +116,7 @@ class CredentialFinder:
                         if match.group(1) or match.group(4):
                             references.setdefault(match.group(1) or match.group(4), []).append((variable, svc))
                     written = literal_part(str(value)) if value is not None else None
-                    if is_credential_name(variable) and is_literal(written):
+                    if is_credential_name(variable) and written is not None and is_literal(written):
                         found += self.judge(f"{stack.rel(compose_file)}: service {name} environment", variable,
                                             written, [(variable, svc)])
                 for env_file in env_file_paths(body, compose_file.parent):

@@ -147,7 +147,7 @@ class TlsMonitor:
 
     @property
     def label(self) -> str:
-        return f"service {self.service.name}" if self.service else f"cron file {self.cron.path.name}"
+        return f"service {self.service.name}" if self.service else f"cron file {self.cron.path.name if self.cron else '?'}"
 
     @property
     def declaration(self) -> str:
@@ -231,8 +231,9 @@ class Roles:
         if everything is not None:
             hidden = [svc for _, svc, _ in self._score(spec, everything.services.values())
                       if svc.name not in self.compose.services and svc.profiles]
-            if hidden:
-                return self.inactive(hidden[0].name, spec.title)
+            message = self.inactive(hidden[0].name, spec.title) if hidden else None
+            if message:  # always, for a hidden service (it has a profile)
+                return message
         looked = ", ".join(signal.what for signal in spec.signals)
         return (f"{self._where()}: no {spec.title} service found (looked for {looked}); "
                 f"declare it in stackproof.yml roles.{spec.role}")
