@@ -45,6 +45,20 @@ def blocked(by: str, reason: str) -> NoReturn:
     raise BlockedBy(by, reason)
 
 
+class NotDeclared(StackError):
+    """An input this stack's profile does not name and the suite cannot find without guessing (no
+    compose file where Compose looks, no TLS monitor script...). The checks that need it are NOT PROVEN,
+    saying what the stack lacks and where the suite looked: never judged against another stack's layout."""
+
+
+class InputUnreadable(StackError):
+    """An input every control depends on (the compose model) cannot be read: the one root cause of the
+    run, reported once at the top; each check that needs it is SKIPPED 'blocked by the compose model'."""
+
+
+NOT_PROVEN_PREFIX = "not proven: "
+
+
 def environment_error(message: str) -> NoReturn:
     """Skip a check because a tool it needs is missing where the suite runs. That is an error of the
     environment, not a fact about the stack: the report names it as such and the verdict is NO-GO."""

@@ -22,9 +22,10 @@ from pathlib import Path, PurePosixPath
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from stackproof.io.yamlio import parse_yaml
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
-from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile
+from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
 from .redact import Redactor
 from stackproof.target.roles import SKIP_DIRS, Roles
 from stackproof.target.service_config import holds
@@ -95,9 +96,10 @@ def read_text(path: Path) -> str:
 class Inspector:
     """Finds what the profile needs, step by step; each step may use what the earlier ones found."""
 
-    def __init__(self, root: Path, timeout: float = 20.0):
+    def __init__(self, root: Path, timeout: float = 20.0, compose: tuple[str, str] | None = None):
         self.root = root
         self.timeout = timeout
+        self.chosen_compose = compose  # (path, why): the user's choice, kept as it is
         self.files = repository_files(root)
         self.found = Findings()
 
@@ -116,31 +118,71 @@ class Inspector:
     # --- the steps ---------------------------------------------------------------------
 
     def inspect(self) -> Findings:
+        causes: dict[str, list[str]] = {}
         for step in (self.compose_file, self.env_files, self.compose_profiles, self.tls_pair, self.roles,
                      self.api_key, self.pool_config, self.prometheus, self.scripts, self.tls_monitor,
                      self.disclosure):
             try:
                 step()
-            except StackError as exc:
-                self.found.todo(f"{step.__name__}: {exc}")
+            except StackError as exc:  # one root cause (no compose model...) is one TODO, naming what it blocks
+                causes.setdefault(str(exc), []).append(step.__name__)
+        for cause, steps in causes.items():
+            self.found.todo(f"{cause} (blocks: {', '.join(steps)})")
         return self.found
 
     def compose_file(self) -> None:
-        default = self.root / DEFAULTS["paths"]["compose"]
-        candidates = [p for p in self.files if p.name in COMPOSE_FILE_NAMES]
-        if default.is_file():
-            self.found.set("paths", "compose", self.rel(default), "the default layout's compose file exists")
+        """The deployed compose file set: the one the user chose (--compose, or paths.compose of the profile
+        being rewritten), else COMPOSE_FILE of the root .env, else the -f set of the repository's own wrapper
+        scripts or Makefile, else the best of the files whose content is a compose file (prod over dev)."""
+        chosen = self.chosen_compose
+        if chosen:
+            self.found.set("paths", "compose", chosen[0], chosen[1])
             return
+        listed = self._compose_file_variable()
+        if listed:
+            self.found.set("paths", "compose", listed[0], "the first file of COMPOSE_FILE in the root .env")
+            if listed[1:]:
+                self.found.set("paths", "compose_overrides", listed[1:], "the other files of COMPOSE_FILE in .env")
+            return
+        candidates = [p for p in self.files if is_compose_file(p)]
+        for wrapper, files in wrapper_compose_sets(self.files, self.root):
+            if files and all(f in candidates for f in files):
+                self.found.set("paths", "compose", self.rel(files[0]),
+                               f"{self.rel(wrapper)} runs docker compose with -f {' -f '.join(map(self.rel, files))}")
+                if files[1:]:
+                    self.found.set("paths", "compose_overrides", [self.rel(f) for f in files[1:]],
+                                   f"the other -f files of {self.rel(wrapper)}")
+                return
         if not candidates:
-            raise StackError("no compose file (compose.yaml, docker-compose.yml...) in the repository: set paths.compose")
-        chosen = min(candidates, key=lambda p: (len(p.relative_to(self.root).parts), str(p)))
-        how = "the only compose file of the repository" if len(candidates) == 1 else (
-            f"the least nested of {len(candidates)} compose files ({', '.join(self.rel(p) for p in candidates)})")
-        self.found.set("paths", "compose", self.rel(chosen), how)
-        if len(candidates) > 1:
-            self.found.todo(f"paths.compose: check that {self.rel(chosen)} is the deployed compose file")
+            raise StackError("no compose file in the repository (no YAML file with a top-level services: mapping): "
+                             "set paths.compose, or run init with --compose FILE")
+        def rank(path: Path) -> tuple:
+            return (deployment_rank(path, self.root), len(path.relative_to(self.root).parts),
+                    path.name not in COMPOSE_FILE_NAMES)
+
+        ranked = sorted(candidates, key=lambda p: (*rank(p), str(p)))
+        best = ranked[0]
+        if len(ranked) == 1:
+            how = "the only compose file of the repository (a top-level services: mapping)"
+        else:
+            why = deployment_reason(best, self.root)
+            if rank(best)[:2] == rank(ranked[1])[:2] and rank(best) < rank(ranked[1]):
+                why = "Compose's default name (the file `docker compose` reads without -f), the least nested"
+            how = f"{why}, of {len(ranked)} compose files; the others: {', '.join(self.rel(p) for p in ranked[1:])}"
+        self.found.set("paths", "compose", self.rel(best), how)
+        if len(ranked) > 1 and rank(best) == rank(ranked[1]):
+            self.found.todo(f"paths.compose: {self.rel(best)} chosen among {len(ranked)} compose files; check it is the "
+                            "deployed one (or run init with --compose FILE)")
+
+    def _compose_file_variable(self) -> list[str]:
+        env = self.root / ".env"
+        values = read_env_file(env) if env.is_file() and not env.is_symlink() else {}
+        sep = values.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+        return [name for name in values.get("COMPOSE_FILE", "").split(sep) if name and (self.root / name).is_file()]
 
     def env_files(self) -> None:
+        if self.found.get("compose", "env_files"):  # kept from the profile being rewritten
+            return
         compose = self.root / self.found.get("paths", "compose")
         required = sorted({name for name, _ in REQUIRED_VARIABLE.findall(read_text(compose))})
         have = compose_environment(compose.parent, [], {})
@@ -319,10 +361,6 @@ class Inspector:
             self.found.set("scripts", "rotate", interface, f"read from the usage text of {self.rel(rotate)}: {notes}")
 
     def _script(self, key: str, hints: tuple[re.Pattern, ...], what: str) -> Path | None:
-        default = self.root / DEFAULTS["paths"][key]
-        if default.is_file():
-            self.found.set("paths", key, self.rel(default), "the default layout's script exists")
-            return default
         scored = []
         for path in self.files:
             if not os.access(path, os.X_OK) or path.suffix in (".yml", ".yaml", ".json", ".md"):
@@ -358,16 +396,13 @@ class Inspector:
                 self.found.todo(f"roles.tls_monitor: the cron line sets no {var} (where the metrics go)")
 
     def disclosure(self) -> None:
-        responses = DEFAULTS["disclosure"]["responses"]
-        if all((self.root / p).is_file() for p in responses.values()):
-            self.found.set("disclosure", "responses", responses, "the default layout's recorded responses exist")
-            return
+        levels = list(DEFAULTS["disclosure"]["endpoints"])
         found = {}
-        for level in responses:
+        for level in levels:
             match = next((p for p in self.files if p.stem.lower().startswith(level) and p.suffix == ".json"), None)
             if match:
                 found[level] = self.rel(match)
-        if len(found) == len(responses):
+        if len(found) == len(levels):
             self.found.set("disclosure", "responses", found, "recorded responses named after their level")
             docs = next((p for p in self.files if "full-docs" in p.name or p.stem.lower() == "docs"), None)
             if docs:
@@ -376,6 +411,69 @@ class Inspector:
         self.found.set("disclosure", "responses", {},
                        "no recorded disclosure responses in the repository: the static token checks are skipped, "
                        "the live ones judge the endpoints")
+
+
+COMPOSE_TOP_LEVEL = re.compile(r"^services:[ \t]*(#.*)?$", re.M)
+COMPOSE_F_FLAG = re.compile(r"(?:^|\s)(?:-f|--file)[ =]+[\"']?([\w./${}-]+\.ya?ml)")
+COMPOSE_COMMAND = re.compile(r"docker[ -]compose\b[^\n]*", re.I)
+# words of a compose file's name or folder that say where it runs: deployed (lower rank) or not
+DEPLOYED_WORDS = ("prod", "production", "deploy", "release", "live")
+NOT_DEPLOYED_WORDS = ("dev", "develop", "development", "local", "test", "tests", "ci", "example", "sample", "debug",
+                      "override", "e2e", "staging", "demo")
+
+
+def is_compose_file(path: Path) -> bool:
+    """A YAML file whose content is a compose file: a top-level `services:` mapping (any name, any folder)."""
+    if path.suffix not in (".yml", ".yaml") or "override" in path.name:
+        return False
+    text = read_text(path)
+    if not COMPOSE_TOP_LEVEL.search(text):
+        return False
+    try:
+        doc = parse_yaml(text, path.name)
+    except StackError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("services"), dict)
+
+
+def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list[Path]]]:
+    """The -f sets the repository's own wrapper scripts, Makefile and docs pass to docker compose, in that
+    order: (the file that names them, the compose files, resolved from the repository root)."""
+    wrappers = []
+    for path in files:
+        kind = 0 if path.name in ("Makefile", "justfile", "Taskfile.yml") or path.suffix == ".sh" or \
+            (os.access(path, os.X_OK) and read_text(path).startswith("#!")) else 1 if path.suffix == ".md" else None
+        if kind is not None:
+            wrappers.append((kind, str(path), path))
+    found = []
+    for _, _, path in sorted(wrappers):
+        for command in COMPOSE_COMMAND.findall(read_text(path)):
+            named = [(path.parent / name if (path.parent / name).is_file() else root / name)
+                     for name in COMPOSE_F_FLAG.findall(command)]
+            named = [p.resolve() if p.is_file() else p for p in named]
+            if named and all(p.is_file() for p in named):
+                found.append((path, [Path(os.path.normpath(p)) for p in named]))
+    return found
+
+
+def _words(path: Path, root: Path) -> set[str]:
+    return set(re.split(r"[^a-z0-9]+", str(path.relative_to(root)).lower()))
+
+
+def deployment_rank(path: Path, root: Path) -> int:
+    """0: its name or folder says it is deployed (prod); 1: says nothing; 2: says it is not (dev, test...)."""
+    words = _words(path, root)
+    if words & set(DEPLOYED_WORDS):
+        return 0
+    return 2 if words & set(NOT_DEPLOYED_WORDS) else 1
+
+
+def deployment_reason(path: Path, root: Path) -> str:
+    rank = deployment_rank(path, root)
+    if rank == 0:
+        word = next(w for w in DEPLOYED_WORDS if w in _words(path, root))
+        return f"named for deployment ({word})"
+    return "the least nested" if rank == 1 else "the least nested, though named for development"
 
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -543,7 +641,9 @@ def rotate_interface(source: str, name: str) -> tuple[dict, str]:
 def render(findings: Findings, root: Path) -> str:
     out = [f"# stackproof profile for {root.name}, written by `stackproof init`.",
            "# Each entry says how it was found; review them, and the TODOs, before trusting the verdict.",
-           "# Anything not set here keeps its default (see stackproof/profile.py DEFAULTS)."]
+           "# Anything not set here keeps its default (stackproof/target/profile.py DEFAULTS: thresholds and",
+           "# interface names, never a file); a file not found here is reported as missing, never guessed.",
+           "# Re-running init keeps paths.compose (and its overrides and env files) as set here."]
     if findings.todos:
         out.append("#")
         out += [f"# TODO: {todo}" for todo in findings.todos]
@@ -560,11 +660,40 @@ def render(findings: Findings, root: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_profile(root: Path, force: bool = False, timeout: float = 20.0) -> tuple[Path, Findings]:
+# what a re-run of init keeps from the profile it rewrites: the user's choice of the deployed compose set
+KEPT_ON_RERUN = (("paths", "compose"), ("paths", "compose_overrides"), ("compose", "env_files"))
+
+
+def kept_entries(target: Path) -> list[Entry]:
+    """The entries of an existing profile that init keeps when it rewrites it (KEPT_ON_RERUN)."""
+    try:
+        data = Profile.load(target.parent).data if target.is_file() else None
+    except StackError:
+        return []
+    if data is None:
+        return []
+    return [Entry(section, key, data[section][key], f"kept from the previous {PROFILE_FILE} (set by you or an "
+                  "earlier init)") for section, key in KEPT_ON_RERUN if data[section][key]]
+
+
+def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
+                  compose: str | None = None) -> tuple[Path, Findings]:
+    """Inspect the stack and write its profile. `compose` (--compose) names the deployed compose file;
+    otherwise a rewritten profile's paths.compose (and overrides, env files) are kept, the rest rediscovered."""
     target = root / PROFILE_FILE
     if target.exists() and not force:
         raise StackError(f"{target}: already exists (use --force to overwrite it)")
-    findings = Inspector(root, timeout).inspect()
+    kept = [] if compose else kept_entries(target)
+    chosen = next(((e.value, e.how) for e in kept if (e.section, e.key) == ("paths", "compose")), None)
+    if compose:
+        if not (root / compose).is_file() or not inside(root / compose, root):
+            raise StackError(f"--compose {compose}: no such file inside the stack dir")
+        chosen = (compose, "chosen with --compose")
+    inspector = Inspector(root, timeout, chosen)
+    for entry in kept:
+        if (entry.section, entry.key) != ("paths", "compose"):
+            inspector.found.set(entry.section, entry.key, entry.value, entry.how)
+    findings = inspector.inspect()
     text = render(findings, root)
     previous = target.read_bytes() if target.exists() else None
     tmp = target.with_name(f".{PROFILE_FILE}.tmp")
@@ -584,7 +713,10 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0) -> tup
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stackproof init", description=__doc__.splitlines()[0])
     parser.add_argument("--stack-dir", required=True, type=Path, help="root of the deployment repository")
-    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {PROFILE_FILE}")
+    parser.add_argument("--force", action="store_true",
+                        help=f"overwrite an existing {PROFILE_FILE} (its paths.compose, overrides and env files are kept)")
+    parser.add_argument("--compose", metavar="FILE", help="the deployed compose file (relative to the stack dir), "
+                        "when init's choice among several is not it")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds for each subprocess (docker compose config)")
     args = parser.parse_args(argv)
     root = args.stack_dir.expanduser().resolve()
@@ -592,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stackproof init: {root}: stack dir not found", file=sys.stderr)
         return 2
     try:
-        path, findings = write_profile(root, args.force, args.timeout)
+        path, findings = write_profile(root, args.force, args.timeout, args.compose)
     except StackError as exc:
         print(f"stackproof init: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import pytest
 from .controls import BY_ID
 from .options import BY_NAME, OPTIONS
 from .preflight import option_problems, stack_problems
-from .errors import Blocked, StackError
+from .errors import NOT_PROVEN_PREFIX, Blocked, NotDeclared, StackError
 from .evidence import EVIDENCE_KEY, Evidence
 from .readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
@@ -270,7 +270,7 @@ def pytest_runtest_setup_not_run(item: pytest.Item):
     """A check (or a fixture of it) stopped by a signal of the layers below becomes the `NotRun` it means."""
     try:
         return (yield)
-    except (Blocked, SandboxUnavailable) as exc:
+    except (Blocked, NotDeclared, SandboxUnavailable) as exc:
         raise not_run_of(item, exc) from None
 
 
@@ -278,16 +278,19 @@ def pytest_runtest_setup_not_run(item: pytest.Item):
 def pytest_runtest_call_not_run(item: pytest.Item):
     try:
         return (yield)
-    except (Blocked, SandboxUnavailable) as exc:
+    except (Blocked, NotDeclared, SandboxUnavailable) as exc:
         raise not_run_of(item, exc) from None
 
 
-def not_run_of(item: pytest.Item, exc: Blocked | SandboxUnavailable) -> NotRun:
+def not_run_of(item: pytest.Item, exc: Blocked | NotDeclared | SandboxUnavailable) -> NotRun:
     """The one translation of the layers' signals into outcomes: an input an earlier check found broken
-    (`Blocked`) blocks the check; stack code that needs a sandbox where none is available leaves it not
+    (`Blocked`) blocks the check; an input the stack does not have (`NotDeclared`) leaves it not proven,
+    saying what the stack lacks; stack code that needs a sandbox where none is available leaves it not
     proven, and the run as a whole not GO (a session error)."""
     if isinstance(exc, Blocked):
         return BlockedBy(exc.by, exc.reason)
+    if isinstance(exc, NotDeclared):
+        return NotProven(NOT_PROVEN_PREFIX + str(exc))
     report = item.config.stash[REPORT_KEY]
     if str(exc) not in report.session_errors:
         report.add_session_error(str(exc))

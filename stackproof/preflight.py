@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from stackproof.engine.engines import ENGINES
-from stackproof.errors import StackError
+from stackproof.errors import NotDeclared, StackError
 from stackproof.target.profile import ProfileError
 from stackproof.target.stack import Stack
 
@@ -42,7 +42,7 @@ def option_problems(value: Callable[[str], str], env_files: list[str]) -> list[s
 
 def stack_problems(stack: Stack) -> list[str]:
     """The stack dir exists and is a directory, its profile (and the operator's) loads, and there is a
-    compose file where the profile (or the default layout) says. Without these no check can judge anything."""
+    compose file where the profile says, else where Compose itself looks (Stack.path). Without these no check can judge anything."""
     root = stack.root
     if not root.exists():
         return [f"--stack-dir {root}: no such directory"]
@@ -55,11 +55,13 @@ def stack_problems(stack: Stack) -> list[str]:
     except StackError as exc:
         return [str(exc)]
     try:
-        compose = profile.path("compose")
+        compose = stack.path("compose")
+    except NotDeclared as exc:  # the profile names none and none is where Compose itself looks
+        return [f"{root}: {exc}: " + INIT_HINT.format(root=root)]
     except StackError as exc:
         return [str(exc)]
     if not compose.exists() and not compose.is_symlink():
-        where = profile.set_by.get("paths.compose")
-        said = f"where {where} says (paths.compose)" if where else "in the default layout (no profile sets paths.compose)"
-        return [f"{root}: no compose file at {stack.rel(compose)}, {said}: " + INIT_HINT.format(root=root)]
+        where = profile.set_by.get("paths.compose", "COMPOSE_FILE in .env")
+        return [f"{root}: no compose file at {stack.rel(compose)}, where {where} says (paths.compose): "
+                + INIT_HINT.format(root=root)]
     return []

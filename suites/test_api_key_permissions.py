@@ -63,7 +63,7 @@ def file_mode(host, path: Path) -> int | None:
 
 def api_key_path(stack) -> Path:
     """Host file of the API key secret (profile api_key.secret)."""
-    name = stack.profile["api_key"]["secret"]
+    name = stack.api_key_secret()
     compose_file = stack.rel(stack.compose.files[0])
     if name not in stack.compose.secrets:
         raise StackError(f"{compose_file}: no top-level secret {name!r} (profile api_key.secret)")
@@ -242,7 +242,7 @@ def key_variants(key: str) -> list[tuple[str, str | None]]:
 def key_targets(stack, live, container) -> list[str]:
     """Where a container has the API key: the targets compose declares for its service, and the
     secret mounts the engine reports for it (the host key file, or swarm's secret of that name)."""
-    name, host_key = stack.profile["api_key"]["secret"], str(api_key_path(stack))
+    name, host_key = stack.api_key_secret(), str(api_key_path(stack))
     service = stack.compose.services.get(live.containers.service_of(container))
     declared = {ref.target for ref in (service.secrets if service else []) if ref.source == name}
     mounted = {m["Destination"] for m in container.attrs.get("Mounts", []) if m.get("Source") == host_key}
@@ -291,7 +291,7 @@ def test_live_key_file_in_containers(stack, live, evidence):
     Non-swarm Compose bind-mounts the host file, so this is where the host file's mode and owner
     really show; a key the process cannot read breaks the service, one others can read leaks it."""
     wanted = stack.profile["secrets"]["mode"]
-    name = stack.profile["api_key"]["secret"]
+    name = stack.api_key_secret()
     seen, wrong = [], []
     for container in live.containers:
         targets = key_targets(stack, live, container)
@@ -373,7 +373,7 @@ def test_live_key_rotation(stack, live, evidence, tmp_path):
     The script must restart the services, so it runs on the host with the engine's rights, where no
     sandbox holds it: it runs only when the operator also vouches for the stack's code
     (--trust-stack-code); else the check is skipped saying so, and the control is not proven."""
-    name = stack.profile["api_key"]["secret"]
+    name = stack.api_key_secret()
     key_path, script = api_key_path(stack), stack.path("rotate_script")
     if not stack.trust_stack_code:
         not_proven(f"not run: the live rotation runs {stack.rel(script)} on the host with the engine's rights "

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import jsonschema
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
@@ -154,3 +155,16 @@ def require_tool(name: str, install_hint: str) -> str:
     if found is None:
         unavailable(f"{name} not installed ({install_hint})")
     return found
+
+
+def merge_into_profile(stack: Path, text: str) -> None:
+    """Merge YAML `text` into the stack's stackproof.yml, section by section (the reference stack's profile
+    already has `paths`, `api_key`, `scripts`..., which a plain append would repeat as duplicate keys)."""
+    def merge(base: dict, override: dict) -> dict:
+        for key, value in override.items():
+            base[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) and key != "env" else value
+        return base
+
+    path = stack / "stackproof.yml"
+    current = yaml.safe_load(path.read_text()) if path.exists() else None
+    path.write_text(yaml.safe_dump(merge(current or {}, yaml.safe_load(text))))

@@ -19,7 +19,7 @@ def _explained(run: SuiteRun, *fragments: str) -> list[str]:
     """Every failure reason is one line; at least one names each fragment. Returns the reasons."""
     assert run.report is not None, f"no report written:\n{run.stdout[-3000:]}"
     assert "INTERNALERROR" not in run.stdout and "Traceback" not in run.stdout.split("= FAILURES =")[0]
-    reasons = [r for c in run.failed_controls for r in run.reasons(c)]
+    reasons = [r for c in run.failed_controls for r in run.reasons(c)] + run.report["target_errors"]
     assert reasons, "nothing failed"
     for reason in reasons:
         assert reason and "\n" not in reason
@@ -90,7 +90,7 @@ def test_missing_required_variables_are_one_target_error(stack_copy, run_static)
     assert "STACK_UID" in error and "STACK_GID" in error and "docker-compose.yml" in error
     rows = [row for c in run.report["controls"] for row in c["checks"]]
     assert not [row for row in rows if "STACK_UID" in row["reason"] and row["status"] == "FAIL"]
-    blocked = [row for row in rows if row["status"] == "SKIPPED" and row["reason"].startswith("blocked by target error: ")]
+    blocked = [row for row in rows if row["status"] == "SKIPPED" and row["reason"].startswith("blocked by the compose model: ")]
     assert len(blocked) >= 10
     assert run.failed_gate and "target error" in run.report["verdict"]["reason"] and run.ret == 1
     assert run.stdout.count("TARGET ERROR: ") == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from defects import Defect, cases, chmod_file, per_stack
 from defects import write_key as write_layout_key
-from harness import assert_only_control_fails
+from harness import assert_only_control_fails, merge_into_profile
 
 from stackproof.resources.keys import key_strength, leaks, strength_problem
 from stackproof.redact import Redactor
@@ -72,8 +72,7 @@ def tracked_by_git(stack: Path, scratch: Path):
 
 
 def profile_names_unknown_secret(stack: Path, scratch: Path):
-    with (stack / "stackproof.yml").open("a") as profile:
-        profile.write("api_key:\n  secret: no_such_secret\n")
+    merge_into_profile(stack, "api_key:\n  secret: no_such_secret\n")
 
 
 def edit_script(*replacements: tuple[str, str], args: tuple[str, ...] = ()):

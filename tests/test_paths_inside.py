@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import assert_only_control_fails
+from harness import assert_only_control_fails, merge_into_profile
 
 SHADOW_LINE = "root:$6$stackproofOutsideMarker$Qx9:19700:0:99999:7:::"
 ALERTS = "ai-stack/compose/prometheus/alerts"
@@ -34,8 +34,7 @@ def _rule_test_symlink(stack: Path, shadow: Path) -> None:
 
 def _profile_path(value: str):
     def inject(stack: Path, shadow: Path) -> None:
-        with (stack / "stackproof.yml").open("a") as profile:
-            profile.write(f"paths:\n  pool_config: {value.format(shadow=shadow, up='../' * len(stack.parts))}\n")
+        merge_into_profile(stack, f"paths:\n  pool_config: {value.format(shadow=shadow, up='../' * len(stack.parts))}\n")
     return inject
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import assert_only_control_fails
+from harness import assert_only_control_fails, merge_into_profile
 
 from stackproof.errors import StackError
 from stackproof.target.profile import (DEFAULTS, INTERFACES, PROFILE_FILE, THRESHOLDS, Profile, ProfileError, _leaves,
@@ -167,8 +167,7 @@ live:
 
 def _weaken(stack: Path) -> None:
     """A stack whose own profile lowers its bar to match its defects (a world-readable key)."""
-    with (stack / PROFILE_FILE).open("a") as profile:
-        profile.write(WEAKENING_PROFILE)
+    merge_into_profile(stack, WEAKENING_PROFILE)
     os.chmod(stack / KEY, 0o644)
     os.chmod(stack / SECRETS, 0o755)
 
@@ -181,9 +180,10 @@ def test_weakening_profile_is_flagged_and_strict_profile_ignores_it(stack_copy, 
     weakened = {line.split(" = ")[0] for line in profile["weakened"]}
     assert weakened == {"api_key.file_modes", "api_key.secrets_dir_mode", "pool.min_size", "tls.min_days_left",
                         "alerts.required"}
-    # the reference profile's own interfaces (breakers.*) plus the one this test changes
-    assert sorted(c["key"] for c in profile["changed"] if not c["weakened"]) == \
-        ["breakers.requests", "breakers.state_metric", "live.nginx_port"]
+    # the reference profile's own interfaces (its files, its API key, breakers.*) plus the one this test changes
+    assert sorted(c["key"] for c in profile["changed"] if not c["weakened"] and not c["key"].startswith("paths.")) == \
+        ["api_key.secret", "breakers.requests", "breakers.state_metric", "disclosure.full_docs", "disclosure.responses",
+         "live.nginx_port"]
     assert lenient.passed  # the bar the stack set for itself: passed, but never silently
     assert "WEAKENED by the profile: api_key.file_modes = [0400, 0644] (default [0400, 0600]; stackproof.yml)" in lenient.stdout
     assert "WEAKENED by the profile: tls.min_days_left = -100000 (default 30; stackproof.yml)" in lenient.stdout

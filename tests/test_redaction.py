@@ -153,6 +153,7 @@ def test_a_value_echoed_by_docker_compose_config_is_scrubbed(tmp_path, monkeypat
     password = secrets.token_urlsafe(18)
     (compose_dir / ".env").write_text(f"PGPASS={password}\n")
     (compose_dir / "docker-compose.yml").write_text('services:\n  app:\n    image: app\n    ports: ["${PGPASS}"]\n')
+    (tmp_path / "stackproof.yml").write_text("paths:\n  compose: ai-stack/compose/docker-compose.yml\n")
     stack = Stack(tmp_path, 20, Redactor())
     stack.register_secrets()
     with pytest.raises(StackError) as caught:

@@ -7,9 +7,8 @@ interface that cannot be right fails one check, naming the profile key."""
 from __future__ import annotations
 
 import pytest
-import yaml
 from defects import replace
-from harness import assert_only_control_fails
+from harness import assert_only_control_fails, merge_into_profile
 
 MONITOR = "scripts/monitor-tls-certs.sh"
 ROTATE = "scripts/rotate-api-key.sh"
@@ -25,17 +24,10 @@ def edit(relative: str, *pairs: tuple[str, str]):
     return inject
 
 
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) and key != "env" else value
-    return base
-
-
 def profile(text: str):
     """Merge YAML `text` into the copy's stackproof.yml (which already declares the reference interface)."""
     def inject(stack):
-        path = stack / "stackproof.yml"
-        path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()) or {}, yaml.safe_load(text))))
+        merge_into_profile(stack, text)
     return inject
 
 

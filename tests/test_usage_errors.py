@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO
+from harness import REPO, merge_into_profile
 
 from stackproof import cli
 from stackproof.options import OPTIONS
@@ -44,19 +44,20 @@ MISTAKES = [
     ("stack-dir-a-file", lambda s, t: (t / "file").write_text("x"), ["--stack-dir", "{tmp}/file"],
      ["--stack-dir {tmp}/file: not a directory"]),
     ("no-compose-file", lambda s, t: (s / "ai-stack/compose/docker-compose.yml").unlink(), [],
-     ["no compose file at ai-stack/compose/docker-compose.yml, in the default layout (no profile sets paths.compose): "
+     ["no compose file at ai-stack/compose/docker-compose.yml, where stackproof.yml says (paths.compose): "
       "run `stackproof init --stack-dir"]),
-    ("compose-file-named-missing", _profile("\npaths:\n  compose: deploy/compose.yml\n"), [],
+    ("compose-file-named-missing", lambda s, t: merge_into_profile(s, "paths:\n  compose: deploy/compose.yml\n"), [],
      ["no compose file at deploy/compose.yml, where stackproof.yml says (paths.compose): run `stackproof init"]),
     ("empty-dir", lambda s, t: (t / "empty").mkdir(), ["--stack-dir", "{tmp}/empty"],
-     ["{tmp}/empty: no compose file at ai-stack/compose/docker-compose.yml, in the default layout (no profile sets "
-      "paths.compose): run `stackproof init --stack-dir {tmp}/empty`"]),
+     ["{tmp}/empty: no compose file: looked for paths.compose, COMPOSE_FILE in the stack dir's .env, compose.yaml, "
+      "compose.yml, docker-compose.yaml, docker-compose.yml at the stack dir's root: run `stackproof init --stack-dir "
+      "{tmp}/empty`"]),
     ("profile-two-typos", _profile("\npool:\n  min_sise: 30\ntls:\n  warn_dayz: 3\n"), [],
      ["stackproof.yml: unknown key 'pool.min_sise' (did you mean 'min_size'?",
       "stackproof.yml: unknown key 'tls.warn_dayz' (did you mean 'warn_days'?"]),
-    ("profile-types-and-section", _profile("\npool:\n  min_size: '30'\npaths:\n  compose: [a.yml]\nnope: 1\n"), [],
+    ("profile-types-and-section", _profile("\npool:\n  min_size: '30'\nlive:\n  nginx_port: [443]\nnope: 1\n"), [],
      ["stackproof.yml: pool.min_size must be an integer, got str '30'",
-      "stackproof.yml: paths.compose must be a string, got list ['a.yml']",
+      "stackproof.yml: live.nginx_port must be an integer, got list [443]",
       "stackproof.yml: unknown key 'nope' (known in the profile: "]),
     ("profile-not-yaml", _profile("\npool: [unclosed\n"), [], ["stackproof.yml: line "]),
     ("profile-10000-levels", _profile("\npool: " + "{a: " * 10_000 + "}" * 10_000 + "\n"), [],

@@ -312,7 +312,7 @@ class Http:
         running = self.live.containers.services()
         services = [svc.name for svc in self.stack.roles.api_services()]
         service = next((name for name in services if name in running), services[0])
-        secret = self.stack.profile["api_key"]["secret"]
+        secret = self.stack.api_key_secret()
         refs = [ref.target for ref in self.stack.compose.services[service].secrets if ref.source == secret]
         target = refs[0] if refs else f"/run/secrets/{secret}"
         code, out = self.live.containers.exec(service, ["cat", target])
@@ -504,4 +504,7 @@ def project_name(stack: Stack, option: str | None) -> str:
     try:
         return stack.compose.name
     except StackError:
-        return Path(stack.path("compose")).parent.name
+        try:
+            return Path(stack.path("compose")).parent.name
+        except StackError:
+            return stack.root.name

@@ -1,9 +1,12 @@
 """Which values of a stack are secrets, wherever they are written.
 
-A secret is the content of a secret file; a `.env` value or a compose `environment:`
-value whose name says it is a credential (a broad list: password, token, key,
-secret, credential, auth, DSN...); and the password of any URL (`scheme://user:pw@host`),
-whatever its name. The redactor learns them before any check runs, and the
+A secret is the content of a file a compose secret references (wherever it lives in the
+stack dir) or of a file of the secrets dir (not its README, `*.example` or template files);
+a value of a `.env` file, of a service's `env_file` or of a compose `environment:` whose name
+says it is a credential (a broad list: password, token, key, secret, credential, auth,
+DSN...) and which looks like one (not a URL without a password, a boolean, a number, a cookie
+attribute or a host name); and the password of any URL (`scheme://user:pw@host`), whatever
+its name. The redactor learns them before any check runs, and the
 key-strength check judges each (`redact.weakness`).
 
 Files are read as the untrusted input they are: regular files only, opened
@@ -32,7 +35,14 @@ _CREDENTIAL_WORDS = {"KEY", "PW", "AUTH", "DSN", "SALT", "PEPPER", "COOKIE", "JW
 # a name ending in one of these names a reference to a secret, not the secret itself
 _REFERENCE_WORDS = {"FILE", "PATH", "DIR", "NAME", "ID", "HEADER", "USER", "USERNAME", "TYPE", "URL", "URI",
                     "HOST", "PORT", "ENABLED", "METHOD", "ALGORITHM", "LENGTH", "TTL", "EXPIRY", "MODE"}
-_NOT_A_VALUE = {"", "true", "false", "yes", "no", "on", "off", "null", "none"}  # and numbers: flags, ports, sizes
+# flags, cookie attributes (SameSite), placeholders of nothing; and numbers, host names, URLs without a password
+_NOT_A_VALUE = {"", "true", "false", "yes", "no", "on", "off", "null", "none", "nil", "lax", "strict", "enabled",
+                "disabled"}
+_HOST_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?(?::\d{1,5})?")
+_DURATION = re.compile(r"\d+(?:ms|s|m|h|d|w)")
+# files of a secrets dir that document or template the secrets, not hold one
+_NOT_A_SECRET_FILE = re.compile(r"(?i)^(readme|license|changelog)(\..*)?$|\.(md|rst|example|sample|template|tpl|"
+                                r"tmpl|dist|j2)$|^(example|sample|template)[._-]")
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -73,11 +83,17 @@ def credential_values(origin: str, name: str, value: object, env: dict[str, str]
     if env:
         text = _VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group()), text)
     found = [SecretValue(f"{origin}: password in {name}", pw) for pw in url_passwords(text)]
-    is_reference = (text.lower() in _NOT_A_VALUE or text.isdigit() or text.startswith(("/", "${"))
-                    or _URL.fullmatch(text))
-    if is_credential_name(name) and not is_reference:
+    if is_credential_name(name) and looks_like_a_credential(text):
         found.append(SecretValue(f"{origin}: {name}", text))
     return found
+
+
+def looks_like_a_credential(text: str) -> bool:
+    """Whether the value of a credential-named variable can be a credential: not a reference (a path, an
+    unresolved `${VAR}`), a URL without a password, a flag, a cookie attribute, a number, a duration or a
+    host name, which such variables also hold (AUTH_URL-like names without the suffix, SESSION_COOKIE_SAMESITE)."""
+    return not (text.lower() in _NOT_A_VALUE or text.isdigit() or text.startswith(("/", "${"))
+                or _URL.fullmatch(text) or _HOST_NAME.fullmatch(text) or _DURATION.fullmatch(text))
 
 
 def read_small_file(path: Path, cap: int = SECRET_FILE_CAP) -> bytes | None:
@@ -107,9 +123,29 @@ def _environment_items(environment: object) -> Iterator[tuple[str, object]]:
             yield name, value or None
 
 
-def stack_secrets(root: Path, secrets_dir: Path, compose_files: list[Path], env_files: list[Path]) -> list[SecretValue]:
-    """Every secret value written in the stack's secret files, .env files and compose files (raw YAML,
-    so a file Compose itself rejects is still read; `${VAR}` values come from the .env files)."""
+def is_secret_file_name(name: str) -> bool:
+    """A file of the secrets dir that can hold a secret: not hidden (.gitkeep), not a README or a template."""
+    return not name.startswith(".") and _NOT_A_SECRET_FILE.search(name) is None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _env_file_paths(value: object) -> list[str]:
+    """A service's `env_file:` as paths: a string, a list of strings, or a list of {path: ...}."""
+    items = value if isinstance(value, list) else [value]
+    return [str(item.get("path")) if isinstance(item, dict) else str(item) for item in items
+            if isinstance(item, (str, dict)) and (not isinstance(item, dict) or item.get("path"))]
+
+
+def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path], env_files: list[Path]) -> list[SecretValue]:
+    """Every secret value written in the stack's secret files (the secrets dir's, and every file a compose
+    secret references), .env files, services' env_files and compose files (raw YAML, so a file Compose itself
+    rejects is still read; `${VAR}` values come from the .env files). Nothing outside the stack dir is read."""
 
     def rel(path: Path) -> str:
         try:
@@ -118,19 +154,33 @@ def stack_secrets(root: Path, secrets_dir: Path, compose_files: list[Path], env_
             return str(path)
 
     found: list[SecretValue] = []
-    if secrets_dir.is_dir() and not secrets_dir.is_symlink():
+    seen: set[Path] = set()
+
+    def secret_file(path: Path) -> None:
+        if path in seen or not _inside(path, root):
+            return
+        seen.add(path)
+        data = read_small_file(path)
+        if data and data.strip():
+            found.append(SecretValue(rel(path), data.decode("utf-8", errors="replace").strip()))
+
+    if secrets_dir is not None and secrets_dir.is_dir() and not secrets_dir.is_symlink() and _inside(secrets_dir, root):
         for path in sorted(secrets_dir.rglob("*")):
-            data = None if path.name.startswith(".") else read_small_file(path)
-            if data and data.strip():
-                found.append(SecretValue(rel(path), data.decode("utf-8", errors="replace").strip()))
+            if is_secret_file_name(path.name):
+                secret_file(path)
     env: dict[str, str] = {}
-    for env_file in env_files:
-        if read_small_file(env_file) is None:
-            continue
-        values = read_env_file(env_file)
+
+    def env_file(path: Path, origin: str) -> None:
+        if path in seen or not _inside(path, root) or read_small_file(path, 1) is None:
+            return
+        seen.add(path)
+        values = read_env_file(path)
         env.update(values)
         for name, value in values.items():
-            found += credential_values(rel(env_file), name, value)
+            found.extend(credential_values(origin, name, value))
+
+    for path in env_files:
+        env_file(path, rel(path))
     for compose_file in compose_files:
         if read_small_file(compose_file, 1) is None:
             continue
@@ -138,9 +188,19 @@ def stack_secrets(root: Path, secrets_dir: Path, compose_files: list[Path], env_
             doc = load_yaml(compose_file, compose_file.name)
         except Exception:  # a broken compose file fails the checks that read it; here it only holds no secret
             continue
-        services = doc.get("services") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            continue
+        base = compose_file.parent
+        secrets = doc.get("secrets")
+        for body in (secrets or {}).values() if isinstance(secrets, dict) else ():
+            if isinstance(body, dict) and isinstance(body.get("file"), str):
+                secret_file(base / _VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), body["file"]))
+        services = doc.get("services")
         for service, body in (services or {}).items() if isinstance(services, dict) else ():
-            if isinstance(body, dict):
-                for variable, written in _environment_items(body.get("environment")):
-                    found += credential_values(f"{rel(compose_file)}: service {service}", variable, written, env)
+            if not isinstance(body, dict):
+                continue
+            for path in _env_file_paths(body.get("env_file")):
+                env_file(base / path, f"{rel(base / path)} (env_file of service {service})")
+            for variable, written in _environment_items(body.get("environment")):
+                found += credential_values(f"{rel(compose_file)}: service {service}", variable, written, env)
     return found

@@ -1,7 +1,9 @@
 """The stack profile: where each file of the stack is and what each control demands.
 
-Defaults describe the layout of the original validation report. A stack overrides any of
-them in `stackproof.yml` at its root, with the same nesting as DEFAULTS; an operator can
+Defaults are thresholds and the names of well-known interfaces; they name no file: where a stack
+keeps its files is its own word (`stackproof.yml` at its root, which `stackproof init` writes; the
+reference stack's is `stack/stackproof.yml`), or found at run time where that needs no guess. A stack
+overrides any default in `stackproof.yml`, with the same nesting as DEFAULTS; an operator can
 add a profile of their own from outside the stack dir (`--profile`), which wins.
 
 The stack is untrusted, and so is its profile: every value is type-checked (with a model
@@ -48,20 +50,22 @@ DEFAULTS: dict[str, Any] = {
         "env_files": [],  # relative to the stack dir; default: the compose dir's .env (also --env-file)
         "profiles": [],  # compose profiles to activate, besides COMPOSE_PROFILES
     },
+    # where the stack's files are; "": not declared (stack/stackproof.yml names the reference stack's),
+    # then found at run time where that can be done without guessing (Stack.path), else not proven
     "paths": {
-        "compose": "ai-stack/compose/docker-compose.yml",
+        "compose": "",  # "": compose's own default names at the stack dir's root, or COMPOSE_FILE of its .env
         "compose_overrides": [],  # extra -f files; docker-compose.override.yml is picked up as Compose does
-        "secrets_dir": "ai-stack/compose/secrets",
-        "pool_config": "ai-stack/mcp-servers/config/config.yaml",
-        "prometheus_config": "ai-stack/compose/prometheus/prometheus.yml",
-        "prometheus_rule_tests": "ai-stack/compose/prometheus/tests",
-        "tls_cert": "ai-stack/compose/nginx/certs/server.crt",
-        "tls_key": "ai-stack/compose/nginx/certs/server.key",
-        "monitor_script": "scripts/monitor-tls-certs.sh",
-        "rotate_script": "scripts/rotate-api-key.sh",
+        "secrets_dir": "",  # "": the directory of the API key's compose secret file
+        "pool_config": "",
+        "prometheus_config": "",
+        "prometheus_rule_tests": "",
+        "tls_cert": "",
+        "tls_key": "",
+        "monitor_script": "",
+        "rotate_script": "",
     },
     "api_key": {
-        "secret": "stack_api_key",
+        "secret": "",  # the compose secret holding the API key: the stack's own word ("": not declared)
         "min_random_bytes": 32,
         "rotation_runs": 3,
         "file_modes": [0o400, 0o600],  # allowed modes of every secret source file
@@ -104,12 +108,8 @@ DEFAULTS: dict[str, Any] = {
         "encoding": "cl100k_base",
         "max_tokens": 750,
         "min_savings": 0.60,
-        "responses": {
-            "health": "ai-stack/mcp-servers/aidb/disclosure/health.json",
-            "discovery": "ai-stack/mcp-servers/aidb/disclosure/discovery.json",
-            "quickstart": "ai-stack/mcp-servers/aidb/disclosure/quickstart.json",
-        },
-        "full_docs": "ai-stack/mcp-servers/aidb/disclosure/full-docs.md",
+        "responses": {},  # level -> recorded response file; {}: none recorded (the static token checks skip)
+        "full_docs": "",
         "endpoints": {
             "health": "/health",
             "discovery": "/discovery/info",

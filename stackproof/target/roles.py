@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from stackproof.target.compose import ComposeModel, Service
-from stackproof.errors import StackError
+from stackproof.errors import NotDeclared, StackError
 
 TEXTFILE_FLAG = "--collector.textfile.directory"
 CRON_PREFIX = "cron:"
@@ -74,7 +74,10 @@ class RoleSpec:
 
 
 def _specs(stack) -> dict[str, RoleSpec]:
-    tls_cert = stack.path("tls_cert")
+    try:
+        tls_cert = stack.path("tls_cert")
+    except NotDeclared:  # a certificate only on the host: the terminator is found by its other signals
+        tls_cert = None
     return {
         "prometheus": RoleSpec("prometheus", "Prometheus", (
             Signal("a prometheus image", 2, lambda s: _image_has(s, "prometheus")),
@@ -104,7 +107,8 @@ def _specs(stack) -> dict[str, RoleSpec]:
             Signal("a /var/lib/postgresql mount", 1, lambda s: _mounts_target(s, lambda t: t.startswith("/var/lib/postgresql"))),
         )),
         "tls_terminator": RoleSpec("tls_terminator", "TLS terminator", (
-            Signal(f"a mount of {stack.rel(tls_cert)}", 2, lambda s: _mounts_host_file(s, tls_cert)),
+            Signal(f"a mount of {stack.rel(tls_cert) if tls_cert else 'the certificate'}", 2,
+                   lambda s: tls_cert is not None and _mounts_host_file(s, tls_cert)),
             Signal("port 443", 1, lambda s: 443 in s.ports or 8443 in s.ports),
             Signal("a proxy image (nginx, traefik, caddy, haproxy, envoy)", 1,
                    lambda s: _image_has(s, "nginx", "traefik", "caddy", "haproxy", "envoy", "openresty")),
@@ -247,7 +251,7 @@ class Roles:
         declared = self.stack.profile["roles"]["api_services"]
         if declared:
             return [self._declared("api_services", name) for name in declared]
-        secret = self.stack.profile["api_key"]["secret"]
+        secret = self.stack.api_key_secret()
         key_file = self.compose.secrets.get(secret)
         found = [svc for svc in self.compose.services.values()
                  if any(ref.source == secret for ref in svc.secrets)

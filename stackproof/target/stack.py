@@ -11,15 +11,38 @@ from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 
 from stackproof.io.local import local_host
-from stackproof.target.compose import ComposeModel, compose_files, load_compose, passed_environment, read_env_file
+from stackproof.target.compose import (COMPOSE_FILE_NAMES, ComposeModel, compose_files, load_compose,
+                                       passed_environment, read_env_file)
 from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
-from stackproof.errors import Blocked, RequiredVariablesMissing, StackError
+from stackproof.errors import Blocked, InputUnreadable, NotDeclared, RequiredVariablesMissing, StackError
 from stackproof.target.profile import Profile, inside
 from stackproof.redact import Redactor
 from stackproof.io.files import read_stack_file, require_readable_git
 from stackproof.io.sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
+COMPOSE_MODEL = "the compose model"
+
+# What a stack lacks when its profile names no such file and nothing finds it without a guess
+# (paths.<key>: what it is, where the suite looked). Never a file of the reference stack.
+UNDECLARED_PATHS = {
+    "compose": ("no compose file", f"paths.compose, COMPOSE_FILE in the stack dir's .env, {', '.join(COMPOSE_FILE_NAMES)} "
+                "at the stack dir's root"),
+    "secrets_dir": ("no secrets dir", "paths.secrets_dir, the file of the compose secret api_key.secret names"),
+    "pool_config": ("no pool config file", "paths.pool_config (stackproof init: the config file a service reads its "
+                    "pool settings from)"),
+    "prometheus_config": ("no Prometheus config", "paths.prometheus_config (stackproof init: the file the Prometheus "
+                          "service's --config.file bind-mounts)"),
+    "prometheus_rule_tests": ("no promtool rule unit tests", "paths.prometheus_rule_tests (stackproof init: files "
+                              "with rule_files and tests)"),
+    "tls_cert": ("no TLS certificate in the repository", "paths.tls_cert (stackproof init: a PEM certificate with its "
+                 "key, mounted into a service)"),
+    "tls_key": ("no TLS private key in the repository", "paths.tls_key (stackproof init: the key of the certificate)"),
+    "monitor_script": ("no TLS monitor script", "paths.monitor_script (stackproof init: an executable script that "
+                       "reads certificates and writes expiry metrics)"),
+    "rotate_script": ("no API key rotation script", "paths.rotate_script (stackproof init: an executable script that "
+                      "replaces a key file and keeps a backup)"),
+}
 
 
 class Stack:
@@ -47,10 +70,11 @@ class Stack:
         if key not in self._inputs:
             try:
                 self._inputs[key] = (True, load(), self.current_check)
-            except RequiredVariablesMissing as exc:
-                self._inputs[key] = (False, exc, "target error")
-                if str(exc) not in self.target_errors:
-                    self.target_errors.append(str(exc))
+            except InputUnreadable as exc:
+                self._inputs[key] = (False, exc, COMPOSE_MODEL)
+                error = f"{COMPOSE_MODEL} cannot be read: {exc}"
+                if error not in self.target_errors:
+                    self.target_errors.append(error)
             except Blocked:
                 raise
             except StackError as exc:
@@ -58,7 +82,7 @@ class Stack:
         ok, value, first = self._inputs[key]
         if ok:
             return value
-        if first == self.current_check:
+        if first == self.current_check or isinstance(value, NotDeclared):
             raise value
         raise Blocked(first, str(value))
 
@@ -77,7 +101,52 @@ class Stack:
         return Profile.load(self.root, self.operator_profile, self.strict)
 
     def path(self, key: str) -> Path:
-        return self.profile.path(key)
+        """The stack file `paths.<key>`: as the profile names it, else found without a guess (the compose file
+        where Compose looks, the secrets dir the API key's compose secret names). NotDeclared otherwise."""
+        if self.profile["paths"][key]:
+            return self.profile.path(key)
+        found = {"compose": self._default_compose_file, "secrets_dir": self._api_key_secret_dir}.get(key, lambda: None)()
+        if found is not None:
+            return found
+        lacks, looked = UNDECLARED_PATHS[key]
+        raise NotDeclared(f"{lacks}: looked for {looked}")
+
+    def _compose_file_variable(self) -> list[str]:
+        """COMPOSE_FILE of the stack dir's .env, split as Compose splits it: the files Compose reads there."""
+        env = self.root / ".env"
+        values = read_env_file(env) if env.is_file() and self.inside(env) else {}
+        listed = values.get("COMPOSE_FILE", "")
+        return [name for name in listed.split(values.get("COMPOSE_PATH_SEPARATOR") or os.pathsep) if name]
+
+    def _default_compose_file(self) -> Path | None:
+        """The compose file Compose itself would read in the stack dir: the first of COMPOSE_FILE in its .env,
+        else the first of its default names at the root."""
+        listed = self._compose_file_variable()
+        if listed:
+            return self.profile.stack_path(listed[0], "COMPOSE_FILE in .env")
+        return next((self.root / name for name in COMPOSE_FILE_NAMES if (self.root / name).is_file()), None)
+
+    def compose_overrides(self) -> list[Path]:
+        """The -f files after the main one: the profile's, else the rest of COMPOSE_FILE in the .env."""
+        declared = self.profile["paths"]["compose_overrides"]
+        if declared or self.profile["paths"]["compose"]:
+            return [self.profile.stack_path(p, "paths.compose_overrides") for p in declared]
+        return [self.profile.stack_path(p, "COMPOSE_FILE in .env") for p in self._compose_file_variable()[1:]]
+
+    def api_key_secret(self) -> str:
+        """The compose secret that holds the API key (api_key.secret): the stack's own word, never guessed
+        (the most-mounted secret of a stack may be a Redis password)."""
+        name = self.profile["api_key"]["secret"]
+        if not name:
+            raise NotDeclared("no API key secret declared: looked for api_key.secret (stackproof init: the file "
+                              "secret the API services mount and the database does not)")
+        return name
+
+    def _api_key_secret_dir(self) -> Path | None:
+        """The directory of the file behind the compose secret that api_key.secret names."""
+        name = self.profile["api_key"]["secret"]
+        source = self.compose.secrets.get(name) if name else None
+        return Path(source).parent if source is not None and self.inside(Path(source).parent) else None
 
     def inside(self, path: Path) -> bool:
         """Whether `path`, its symlinks followed, is inside the stack dir (a symlink loop is not)."""
@@ -93,8 +162,16 @@ class Stack:
 
     @property
     def compose(self) -> ComposeModel:
-        """The compose model with the active profiles (COMPOSE_PROFILES and the profile's compose.profiles)."""
-        return self.needs("compose model", lambda: self._load_compose(self.profile["compose"]["profiles"]))
+        """The compose model with the active profiles (COMPOSE_PROFILES and the profile's compose.profiles).
+        Every control needs it, so when it cannot be read that is the run's one root cause (a target error,
+        named first) and every check that needs it is blocked by the compose model, not by another check."""
+        return self.needs("compose model", self._load_active_compose)
+
+    def _load_active_compose(self) -> ComposeModel:
+        try:
+            return self._load_compose(self.profile["compose"]["profiles"])
+        except StackError as exc:
+            raise InputUnreadable(str(exc)) from None
 
     def compose_all_profiles(self) -> ComposeModel | None:
         """The model with every compose profile active, to name a service's inactive profile; None if unreadable."""
@@ -108,7 +185,7 @@ class Stack:
 
     def _load_compose(self, profiles: list[str]) -> ComposeModel:
         self.require()
-        overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
+        overrides = self.compose_overrides()
         return load_compose(self.path("compose"), overrides, self.timeout,
                             env_files=self.compose_env_files(), profiles=profiles, passed=self.passed_env,
                             root=self.root)
@@ -134,17 +211,22 @@ class Stack:
     def secret_values(self) -> list[SecretValue]:
         """Every secret value written in the stack: secret files, credentials of the .env files and of
         the compose files' environments, URL passwords (see credentials.py)."""
+        files: list[Path] = []
         try:
-            secrets_dir, compose = self.path("secrets_dir"), self.path("compose")
-            overrides = [self.profile.stack_path(p, "paths.compose_overrides") for p in self.profile["paths"]["compose_overrides"]]
-        except Exception:  # an unusable profile fails the checks that read it; the default layout is still scanned
-            secrets_dir, compose, overrides = self.root / "ai-stack/compose/secrets", self.root / "ai-stack/compose/docker-compose.yml", []
+            compose = self.path("compose")
+            files = compose_files(compose, self.compose_overrides())
+        except StackError:  # no or an unusable compose file: its checks say so; the .env files are still read
+            compose = None
+        try:
+            secrets_dir = self.path("secrets_dir") if self.profile["paths"]["secrets_dir"] else None
+        except StackError:  # an unusable profile fails the checks that read it; compose's secret files are still read
+            secrets_dir = None
         try:
             extra = self.compose_env_files()
-        except Exception:
+        except StackError:
             extra = list(self.cli_env_files)
-        return stack_secrets(self.root, secrets_dir, compose_files(compose, overrides),
-                             [self.root / ".env", compose.parent / ".env", *extra])
+        env_files = [self.root / ".env"] + ([compose.parent / ".env"] if compose is not None else [])
+        return stack_secrets(self.root, secrets_dir, files, [*env_files, *extra])
 
     def register_secrets(self) -> None:
         """Before any check runs: teach the redactor every secret of the stack, the secret-looking
