@@ -353,12 +353,15 @@ class Inspector:
         rotate = self._script("rotate_script", ROTATE_HINTS, "the key rotation")
         if "scripts" not in DEFAULTS:
             return
-        if monitor is not None:
-            interface, notes = monitor_interface(read_text(monitor), monitor.name)
-            self.found.set("scripts", "monitor", interface, f"read from the usage text of {self.rel(monitor)}: {notes}")
-        if rotate is not None:
-            interface, notes = rotate_interface(read_text(rotate), rotate.name)
-            self.found.set("scripts", "rotate", interface, f"read from the usage text of {self.rel(rotate)}: {notes}")
+        for key, script, read in (("monitor", monitor, monitor_interface), ("rotate", rotate, rotate_interface)):
+            if script is None:
+                continue
+            interface, notes = read(read_text(script), script.name)
+            if notes == UNREAD:  # nothing in the usage text says how to call it: not discovery, a guess
+                self.found.todo(f"scripts.{key}: the usage text of {self.rel(script)} names no argument or variable "
+                                "this init understands: declare how to call it (a run then reports a refused call)")
+                continue
+            self.found.set("scripts", key, interface, f"read from the usage text of {self.rel(script)}: {notes}")
 
     def _script(self, key: str, hints: tuple[re.Pattern, ...], what: str) -> Path | None:
         scored = []
@@ -524,6 +527,9 @@ METRIC_ROLES = [("expiry", ("not_after", "expiry", "expires", "notafter")), ("da
 LABEL_ROLES = [("cert", ("path", "file", "cert")), ("cn", ("cn", "common")), ("issuer", ("issuer",))]
 
 
+UNREAD = "nothing read from the usage text"
+
+
 def usage_text(source: str) -> str:
     """The script's usage text: its header comments and any here-document of its usage function."""
     lines = source.splitlines()
@@ -571,6 +577,8 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     interface = copy.deepcopy(DEFAULTS["scripts"]["monitor"])
     notes = []
     env, flags = interface_parts(text, MONITOR_PLACEHOLDERS)
+    if not env and not flags:
+        return interface, UNREAD
     if env and not flags:
         interface["command"] = ["{script}"]
         interface["env"] = dict(sorted(env.items()))
@@ -604,7 +612,7 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     if re.search(r"^\s*#?\s*(<path>|\S+):\s.*status=<status>", text, re.M) is None:
         interface["status_line"] = None
         notes.append("no machine-readable status line")
-    return interface, "; ".join(notes) or "the reference interface"
+    return interface, "; ".join(notes) or UNREAD
 
 
 def _takes_value(flag: str, text: str) -> bool:
@@ -632,7 +640,7 @@ def rotate_interface(source: str, name: str) -> tuple[dict, str]:
         notes.append(f"paths from the environment ({', '.join(sorted(env))})")
     if flags:
         notes.append(f"flags {', '.join(flags)}")
-    return interface, "; ".join(notes) or "the reference interface"
+    return interface, "; ".join(notes) or "the key name as its argument"
 
 
 # --- writing ---------------------------------------------------------------------------

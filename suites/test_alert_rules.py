@@ -16,7 +16,6 @@ import urllib.parse
 from collections import Counter
 from pathlib import Path
 
-import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -50,7 +49,7 @@ def _fallback_problems(rules: list[Rule], rel) -> list[str]:
         try:
             promql.parse(rule.spec["expr"])
             if rule.spec.get("for") is not None:
-                promql_parser.parse_duration(str(rule.spec["for"]))
+                promql.duration_seconds(str(rule.spec["for"]))
         except ValueError as exc:
             problems.append(f"{rel(rule.file)}: {rule.name}: {' '.join(str(exc).split())}")
     return problems

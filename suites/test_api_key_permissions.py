@@ -21,6 +21,7 @@ import pytest
 from stackproof import redact
 from stackproof.io import proc
 from stackproof.errors import StackError, not_proven
+from stackproof.target.credentials import is_secret_file_name
 from stackproof.resources.keys import (MIN_COMPRESSION, STRUCTURE_FRACTION, key_strength, leaks, modes_text,
                                       strength_problem)
 from stackproof.resources.scripts import Rotator, script_uid
@@ -133,12 +134,14 @@ def test_secrets_not_tracked_by_git(stack, evidence):
     """No secret file is tracked by git.
 
     A committed secret is in every clone and in the history forever. An empty placeholder
-    (`.gitkeep`, an empty README) that keeps the secrets dir in the repository holds nothing:
-    tracked empty files are fine, a tracked file with content is not, whatever its name."""
+    (`.gitkeep`) that keeps the secrets dir in the repository holds nothing, and neither does its README
+    or an `*.example` template: those may be tracked; any other tracked file with content may not."""
     secrets_dir = stack.path("secrets_dir")
     paths = [secrets_dir, *(path for _, path in secret_sources(stack) if is_inside(str(path), str(stack.root)))]
     index = stack.git_tracked(*paths)
-    tracked = sorted(path for path, size in (index or {}).items() if size != 0)
+    sources = {stack.rel(path) for _, path in secret_sources(stack)}
+    tracked = sorted(path for path, size in (index or {}).items()
+                     if size != 0 and (path in sources or is_secret_file_name(Path(path).name)))
     placeholders = sorted(path for path, size in (index or {}).items() if size == 0)
     evidence.record(
         test=f"git index entries under {stack.rel(secrets_dir)}/ and for every secret source",

@@ -91,16 +91,12 @@ def test_undeclared_other_cli_fails_on_the_interface(stack_copy, run_static):
 WRONG_INTERFACES = [
     ("unknown-placeholder", 'scripts:\n  monitor:\n    command: ["{script}", "{certificate}"]\n', "tls_monitoring",
      ["scripts.monitor.command: unknown placeholder {certificate}"]),
-    ("wrong-flag", 'scripts:\n  monitor:\n    command: ["{script}", "--metrics", "{metrics_file}", "{cert}"]\n',
-     "tls_monitoring", ["scripts.monitor.command: called as declared, the script wrote no metrics file", "exit 64"]),
     ("wrong-metric-name", "scripts:\n  monitor:\n    metrics: {expiry: tls_cert_expiry}\n", "tls_monitoring",
      ["scripts.monitor.metrics.expiry: no series 'tls_cert_expiry'"]),
     ("wrong-label-name", "scripts:\n  monitor:\n    labels: {cn: common_name}\n", "tls_monitoring",
      ["scripts.monitor.labels.cn: no label 'common_name'"]),
     ("wrong-status-line", 'scripts:\n  monitor:\n    status_line: "{cert} -> {status}"\n', "tls_monitoring",
      ["scripts.monitor.status_line: no stdout line matches"]),
-    ("rotate-wrong-flag", 'scripts:\n  rotate:\n    command: ["{script}", "--secrets", "{secrets_dir}", "--yes"]\n',
-     "api_key_permissions", ["exited 64", "called as declared in scripts.rotate.command"]),
     ("rotate-backup-elsewhere", 'scripts:\n  rotate:\n    backup_dir: "{workdir}/nowhere"\n', "api_key_permissions",
      ["no backup of the old key under (copy)/nowhere (scripts.rotate.backup_dir)"]),
     ("rotate-audit-outside", 'scripts:\n  rotate:\n    audit_log: "/var/log/rotation.log"\n', "api_key_permissions",
@@ -114,6 +110,31 @@ def test_wrong_declared_interface_is_one_failure_naming_the_key(stack_copy, run_
     run = run_static(stack_copy)
     assert_only_control_fails(run, control, *fragments)
     assert len(run.reasons(control)) == 1, run.reasons(control)
+
+
+# (id, profile text, the control its checks leave NOT PROVEN): the script refuses the call itself
+REJECTED_INTERFACES = [
+    ("monitor-wrong-flag", 'scripts:\n  monitor:\n    command: ["{script}", "--metrics", "{metrics_file}", "{cert}"]\n',
+     "tls_monitoring"),
+    ("monitor-value-for-a-switch", 'scripts:\n  monitor:\n    command: ["{script}", "--warn-days", "{cert}", '
+     '"--metrics-file", "{metrics_file}", "{cert}"]\n', "tls_monitoring"),
+    ("rotate-wrong-flag", 'scripts:\n  rotate:\n    command: ["{script}", "--secrets", "{secrets_dir}", "--yes"]\n',
+     "api_key_permissions"),
+]
+
+
+@pytest.mark.parametrize("text, control", [w[1:] for w in REJECTED_INTERFACES], ids=[w[0] for w in REJECTED_INTERFACES])
+def test_a_script_refusing_the_declared_interface_is_not_proven_not_failed(stack_copy, run_static, text, control):
+    """Called with arguments it does not take, the script exits with its usage error and does nothing: that says
+    the profile is wrong, not the script, so the checks are NOT PROVEN with the reason, and no control fails."""
+    profile(text)(stack_copy)
+    run = run_static(stack_copy)
+    assert run.failed_controls == set(), {c: run.reasons(c) for c in run.failed_controls}
+    assert run.statuses[control] == "NOT PROVEN" and run.verdict == "NO-GO", run.statuses
+    reasons = [row["reason"] for c in run.report["controls"] if c["id"] == control for row in c["checks"]
+               if row["status"] == "SKIPPED"]
+    assert any(r.startswith("not proven: the profile's interface does not match the script: ") and "exit 64" in r
+               for r in reasons), reasons
 
 
 def test_root_is_never_the_scripts_uid(stack_copy, run_static):

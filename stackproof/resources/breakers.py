@@ -13,7 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import promql_parser
 import yaml
 
 from stackproof.resources import promql
@@ -38,7 +37,7 @@ def seconds(value, where: str) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        return promql_parser.parse_duration(str(value).strip()).total_seconds()
+        return promql.duration_seconds(str(value))
     except (ValueError, TypeError):
         raise StackError(f"{where}: {value!r} is not a duration") from None
 

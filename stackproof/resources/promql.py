@@ -17,6 +17,20 @@ NAME_LABEL = "__name__"
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}  # MatchOp is unhashable
 
 
+# Prometheus' duration syntax (model.ParseDuration): units in this order, each at most once; "0" alone too
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration in seconds. A zero duration (`0m`, `0s`: promtool accepts it, an alert with
+    `for: 0m` fires at once) is valid, though promql_parser's own parser refuses it. ValueError otherwise."""
+    text = text.strip()
+    zero = text == "0" or (text and (match := _DURATION.fullmatch(text)) and not any(int(g or 0) for g in match.groups()))
+    if zero:
+        return 0.0
+    return promql_parser.parse_duration(text).total_seconds()
+
+
 class PromQLError(ValueError):
     """The expression is not valid PromQL (the parser's message, one line)."""
 

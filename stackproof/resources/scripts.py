@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof import redact
-from stackproof.errors import StackError
+from stackproof.errors import NotDeclared, StackError
 from stackproof.resources.keys import KeyMaterial, KeyStrength, canary_like, key_strength, modes_text, sha256, strength_problem
 from stackproof.io.files import read_stack_file
 from stackproof.io.sandbox import ScriptBox
@@ -50,6 +50,28 @@ STDERR_LIMIT = 200  # characters of a script's last error line shown in a failur
 
 class InterfaceError(StackError):
     """The profile's declared interface of a script cannot work; the message starts with the profile key."""
+
+
+class InterfaceRejected(NotDeclared):
+    """Called as the profile declares, the script refused the call itself (an unknown option, its usage text)
+    and did nothing: a fact about the profile, not the script, so its checks are NOT PROVEN, never failed
+    about arguments (whatever is wrong in the script's behaviour is still unseen)."""
+
+
+# what a script prints when it refuses its arguments (getopt, argparse, bash's own usage lines)
+REJECTION = re.compile(r"unknown (option|argument|flag|parameter)|unrecognized (option|argument)s?|invalid option|"
+                       r"illegal option|unexpected argument|no such option|requires an argument|missing argument|"
+                       r"^\s*usage:", re.I | re.M)
+
+
+def rejected_interface(code: int, output: bytes, untouched: bool, where: str, box: ScriptBox) -> InterfaceRejected | None:
+    """The call was refused: a non-zero exit, nothing written, and a refusal of the arguments in its output."""
+    if code == 0 or not untouched or REJECTION.search(redact.clean(output.decode("utf-8", errors="replace"))) is None:
+        return None
+    first = next((line for line in output.decode("utf-8", errors="replace").splitlines() if line.strip()), "")
+    line = redact.clean(box.outside(first.strip()), limit=STDERR_LIMIT)
+    return InterfaceRejected(f"the profile's interface does not match the script: {where}: exit {code}: {line} "
+                             "(fix scripts.* in stackproof.yml, or re-run stackproof init)")
 
 
 # --- placeholders ---------------------------------------------------------------------------
@@ -257,7 +279,7 @@ class Monitor:
         self.rel = stack.rel(self.script)
         self.box: ScriptBox | None = None
         self.broken: str | None = None
-        self._probe: str | None | Literal[False] = False  # False: not probed yet
+        self._probe: str | None | Literal[False] | InterfaceRejected = False  # False: not probed yet
         self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
         self._asked: set[str] = set()  # labels run() was asked for: never made again ahead
 
@@ -351,9 +373,15 @@ class Monitor:
         return match.group("status").lower() if match else None
 
     def interface_problem(self, probe_cert: Path) -> str | None:
-        """Why the declared interface does not work on a valid certificate, or None (run once)."""
+        """Why the declared interface does not work on a valid certificate, or None (run once). Raises
+        InterfaceRejected when the script refused the call itself."""
         if self._probe is False:
-            self._probe = self._check_interface(probe_cert)
+            try:
+                self._probe = self._check_interface(probe_cert)
+            except InterfaceRejected as exc:
+                self._probe = exc
+        if isinstance(self._probe, InterfaceRejected):
+            raise self._probe
         return self._probe
 
     def _check_interface(self, probe_cert: Path) -> str | None:
@@ -365,6 +393,9 @@ class Monitor:
         declared = {status: code for status, code in interface.exit_codes.items() if code is not None}
         box = self._open()  # opened by the run above
         if run.metrics is None:
+            refused = rejected_interface(run.code, (run.stderr + "\n" + run.stdout).encode(), True, self.rel, box)
+            if refused is not None:
+                raise refused
             key = _where_used("metrics_file", interface.command, interface.env, "monitor")
             return (f"{key}: called as declared, the script wrote no metrics file at {box.outside(run.values['metrics_file'])} "
                     f"for a valid certificate (exit {run.code}: {_last_line(run.stderr.encode() or run.stdout.encode(), box)})")
@@ -632,6 +663,10 @@ class Rotator:
                 return Rotation(error=f"exited {done.returncode}; " + "; ".join(leaked))
             last = _last_line(done.stderr or done.stdout, box)
             untouched = _files_by_hash(box) == before
+            refused = rejected_interface(done.returncode, done.stderr + b"\n" + done.stdout, untouched,
+                                         where.split(":")[0], box)
+            if refused is not None:
+                raise refused
             hint = " (nothing changed: called as declared in scripts.rotate.command, env, stdin)" if untouched else ""
             return Rotation(error=f"exited {done.returncode}: {last}{hint}")
         try:

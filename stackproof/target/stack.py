@@ -35,8 +35,9 @@ UNDECLARED_PATHS = {
                           "service's --config.file bind-mounts)"),
     "prometheus_rule_tests": ("no promtool rule unit tests", "paths.prometheus_rule_tests (stackproof init: files "
                               "with rule_files and tests)"),
-    "tls_cert": ("no TLS certificate in the repository", "paths.tls_cert (stackproof init: a PEM certificate with its "
-                 "key, mounted into a service)"),
+    "tls_cert": ("no TLS certificate in the repository, so none is judged statically (one kept only on the host, "
+                 "such as Let's Encrypt's, is read live from the TLS terminator)", "paths.tls_cert (stackproof init: a "
+                 "PEM certificate with its key, mounted into a service)"),
     "tls_key": ("no TLS private key in the repository", "paths.tls_key (stackproof init: the key of the certificate)"),
     "monitor_script": ("no TLS monitor script", "paths.monitor_script (stackproof init: an executable script that "
                        "reads certificates and writes expiry metrics)"),
