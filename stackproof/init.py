@@ -118,17 +118,34 @@ class Inspector:
     # --- the steps ---------------------------------------------------------------------
 
     def inspect(self) -> Findings:
+        """Every step; a root cause that stops several (no readable compose model, above all) is one TODO
+        naming the steps it blocks, never one TODO per step."""
         causes: dict[str, list[str]] = {}
-        for step in (self.compose_file, self.env_files, self.compose_profiles, self.tls_pair, self.roles,
-                     self.api_key, self.pool_config, self.prometheus, self.scripts, self.tls_monitor,
-                     self.disclosure):
-            try:
-                step()
-            except StackError as exc:  # one root cause (no compose model...) is one TODO, naming what it blocks
-                causes.setdefault(str(exc), []).append(step.__name__)
+        for step in (self.compose_file, self.env_files):
+            self._step(step, causes)
+        try:
+            self.stack().compose
+            compose_readable = True
+        except StackError as exc:
+            compose_readable = False
+            no_file = next((cause for cause, steps in causes.items() if "compose_file" in steps), None)
+            causes.setdefault(no_file or f"the compose model cannot be read: {exc}", []).extend(
+                step.__name__ for step in self.compose_steps())
+        for step in (*(self.compose_steps() if compose_readable else ()), self.tls_pair, self.scripts, self.disclosure):
+            self._step(step, causes)
         for cause, steps in causes.items():
             self.found.todo(f"{cause} (blocks: {', '.join(steps)})")
         return self.found
+
+    def compose_steps(self) -> tuple:
+        """The steps that read the compose model (in this order: each may use what the ones before found)."""
+        return (self.compose_profiles, self.roles, self.api_key, self.pool_config, self.prometheus, self.tls_monitor)
+
+    def _step(self, step, causes: dict[str, list[str]]) -> None:
+        try:
+            step()
+        except StackError as exc:
+            causes.setdefault(str(exc), []).append(step.__name__)
 
     def compose_file(self) -> None:
         """The deployed compose file set: the one the user chose (--compose, or paths.compose of the profile
@@ -138,17 +155,20 @@ class Inspector:
         if chosen:
             self.found.set("paths", "compose", chosen[0], chosen[1])
             return
+        candidates = [p for p in self.files if is_compose_file(p)]
         listed = self._compose_file_variable()
         if listed:
-            self.found.set("paths", "compose", listed[0], "the first file of COMPOSE_FILE in the root .env")
+            self.found.set("paths", "compose", listed[0], f"the first file of COMPOSE_FILE in the root .env "
+                           f"({', '.join(listed)})"
+                           + self._others(candidates, [self.root / name for name in listed]))
             if listed[1:]:
                 self.found.set("paths", "compose_overrides", listed[1:], "the other files of COMPOSE_FILE in .env")
             return
-        candidates = [p for p in self.files if is_compose_file(p)]
         for wrapper, files in wrapper_compose_sets(self.files, self.root):
             if files and all(f in candidates for f in files):
                 self.found.set("paths", "compose", self.rel(files[0]),
-                               f"{self.rel(wrapper)} runs docker compose with -f {' -f '.join(map(self.rel, files))}")
+                               f"{self.rel(wrapper)} runs docker compose with -f {' -f '.join(map(self.rel, files))}"
+                               + self._others(candidates, files))
                 if files[1:]:
                     self.found.set("paths", "compose_overrides", [self.rel(f) for f in files[1:]],
                                    f"the other -f files of {self.rel(wrapper)}")
@@ -173,6 +193,10 @@ class Inspector:
         if len(ranked) > 1 and rank(best) == rank(ranked[1]):
             self.found.todo(f"paths.compose: {self.rel(best)} chosen among {len(ranked)} compose files; check it is the "
                             "deployed one (or run init with --compose FILE)")
+
+    def _others(self, candidates: list[Path], chosen: list[Path]) -> str:
+        others = [self.rel(p) for p in candidates if p not in chosen]
+        return f"; other compose files: {', '.join(others)}" if others else ""
 
     def _compose_file_variable(self) -> list[str]:
         env = self.root / ".env"
@@ -268,7 +292,11 @@ class Inspector:
     def tls_pair(self) -> None:
         stack = self.stack()
         mounted: dict[Path, list[str]] = {}
-        for svc in stack.compose.services.values():
+        try:
+            services = list(stack.compose.services.values())
+        except StackError:  # no compose model: the certificate is still looked for among the repository's files
+            services = []
+        for svc in services:
             for m in svc.volumes:
                 if m.type == "bind" and str(m.source).startswith(str(self.root)):
                     mounted.setdefault(Path(m.source), []).append(svc.name)
@@ -451,24 +479,28 @@ def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list
     found = []
     for _, _, path in sorted(wrappers):
         for command in COMPOSE_COMMAND.findall(read_text(path)):
-            named = [(path.parent / name if (path.parent / name).is_file() else root / name)
+            named = [Path(os.path.normpath(path.parent / name if (path.parent / name).is_file() else root / name))
                      for name in COMPOSE_F_FLAG.findall(command)]
-            named = [p.resolve() if p.is_file() else p for p in named]
             if named and all(p.is_file() for p in named):
-                found.append((path, [Path(os.path.normpath(p)) for p in named]))
+                found.append((path, named))
     return found
 
 
 def _words(path: Path, root: Path) -> set[str]:
-    return set(re.split(r"[^a-z0-9]+", str(path.relative_to(root)).lower()))
+    """The words that say where a compose file runs: its name's, else (when they say nothing) its folders'."""
+    said = set(DEPLOYED_WORDS) | set(NOT_DEPLOYED_WORDS)
+    name = set(re.split(r"[^a-z0-9]+", path.name.lower()))
+    if name & said:
+        return name
+    return set(re.split(r"[^a-z0-9]+", str(path.parent.relative_to(root)).lower()))
 
 
 def deployment_rank(path: Path, root: Path) -> int:
-    """0: its name or folder says it is deployed (prod); 1: says nothing; 2: says it is not (dev, test...)."""
+    """0: its name (else folder) says it is deployed (prod); 1: says nothing; 2: says it is not (dev, test...)."""
     words = _words(path, root)
-    if words & set(DEPLOYED_WORDS):
-        return 0
-    return 2 if words & set(NOT_DEPLOYED_WORDS) else 1
+    if words & set(NOT_DEPLOYED_WORDS):
+        return 2
+    return 0 if words & set(DEPLOYED_WORDS) else 1
 
 
 def deployment_reason(path: Path, root: Path) -> str:

@@ -35,7 +35,7 @@ from stackproof.resources.breakers import (
     state_metric,
     target_of,
 )
-from stackproof.errors import NotDeclared, StackError, blocked, environment_error, not_proven
+from stackproof.errors import Blocked, NotDeclared, StackError, blocked, environment_error, not_proven
 from stackproof.resources.faults import (
     BASELINE,
     DependencyFault,
@@ -82,7 +82,7 @@ def alert_rule(stack, alerting):
     unusable, the alert (a required one) missing, or its expression not PromQL."""
     try:
         alerting.rules  # noqa: B018 -- loads the cached rules: a StackError here blocks the check
-    except NotDeclared:  # the stack lacks the input: said as such, not as another control's failure
+    except (NotDeclared, Blocked):  # the stack lacks the input, or the compose model is unreadable: said as such
         raise
     except StackError as exc:
         blocked("Prometheus alert rules", str(exc))

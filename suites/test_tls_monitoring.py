@@ -126,7 +126,7 @@ def monitor(stack):
 
 @pytest.mark.static
 def test_monitor_script_is_executable(stack, evidence):
-    """The tls-monitor container runs the script directly: it must be an executable file."""
+    """The TLS monitor (a service or a cron line) runs the script directly: it must be an executable file."""
     script = stack.path("monitor_script")
     file = stack.host.file(str(script))
     evidence.record(
