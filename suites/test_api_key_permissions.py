@@ -21,7 +21,7 @@ import pytest
 from stackproof import redact
 from stackproof.io import proc
 from stackproof.errors import StackError, not_proven
-from stackproof.target.credentials import is_secret_file_name
+from stackproof.target.credentials import is_documentation_file
 from stackproof.resources.keys import (MIN_COMPRESSION, STRUCTURE_FRACTION, key_strength, leaks, modes_text,
                                       strength_problem)
 from stackproof.resources.scripts import Rotator, script_uid
@@ -141,7 +141,7 @@ def test_secrets_not_tracked_by_git(stack, evidence):
     index = stack.git_tracked(*paths)
     sources = {stack.rel(path) for _, path in secret_sources(stack)}
     tracked = sorted(path for path, size in (index or {}).items()
-                     if size != 0 and (path in sources or is_secret_file_name(Path(path).name)))
+                     if size != 0 and (path in sources or not is_documentation_file(Path(path).name)))
     placeholders = sorted(path for path, size in (index or {}).items() if size == 0)
     evidence.record(
         test=f"git index entries under {stack.rel(secrets_dir)}/ and for every secret source",

@@ -123,9 +123,14 @@ def _environment_items(environment: object) -> Iterator[tuple[str, object]]:
             yield name, value or None
 
 
+def is_documentation_file(name: str) -> bool:
+    """A README or a template (`*.example`, `*.sample`...) of the secrets dir: it documents the secrets, holds none."""
+    return _NOT_A_SECRET_FILE.search(name) is not None
+
+
 def is_secret_file_name(name: str) -> bool:
-    """A file of the secrets dir that can hold a secret: not hidden (.gitkeep), not a README or a template."""
-    return not name.startswith(".") and _NOT_A_SECRET_FILE.search(name) is None
+    """A file of the secrets dir whose value is learned as a secret: not hidden (.gitkeep), not documentation."""
+    return not name.startswith(".") and not is_documentation_file(name)
 
 
 def _inside(path: Path, root: Path) -> bool:
