@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import set_up_copy
 from harness import STACKS, assert_no_secret_in, merge_into_profile
 
 from stackproof.init import Inspector, write_profile

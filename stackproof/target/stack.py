@@ -14,7 +14,7 @@ from stackproof.io.local import local_host
 from stackproof.target.compose import (COMPOSE_FILE_NAMES, ComposeModel, compose_files, load_compose,
                                        passed_environment, read_env_file)
 from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
-from stackproof.errors import Blocked, InputUnreadable, NotDeclared, RequiredVariablesMissing, StackError
+from stackproof.errors import Blocked, InputUnreadable, NotDeclared, StackError
 from stackproof.target.profile import Profile, inside
 from stackproof.redact import Redactor
 from stackproof.io.files import read_stack_file, require_readable_git
