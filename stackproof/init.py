@@ -34,6 +34,8 @@ from stackproof.target.stack import Stack
 MAX_SCAN_BYTES = 256 * 1024
 MAX_FILES = 5000
 ROLE_KEYS = ("prometheus", "alertmanager", "node_exporter", "postgres", "tls_terminator")
+# the steps that read the compose model: skipped, as one TODO, when it cannot be read
+COMPOSE_STEPS = ("compose_profiles", "roles", "api_key", "pool_config", "prometheus", "tls_monitor")
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?\?)")
 
 
@@ -118,28 +120,26 @@ class Inspector:
     # --- the steps ---------------------------------------------------------------------
 
     def inspect(self) -> Findings:
-        """Every step; a root cause that stops several (no readable compose model, above all) is one TODO
-        naming the steps it blocks, never one TODO per step."""
+        """Every step, in order (each may use what the ones before found); a root cause that stops several (no
+        readable compose model, above all) is one TODO naming the steps it blocks, never one TODO per step."""
         causes: dict[str, list[str]] = {}
         for step in (self.compose_file, self.env_files):
             self._step(step, causes)
         try:
             self.stack().compose
-            compose_readable = True
+            unreadable = None
         except StackError as exc:
-            compose_readable = False
             no_file = next((cause for cause, steps in causes.items() if "compose_file" in steps), None)
-            causes.setdefault(no_file or f"the compose model cannot be read: {exc}", []).extend(
-                step.__name__ for step in self.compose_steps())
-        for step in (*(self.compose_steps() if compose_readable else ()), self.tls_pair, self.scripts, self.disclosure):
-            self._step(step, causes)
+            unreadable = no_file or f"the compose model cannot be read: {exc}"
+        for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.prometheus,
+                     self.scripts, self.tls_monitor, self.disclosure):
+            if unreadable is not None and step.__name__ in COMPOSE_STEPS:
+                causes.setdefault(unreadable, []).append(step.__name__)
+            else:
+                self._step(step, causes)
         for cause, steps in causes.items():
             self.found.todo(f"{cause} (blocks: {', '.join(steps)})")
         return self.found
-
-    def compose_steps(self) -> tuple:
-        """The steps that read the compose model (in this order: each may use what the ones before found)."""
-        return (self.compose_profiles, self.roles, self.api_key, self.pool_config, self.prometheus, self.tls_monitor)
 
     def _step(self, step, causes: dict[str, list[str]]) -> None:
         try:
