@@ -43,13 +43,14 @@ def _bare_root_compose(stack: Path) -> None:
                                         "  db:\n    image: postgres:16\n")
 
 
-def _northwind_without_init(stack: Path) -> None:
-    """northwind as checked out and set up, before `stackproof init` wrote its profile."""
+def _northwind_compose_only(stack: Path) -> None:
+    """northwind as checked out and set up, with a profile that names its compose file and env file only."""
     shutil.copytree(STACKS / "northwind", stack, dirs_exist_ok=True, symlinks=True)
     subprocess.run([str(stack / "bin/setup")], check=True, timeout=60, capture_output=True)
+    (stack / PROFILE_FILE).write_text("paths:\n  compose: deploy/compose.yaml\ncompose:\n  env_files: [deploy/northwind.env]\n")
 
 
-@pytest.mark.parametrize("make", [_bare_root_compose, _northwind_without_init], ids=["root-compose", "northwind-no-profile"])
+@pytest.mark.parametrize("make", [_bare_root_compose, _northwind_compose_only], ids=["root-compose", "northwind-partial-profile"])
 def test_a_stack_without_profile_entries_is_never_judged_by_the_reference_layout(tmp_path, run_static, make):
     """Whatever the stack's profile does not name is NOT PROVEN, saying what the stack lacks and where the suite
     looked; no row names a file or secret of the reference stack, and no check fails about one."""
@@ -64,6 +65,17 @@ def test_a_stack_without_profile_entries_is_never_judged_by_the_reference_layout
     lacking = [row["reason"] for row in rows(run) if row["reason"].startswith("not proven: ")]
     assert lacking and all("looked for" in reason for reason in lacking), lacking
     assert not [row for row in rows(run) if row["status"] == "PASS" and "not found" in row["result"]]
+
+
+def test_a_stack_without_a_compose_file_where_compose_looks_is_a_usage_error_naming_where(tmp_path, run_static):
+    """No profile and no compose file where Compose itself looks (northwind keeps it in deploy/): a usage error
+    that says where the suite looked and to run init, never a reference path."""
+    stack = tmp_path / "northwind"
+    shutil.copytree(STACKS / "northwind", stack, symlinks=True)
+    run = run_static(stack)
+    assert run.report is None and run.ret != 0
+    assert "no compose file: looked for paths.compose, COMPOSE_FILE in the stack dir's .env" in run.stderr, run.stderr
+    assert "stackproof init" in run.stderr and not [name for name in REFERENCE_NAMES if name in run.stderr]
 
 
 def test_an_unreadable_compose_model_is_the_one_root_cause(stack_copy, run_static):
