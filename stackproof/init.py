@@ -468,8 +468,8 @@ def is_compose_file(path: Path) -> bool:
 
 
 def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list[Path]]]:
-    """The -f sets the repository's own wrapper scripts, Makefile and docs pass to docker compose, in that
-    order: (the file that names them, the compose files, resolved from the repository root)."""
+    """The -f sets the repository's own wrapper scripts, Makefile and docs pass to docker compose, the deploying
+    one first: (the file that names them, the compose files, resolved from the repository root)."""
     wrappers = []
     for path in files:
         kind = 0 if path.name in ("Makefile", "justfile", "Taskfile.yml") or path.suffix == ".sh" or \
@@ -477,13 +477,16 @@ def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list
         if kind is not None:
             wrappers.append((kind, str(path), path))
     found = []
-    for _, _, path in sorted(wrappers):
-        for command in COMPOSE_COMMAND.findall(read_text(path)):
+    for kind, _, path in wrappers:
+        text = read_text(path).replace("\\\n", " ")  # a command continued over several lines
+        for command in COMPOSE_COMMAND.findall(text):
             named = [Path(os.path.normpath(path.parent / name if (path.parent / name).is_file() else root / name))
                      for name in COMPOSE_F_FLAG.findall(command)]
             if named and all(p.is_file() for p in named):
-                found.append((path, named))
-    return found
+                found.append(((max(deployment_rank(p, root) for p in named), kind, deployment_rank(path, root),
+                               str(path)), path, named))
+    # the set that deploys first: no file of it named for development, a wrapper (over the docs) named for deploying
+    return [(path, named) for _, path, named in sorted(found, key=lambda item: item[0])]
 
 
 def _words(path: Path, root: Path) -> set[str]:

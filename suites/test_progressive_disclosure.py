@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof.errors import StackError, not_applicable
+from stackproof.errors import NotDeclared, StackError, not_applicable
 from stackproof.io.files import read_stack_file
 from stackproof.resources.tokens import count_tokens, encoding
 
@@ -63,6 +63,9 @@ class RecordedResponses:
 
     def full_docs(self) -> tuple[str, str]:
         """(where the full docs are, their text)."""
+        if not self.cfg["full_docs"]:
+            raise NotDeclared("no recorded full docs to compare the responses with: looked for disclosure.full_docs "
+                              "(stackproof init: the full docs beside the recorded responses)")
         path = self.stack.profile.stack_path(self.cfg["full_docs"], "disclosure.full_docs")
         return self.stack.rel(path), read_text(self.stack, path)
 

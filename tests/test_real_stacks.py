@@ -166,7 +166,12 @@ def _repo(tmp_path: Path, files: dict[str, str]) -> Path:
      "compose/base.yaml", "Makefile runs docker compose"),
     ({"bin/deploy.sh": "#!/bin/sh\nexec docker-compose --file ops/ai.yml up -d\n", "ops/ai.yml": SERVICES,
       "docker-compose.yml": SERVICES}, "ops/ai.yml", "bin/deploy.sh runs docker compose"),
-], ids=["prod-over-dev", "any-name-by-content", "compose-file-variable", "makefile-f-set", "wrapper-script"])
+    ({"Makefile": "dev:\n\tdocker compose -f compose/base.yml -f compose/dev.yml up\n",
+      "scripts/deploy.sh": "#!/bin/sh\nexec docker compose --env-file compose/.env \\\n  -f compose/base.yml -f compose/prod.yml up -d\n",
+      "compose/base.yml": SERVICES, "compose/dev.yml": SERVICES, "compose/prod.yml": SERVICES},
+     "compose/base.yml", "scripts/deploy.sh runs docker compose with -f compose/base.yml -f compose/prod.yml"),
+], ids=["prod-over-dev", "any-name-by-content", "compose-file-variable", "makefile-f-set", "wrapper-script",
+        "deploy-script-over-makefile-dev"])
 def test_init_picks_the_deployed_compose_file(tmp_path, files, chosen, reason):
     root = _repo(tmp_path, files)
     inspector = Inspector(root)
