@@ -276,7 +276,8 @@ DEFECTS = [
                 edit("postgres/postgresql.conf", "max_connections = 120", "max_connections = 80"), ("max_connections 80",),
                 also="the defect is invisible: the budget is judged against the default 100 either way"),
     HouseDefect("meridian", "rules-not-mounted", "alert_rules",
-                edit("compose.yaml", "      - ./monitoring/rules:/etc/prometheus/rules:ro\n", ""), ("rule_files",)),
+                edit("compose.yaml", "      - ./monitoring/rules:/etc/prometheus/rules:ro\n", ""), ("rule_files",),
+                hidden_by_stack=False),
     # the floor of a negative day count lost: an expired certificate reads one day less expired
     HouseDefect("meridian", "expired-days-rounded-up", "tls_monitoring",
                 edit("tools/certmon", '[ "$not_after" -lt "$now" ] && [ $(( (not_after - now) % 86400 )) -ne 0 ] '

@@ -171,7 +171,7 @@ def dev_zero(relative: str):
 # "blocked by the compose model". (The profile as a special file is a usage error: tests/test_usage_errors.py.)
 SPECIAL_TARGETS = [
     ([KEY, MONITOR], [KEY, MONITOR], ["docker_secrets_mode", "connection_pool"]),
-    ([COMPOSE], ["docker-compose.yml"], ["tls_monitoring", "progressive_disclosure"]),
+    ([COMPOSE], ["docker-compose.yml"], ["progressive_disclosure"]),
 ]
 KINDS = [("fifo", fifo, "a FIFO, not a regular file"), ("dev-zero", dev_zero, "a character device, not a regular file")]
 
@@ -195,8 +195,8 @@ def test_special_file_in_the_stack(stack_copy, run_static, targets, fragments, p
         assert any(fragment in r for r in reasons), (fragment, reasons)
     if kind == "fifo":
         assert any(says in r for r in reasons), reasons
-    for control in passing:
-        assert run.statuses[control] == "PASS", (control, run.reasons(control))
+    for control in passing:  # LIVE ONLY: passed as far as a static run can prove it
+        assert run.statuses[control] in ("PASS", "LIVE ONLY"), (control, run.reasons(control))
     assert_no_secret_in(run, secrets)
 
 
