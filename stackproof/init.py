@@ -126,7 +126,7 @@ class Inspector:
         for step in (self.compose_file, self.env_files):
             self._step(step, causes)
         try:
-            self.stack().compose
+            self.stack().compose  # noqa: B018 -- loads the model once: unreadable, it is the one root cause
             unreadable = None
         except StackError as exc:
             no_file = next((cause for cause, steps in causes.items() if "compose_file" in steps), None)
@@ -727,7 +727,7 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
     if target.exists() and not force:
         raise StackError(f"{target}: already exists (use --force to overwrite it)")
     kept = [] if compose else kept_entries(target)
-    chosen = next(((e.value, e.how) for e in kept if (e.section, e.key) == ("paths", "compose")), None)
+    chosen = next(((str(e.value), e.how) for e in kept if (e.section, e.key) == ("paths", "compose")), None)
     if compose:
         if not (root / compose).is_file() or not inside(root / compose, root):
             raise StackError(f"--compose {compose}: no such file inside the stack dir")

@@ -204,8 +204,8 @@ def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path
         for service, body in (services or {}).items() if isinstance(services, dict) else ():
             if not isinstance(body, dict):
                 continue
-            for path in _env_file_paths(body.get("env_file")):
-                env_file(base / path, f"{rel(base / path)} (env_file of service {service})")
+            for listed in _env_file_paths(body.get("env_file")):
+                env_file(base / listed, f"{rel(base / listed)} (env_file of service {service})")
             for variable, written in _environment_items(body.get("environment")):
                 found += credential_values(f"{rel(compose_file)}: service {service}", variable, written, env)
     return found
