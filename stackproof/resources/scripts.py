@@ -114,6 +114,18 @@ def _env(value: Any, key: str) -> dict[str, str]:
     return {name: str(text) for name, text in value.items()}
 
 
+def _command_and_env(cfg: dict, key: str, placeholders) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """A script interface's `command` and `env`, type-checked, every placeholder in them known; and the
+    placeholders as blank values, for checking the interface's other templates."""
+    command, env = _strings(cfg["command"], f"{key}.command"), _env(cfg["env"], f"{key}.env")
+    values = {name: "" for name in placeholders}
+    for part in command:
+        fill(part, values, f"{key}.command")
+    for name, value in env.items():
+        fill(value, values, f"{key}.env.{name}")
+    return command, env, values
+
+
 def _stdin(value: Any, key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InterfaceError(f"{key}: must be null (stdin closed) or the text to feed")
@@ -154,12 +166,7 @@ class MonitorInterface:
     @classmethod
     def from_profile(cls, cfg: dict) -> "MonitorInterface":
         key = "scripts.monitor"
-        command, env = _strings(cfg["command"], f"{key}.command"), _env(cfg["env"], f"{key}.env")
-        values = {name: "" for name in MONITOR_PLACEHOLDERS}
-        for part in command:
-            fill(part, values, f"{key}.command")
-        for name, value in env.items():
-            fill(value, values, f"{key}.env.{name}")
+        command, env, values = _command_and_env(cfg, key, MONITOR_PLACEHOLDERS)
         for needed in ("cert", "metrics_file"):
             if _where_used(needed, command, env, "monitor") is None:
                 raise InterfaceError(f"{key}.command: no {{{needed}}} placeholder, in it or in {key}.env: "
@@ -487,12 +494,7 @@ class RotateInterface:
     @classmethod
     def from_profile(cls, cfg: dict) -> "RotateInterface":
         key = "scripts.rotate"
-        command, env = _strings(cfg["command"], f"{key}.command"), _env(cfg["env"], f"{key}.env")
-        values = {name: "" for name in ROTATE_PLACEHOLDERS}
-        for part in command:
-            fill(part, values, f"{key}.command")
-        for name, value in env.items():
-            fill(value, values, f"{key}.env.{name}")
+        command, env, values = _command_and_env(cfg, key, ROTATE_PLACEHOLDERS)
         for name in ("audit_log", "backup_dir"):
             if not isinstance(cfg[name], str) or not cfg[name]:
                 raise InterfaceError(f"{key}.{name}: must be a path template")
