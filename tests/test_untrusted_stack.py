@@ -99,7 +99,7 @@ def test_the_runners_environment_is_not_interpolated(hostile_run, stack_copy, mo
     run = hostile_run(passes=form == "alternative-value")
     if form == "required-message":
         assert run.report["target_errors"] == [
-            "docker-compose.yml: required variable(s) without a value: NOT_SET_ANYWHERE (missing ) (set them in "
+            "the compose model cannot be read: docker-compose.yml: required variable(s) without a value: NOT_SET_ANYWHERE (missing ) (set them in "
             "an --env-file, or pass them from the environment with --env NAME)"]
     if form == "pool-overflow-suffix":  # "4" and nothing else: below the bar, named without a secret
         assert_only_control_fails(run, "connection_pool", "DB_POOL_MAX_OVERFLOW")
@@ -318,5 +318,7 @@ def test_an_outside_reference_is_a_finding_never_a_read(hostile_run, stack_copy,
     plant, fragment = OUTSIDE_READS[form]
     plant(stack_copy, outside)
     run = hostile_run(secrets=(OUTSIDE_TEXT.encode(),))
-    reasons = " | ".join(r for c in run.failed_controls for r in run.reasons(c))
+    # a compose input outside is the compose model's root cause (a target error); a bind mount, a failing check
+    reasons = " | ".join([r for c in run.failed_controls for r in run.reasons(c)] + run.report["target_errors"])
     assert fragment in reasons, reasons
+    assert run.failed_gate
