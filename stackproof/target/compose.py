@@ -511,13 +511,16 @@ def _normalise_service(svc: dict, project_dir: Path, env: dict[str, str]) -> dic
 
 
 def _parse_volume(spec: str, project_dir: Path) -> dict:
+    """A short-syntax volume (`source:target[:options]`) as the long form. Only `~` and `~/` are
+    expanded (the runner's home, as Compose does); `~name` stays as written, since looking a user up
+    by a name the stack chose is not ours to do (and a NUL in it would raise)."""
     parts = spec.split(":")
     source, target = parts[0], parts[1] if len(parts) > 1 else parts[0]
     options = parts[2].split(",") if len(parts) > 2 else []
     is_path = source.startswith((".", "/", "~"))
     return {
         "type": "bind" if is_path else "volume",
-        "source": os.path.expanduser(source) if is_path else source,
+        "source": os.path.expanduser(source) if source == "~" or source.startswith("~/") else source,
         "target": target,
         "read_only": "ro" in options,
     }
