@@ -156,7 +156,7 @@ def test_alert_fires_on_open_breakers(stack, alerting, evidence):
     cases = {f"{service} open": {t: ("open" if s == service else "closed") for s, t in targets.items()}
              for service in targets}
     quiet = {"all closed": {t: "closed" for t in targets.values()}, "all half-open": {t: "half_open" for t in targets.values()}}
-    fired = {name: alert_fires(stack, alerting, rule, metric, states) for name, states in {**cases, **quiet}.items()}
+    fired = alert_fires(stack, alerting, rule, metric, {**cases, **quiet})
     evidence.record(result="; ".join(f"{name}: {'fires' if on else 'quiet'}" for name, on in fired.items()))
     silent = [name for name in cases if not fired[name]]
     noisy = [name for name in quiet if fired[name]]

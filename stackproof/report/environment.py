@@ -46,9 +46,29 @@ def _tool_commands() -> dict[str, list[str] | None]:
     }
 
 
+_ASKED: dict[tuple, str] = {}  # (command, the binary's identity) -> its version line
+
+
 def _version(command: list[str] | None) -> str:
+    """The version line `command` prints. Asked once per binary and process (its path, inode, size and
+    mtime: a reinstalled tool is asked again): a process that runs the suite many times, as the
+    self-tests' in-process runs do, would otherwise start five tools per run for the same answer."""
     if command is None:
         return NOT_INSTALLED
+    try:
+        found = os.stat(command[0])
+        key: tuple = (tuple(command), found.st_ino, found.st_size, found.st_mtime_ns)
+    except OSError:
+        key = ()
+    if key and key in _ASKED:
+        return _ASKED[key]
+    answer = _ask(command)
+    if key and not answer.startswith("unknown"):
+        _ASKED[key] = answer
+    return answer
+
+
+def _ask(command: list[str]) -> str:
     try:
         result = proc.run(command, timeout=TOOL_TIMEOUT, where=os.path.basename(command[0]))
     except Exception as exc:  # a tool that hangs or cannot start: named, not fatal

@@ -197,25 +197,37 @@ def _render(number: int, base: int, width: int) -> bytes:
 
 def counting_runs(text: bytes):
     """Consecutive numbers written one after the other, decimal or hex, zero-padded or not (123456789101112,
-    0001000200030004, 00000001000000020000000300000004), stepping by a small constant."""
-    n = len(text)
-    for base, alphabet in ((10, b"0123456789"), (16, b"0123456789abcdefABCDEF")):
+    0001000200030004, 00000001000000020000000300000004), stepping by a small constant.
+
+    The step is read off the second number (a zero-padded one has the first's width; an unpadded one is
+    one digit shorter, as long, or one longer) rather than tried from every step: a key is measured in
+    every run, and trying nine steps at every offset cost a tenth of a static run."""
+    n, lowered = len(text), text.lower()  # rendered numbers are lower case: one lowering, then startswith
+    steps = set(_COUNTING_STEPS)
+    for base, alphabet in ((10, b"0123456789"), (16, b"0123456789abcdef")):
         for start in range(n):
-            if text[start] not in alphabet:
+            if lowered[start] not in alphabet:
                 continue
             for width in (0, 2, 4, 8):
                 for first_len in ((width,) if width else range(1, 7)):
-                    head = text[start:start + first_len]
+                    head = lowered[start:start + first_len]
                     if len(head) < first_len or any(c not in alphabet for c in head):
                         break
                     first = int(head, base)
-                    if _render(first, base, width).lower() != head.lower():
+                    if _render(first, base, width) != head:
                         continue
-                    for step in _COUNTING_STEPS:
-                        pos, value, terms = start + first_len, first + step, 1
+                    after = start + first_len
+                    for second_len in ((width,) if width else (first_len - 1, first_len, first_len + 1)):
+                        second = lowered[after:after + second_len]
+                        if second_len < 1 or len(second) < second_len or any(c not in alphabet for c in second):
+                            continue
+                        step = int(second, base) - first
+                        if step not in steps or _render(first + step, base, width) != second:
+                            continue
+                        pos, value, terms = after + second_len, first + 2 * step, 2
                         while True:
                             piece = _render(value, base, width)
-                            if not piece or text[pos:pos + len(piece)].lower() != piece.lower():
+                            if not piece or not lowered.startswith(piece, pos):
                                 break
                             pos, value, terms = pos + len(piece), value + step, terms + 1
                         if terms >= 3:

