@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+
+from stackproof.compare import Comparator
 
 
 @dataclass
@@ -29,6 +32,25 @@ class Evidence:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def expect(self, test: str, subject: str, value: Any, comparator: Comparator, *, result: str | None = None) -> None:
+        """Record what was checked and its expectation, and fail unless `value` meets it: the row's
+        `expected`, the verdict and the reason all come from `comparator`. `result`: the value as the
+        row shows it, when it says more than the value (an owner beside a mode)."""
+        self.record(test=test, expected=comparator.expected, result=comparator.show(value) if result is None else result)
+        failure = comparator.failure(subject, value)
+        if failure:
+            raise AssertionError(failure)
+
+    def expect_each(self, test: str, problem: str, values: dict[str, Any], comparator: Comparator, *,
+                    nothing: str = "nothing to check") -> None:
+        """`expect` over several subjects (each file, each service): the row lists every value, the reason
+        every subject that misses, after `problem` ('secret file mode is not 0400/0600: a 0644, b 0640')."""
+        shown = {subject: comparator.show(value) for subject, value in values.items()}
+        self.record(test=test, expected=comparator.expected, result="; ".join(f"{s} {v}" for s, v in shown.items()) or nothing)
+        wrong = [f"{subject} {shown[subject]}" for subject, value in values.items() if not comparator(value)]
+        if wrong:
+            raise AssertionError(f"{problem}: {', '.join(wrong)}")
 
 
 EVIDENCE_KEY = pytest.StashKey[Evidence]()

@@ -18,6 +18,7 @@ from secrets import token_hex
 
 import pytest
 
+from stackproof.compare import equal, octal, one_of
 from stackproof import redact
 from stackproof.io import proc
 from stackproof.errors import StackError, not_proven
@@ -102,16 +103,10 @@ def test_secret_files_owner_only(stack, evidence):
     """Secret files are 0400 or 0600.
 
     With a group/other bit, another local user or process can read the key."""
-    allowed = stack.profile["api_key"]["file_modes"]
-    modes = {path: file_mode(stack.host, path) for _, path in secret_sources(stack)}
-    shown = {path: "missing" if mode is None else f"{mode:04o}" for path, mode in modes.items()}
-    evidence.record(
-        test="mode of every secret source file",
-        expected=f"{modes_text(allowed)} (no group/other bits)",
-        result="; ".join(f"{stack.rel(path)} {text}" for path, text in shown.items()) or "no file secrets",
-    )
-    wrong = [f"{stack.rel(path)} {shown[path]}" for path, mode in modes.items() if mode not in allowed]
-    assert not wrong, f"secret file mode is not {modes_text(allowed)}: {', '.join(wrong)}"
+    allowed = one_of(stack.profile["api_key"]["file_modes"], show=octal)
+    modes = {stack.rel(path): file_mode(stack.host, path) for _, path in secret_sources(stack)}
+    evidence.expect_each("mode of every secret source file", f"secret file mode is not {allowed.expected}", modes, allowed,
+                         nothing="no file secrets")
 
 
 @pytest.mark.static
@@ -123,10 +118,10 @@ def test_secrets_dir_mode(stack, evidence):
     wanted = stack.profile["api_key"]["secrets_dir_mode"]
     directory = stack.host.file(str(secrets_dir))
     mode = directory.mode if directory.is_directory else None
-    evidence.record(test=f"mode of {stack.rel(secrets_dir)}/", expected=f"{wanted:04o}",
-                    result="not a directory" if mode is None else f"{mode:04o}")
+    evidence.record(test=f"mode of {stack.rel(secrets_dir)}/", result="not a directory")
     assert mode is not None, f"{stack.rel(secrets_dir)}: secrets dir not found (profile paths.secrets_dir)"
-    assert mode == wanted, f"{stack.rel(secrets_dir)}: secrets dir mode {mode:04o}, expected {wanted:04o}"
+    evidence.expect(f"mode of {stack.rel(secrets_dir)}/", f"{stack.rel(secrets_dir)}: secrets dir mode", mode,
+                    equal(wanted, show=octal))
 
 
 @pytest.mark.static

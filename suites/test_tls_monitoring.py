@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from stackproof.compare import mode_within
 from stackproof.errors import StackError, blocked, not_applicable
 from stackproof.io.files import read_stack_file
 from stackproof.resources.certs import (chain_problem, key_description, names_not_covered, not_yet_valid,
@@ -225,12 +226,8 @@ def test_stack_key_file_mode(stack, evidence):
     file = stack.host.file(str(path))
     if not file.exists:
         raise StackError(f"{stack.rel(path)}: file not found")
-    evidence.record(
-        test=f"mode of {stack.rel(path)}",
-        expected="0600 or stricter",
-        result=f"{file.mode:04o}, owner uid {file.uid}",
-    )
-    assert file.mode & ~0o600 == 0, f"{stack.rel(path)}: mode {file.mode:04o} (expected 0600 or stricter)"
+    evidence.expect(f"mode of {stack.rel(path)}", f"{stack.rel(path)}: mode", file.mode, mode_within(0o600),
+                    result=f"{file.mode:04o}, owner uid {file.uid}")
 
 
 @pytest.mark.static

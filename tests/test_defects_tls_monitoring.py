@@ -81,7 +81,7 @@ BOTH = [
         ("{monitor_script}: 365-days-left:", "issuer")),
     Defect("cert-10-days-left", write_certificate(10), ("{tls_cert}: 10 days left (expected more than 30)",)),
     Defect("key-does-not-match", write_certificate(365, with_key=False), ("{tls_key}: private key does not match {tls_cert}",)),
-    Defect("key-mode-0644", chmod_file("tls_key", 0o644), ("{tls_key}: mode 0644 (expected 0600 or stricter)",)),
+    Defect("key-mode-0644", chmod_file("tls_key", 0o644), ("{tls_key}: mode 0644, expected 0600 or stricter",)),
 ]
 
 
