@@ -81,6 +81,10 @@ def alerting(stack) -> Alerting:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Mount the rule files into the Prometheus container (a volume of its service) at the path "
+                         "its `rule_files:` patterns name, and make each pattern match them as the container sees "
+                         "them.")
 def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
     """Each rule_files pattern, resolved inside the Prometheus container through its mounts, matches rule files."""
     evidence.record(test=f"rule_files in {stack.rel(alerting.config_path)}, seen through the "
@@ -99,6 +103,9 @@ def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Run `promtool check rules <file>` on each rule file and fix what it reports (YAML syntax, "
+                         "PromQL, duplicate groups) before deploying.")
 def test_rule_files_valid(stack, alerting, evidence):
     """Prometheus refuses to start (or drops the group) when a rule file is invalid."""
     checker = "promtool check rules" if shutil.which("promtool") else "structure + PromQL parse (no promtool)"
@@ -116,6 +123,9 @@ def test_rule_files_valid(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Add the missing alerts (the profile's `alerts.required`, ten alerts or more) to the rule "
+                         "files, and rename an alert that shares its name with another.")
 def test_alert_inventory(stack, alerting, evidence):
     """Enough alerting rules, the P0 alerts among them, and no two alerts with the same name."""
     wanted = stack.profile["alerts"]
@@ -142,6 +152,9 @@ def test_alert_inventory(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("medium",
+                         "Give each alert a `for:` duration, a `severity` label and `summary` and `description` "
+                         "annotations.")
 def test_alerts_complete(stack, alerting, evidence):
     """Alerts route on severity, tell on-call what broke (summary, description), and wait out blips (`for`)."""
     alerts = alerting.alerts
@@ -155,6 +168,9 @@ def test_alerts_complete(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("medium",
+                         "Run `promtool test rules <tests>` and fix the alert or the test it reports; every P0 alert "
+                         "needs a test that fires it.")
 def test_rule_unit_tests_pass(stack, evidence):
     """The promtool unit tests shipped with the stack fire each P0 alert from synthetic series."""
     tests_dir = stack.path("prometheus_rule_tests")
@@ -173,6 +189,9 @@ def test_rule_unit_tests_pass(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Add an Alertmanager service to the stack and list it under `alerting.alertmanagers` in "
+                         "prometheus.yml.")
 def test_alertmanager_configured(stack, alerting, evidence):
     """Firing alerts go nowhere unless Prometheus sends them to an Alertmanager of the stack."""
     config = stack.rel(alerting.config_path)
@@ -299,6 +318,9 @@ def tls_alert_selectors(stack, alerting) -> list[tuple[Rule, promql.Selector]]:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Write the TLS monitor's metrics file into the directory the node-exporter's textfile "
+                         "collector reads (a shared volume), and have Prometheus scrape that exporter.")
 def test_tls_textfile_is_scraped(stack, alerting, evidence):
     """The TLS monitor's metrics file lands where a textfile exporter reads it, and Prometheus scrapes that exporter."""
     evidence.record(test=f"{TEXTFILE_FLAG} services, their mounts and scrape jobs in {stack.rel(alerting.config_path)}",
@@ -309,6 +331,9 @@ def test_tls_textfile_is_scraped(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make each TLS alert select a metric the TLS monitor writes (see the profile's "
+                         "`scripts.monitor.metrics`), or have the monitor write the metric the alert selects.")
 def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     """Every metric a TLS alert selects is one the TLS monitor script writes (or a scrape series such as `up`)."""
     script = stack.rel(stack.path("monitor_script"))
@@ -330,6 +355,9 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Restart (or reload) Prometheus so that it runs the rule files as they are, and fix the "
+                         "rules it reports as unhealthy (`/api/v1/rules`, `lastError`).")
 def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
     """Prometheus runs the alerts of the rule files (not a stale or partial set), and evaluates each without error."""
     service = stack.roles.name("prometheus")
@@ -353,6 +381,9 @@ def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Start the Alertmanager service and check that Prometheus reaches it (Status > Runtime & "
+                         "Build Information lists it as active).")
 def test_live_alertmanager_active(stack, live, evidence):
     """Prometheus has discovered an Alertmanager, and it is a running service of the stack."""
     service = stack.roles.name("prometheus")
@@ -367,6 +398,9 @@ def test_live_alertmanager_active(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Make the exporter that should produce each named metric run and be scraped (Status > "
+                         "Targets), or fix the metric name in the alert.")
 def test_live_alert_metrics_have_series(stack, live, evidence):
     """An alert whose metric has no series can never fire: every metric an alert selects must exist in Prometheus."""
     service = stack.roles.name("prometheus")

@@ -79,6 +79,9 @@ def api_key_path(stack) -> Path:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Keep every `secrets:` file of the compose file a regular file inside the stack dir (no "
+                         "symlink out, no directory); generate a missing one with the stack's set-up script.")
 def test_secret_sources_are_regular_files_in_stack(stack, evidence):
     """Every secret file Compose mounts is a regular file inside the stack dir.
 
@@ -94,10 +97,13 @@ def test_secret_sources_are_regular_files_in_stack(stack, evidence):
     )
     assert sources, f"{stack.rel(stack.compose.files[0])}: no file-backed secret"
     wrong = [f"{stack.rel(path)} {found[name]}" for name, path in sources if found[name]]
+    evidence.locate(*(stack.locate_compose("secrets", name, "file") for name, _ in sources if found[name]))
     assert not wrong, f"secret source file: {'; '.join(wrong)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`chmod 0400` (or 0600) each secret file, owned by the user that deploys the stack.")
 def test_secret_files_owner_only(stack, evidence):
     """Secret files are 0400 or 0600.
 
@@ -111,10 +117,13 @@ def test_secret_files_owner_only(stack, evidence):
         result="; ".join(f"{stack.rel(path)} {text}" for path, text in shown.items()) or "no file secrets",
     )
     wrong = [f"{stack.rel(path)} {shown[path]}" for path, mode in modes.items() if mode not in allowed]
+    evidence.locate(*(stack.locate(path) for path, mode in modes.items() if mode not in allowed))
     assert not wrong, f"secret file mode is not {modes_text(allowed)}: {', '.join(wrong)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`chmod 0700` the secrets dir.")
 def test_secrets_dir_mode(stack, evidence):
     """The secrets dir is 0700.
 
@@ -125,11 +134,15 @@ def test_secrets_dir_mode(stack, evidence):
     mode = directory.mode if directory.is_directory else None
     evidence.record(test=f"mode of {stack.rel(secrets_dir)}/", expected=f"{wanted:04o}",
                     result="not a directory" if mode is None else f"{mode:04o}")
+    evidence.locate(stack.locate(secrets_dir))
     assert mode is not None, f"{stack.rel(secrets_dir)}: secrets dir not found (profile paths.secrets_dir)"
     assert mode == wanted, f"{stack.rel(secrets_dir)}: secrets dir mode {mode:04o}, expected {wanted:04o}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`git rm --cached` the secret file, list it in `.gitignore`, and rotate the secret: anyone "
+                         "with a clone has the old value.")
 def test_secrets_not_tracked_by_git(stack, evidence):
     """No secret file is tracked by git.
 
@@ -149,10 +162,14 @@ def test_secrets_not_tracked_by_git(stack, evidence):
         result=("not a git checkout" if index is None else ", ".join(tracked) or "nothing tracked")
         + (f"; empty placeholders: {', '.join(placeholders)}" if placeholders else ""),
     )
+    evidence.locate(*(stack.locate(stack.root / path) for path in tracked))
     assert not tracked, f"secret file tracked by git: {', '.join(tracked)} (git rm --cached it and rotate the key)"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Generate the key from a cryptographic random source, e.g. `openssl rand -hex 32`, and "
+                         "rotate it.")
 def test_api_key_randomness(stack, evidence):
     """The API key holds at least 32 random bytes.
 
@@ -175,6 +192,9 @@ def test_api_key_randomness(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Replace the weak secret with at least 12 random characters (e.g. `openssl rand -hex 16`) "
+                         "and rotate it where it is used.")
 def test_secret_values_strength(stack, evidence):
     """Every secret value of the stack is at least 12 characters long and not a dictionary word.
 
@@ -192,6 +212,10 @@ def test_secret_values_strength(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make the rotate script write the new key to a temporary file and rename it into place "
+                         "(0400), keep a 0400 backup of the old key, append an audit line without the key, and print "
+                         "no key.")
 def test_rotate_script(stack, evidence):
     """The rotate script replaces the key atomically and safely, run after run.
 
@@ -266,6 +290,9 @@ def freshness_note(stack, served: str) -> str:
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Make nginx (or the API service) refuse requests without the right `X-API-Key` (401/403) "
+                         "and serve them with it; check the auth configuration of the protected location.")
 def test_live_endpoint_requires_the_key(stack, live, evidence):
     """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
@@ -288,6 +315,10 @@ def test_live_endpoint_requires_the_key(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Declare the secret with `mode: 0400` and the service user's `uid`/`gid` (swarm), or make "
+                         "the host file 0400 and owned by that uid (non-swarm Compose mounts the host file as it "
+                         "is).")
 def test_live_key_file_in_containers(stack, live, evidence):
     """Inside every container that mounts the key, it is 0400, owned by and readable by the service's process.
 
@@ -368,6 +399,9 @@ class SavedKey:
 
 @pytest.mark.live
 @pytest.mark.changes_stack
+@pytest.mark.remediation("high",
+                         "Make the rotate script's `--restart` recreate the services that mount the key, so that the "
+                         "new key is in effect and the old one refused.")
 def test_live_key_rotation(stack, live, evidence, tmp_path):
     """Rotating the key on the running stack revokes the old key and enables the new one.
 

@@ -128,6 +128,9 @@ def token_counts(responses) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("responses", SOURCES, indirect=True)
+@pytest.mark.remediation("medium",
+                         "Trim the health, discovery and quickstart responses (fewer fields, shorter texts, links to "
+                         "the full docs) until they total less than the profile's `disclosure.max_tokens`.")
 def test_progressive_total(responses, evidence):
     """The first three levels together must stay small enough to load on every agent start."""
     cfg = responses.cfg
@@ -147,6 +150,9 @@ def test_progressive_total(responses, evidence):
 
 
 @pytest.mark.parametrize("responses", SOURCES, indirect=True)
+@pytest.mark.remediation("medium",
+                         "Move detail from the first three levels into the full docs, so the first levels save at "
+                         "least the profile's `disclosure.min_savings` of the full docs' tokens.")
 def test_savings_vs_full_docs(responses, evidence):
     """Progressive disclosure is only worth it if it saves most of the full docs' tokens."""
     cfg = responses.cfg
@@ -167,6 +173,9 @@ def test_savings_vs_full_docs(responses, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Require the API key on the full-docs endpoint (`disclosure.full_docs_endpoint`): without "
+                         "it, answer 401.")
 def test_live_full_docs_need_key(stack, live, evidence):
     """The full docs are the protected level: without the key they must not be served."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]

@@ -122,7 +122,7 @@ def test_styles_wrap_reasons_at_words_print_cleanly_and_allow_no_script():
     assert re.search(r"\.col-reason\{[^}]*min-width:\s*\d+em", style)
     print_css = style[style.index("@media print"):]
     for rule in (r"thead\{display:table-header-group", r"tr[^{]*\{break-inside:avoid",
-                 r"section\.control\{break-before:page"):
+                 r"section\.control\.attention\{break-before:page"):
         assert re.search(rule, print_css), rule
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
     assert "default-src 'none'" in csp and "script-src" not in csp

@@ -15,7 +15,7 @@ import pytest
 
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 ALERTS_DIR = "ai-stack/compose/prometheus/alerts"
-REPORT_FILES = {"validation-report.json", "validation-report.md", "validation-report.html"}
+REPORT_FILES = {"validation-report.json", "validation-report.md", "validation-report.html", "validation-report.sarif"}
 HISTORY = "history.jsonl"  # outlives the runs: each run that executed checks appends to it
 HOSTILE_NAME = '![x](https://evil.example/x.png) [a](https://evil.example) <https://evil.example> <img src=x> www.evil.example'
 CRASH_PLUGIN = '''
