@@ -113,8 +113,8 @@ def responses(request, stack):
         recorded = RecordedResponses(stack)
         if not recorded.recorded():
             places = ", ".join(recorded.places().values()) or "none declared"
-            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
-                        f"judged live by {request.node.originalname}[live]")
+            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}); "
+                           "a live run measures the running endpoints instead")
         return recorded
     return LiveResponses(stack, request.getfixturevalue("live"))
 
