@@ -22,6 +22,7 @@ from report_samples import SAMPLES, sample_summary
 
 from stackproof.controls import check_anchor
 from stackproof.report.outcome import Status, unproving
+from stackproof.io.yamlio import key_position
 from stackproof.report.sarif import SOURCE_ROOT, sarif_log
 
 SARIF_SCHEMA = json.loads((REPO / "tests/sarif-schema-2.1.0.json").read_text())
@@ -116,3 +117,34 @@ def test_a_run_writes_sarif_with_the_lines_a_fix_goes_to(stack_copy, run_static)
     assert size == {"artifactLocation": {"uri": "ai-stack/mcp-servers/config/config.yaml", "uriBaseId": SOURCE_ROOT},
                     "region": {"startLine": size_line}}
     assert results["test_secret_files_owner_only"]["level"] == "error"
+
+
+LOCATED = """\
+services:
+  aidb:
+    image: aidb
+    secrets:
+      - stack_api_key
+      - source: postgres_password
+        mode: 0444
+"""
+
+
+@pytest.mark.parametrize("keys, position", [
+    (("services", "aidb", "secrets", 1, "mode"), (5, 7)),
+    (("services", "aidb", "secrets"), (3, 4)),
+    (("services", "aidb", "environment", "DB_PASSWORD"), (2, 2)),  # missing: its parent's line
+    (("services", "aidb", "secrets", 5), (3, 4)),
+    (("volumes",), (0, None)),
+])
+def test_a_key_path_is_found_at_its_line(keys, position):
+    """A finding's line: the deepest key of its path the file has (a missing key points at its parent)."""
+    assert key_position(LOCATED, keys) == position
+
+
+def test_a_hostile_file_gives_no_line():
+    """Invalid YAML, or a file past the loader's bounds (an alias bomb), gives no line, and no error."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8))
+    assert key_position("services: [unclosed", ("services",)) == (0, None)
+    assert key_position(bomb, ("a",)) == (0, None)
