@@ -99,6 +99,7 @@ def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
     evidence.record(result="; ".join(
         f"{p.container} → {', '.join(stack.rel(f) for f in p.files) or 'nothing'}" for p in alerting.patterns)
         or "no rule_files")
+    evidence.locate(*([stack.locate(alerting.config_path, "rule_files")] if problems else []))
     assert not problems, "; ".join(problems)
 
 
@@ -114,6 +115,7 @@ def test_rule_files_valid(stack, alerting, evidence):
     if shutil.which("promtool"):
         results = [(f, *promtool(stack, ["check", "rules"], f)) for f in files]
         problems = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+        evidence.locate(*(stack.locate(f) for f, ok, _ in results if not ok))
         evidence.record(result="; ".join(f"{stack.rel(f)}: {detail if ok else 'FAILED'}"
                                          for f, ok, detail in results))
     else:
@@ -147,6 +149,7 @@ def test_alert_inventory(stack, alerting, evidence):
         problems.append(f"required alert(s) missing: {', '.join(missing)}")
     if duplicates:
         problems.append(f"duplicate alert name(s): {', '.join(duplicates)}")
+        evidence.locate(*(stack.locate(rule.file, *rule.keys, "alert") for rule in alerts if rule.name in duplicates))
     files = ", ".join(stack.rel(f) for f in alerting.rule_files)
     assert not problems, f"{files}: {'; '.join(problems)}"
 
@@ -160,6 +163,8 @@ def test_alerts_complete(stack, alerting, evidence):
     alerts = alerting.alerts
     gaps = [f"{stack.rel(rule.file)}: {rule.name} has no {what}"
             for rule in alerts for what, read in ALERT_FIELDS if read(rule.spec) in (None, "")]
+    evidence.locate(*(stack.locate(rule.file, *rule.keys, *what.split("."))
+                      for rule in alerts for what, read in ALERT_FIELDS if read(rule.spec) in (None, "")))
     evidence.record(test=f"{', '.join(what for what, _ in ALERT_FIELDS)} of every alert",
                     expected="present on every alert",
                     result=f"{len(alerts) * len(ALERT_FIELDS) - len(gaps)}/{len(alerts) * len(ALERT_FIELDS)} present "
@@ -185,6 +190,7 @@ def test_rule_unit_tests_pass(stack, evidence):
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]
     evidence.record(result="; ".join(f"{stack.rel(f)}: {'SUCCESS' if ok else 'FAILED'}" for f, ok, _ in results))
     failed = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+    evidence.locate(*(stack.locate(f) for f, ok, _ in results if not ok))
     assert not failed, "promtool test rules failed: " + "; ".join(failed)
 
 
@@ -202,6 +208,7 @@ def test_alertmanager_configured(stack, alerting, evidence):
     evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
                     result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
                                      for host in targets) or "no alertmanager target")
+    evidence.locate(stack.locate(alerting.config_path, "alerting", "alertmanagers"))
     assert targets, f"{config}: no alertmanager configured (alerting.alertmanagers has no static target)"
     unknown = [host for host in targets if host not in services]
     inactive = [message for host in unknown if (message := stack.roles.inactive(host, "the Alertmanager"))]

@@ -188,6 +188,7 @@ def test_api_key_randomness(stack, evidence):
         f"explaining >= {STRUCTURE_FRACTION:.0%} of it, compresses to >= {MIN_COMPRESSION:.0%} of a random key's",
         result=strength.describe(),
     )
+    evidence.locate(stack.locate(path))
     assert problem is None, f"{stack.rel(path)}: {problem}"
 
 

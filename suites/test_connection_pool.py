@@ -198,6 +198,8 @@ def test_effective_pool_per_service(stack, evidence):
         for pool in pools
         if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]
     ]
+    evidence.locate(*(stack.locate_compose("services", pool.service, "environment") for pool in pools
+                      if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]))
     assert not wrong, (
         f"{stack.rel(stack.compose.files[0])}: pool too small for {'; '.join(wrong)} "
         f"(expected size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']})"

@@ -137,6 +137,7 @@ def test_monitor_script_is_executable(stack, evidence):
         expected="regular file, executable",
         result=f"mode {file.mode:04o}" if file.exists else "missing",
     )
+    evidence.locate(stack.locate(script))
     assert file.exists and file.is_file, f"{stack.rel(script)}: not found (expected the TLS monitor script)"
     assert file.mode & 0o111, f"{stack.rel(script)}: mode {file.mode:04o}, not executable"
 
@@ -395,6 +396,7 @@ def certificate(request, stack) -> tuple[x509.Certificate, str]:
     """(certificate, where it is): the stack's file, or what nginx serves."""
     if request.param == "disk":
         path = stack.path("tls_cert")
+        request.getfixturevalue("evidence").locate(stack.locate(path))  # a finding about it is in that file
         return load_certificate(stack, path)[0], stack.rel(path)
     served, _ = served_certificate(request.getfixturevalue("live"))
     return served, f"service {stack.roles.name('tls_terminator')}: served certificate"
@@ -497,4 +499,5 @@ def test_certificate_chain_complete(stack, evidence):
     evidence.record(test=f"path from the leaf through the certificates served in {stack.rel(path)}",
                     expected="reaches a self-issued certificate, or only the leaf is served",
                     result=f"{len(chain)} certificate(s)" + (f"; {problem}" if problem else ", complete"))
+    evidence.locate(stack.locate(path))
     assert problem is None, f"{stack.rel(path)}: incomplete chain: {problem}"
