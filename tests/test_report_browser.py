@@ -6,7 +6,8 @@ passing checks folded on screen and printed, the print rules in effect (a failin
 page, a passing one follows on, the trend strip is never split) and the PDF's page count. On a phone
 (390 px wide) each report fits the screen (no horizontal scrolling), its verdict inside its banner and
 its reasons as wide as the screen. A GO the size of a real one (74 checks, a history) prints on at
-most MAX_GO_PAGES pages. One browser serves all. A doctored report (a request out, a script, a column
+most MAX_GO_PAGES pages. The severity checkboxes hide and show checks without a script. One browser
+serves all. A doctored report (a request out, a script, a column
 that breaks words, a page wider than the screen, a verdict that cannot wrap) shows that each detector
 can fail.
 
@@ -256,3 +257,19 @@ def test_the_browser_checks_can_fail(browser, tmp_path):
         assert min(phone.page.evaluate(REASON_WIDTHS_JS)) < PHONE_READABLE_REASON_PX
     finally:
         phone.close()
+
+
+def test_checks_filter_by_severity_without_script(browser, tmp_path):
+    """Unticking a severity hides the checks of that severity (and only those); ticking it shows them again."""
+    visit = Visit(browser, write_report(sample_summary("no-go"), tmp_path / "filter"))
+    page = visit.page
+    try:
+        critical, high = page.locator("section.control tr.sev-critical").first, page.locator("section.control tr.sev-high").first
+        assert critical.is_visible() and high.is_visible()
+        page.locator("#show-critical").uncheck()
+        assert not critical.is_visible() and high.is_visible()
+        page.locator("#show-critical").check()
+        assert critical.is_visible()
+        assert visit.errors == []
+    finally:
+        visit.close()

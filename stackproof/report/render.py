@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from stackproof.controls import Severity
 from stackproof.report import render_trend, sarif
 from stackproof.report.outcome import Decision, Status, check_status, control_status
 from stackproof.report.waivers import check_id
@@ -279,6 +280,7 @@ def render_html(summary: dict) -> str:
         "verdict_classes": VERDICT_CLASSES,
         "run_line": run_line(summary),
         "target_facts": target_facts(summary),
+        "severities": [str(severity) for severity in Severity],
         "run_label": run_label(summary),
         "totals_line": totals_line(summary["totals"]),
         "sections_css": markupsafe.Markup(render_trend.CSS),  # render_trend.py's sections: escaped there
