@@ -22,7 +22,8 @@ HOSTILE = [
     "| pipe | `code` [link](javascript:alert(1))",
 ]
 TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "footer", "section", "h1", "h2", "div",
-                 "table", "thead", "tbody", "tr", "th", "td", "code", "p", "span", "b", "a", "details", "summary", "wbr"}
+                 "table", "thead", "tbody", "tr", "th", "td", "code", "p", "span", "b", "a", "details", "summary", "wbr",
+                 "label", "input"}  # the severity checkboxes (no form, no script)
 
 
 class _Tags(HTMLParser):
