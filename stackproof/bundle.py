@@ -31,6 +31,11 @@ def suites_dir() -> Path:
     return CHECKOUT_DIR / "suites" if in_checkout() else PACKAGE_DIR / "suites"
 
 
+def control_docs_dir() -> Path:
+    """The controls' pages (docs/controls/<control>.md), which the reports link each check to."""
+    return CHECKOUT_DIR / "docs" / "controls" if in_checkout() else PACKAGE_DIR / "control_docs"
+
+
 def bundled_stack_dir() -> Path:
     """The reference stack's files as shipped (no secrets: setup.sh generates them)."""
     return CHECKOUT_DIR / "stack" if in_checkout() else PACKAGE_DIR / "reference_stack"

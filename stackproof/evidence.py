@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 
 from stackproof.compare import Comparator
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a check's finding is in the stack's files: a path relative to the stack dir, the line where it is
+    known, and the YAML key path it names (`services.aidb.secrets`). SARIF and the JSON report carry it."""
+
+    path: str
+    line: int | None = None
+    key: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -21,6 +34,7 @@ class Evidence:
     expected: str = ""
     result: str = ""
     notes: list[str] = field(default_factory=list)
+    locations: list[Location] = field(default_factory=list)
 
     def record(self, *, test: str | None = None, expected: str | None = None, result: str | None = None) -> None:
         if test is not None:
@@ -51,6 +65,10 @@ class Evidence:
         wrong = [f"{subject} {shown[subject]}" for subject, value in values.items() if not comparator(value)]
         if wrong:
             raise AssertionError(f"{problem}: {', '.join(wrong)}")
+
+    def locate(self, *locations: Location) -> None:
+        """Where the finding is (each once, in the order given): the file, line and key a fix goes to."""
+        self.locations.extend(place for place in locations if place not in self.locations)
 
 
 EVIDENCE_KEY = pytest.StashKey[Evidence]()

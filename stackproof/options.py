@@ -75,6 +75,9 @@ OPTIONS = (
            "INCOMPLETE (NO-GO)", "STACKPROOF_RUN_TIMEOUT", "900", metavar="SECONDS"),
     Option("report_dir", "report", "where validation-report.{html,md,json,sarif} are written", "STACKPROOF_REPORT_DIR",
            "reports", "reports/ in the current directory", "DIR"),
+    Option("docs_url", "report", "where the controls' pages (docs/controls/<control>.md) are published: each check "
+           "of the reports links to <URL><control>.md#<check>", "STACKPROOF_DOCS_URL", "",
+           "the copy installed with stackproof (a file: URL)", "URL"),
     Option("waivers", "report", "the waiver file: failures accepted until a date", "STACKPROOF_WAIVERS", "",
            "waivers.yml in the stack dir, if present", "PATH"),
     Option("history", "report", "the history file each run appends a line to, and compares with",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .controls import BY_ID
+from .controls import BY_ID, default_docs_base
 from .options import BY_NAME, OPTIONS
 from .preflight import option_problems, stack_problems
 from .errors import NOT_PROVEN_PREFIX, Blocked, NotDeclared, StackError
@@ -71,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "static: check that reads only the stack's files")
     config.addinivalue_line("markers", "live: check against the running containers of the stack")
     config.addinivalue_line("markers", "control(id): the report control this check belongs to")
+    config.addinivalue_line("markers", "remediation(severity, fix): how bad the check's failure is (critical, high, "
+                            "medium) and what to do about it (stackproof/controls.py)")
     config.addinivalue_line("markers", "changes_stack: live check that changes the stack; runs only with --allow-changes")
     config.addinivalue_line("markers", "live_selftest: suite self-test that needs the running reference stack")
     started = time.monotonic()  # the run's clock: configuration reads the stack too, and is bounded with it
@@ -88,8 +90,10 @@ def pytest_configure(config: pytest.Config) -> None:
                   env_names=config.getoption("env_names"))
     report_dir = real_report_dir(Path(os.path.abspath(Path(setting(config, "report_dir")).expanduser())), stack_dir)
     project = setting(config, "compose_project") or None
+    docs_url = setting(config, "docs_url")
     report = ValidationReport(config, report_dir, lambda: describe_target(stack, project), redactor,
-                              target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack))
+                              target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack),
+                              docs_base=docs_url.rstrip("/") + "/" if docs_url else default_docs_base())
     report.engine = setting(config, "engine") or None
     if not is_worker(config):  # the controller judges the waivers and keeps the history (workers report rows)
         problems += stack_problems(stack) + set_up_waivers_and_history(config, report, stack)
@@ -243,7 +247,8 @@ def describe_target(stack: Stack, project: str | None) -> TargetInfo:
         loader = f"compose model unreadable: {type(exc).__name__}"
     if project is None:
         project = model.name if model is not None else "unreadable"
-    return TargetInfo(str(stack.root), stack.git_commit(), project, profile, loader)
+    files = [stack.rel(path) for path in model.files] if model is not None else []
+    return TargetInfo(str(stack.root), stack.git_commit(), project, profile, loader, files)
 
 
 def describe_profile(stack: Stack) -> dict:

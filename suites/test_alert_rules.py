@@ -81,6 +81,10 @@ def alerting(stack) -> Alerting:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Mount the rule files into the Prometheus container (a volume of its service) at the path "
+                         "its `rule_files:` patterns name, and make each pattern match them as the container sees "
+                         "them.")
 def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
     """Each rule_files pattern, resolved inside the Prometheus container through its mounts, matches rule files."""
     evidence.record(test=f"rule_files in {stack.rel(alerting.config_path)}, seen through the "
@@ -95,10 +99,14 @@ def test_rule_files_visible_to_prometheus(stack, alerting, evidence):
     evidence.record(result="; ".join(
         f"{p.container} → {', '.join(stack.rel(f) for f in p.files) or 'nothing'}" for p in alerting.patterns)
         or "no rule_files")
+    evidence.locate(*([stack.locate(alerting.config_path, "rule_files")] if problems else []))
     assert not problems, "; ".join(problems)
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Run `promtool check rules <file>` on each rule file and fix what it reports (YAML syntax, "
+                         "PromQL, duplicate groups) before deploying.")
 def test_rule_files_valid(stack, alerting, evidence):
     """Prometheus refuses to start (or drops the group) when a rule file is invalid."""
     checker = "promtool check rules" if shutil.which("promtool") else "structure + PromQL parse (no promtool)"
@@ -107,6 +115,7 @@ def test_rule_files_valid(stack, alerting, evidence):
     if shutil.which("promtool"):
         results = [(f, *promtool(stack, ["check", "rules"], f)) for f in files]
         problems = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+        evidence.locate(*(stack.locate(f) for f, ok, _ in results if not ok))
         evidence.record(result="; ".join(f"{stack.rel(f)}: {detail if ok else 'FAILED'}"
                                          for f, ok, detail in results))
     else:
@@ -116,6 +125,9 @@ def test_rule_files_valid(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Add the missing alerts (the profile's `alerts.required`, ten alerts or more) to the rule "
+                         "files, and rename an alert that shares its name with another.")
 def test_alert_inventory(stack, alerting, evidence):
     """Enough alerting rules, the P0 alerts among them, and no two alerts with the same name."""
     wanted = stack.profile["alerts"]
@@ -137,16 +149,22 @@ def test_alert_inventory(stack, alerting, evidence):
         problems.append(f"required alert(s) missing: {', '.join(missing)}")
     if duplicates:
         problems.append(f"duplicate alert name(s): {', '.join(duplicates)}")
+        evidence.locate(*(stack.locate(rule.file, *rule.keys, "alert") for rule in alerts if rule.name in duplicates))
     files = ", ".join(stack.rel(f) for f in alerting.rule_files)
     assert not problems, f"{files}: {'; '.join(problems)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("medium",
+                         "Give each alert a `for:` duration, a `severity` label and `summary` and `description` "
+                         "annotations.")
 def test_alerts_complete(stack, alerting, evidence):
     """Alerts route on severity, tell on-call what broke (summary, description), and wait out blips (`for`)."""
     alerts = alerting.alerts
     gaps = [f"{stack.rel(rule.file)}: {rule.name} has no {what}"
             for rule in alerts for what, read in ALERT_FIELDS if read(rule.spec) in (None, "")]
+    evidence.locate(*(stack.locate(rule.file, *rule.keys, *what.split("."))
+                      for rule in alerts for what, read in ALERT_FIELDS if read(rule.spec) in (None, "")))
     evidence.record(test=f"{', '.join(what for what, _ in ALERT_FIELDS)} of every alert",
                     expected="present on every alert",
                     result=f"{len(alerts) * len(ALERT_FIELDS) - len(gaps)}/{len(alerts) * len(ALERT_FIELDS)} present "
@@ -155,6 +173,9 @@ def test_alerts_complete(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("medium",
+                         "Run `promtool test rules <tests>` and fix the alert or the test it reports; every P0 alert "
+                         "needs a test that fires it.")
 def test_rule_unit_tests_pass(stack, evidence):
     """The promtool unit tests shipped with the stack fire each P0 alert from synthetic series."""
     tests_dir = stack.path("prometheus_rule_tests")
@@ -169,10 +190,14 @@ def test_rule_unit_tests_pass(stack, evidence):
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]
     evidence.record(result="; ".join(f"{stack.rel(f)}: {'SUCCESS' if ok else 'FAILED'}" for f, ok, _ in results))
     failed = [f"{stack.rel(f)}: {detail}" for f, ok, detail in results if not ok]
+    evidence.locate(*(stack.locate(f) for f, ok, _ in results if not ok))
     assert not failed, "promtool test rules failed: " + "; ".join(failed)
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Add an Alertmanager service to the stack and list it under `alerting.alertmanagers` in "
+                         "prometheus.yml.")
 def test_alertmanager_configured(stack, alerting, evidence):
     """Firing alerts go nowhere unless Prometheus sends them to an Alertmanager of the stack."""
     config = stack.rel(alerting.config_path)
@@ -183,6 +208,7 @@ def test_alertmanager_configured(stack, alerting, evidence):
     evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
                     result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
                                      for host in targets) or "no alertmanager target")
+    evidence.locate(stack.locate(alerting.config_path, "alerting", "alertmanagers"))
     assert targets, f"{config}: no alertmanager configured (alerting.alertmanagers has no static target)"
     unknown = [host for host in targets if host not in services]
     inactive = [message for host in unknown if (message := stack.roles.inactive(host, "the Alertmanager"))]
@@ -299,6 +325,9 @@ def tls_alert_selectors(stack, alerting) -> list[tuple[Rule, promql.Selector]]:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Write the TLS monitor's metrics file into the directory the node-exporter's textfile "
+                         "collector reads (a shared volume), and have Prometheus scrape that exporter.")
 def test_tls_textfile_is_scraped(stack, alerting, evidence):
     """The TLS monitor's metrics file lands where a textfile exporter reads it, and Prometheus scrapes that exporter."""
     evidence.record(test=f"{TEXTFILE_FLAG} services, their mounts and scrape jobs in {stack.rel(alerting.config_path)}",
@@ -309,6 +338,9 @@ def test_tls_textfile_is_scraped(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make each TLS alert select a metric the TLS monitor writes (see the profile's "
+                         "`scripts.monitor.metrics`), or have the monitor write the metric the alert selects.")
 def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     """Every metric a TLS alert selects is one the TLS monitor script writes (or a scrape series such as `up`)."""
     script = stack.rel(stack.path("monitor_script"))
@@ -330,6 +362,9 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Restart (or reload) Prometheus so that it runs the rule files as they are, and fix the "
+                         "rules it reports as unhealthy (`/api/v1/rules`, `lastError`).")
 def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
     """Prometheus runs the alerts of the rule files (not a stale or partial set), and evaluates each without error."""
     service = stack.roles.name("prometheus")
@@ -353,6 +388,9 @@ def test_live_prometheus_loaded_every_alert(stack, alerting, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Start the Alertmanager service and check that Prometheus reaches it (Status > Runtime & "
+                         "Build Information lists it as active).")
 def test_live_alertmanager_active(stack, live, evidence):
     """Prometheus has discovered an Alertmanager, and it is a running service of the stack."""
     service = stack.roles.name("prometheus")
@@ -367,6 +405,9 @@ def test_live_alertmanager_active(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Make the exporter that should produce each named metric run and be scraped (Status > "
+                         "Targets), or fix the metric name in the alert.")
 def test_live_alert_metrics_have_series(stack, live, evidence):
     """An alert whose metric has no series can never fire: every metric an alert selects must exist in Prometheus."""
     service = stack.roles.name("prometheus")

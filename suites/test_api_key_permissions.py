@@ -80,6 +80,9 @@ def api_key_path(stack) -> Path:
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Keep every `secrets:` file of the compose file a regular file inside the stack dir (no "
+                         "symlink out, no directory); generate a missing one with the stack's set-up script.")
 def test_secret_sources_are_regular_files_in_stack(stack, evidence):
     """Every secret file Compose mounts is a regular file inside the stack dir.
 
@@ -95,21 +98,28 @@ def test_secret_sources_are_regular_files_in_stack(stack, evidence):
     )
     assert sources, f"{stack.rel(stack.compose.files[0])}: no file-backed secret"
     wrong = [f"{stack.rel(path)} {found[name]}" for name, path in sources if found[name]]
+    evidence.locate(*(stack.locate_compose("secrets", name, "file") for name, _ in sources if found[name]))
     assert not wrong, f"secret source file: {'; '.join(wrong)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`chmod 0400` (or 0600) each secret file, owned by the user that deploys the stack.")
 def test_secret_files_owner_only(stack, evidence):
     """Secret files are 0400 or 0600.
 
     With a group/other bit, another local user or process can read the key."""
     allowed = one_of(stack.profile["api_key"]["file_modes"], show=octal)
-    modes = {stack.rel(path): file_mode(stack.host, path) for _, path in secret_sources(stack)}
-    evidence.expect_each("mode of every secret source file", f"secret file mode is not {allowed.expected}", modes, allowed,
-                         nothing="no file secrets")
+    paths = [path for _, path in secret_sources(stack)]
+    modes = {path: file_mode(stack.host, path) for path in paths}
+    evidence.locate(*(stack.locate(path) for path, mode in modes.items() if not allowed(mode)))
+    evidence.expect_each("mode of every secret source file", f"secret file mode is not {allowed.expected}",
+                         {stack.rel(path): mode for path, mode in modes.items()}, allowed, nothing="no file secrets")
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`chmod 0700` the secrets dir.")
 def test_secrets_dir_mode(stack, evidence):
     """The secrets dir is 0700.
 
@@ -119,12 +129,16 @@ def test_secrets_dir_mode(stack, evidence):
     directory = stack.host.file(str(secrets_dir))
     mode = directory.mode if directory.is_directory else None
     evidence.record(test=f"mode of {stack.rel(secrets_dir)}/", result="not a directory")
+    evidence.locate(stack.locate(secrets_dir))
     assert mode is not None, f"{stack.rel(secrets_dir)}: secrets dir not found (profile paths.secrets_dir)"
     evidence.expect(f"mode of {stack.rel(secrets_dir)}/", f"{stack.rel(secrets_dir)}: secrets dir mode", mode,
                     equal(wanted, show=octal))
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`git rm --cached` the secret file, list it in `.gitignore`, and rotate the secret: anyone "
+                         "with a clone has the old value.")
 def test_secrets_not_tracked_by_git(stack, evidence):
     """No secret file is tracked by git.
 
@@ -144,10 +158,14 @@ def test_secrets_not_tracked_by_git(stack, evidence):
         result=("not a git checkout" if index is None else ", ".join(tracked) or "nothing tracked")
         + (f"; empty placeholders: {', '.join(placeholders)}" if placeholders else ""),
     )
+    evidence.locate(*(stack.locate(stack.root / path) for path in tracked))
     assert not tracked, f"secret file tracked by git: {', '.join(tracked)} (git rm --cached it and rotate the key)"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Generate the key from a cryptographic random source, e.g. `openssl rand -hex 32`, and "
+                         "rotate it.")
 def test_api_key_randomness(stack, evidence):
     """The API key holds at least 32 random bytes.
 
@@ -166,10 +184,14 @@ def test_api_key_randomness(stack, evidence):
         f"explaining >= {STRUCTURE_FRACTION:.0%} of it, compresses to >= {MIN_COMPRESSION:.0%} of a random key's",
         result=strength.describe(),
     )
+    evidence.locate(stack.locate(path))
     assert problem is None, f"{stack.rel(path)}: {problem}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Replace the weak secret with at least 12 random characters (e.g. `openssl rand -hex 16`) "
+                         "and rotate it where it is used.")
 def test_secret_values_strength(stack, evidence):
     """Every secret value of the stack is at least 12 characters long and not a dictionary word.
 
@@ -187,6 +209,10 @@ def test_secret_values_strength(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make the rotate script write the new key to a temporary file and rename it into place "
+                         "(0400), keep a 0400 backup of the old key, append an audit line without the key, and print "
+                         "no key.")
 def test_rotate_script(stack, evidence):
     """The rotate script replaces the key atomically and safely, run after run.
 
@@ -261,6 +287,9 @@ def freshness_note(stack, served: str) -> str:
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Make nginx (or the API service) refuse requests without the right `X-API-Key` (401/403) "
+                         "and serve them with it; check the auth configuration of the protected location.")
 def test_live_endpoint_requires_the_key(stack, live, evidence):
     """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
@@ -283,6 +312,10 @@ def test_live_endpoint_requires_the_key(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Declare the secret with `mode: 0400` and the service user's `uid`/`gid` (swarm), or make "
+                         "the host file 0400 and owned by that uid (non-swarm Compose mounts the host file as it "
+                         "is).")
 def test_live_key_file_in_containers(stack, live, evidence):
     """Inside every container that mounts the key, it is 0400, owned by and readable by the service's process.
 
@@ -363,6 +396,9 @@ class SavedKey:
 
 @pytest.mark.live
 @pytest.mark.changes_stack
+@pytest.mark.remediation("high",
+                         "Make the rotate script's `--restart` recreate the services that mount the key, so that the "
+                         "new key is in effect and the old one refused.")
 def test_live_key_rotation(stack, live, evidence, tmp_path):
     """Rotating the key on the running stack revokes the old key and enables the new one.
 

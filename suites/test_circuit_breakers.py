@@ -108,6 +108,9 @@ def declared_or_blocked(stack) -> list:
 
 @pytest.mark.static
 @pytest.mark.parametrize("setting, expected, ok", SETTING_RULES, ids=[rule[0] for rule in SETTING_RULES])
+@pytest.mark.remediation("high",
+                         "Set `circuit_breaker.<dependency>` in each API service's config: `failure_threshold` 1-50, "
+                         "`reset_timeout` at most 300 s, `half_open_max_calls` 1-10.")
 def test_breaker_setting(stack, evidence, setting, expected, ok):
     """Each API service declares a sane breaker.
 
@@ -133,10 +136,16 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
             wrong.append(f"{d.config}: {path} is not set for {d.service} (expected {expected})")
         elif not ok(d.value(key), cfg):
             wrong.append(f"{d.config}: {path} is {d.value(key)!r} for {d.service} (expected {expected})")
+        else:
+            continue
+        evidence.locate(stack.locate(stack.root / d.config, *path.split(".")))
     assert not wrong, "; ".join(wrong)
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make the breaker alert's expression select every service's breaker-state series and fire "
+                         "for the open state only (e.g. `max by (service) (circuit_breaker_state) == 1`).")
 def test_alert_fires_on_open_breakers(stack, alerting, evidence):
     """The breaker alert fires for an open breaker of any service.
 
@@ -167,6 +176,9 @@ def test_alert_fires_on_open_breakers(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Shorten the breaker alert's `for:` (plus scrape and evaluation intervals) below the "
+                         "breaker's recovery time, and to 1m at most.")
 def test_alert_for_short_enough(stack, alerting, evidence):
     """The breaker alert's `for` fires while the breaker is still open.
 
@@ -200,6 +212,9 @@ def test_alert_for_short_enough(stack, alerting, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Route the breaker alert in alertmanager.yml to a receiver with a notification integration "
+                         "(e-mail, webhook, Slack, PagerDuty, ...).")
 def test_alert_routes_to_receiver(stack, alerting, evidence):
     """The breaker alert is routed to a receiver that notifies someone.
 
@@ -265,6 +280,9 @@ def alertmanager_jobs(live, alert: str) -> set[str]:
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Export each service's breaker state on `/metrics` and have Prometheus scrape it; a breaker "
+                         "that is open now means its dependency is failing: fix that first.")
 def test_live_breakers_closed(stack, alerting, live, evidence):
     """Every breaker service exports its breaker state, and it reads closed.
 
@@ -290,6 +308,9 @@ def test_live_breakers_closed(stack, alerting, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Make the breaker alert's selector match the labels of every service's breaker-state series "
+                         "as Prometheus stores them, and resolve a firing alert before deploying.")
 def test_live_alert_selects_breakers(stack, alerting, live, evidence):
     """Prometheus evaluates the breaker alert against every service's state series, and it is quiet.
 
@@ -373,6 +394,10 @@ def fault_plan(stack, alerting) -> list[Breaker]:
 
 @pytest.mark.live
 @pytest.mark.changes_stack
+@pytest.mark.remediation("high",
+                         "Make the breaker count the dependency's failures, open within its threshold, answer 503 at "
+                         "once while open, export its state, and close through a half-open trial after its reset "
+                         "timeout.")
 def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault):
     """Taking the database down opens every breaker, fails fast, alerts, and recovers.
 

@@ -136,6 +136,9 @@ CONFIG_RULES = [
 
 @pytest.mark.static
 @pytest.mark.parametrize("setting, expected, ok", CONFIG_RULES, ids=[rule[0] for rule in CONFIG_RULES])
+@pytest.mark.remediation("high",
+                         "Set the pool in the config file the services read (`database.postgres.pool`): `size` ≥ 20, "
+                         "`max_overflow` ≥ 30, a `timeout`, and `pre_ping: true`.")
 def test_pool_config_setting(stack, evidence, setting, expected, ok):
     """The shared pool config gives each service enough connections, waits a bounded time and tests connections."""
     cfg = stack.profile["pool"]
@@ -149,17 +152,21 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
         expected=expected,
         result="not set" if setting not in section else repr(value),
     )
+    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), setting))
     assert setting in section, f"{stack.rel(path)}: {key} is not set (expected {expected})"
     assert ok(value, cfg), f"{stack.rel(path)}: {key} is {value!r} (expected {expected})"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Raise `size` + `max_overflow` to at least the profile's `pool.min_total` (50 by default).")
 def test_pool_config_total(stack, evidence):
     """size + max_overflow is the most connections one service opens under load."""
     cfg = stack.profile["pool"]
     path = stack.path("pool_config")
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
+    evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
     size = as_int(section.get("size"), f"{where}.size")
     overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
     evidence.record(
@@ -173,6 +180,9 @@ def test_pool_config_total(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Remove the DB_POOL_* override from the service's environment (or raise it): the pool the "
+                         "service gets must meet the same minimums.")
 def test_effective_pool_per_service(stack, evidence):
     """What counts is the pool each service gets: a DB_POOL_* variable in its environment overrides config.yaml."""
     cfg = stack.profile["pool"]
@@ -188,6 +198,8 @@ def test_effective_pool_per_service(stack, evidence):
         for pool in pools
         if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]
     ]
+    evidence.locate(*(stack.locate_compose("services", pool.service, "environment") for pool in pools
+                      if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]))
     assert not wrong, (
         f"{stack.rel(stack.compose.files[0])}: pool too small for {'; '.join(wrong)} "
         f"(expected size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']})"
@@ -195,6 +207,10 @@ def test_effective_pool_per_service(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Raise Postgres' `max_connections` (where it is set last: command line, "
+                         "postgresql.auto.conf, postgresql.conf) or lower the pools or replicas, so every pool fits "
+                         "beside the reserved connections.")
 def test_pools_fit_postgres(stack, evidence):
     """If every pool fills up at once, Postgres must still accept them all (and keep its reserved slots)."""
     pools = service_pools(stack)
@@ -220,6 +236,9 @@ def test_pools_fit_postgres(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("medium",
+                         "Remove server-start settings (max_connections, shared_buffers, ...) from the service's "
+                         "PGOPTIONS; set them on the Postgres server.")
 def test_clients_do_not_set_server_settings(stack, evidence):
     """PGOPTIONS is sent by a client at every connection: a server-start setting in it (max_connections, ...)
     cannot change the server and makes Postgres refuse every connection of that service."""
@@ -270,6 +289,9 @@ def postgres_settings_live(live, *names: str) -> list[int]:
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Rebuild or recreate the API service so that it runs with the pool its config file declares "
+                         "(a stale image or an environment override wins otherwise).")
 def test_live_pool_matches_config(stack, live, evidence):
     """The running API service must use the pool its config file configures: a stale image, or a
     DB_POOL_* variable in its environment, would give it another one."""
@@ -278,6 +300,7 @@ def test_live_pool_matches_config(stack, live, evidence):
     path = stack.path("pool_config")
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
+    evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
     configured = as_int(section.get("size"), f"{where}.size"), as_int(section.get("max_overflow"), f"{where}.max_overflow")
     declared = next((p for p in service_pools(stack) if p.service == service), None)
     found = pool_gauges(live)
@@ -301,6 +324,9 @@ def test_live_pool_matches_config(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Recreate Postgres so it runs with the settings its files declare; a difference names the "
+                         "source that should have won.")
 def test_live_postgres_max_connections(stack, live, evidence):
     """The pools must fit the limits Postgres really runs with, and those must be the ones its files and
     command line give (a source the static reader does not see, or a stale data directory, would differ)."""
@@ -330,6 +356,9 @@ def test_live_postgres_max_connections(stack, live, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Size the pool (and Postgres' `max_connections`) for the agents' peak concurrency, and "
+                         "check the pool timeout: errors and timeouts under load mean requests queue or fail.")
 def test_live_load_concurrent_clients(stack, live, evidence):
     """The agents' peak load (each client holding a pooled connection) must be served without errors or pool timeouts."""
     cfg, pool_cfg = stack.profile["live"], stack.profile["pool"]

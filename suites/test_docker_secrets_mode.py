@@ -26,6 +26,9 @@ def _mode(value):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Use the long syntax for each secret a service mounts: `- source: <secret>` with `mode: "
+                         "0400` (and `uid`/`gid` of the service's user).")
 def test_secret_references_declare_mode(stack, evidence, target_engine):
     """Each service's secret uses the long syntax with mode 0400."""
     compose = stack.compose
@@ -40,10 +43,15 @@ def test_secret_references_declare_mode(stack, evidence, target_engine):
     evidence.note(ENGINE_NOTES.get(target_engine, ENGINE_NOTES["compose"]))
     assert refs, f"{stack.rel(compose.files[0])}: no service mounts a secret"
     wrong = [f"{name} → {ref.source} mode {_mode(ref.mode)}" for name, ref in refs if ref.mode != wanted]
+    evidence.locate(*(stack.locate_compose("services", name, "secrets") for name, ref in refs if ref.mode != wanted))
     assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Move the credential into a Docker secret and point the image's `<NAME>_FILE` variable at "
+                         "`/run/secrets/<secret>`; remove the literal from `environment:`, the env_file or the "
+                         "committed .env, and rotate it.")
 def test_no_credential_in_environment(stack, evidence):
     """A credential is passed as a secret file, not as a literal in a container's environment.
 
@@ -56,10 +64,15 @@ def test_no_credential_in_environment(stack, evidence):
         expected="none with a literal value where a _FILE variant or a secret exists",
         result="; ".join(finding.describe() for finding in found) or "none",
     )
+    evidence.locate(*(stack.locate(stack.root / finding.file) for finding in found))
     assert not found, f"credential in the open: {'; '.join(finding.describe() for finding in found)}"
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Deploy so the container sees 0400 and the declared owner: swarm applies "
+                         "`mode`/`uid`/`gid`; with non-swarm Compose make the host file 0400 and owned by the "
+                         "service's uid.")
 def test_effective_secret_mode_in_containers(stack, live, evidence):
     """Inside every running container, every /run/secrets/* target has the mode and owner it was deployed
     with (swarm's service spec; compose's declaration, which non-swarm engines do not apply) and 0400."""

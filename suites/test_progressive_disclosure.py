@@ -114,8 +114,8 @@ def responses(request, stack):
         recorded = RecordedResponses(stack)
         if not recorded.recorded():
             places = ", ".join(recorded.places().values()) or "none declared"
-            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}): "
-                        f"judged live by {request.node.originalname}[live]")
+            not_applicable(f"the stack keeps no recorded disclosure responses (disclosure.responses: {places}); "
+                           "a live run measures the running endpoints instead")
         return recorded
     return LiveResponses(stack, request.getfixturevalue("live"))
 
@@ -129,6 +129,9 @@ def token_counts(responses) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("responses", SOURCES, indirect=True)
+@pytest.mark.remediation("medium",
+                         "Trim the health, discovery and quickstart responses (fewer fields, shorter texts, links to "
+                         "the full docs) until they total less than the profile's `disclosure.max_tokens`.")
 def test_progressive_total(responses, evidence):
     """The first three levels together must stay small enough to load on every agent start."""
     cfg = responses.cfg
@@ -148,6 +151,9 @@ def test_progressive_total(responses, evidence):
 
 
 @pytest.mark.parametrize("responses", SOURCES, indirect=True)
+@pytest.mark.remediation("medium",
+                         "Move detail from the first three levels into the full docs, so the first levels save at "
+                         "least the profile's `disclosure.min_savings` of the full docs' tokens.")
 def test_savings_vs_full_docs(responses, evidence):
     """Progressive disclosure is only worth it if it saves most of the full docs' tokens."""
     cfg = responses.cfg
@@ -164,6 +170,9 @@ def test_savings_vs_full_docs(responses, evidence):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Require the API key on the full-docs endpoint (`disclosure.full_docs_endpoint`): without "
+                         "it, answer 401.")
 def test_live_full_docs_need_key(stack, live, evidence):
     """The full docs are the protected level: without the key they must not be served."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]

@@ -126,6 +126,9 @@ def monitor(stack):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "`chmod +x` the TLS monitor script (and give it a `#!` line) where the monitor service or "
+                         "cron line runs it.")
 def test_monitor_script_is_executable(stack, evidence):
     """The TLS monitor (a service or a cron line) runs the script directly: it must be an executable file."""
     script = stack.path("monitor_script")
@@ -135,11 +138,15 @@ def test_monitor_script_is_executable(stack, evidence):
         expected="regular file, executable",
         result=f"mode {file.mode:04o}" if file.exists else "missing",
     )
+    evidence.locate(stack.locate(script))
     assert file.exists and file.is_file, f"{stack.rel(script)}: not found (expected the TLS monitor script)"
     assert file.mode & 0o111, f"{stack.rel(script)}: mode {file.mode:04o}, not executable"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Make the profile's `scripts.monitor` describe how the script is really called (arguments, "
+                         "environment, exit codes, metric names), or change the script to match it.")
 def test_monitor_interface(stack, evidence, monitor, scenario_certs):
     """The monitor, called as the profile declares (scripts.monitor), runs on a valid certificate: it exits
     with a declared code, writes the declared metrics file with the declared metric and label names, and
@@ -157,6 +164,10 @@ def test_monitor_interface(stack, evidence, monitor, scenario_certs):
 
 @pytest.mark.static
 @pytest.mark.parametrize("scenario, days, cn", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+@pytest.mark.remediation("high",
+                         "Make the monitor report ok, warning, critical and error as the profile declares: exit "
+                         "code, status line and metrics matching the certificate (days left rounded down, an error "
+                         "for a missing, unreadable or not yet valid certificate).")
 def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, days, cn):
     """The monitor must tell ok / warning / critical / error apart, with the exit codes, status line and metrics
     its profile declares (scripts.monitor), the values matching the certificate."""
@@ -191,10 +202,14 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Put a PEM certificate (leaf first, then intermediates) at the path nginx serves "
+                         "(`paths.tls_cert`).")
 def test_stack_certificate_parses(stack, evidence):
     """nginx and the monitor read the certificate as PEM; the first certificate is the one served."""
     path = stack.path("tls_cert")
     evidence.record(test=f"{stack.rel(path)} parses", expected="a PEM X.509 certificate")
+    evidence.locate(stack.locate(path))
     cert, notes = load_certificate(stack, path)
     for note in notes:
         evidence.note(note)
@@ -205,6 +220,9 @@ def test_stack_certificate_parses(stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "Install the key that belongs to the certificate (compare `openssl x509 -noout -pubkey` "
+                         "with `openssl pkey -pubout`), or reissue the certificate for the key.")
 def test_stack_key_matches_certificate(stack, evidence):
     """nginx refuses to start when its key does not belong to its certificate."""
     cert_path, key_path = stack.path("tls_cert"), stack.path("tls_key")
@@ -216,21 +234,28 @@ def test_stack_key_matches_certificate(stack, evidence):
         expected="the same public key",
         result=f"{type(key).__name__.lstrip('_')}: {'same' if same else 'different'} public key",
     )
+    evidence.locate(stack.locate(key_path), stack.locate(cert_path))
     assert same, f"{stack.rel(key_path)}: private key does not match {stack.rel(cert_path)}"
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`chmod 0600` (or 0400) the TLS key file.")
 def test_stack_key_file_mode(stack, evidence):
     """Anyone who can read the key can impersonate the API."""
     path = stack.path("tls_key")
     file = stack.host.file(str(path))
     if not file.exists:
         raise StackError(f"{stack.rel(path)}: file not found")
+    evidence.locate(stack.locate(path))
     evidence.expect(f"mode of {stack.rel(path)}", f"{stack.rel(path)}: mode", file.mode, mode_within(0o600),
                     result=f"{file.mode:04o}, owner uid {file.uid}")
 
 
 @pytest.mark.static
+@pytest.mark.remediation("critical",
+                         "`git rm --cached` the key, list it in `.gitignore`, and replace the key and its "
+                         "certificate: the committed key is public.")
 def test_stack_key_not_tracked_by_git(stack, evidence):
     """A key committed to git is a key published to everyone with the repository."""
     path = stack.path("tls_key")
@@ -242,6 +267,7 @@ def test_stack_key_not_tracked_by_git(stack, evidence):
         expected="not tracked",
         result="stack dir is not a git checkout" if tracked is None else "tracked" if tracked else "not tracked",
     )
+    evidence.locate(stack.locate(path))
     assert not tracked, f"{stack.rel(path)}: tracked by git (expected generated, ignored and never committed)"
 
 
@@ -290,6 +316,9 @@ def served_certificate(live) -> tuple[x509.Certificate, str]:
 
 
 @pytest.mark.live
+@pytest.mark.remediation("critical",
+                         "Reload nginx (`nginx -s reload`) or recreate it so that it serves the certificate file on "
+                         "disk, and check that its volume mounts that file.")
 def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
     """Monitoring the file on disk only helps if nginx serves that file (not a stale or baked-in copy)."""
     path = stack.path("tls_cert")
@@ -308,6 +337,8 @@ def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
 
 @pytest.mark.live
 @pytest.mark.parametrize("label, version", OLD_VERSIONS, ids=[v[0] for v in OLD_VERSIONS])
+@pytest.mark.remediation("high",
+                         "Set `ssl_protocols TLSv1.2 TLSv1.3;` in nginx's server blocks and reload it.")
 def test_live_old_tls_version_refused(stack, live, evidence, label, version):
     """TLS 1.0 and 1.1 are broken and deprecated: only TLS 1.2 or newer may be accepted."""
     service = stack.roles.name("tls_terminator")
@@ -322,6 +353,9 @@ def test_live_old_tls_version_refused(stack, live, evidence, label, version):
 
 
 @pytest.mark.live
+@pytest.mark.remediation("high",
+                         "Check that the monitor runs on schedule against the served certificate and that its "
+                         "metrics file is scraped; a stale or wrong expiry means the alert fires late or never.")
 def test_live_expiry_metric_in_prometheus(stack, live, evidence):
     """Alerts fire from Prometheus: the monitor's expiry metric must reach it with the certificate's notAfter."""
     path = stack.path("tls_cert")
@@ -359,12 +393,16 @@ def certificate(request, stack) -> tuple[x509.Certificate, str]:
     """(certificate, where it is): the stack's file, or what nginx serves."""
     if request.param == "disk":
         path = stack.path("tls_cert")
+        request.getfixturevalue("evidence").locate(stack.locate(path))  # a finding about it is in that file
         return load_certificate(stack, path)[0], stack.rel(path)
     served, _ = served_certificate(request.getfixturevalue("live"))
     return served, f"service {stack.roles.name('tls_terminator')}: served certificate"
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+@pytest.mark.remediation("critical",
+                         "Renew the certificate (and automate renewal, e.g. certbot with a reload hook) so that it "
+                         "has more than the profile's `tls.min_days_left` days left.")
 def test_certificate_days_left(certificate, stack, evidence):
     """An expired certificate takes the API down for every client at once: renew well before."""
     cert, where = certificate
@@ -379,6 +417,9 @@ def test_certificate_days_left(certificate, stack, evidence):
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+@pytest.mark.remediation("critical",
+                         "Serve a certificate whose notBefore has passed: check the issuing host's clock, or wait "
+                         "for it before deploying.")
 def test_certificate_valid_now(certificate, evidence):
     """A certificate whose notBefore is still ahead is refused by every client, however long it has left."""
     cert, where = certificate
@@ -389,6 +430,9 @@ def test_certificate_valid_now(certificate, evidence):
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+@pytest.mark.remediation("high",
+                         "Reissue the certificate with an RSA key of 2048 bits or more (or EC P-256 or more) and a "
+                         "SHA-256 (or stronger) signature.")
 def test_certificate_key_and_signature_strength(certificate, evidence):
     """Clients at current security levels refuse RSA keys under 2048 bits and SHA-1 signatures."""
     cert, where = certificate
@@ -416,6 +460,9 @@ def nginx_config_files(stack) -> list[tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
+@pytest.mark.remediation("critical",
+                         "Reissue the certificate with every `server_name` nginx serves in its subjectAltName (DNS "
+                         "names, IP addresses).")
 def test_certificate_covers_served_names(certificate, stack, evidence):
     """Clients match the host they asked for against the SAN only (not the CN): every name the TLS server
     blocks answer to (server_name) must be in it."""
@@ -436,6 +483,9 @@ def test_certificate_covers_served_names(certificate, stack, evidence):
 
 
 @pytest.mark.static
+@pytest.mark.remediation("high",
+                         "Append the intermediate certificates (the issuer's chain file, e.g. fullchain.pem) after "
+                         "the leaf in the served file.")
 def test_certificate_chain_complete(stack, evidence):
     """A file that serves a chain must serve every intermediate between the leaf and a root: a client missing
     one cannot build a path to its trust anchor (extra certificates and their order are tolerated, as clients do)."""
@@ -446,4 +496,5 @@ def test_certificate_chain_complete(stack, evidence):
     evidence.record(test=f"path from the leaf through the certificates served in {stack.rel(path)}",
                     expected="reaches a self-issued certificate, or only the leaf is served",
                     result=f"{len(chain)} certificate(s)" + (f"; {problem}" if problem else ", complete"))
+    evidence.locate(stack.locate(path))
     assert problem is None, f"{stack.rel(path)}: incomplete chain: {problem}"

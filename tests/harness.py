@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from typing import NoReturn
 import jsonschema
 import pytest
 import yaml
+
+from stackproof.controls import default_docs_base
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_STACK = REPO / "stack"
@@ -33,6 +36,12 @@ def report_schema_errors(report: dict) -> list[str]:
         f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:300]}"
         for error in sorted(_REPORT_VALIDATOR.iter_errors(report), key=lambda e: list(map(str, e.absolute_path)))
     ]
+
+def without_own_links(markdown: str) -> str:
+    """A Markdown report less the suite's own links to the controls' pages (`[how to fix](<...>)`), which are
+    markup on purpose: what remains outside code spans must hold no markup a stack supplied."""
+    return re.sub(r"\[[A-Za-z ]+\]\(<" + re.escape(default_docs_base()) + r"[^<>\s]*>\)", "", markdown)
+
 
 @dataclass
 class SuiteRun:

@@ -1,6 +1,7 @@
 """The CI templates in docs/ci/ are valid for their platforms and do what the README says:
 nightly static + live against an ssh:// engine, static on pull requests, reports kept, JUnit
-published, NO-GO fails the job, the history carried between runs.
+published, the SARIF report uploaded to GitHub code scanning, NO-GO fails the job, the history
+carried between runs.
 
 Validity is the platforms' published schemas, as check-jsonschema ships them (offline), and
 actionlint for the GitHub workflow: `bin/stackproof selftest` installs it into .venv (tools/actionlint:
@@ -75,6 +76,11 @@ def test_github_workflow_does_what_it_says() -> None:
     assert checkout["with"]["path"] == "stack", "the report dir must lie outside the checkout (issue 17 G)"
     assert "--stack-dir stack --report-dir reports" in static["run"] and "--stack-dir stack" in live["run"]
     assert runs["Publish JUnit"]["with"]["report_paths"] == "reports/junit.xml"
+    sarif = runs["Upload SARIF to code scanning"]
+    assert sarif["uses"].startswith("github/codeql-action/upload-sarif@") and sarif["if"].startswith("always()")
+    assert sarif["with"]["sarif_file"] == "reports/validation-report.sarif"
+    assert sarif["with"]["checkout_path"].endswith("/stack"), "SARIF paths are relative to the stack dir"
+    assert workflow["permissions"]["security-events"] == "write"
     assert runs["Restore the run history"]["with"]["path"] == runs["Save the run history"]["with"]["path"] \
         == "reports/history.jsonl"
 
@@ -88,6 +94,7 @@ def test_gitlab_job_does_what_it_says() -> None:
     assert 'DOCKER_HOST="$STAGING_DOCKER_HOST"' in script and "stackproof validate --static" in script
     assert 'sys.exit(v["decision"] not in ("GO", "STATIC PASS"))' in script
     assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "reports/junit.xml"
+    assert "reports/validation-report.sarif" in job["artifacts"]["paths"]
     assert job["cache"]["paths"] == ["reports/history.jsonl"] and job["cache"]["when"] == "always"
     report_dir = job["variables"]["STACKPROOF_REPORT_DIR"]  # outside the checkout; copied in at the end
     assert report_dir.startswith("/tmp/") and '$STACKPROOF_REPORT_DIR/junit.xml' in script

@@ -16,7 +16,7 @@ from stackproof.redact import Redactor
 from stackproof.report.collector import TargetInfo, ValidationReport
 from stackproof.report.outcome import (BlockedBy, EnvironmentProblem, LiveOnly, NotApplicable, NotProven, NotRunKind,
                                        RunStatus, Status, check_status, control_summary, decide, not_run_kind)
-from stackproof.report.rows import PLAN_ATTRIBUTE, ROW_ATTRIBUTE, CheckRow, clean_row
+from stackproof.report.rows import PLAN_ATTRIBUTE, ROW_ATTRIBUTE, CheckRow, clean_row, plan_entry
 from stackproof.report.waivers import Waiver, WaiverSet
 from stackproof.report.waiving import WaiverOutcomes
 
@@ -203,7 +203,7 @@ def test_the_xdist_merge_gives_the_serial_verdict(seed):
     controller = _collector()
     ids = [check.nodeid for check in ROWS]
     controller.pytest_xdist_node_collection_finished(None, ids)
-    plan = {check.nodeid: [check.control, check.mode, check.name] for check in ROWS}
+    plan = {check.nodeid: plan_entry(check, controller.redactor) for check in ROWS}
     arrivals = ROWS[:]
     random.Random(seed).shuffle(arrivals)
     controller.pytest_runtest_logreport(_report(arrivals[0].nodeid, "setup", "passed", **{PLAN_ATTRIBUTE: plan}))
@@ -221,7 +221,7 @@ def test_a_check_no_worker_finished_keeps_its_marked_mode():
     whatever its name says; the run is INCOMPLETE."""
     controller = _collector()
     controller.pytest_xdist_node_collection_finished(None, [check.nodeid for check in ROWS])
-    plan = {check.nodeid: [check.control, check.mode, check.name] for check in ROWS}
+    plan = {check.nodeid: plan_entry(check, controller.redactor) for check in ROWS}
     controller.pytest_runtest_logreport(_report(ROWS[0].nodeid, "setup", "passed", **{PLAN_ATTRIBUTE: plan}))
     for check in ROWS[:3]:
         controller.pytest_runtest_logreport(

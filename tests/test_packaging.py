@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from harness import REPO, stack_secrets
@@ -50,7 +51,7 @@ def wheel(reference_stack: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for name in ("stackproof", "suites", "stack"):
+    for name in ("stackproof", "suites", "stack", "docs/controls"):
         shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
     dist = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
@@ -77,6 +78,7 @@ def test_wheel_contents(wheel: Path, reference_stack: Path) -> None:
         assert any(name.startswith("stackproof/reference_stack/") and name.endswith(path) for name in names), path
     assert modes["stackproof/reference_stack/scripts/setup.sh"] & 0o111, "scripts lose their executable bit"
     assert "stackproof/suite.ini" in names
+    assert "stackproof/control_docs/api_key_permissions.md" in names, "the controls' pages the reports link to"
     generated = [n for n in names if "/secrets/" in n or "/nginx/certs/" in n or n.endswith("/.env")]
     assert generated == [], f"generated secrets in the wheel: {generated}"
     for value in stack_secrets(reference_stack):
@@ -125,6 +127,8 @@ def test_installed_wheel_validates_from_another_directory(wheel: Path, stack_cop
     report = json.loads((workdir / "reports/validation-report.json").read_text())
     assert report["verdict"]["decision"] == "STATIC PASS"
     assert report["target"]["stack_dir"] == str(stack_copy)
+    doc = Path(urlsplit(report["controls"][0]["doc"]).path)  # the installed copy of the control's page
+    assert doc.is_relative_to(site_packages) and doc.is_file(), doc
     assert all(row["nodeid"].startswith("suites/test_") for c in report["controls"] for row in c["checks"])
     probe = json.loads((tmp_path / "given.json").read_text())
     assert Path(probe["stackproof"]).is_relative_to(site_packages), probe["stackproof"]

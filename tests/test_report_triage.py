@@ -122,7 +122,7 @@ def test_styles_wrap_reasons_at_words_print_cleanly_and_allow_no_script():
     assert re.search(r"\.col-reason\{[^}]*min-width:\s*\d+em", style)
     print_css = style[style.index("@media print"):]
     for rule in (r"thead\{display:table-header-group", r"tr[^{]*\{break-inside:avoid",
-                 r"section\.control\{break-before:page"):
+                 r"section\.control\.attention\{break-before:page"):
         assert re.search(rule, print_css), rule
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
     assert "default-src 'none'" in csp and "script-src" not in csp
@@ -205,3 +205,35 @@ def test_a_run_and_its_checks_are_timed(reference_stack: Path, run_static):
     tools = run.report["environment"]["tools"]  # asked beside the checks (report.py), read at the end
     assert tools["python"] == platform.python_version() and tools["pytest"] == pytest.__version__
     assert {"promtool", "openssl", "docker-compose"} <= set(tools) and not tools.get("error"), tools
+
+
+def test_the_header_names_what_was_validated_and_every_check_says_what_to_do():
+    """The header (HTML and Markdown) names the stack dir, compose project, engine and git commit; every
+    check's row shows the check id a waiver names; a check that needs attention shows its severity, its fix,
+    where its finding is and a link to its section of the control's page. No jargon reaches the reader."""
+    summary = sample_summary("no-go")
+    outputs = render_all(summary)
+    header = outputs["html"][outputs["html"].index("<header>"):outputs["html"].index("</header>")]
+    target = summary["target"]
+    for label, value in (("Stack", target["stack_dir"]), ("Compose project", target["compose_project"]),
+                         ("Engine", "not reached"), ("Commit", target["git_commit"])):
+        assert re.search(rf'<span class="label">{label}</span> {re.escape(value)}', header.replace("<wbr>", "")), label
+    md_header = outputs["md"].split("## Summary")[0]
+    for value in (target["stack_dir"], target["compose_project"], target["git_commit"]):
+        assert f"` {value} `" in md_header, value
+    text = outputs["html"].replace("<wbr>", "")
+    rows = [row for control in summary["controls"] for row in control["checks"]]
+    for row in rows:
+        check_id = row["nodeid"].partition("::")[2]
+        assert f'<code class="check-id" title="the id a waiver names">{check_id}</code>' in text
+        assert f"` {check_id} `" in outputs["md"]
+        if row["status"] != "PASS":
+            assert html.escape(row["fix"], quote=False) in text and f'<a href="{row["doc"]}">How to fix</a>' in text
+            assert f"` {row['fix']} ` [how to fix](<{row['doc']}>)" in outputs["md"]
+    located = next(row for row in rows if row["locations"])
+    place = located["locations"][0]
+    assert f"{place['path']}:{place['line']}" in text and f"` {place['path']}:{place['line']} `" in outputs["md"]
+    assert "Validated" not in outputs["md"] and ">Validated<" not in outputs["html"]
+    assert "| Proven by |" in outputs["md"] and ">Proven by<" in outputs["html"]
+    suites = "".join(path.read_text() for path in (Path(__file__).parent.parent / "suites").glob("test_*.py"))
+    assert "judged live by" not in suites

@@ -12,10 +12,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from harness import without_own_links
 
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 ALERTS_DIR = "ai-stack/compose/prometheus/alerts"
-REPORT_FILES = {"validation-report.json", "validation-report.md", "validation-report.html"}
+REPORT_FILES = {"validation-report.json", "validation-report.md", "validation-report.html", "validation-report.sarif"}
 HISTORY = "history.jsonl"  # outlives the runs: each run that executed checks appends to it
 HOSTILE_NAME = '![x](https://evil.example/x.png) [a](https://evil.example) <https://evil.example> <img src=x> www.evil.example'
 CRASH_PLUGIN = '''
@@ -95,7 +96,7 @@ def test_the_report_set_is_replaced_whole_and_renders_anything(stack_copy, run_s
     texts = {p.suffix: p.read_bytes().decode("utf-8") for p in reports.iterdir() if p.name != HISTORY}  # valid UTF-8, all three
     assert "\\ufffd" in texts[".json"] and "\ufffd" in texts[".md"] and "\ufffd" in texts[".html"]  # the surrogate, replaced
     assert "evil.example" in texts[".md"] and "evil.example" in texts[".html"], "the hostile name is not in the report"
-    outside_code = re.sub(r"(`+) .*? \1", "", texts[".md"])
+    outside_code = without_own_links(re.sub(r"(`+) .*? \1", "", texts[".md"]))
     for live_markup in ("](", "<http", "<img", "www.evil"):
         assert live_markup not in outside_code, live_markup
     assert "<img" not in texts[".html"] and "href=\"https://evil" not in texts[".html"]

@@ -126,3 +126,39 @@ def load_yaml(path: Path, source: str | None = None) -> Any:
     except UnicodeDecodeError:
         raise StackError(f"{source}: not UTF-8 text") from None
     return parse_yaml(text, source)
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def key_path_text(keys: KeyPath) -> str:
+    """A key path as the report writes it: `services.aidb.secrets[0].mode`."""
+    text = ""
+    for key in keys:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def key_position(text: str, keys: KeyPath) -> tuple[int, int | None]:
+    """How many of `keys` the document has, and the 1-based line of the deepest of them (a mapping key's own
+    line; a sequence item's line), so a finding about a key the file lacks points at its parent. (0, None): the
+    text is no YAML or not even the first key is there. Bounded like parse_yaml (the bounds are checked first)."""
+    try:
+        _check_bounds(text)
+        node = yaml.compose(text, Loader=_BaseLoader)
+    except yaml.YAMLError:
+        return 0, None
+    depth, line = 0, None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode) and isinstance(key, str):
+            found = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+        depth += 1
+    return depth, line

@@ -18,7 +18,7 @@ import datetime as dt
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -26,7 +26,7 @@ from typing import Callable
 import pytest
 
 from stackproof import __version__
-from stackproof.controls import CONTROLS
+from stackproof.controls import CONTROLS, default_docs_base, doc_url
 from stackproof.redact import Redactor, text_of
 from stackproof.report import environment, junit, render
 from stackproof.report.files import ReportFiles
@@ -38,7 +38,7 @@ from stackproof.report.rows import (ENGINE_ATTRIBUTE, ENGINE_VERSION_ATTRIBUTE, 
                                     suite_control)
 from stackproof.report.waivers import WaiverSet
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 
 
@@ -48,8 +48,10 @@ def is_worker(config: pytest.Config) -> bool:
 
 class ValidationReport:
     def __init__(self, config: pytest.Config, report_dir: Path, target: Callable[[], "TargetInfo"], redactor: Redactor,
-                 target_errors: Callable[[], list[str]] = list, profile: Callable[[], dict] | None = None):
+                 target_errors: Callable[[], list[str]] = list, profile: Callable[[], dict] | None = None,
+                 docs_base: str | None = None):
         self.config = config
+        self.docs_base = docs_base or default_docs_base()  # each row links to its section under it (controls.doc_url)
         self.target_errors = target_errors  # problems of the whole target, listed once at the top
         self.received_target_errors: list[str] = []  # ... as seen where the checks ran (xdist workers)
         self.report_dir = report_dir
@@ -240,11 +242,12 @@ class ValidationReport:
                 data["reason"] = NOT_FINISHED_PREFIX + self.redactor.clean(why)
             data["blocked"] = data["status"] == Status.SKIPPED and data["not_run"] == NotRunKind.BLOCKED
             data["environment_error"] = data["status"] == Status.SKIPPED and data["not_run"] == NotRunKind.ENVIRONMENT
+            data["doc"] = doc_url(self.docs_base, data["control"], nodeid)
             self._mark_waiver(data)
             rows.append(data)
         live_run = any(row["mode"] == "live" for row in rows)
-        controls = [control_summary(control, [r for r in rows if r["control"] == control.id], self.engine, live_run)
-                    for control in CONTROLS]
+        controls = [{**control_summary(control, [r for r in rows if r["control"] == control.id], self.engine, live_run),
+                     "doc": doc_url(self.docs_base, control.id)} for control in CONTROLS]
         run = {"live": live_run, "engine": self.engine, "status": str(status),
                "reason": self.redactor.clean(why), "duration_s": round(time.monotonic() - self.clock, 3)}
         target_errors = list(dict.fromkeys([*(self.redactor.clean(e) for e in self.target_errors()),
@@ -306,8 +309,8 @@ class ValidationReport:
             info = asdict(self.target_info)
         except Exception as exc:
             return {"stack_dir": f"unreadable: {type(exc).__name__}", "git_commit": None, "compose_project": None,
-                    "profile": None}
-        return {key: None if value is None else self.redactor.clean(value) for key, value in info.items()}
+                    "profile": None, "compose_files": []}
+        return self._clean_tree(info)
 
     def error_summary(self) -> dict:
         """The report of a run that broke: made only of constants and the cleaned error line."""
@@ -334,3 +337,4 @@ class TargetInfo:
     compose_project: str | None
     profile: str | None
     compose_loader: str | None = None  # how the compose model was read (the Python fallback is named)
+    compose_files: list[str] = field(default_factory=list)  # the compose model's files, relative to the stack dir

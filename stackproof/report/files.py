@@ -1,4 +1,4 @@
-"""The report set on disk: validation-report.{json,md,html}, written as one set or not at all."""
+"""The report set on disk: validation-report.{json,md,html,sarif}, written as one set or not at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 REPORT_NAME = "validation-report"
-SUFFIXES = ("json", "md", "html")
+SUFFIXES = ("json", "md", "html", "sarif")
 STAGING_PREFIX = ".stackproof-report-"
 
 

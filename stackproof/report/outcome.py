@@ -242,7 +242,7 @@ def decide(controls: list[dict], rows: list[dict], run: dict, target_errors: Ite
                     f"the live checks were not run{' (' + ', '.join(live_only) + ': live only)' if live_only else ''}"
                     "; not a deploy decision")
             return {"decision": str(Decision.STATIC_PASS), "gate": gate, "passed": True, "reason": "", "line": line}
-        line = f"GO: every P0 control passed or is waived{waived_text}" if waived else "GO: every P0 control passed"
+        line = f"GO: every control passed or is waived{waived_text}" if waived else "GO: every control passed"
         return {"decision": str(Decision.GO), "gate": gate, "passed": True, "reason": "", "line": line}
     reason = f"{leading}; {reason}" if leading else reason
     decision = Decision.NO_GO if gate == "deploy" else Decision.STATIC_FAIL

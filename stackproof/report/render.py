@@ -17,8 +17,10 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from stackproof.report import render_trend
+from stackproof.controls import Severity
+from stackproof.report import render_trend, sarif
 from stackproof.report.outcome import Decision, Status, check_status, control_status
+from stackproof.report.waivers import check_id
 
 CONTROL_ORDER = {Status.FAIL: 0, Status.NOT_PROVEN: 1, Status.SKIPPED: 1, Status.WAIVED: 2, Status.LIVE_ONLY: 3,
                  Status.PASS: 4}
@@ -74,8 +76,30 @@ def run_label(summary: dict) -> str:
     return f"{kind} run" + ("" if run["status"] == "COMPLETE" else f", {run['status']}")
 
 
+PROVEN_BY = {"both": "static and live checks", "static": "static checks", "live": "live checks"}
+
+
+def proven_by(validated: str) -> str:
+    """A control's `validated` (both, static, live, -) in plain words."""
+    return PROVEN_BY.get(validated, "not proven")
+
+
+def target_facts(summary: dict) -> list[tuple[str, str]]:
+    """What was validated, for the report's header: the stack dir, the compose project, the engine and the git
+    commit (each named, "-" when unknown)."""
+    target = summary["target"]
+    engine = (summary.get("environment") or {}).get("engine") or {}
+    kind = engine.get("kind") or summary["run"].get("engine")
+    engine_text = f"{kind} ({engine['host']})" if kind and engine.get("host") else kind or "none reached (static run)"
+    if summary["run"]["live"] and not kind:
+        engine_text = "not reached"
+    return [("Stack", target.get("stack_dir") or "-"), ("Compose project", target.get("compose_project") or "-"),
+            ("Engine", engine_text), ("Commit", target.get("git_commit") or "not a git checkout")]
+
+
 def render_all(summary: dict) -> dict[str, str]:
-    return {"json": render_json(summary), "md": render_markdown(summary), "html": render_html(summary)}
+    return {"json": render_json(summary), "md": render_markdown(summary), "html": render_html(summary),
+            "sarif": sarif.render_sarif(summary)}
 
 
 def render_json(summary: dict) -> str:
@@ -116,12 +140,37 @@ def _profile_rows_md(profile: dict) -> list[str]:
     return rows
 
 
+def _md_link(text: str, url: str | None) -> str:
+    """A Markdown link to one of the suite's own URLs (the controls' pages), or nothing for a URL that would not
+    stay one link (whitespace, angle brackets)."""
+    if not url or any(char.isspace() or char in "<>" for char in url):
+        return ""
+    return f"[{text}](<{url}>)"
+
+
+def _location_md(place: dict) -> str:
+    line = f":{place['line']}" if place.get("line") else ""
+    return _md(f"{place['path']}{line}") + (f" ({_md(place['key'])})" if place.get("key") else "")
+
+
+def _what_to_do_md(row: dict) -> str:
+    """A check's fix, its doc link and where its finding is; nothing for a passing check."""
+    if check_status(row) == Status.PASS:
+        return "-"
+    where = "; ".join(_location_md(place) for place in row.get("locations", []))
+    parts = [_md(row["fix"]) if row.get("fix") else "", _md_link("how to fix", row.get("doc")),
+             f"where: {where}" if where else ""]
+    return " ".join(part for part in parts if part) or "-"
+
+
 def render_markdown(summary: dict) -> str:
     verdict, totals, target = summary["verdict"], summary["totals"], summary["target"]
     out = [
         "# Validation report",
         "",
         f"**Verdict: {verdict['decision']}**" + (f": {_md(verdict['reason'])}" if verdict["reason"] else ""),
+        "",
+        " · ".join(f"{label}: {_md(value)}" for label, value in target_facts(summary)),
         "",
         *[f"**Target error:** {_md(error)}\n" for error in summary.get("target_errors", [])],
         "| | |",
@@ -131,6 +180,7 @@ def render_markdown(summary: dict) -> str:
         f"| Compose project | {_md(target['compose_project'])} |",
         f"| Profile | {_md(target['profile'])} |",
         f"| Compose model | {_md(target.get('compose_loader'))} |",
+        f"| Compose files | {_md(', '.join(target.get('compose_files') or []))} |",
         *_profile_rows_md(summary.get("profile") or {}),
         f"| Date | {summary['generated']} |",
         f"| Duration | {format_duration(summary['run'].get('duration_s'))} |",
@@ -139,24 +189,28 @@ def render_markdown(summary: dict) -> str:
         "",
         "## Summary",
         "",
-        "| Control | Status | Reason | Checks | Validated | Time |",
+        "| Control | Status | Reason | Checks | Proven by | Time |",
         "|---|---|---|---|---|---|",
     ]
     controls = triage_order(summary["controls"])
     for control in controls:
         out.append(f"| {control['title']} | {control_status(control)} | {_md(control['reason'])} | {check_counts(control['checks'])} "
-                   f"| {control['validated']} | {format_duration(control.get('duration_s'))} |")
+                   f"| {proven_by(control['validated'])} | {format_duration(control.get('duration_s'))} |")
     out += ["", totals_line(totals), "", *render_trend.markdown_sections(summary, _md)]
     if summary["run"]["status"] != "COMPLETE":
         out[4:4] = [f"**Run {summary['run']['status']}**: {_md(summary['run']['reason'])}", ""]
     for number, control in enumerate(controls, 1):
         out += [f"## {number}. {control['title']}: {control_status(control)}", ""]
+        doc = _md_link("What this control protects and how to fix it", control.get("doc"))
+        out += [f"{control['impact']}" + (f" {doc}" if doc else ""), ""]
         if control["warning"]:
             out += [f"> Warning: {control['warning']}", ""]
-        out += ["| Status | Check | Reason | Result | Expected | Test | Mode | Time |", "|---|---|---|---|---|---|---|---|"]
+        out += ["| Status | Severity | Check | Check id | Reason | What to do | Result | Expected | Test | Mode | Time |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in control["checks"]:
             out.append(
-                f"| {check_status(row)} | {_md(row['name'])} | {_md(row['reason'])} | {_md(row['result'])} "
+                f"| {check_status(row)} | {row.get('severity') or '-'} | {_md(row['name'])} | {_md(check_id(row['nodeid']))} "
+                f"| {_md(row['reason'])} | {_what_to_do_md(row)} | {_md(row['result'])} "
                 f"| {_md(row['expected'])} | {_md(row['test'])} | {row['mode']} | {format_duration(row.get('duration_s'))} |"
             )
         out.append("")
@@ -210,7 +264,7 @@ def _templates() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(duration=format_duration, counts=check_counts, check_status=check_status,
-                       control_status=control_status, breakable=breakable)
+                       control_status=control_status, breakable=breakable, proven_by=proven_by, check_id=check_id)
     return env
 
 
@@ -220,11 +274,13 @@ def render_html(summary: dict) -> str:
         "profile": {"weakened": [], "ignored": [], "changed": [], "error": None, **(summary.get("profile") or {})},
         "session_errors": summary.get("session_errors", []),
         "environment": summary.get("environment"),
-        "target": {"compose_loader": None, **summary["target"]},
+        "target": {"compose_loader": None, "compose_files": [], **summary["target"]},
         "controls": triage_order(summary["controls"]),
         "status_class": HTML_CLASSES,
         "verdict_classes": VERDICT_CLASSES,
         "run_line": run_line(summary),
+        "target_facts": target_facts(summary),
+        "severities": [str(severity) for severity in Severity],
         "run_label": run_label(summary),
         "totals_line": totals_line(summary["totals"]),
         "sections_css": markupsafe.Markup(render_trend.CSS),  # render_trend.py's sections: escaped there

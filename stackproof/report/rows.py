@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stackproof.controls import BY_ID
+from stackproof.controls import BY_ID, remedy_of
 from stackproof.errors import StackError
 from stackproof.evidence import EVIDENCE_KEY
 from stackproof.redact import Redactor, strip_controls, text_of
@@ -25,7 +25,7 @@ from stackproof.report.outcome import NotRunKind, Status, not_run_kind
 
 JUNIT_PROPERTIES = ("control", "mode", "test", "expected", "result")
 ROW_ATTRIBUTE = "stackproof_row"  # the row, on a check's teardown report
-PLAN_ATTRIBUTE = "stackproof_plan"  # {nodeid: [control, mode, name]}, on the first report of a process
+PLAN_ATTRIBUTE = "stackproof_plan"  # {nodeid: [control, mode, name, severity, fix]}, on the first report of a process
 TARGET_ERRORS_ATTRIBUTE = "stackproof_target_errors"  # the target errors seen where the check ran
 ENGINE_ATTRIBUTE = "stackproof_engine"  # the engine the live checks found where the check ran
 ENGINE_VERSION_ATTRIBUTE = "stackproof_engine_version"  # ... and its version
@@ -47,11 +47,14 @@ class CheckRow:
     duration_s: float = 0.0  # setup, call and teardown
     not_run: str | None = None  # a skipped check: why (outcome.NotRunKind)
     internal_error: bool = False  # it failed on an exception of the suite's own code, not a finding
+    severity: str = ""  # critical, high or medium (its remediation marker; controls.Severity)
+    fix: str = ""  # what to do when it fails (its remediation marker)
+    locations: tuple[dict, ...] = ()  # where its finding is: {path, line, key} (evidence.Location)
 
     @classmethod
     def from_dict(cls, data: dict) -> CheckRow:
         row = cls(**{key: value for key, value in data.items() if key in ROW_FIELDS})
-        row.notes = tuple(row.notes)
+        row.notes, row.locations = tuple(row.notes), tuple(row.locations)
         return row
 
 
@@ -99,7 +102,16 @@ def mode_of(item: pytest.Item) -> str:
 
 def row_of(item: pytest.Item) -> CheckRow | None:
     control = control_of(item)
-    return CheckRow(control, item.nodeid, check_name(item), mode_of(item)) if control is not None else None
+    if control is None:
+        return None
+    remedy = remedy_of(item)
+    severity, fix = (str(remedy.severity), remedy.fix) if remedy else ("", "")
+    return CheckRow(control, item.nodeid, check_name(item), mode_of(item), severity=severity, fix=fix)
+
+
+def plan_entry(row: CheckRow, redactor: Redactor) -> list[str]:
+    """What the xdist controller learns of a check before it reports (`planned_row` reads it back)."""
+    return [row.control, row.mode, redactor.clean(row.name), row.severity, row.fix]
 
 
 def suite_control(nodeid: str) -> str | None:
@@ -112,10 +124,10 @@ def suite_control(nodeid: str) -> str | None:
 def planned_row(nodeid: str, plan: dict[str, list[str]]) -> CheckRow | None:
     """The row of a check the xdist controller knows only from a worker's plan, until its own row arrives."""
     entry = plan.get(nodeid)
-    if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+    if not isinstance(entry, (list, tuple)) or len(entry) != 5:
         return None
-    control, mode, name = entry
-    return CheckRow(control, nodeid, name, mode)
+    control, mode, name, severity, fix = entry
+    return CheckRow(control, nodeid, name, mode, severity=severity, fix=fix)
 
 
 class RowRecorder:
@@ -131,8 +143,7 @@ class RowRecorder:
         self._rows: dict[str, CheckRow] = {}  # the checks in progress
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.plan = {row.nodeid: [row.control, row.mode, self.redactor.clean(row.name)]
-                     for row in map(row_of, session.items) if row is not None}
+        self.plan = {row.nodeid: plan_entry(row, self.redactor) for row in map(row_of, session.items) if row is not None}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -149,7 +160,7 @@ class RowRecorder:
         evidence = item.stash.get(EVIDENCE_KEY, None)
         if evidence is not None:
             row.test, row.expected, row.result = evidence.test, evidence.expected, evidence.result
-            row.notes = tuple(evidence.notes)
+            row.notes, row.locations = tuple(evidence.notes), tuple(location.as_dict() for location in evidence.locations)
         self._record_outcome(row, rep, call)
         row.duration_s = round(row.duration_s + rep.duration, 3)
         if rep.when == "teardown":
@@ -201,4 +212,6 @@ def clean_row(row: CheckRow, redactor: Redactor) -> dict:
     for key in ("name", "test", "result", "expected", "reason"):
         data[key] = redactor.clean(data[key])
     data["notes"] = [redactor.clean(note) for note in row.notes]
+    data["locations"] = [{key: redactor.clean(value) if isinstance(value, str) else value for key, value in place.items()}
+                         for place in row.locations]
     return data

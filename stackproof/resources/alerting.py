@@ -37,6 +37,7 @@ class Rule:
     kind: str  # alert | record
     name: str
     spec: dict = field(repr=False)
+    keys: tuple[str | int, ...] = ()  # its YAML key path in the file: ("groups", 0, "rules", 3)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def read_rule_file(path: Path, rel: str) -> list[Rule]:
             for key in ("labels", "annotations"):
                 if not isinstance(spec.get(key) or {}, dict):
                     raise StackError(f"{rel}: {spec[kinds[0]]}: {key} is not a mapping")
-            rules.append(Rule(path, kinds[0], spec[kinds[0]], spec))
+            rules.append(Rule(path, kinds[0], spec[kinds[0]], spec, ("groups", g - 1, "rules", r - 1)))
     return rules
 
 

@@ -49,6 +49,11 @@ class OpenCredential:
     def describe(self) -> str:
         return f"{self.where}: {self.name} is a literal ({self.because})"
 
+    @property
+    def file(self) -> str:
+        """The file it is written in, relative to the stack dir (`where` up to its first ': ')."""
+        return self.where.partition(": ")[0]
+
 
 def literal_part(value: str) -> str:
     """What of a compose value is written in the file: the text around `${...}` references and their

@@ -17,7 +17,9 @@ from stackproof.target.credentials import SecretValue, is_credential_name, stack
 from stackproof.errors import Blocked, InputUnreadable, NotDeclared, StackError
 from stackproof.target.profile import Profile, inside
 from stackproof.redact import Redactor
+from stackproof.evidence import Location
 from stackproof.io.files import read_stack_file, require_readable_git
+from stackproof.io.yamlio import MAX_YAML_BYTES, key_path_text, key_position
 from stackproof.io.sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -160,6 +162,26 @@ class Stack:
             return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
+
+    def locate(self, path: Path | str, *keys: str | int) -> Location:
+        """Where a finding is: `path` relative to the stack dir and, for a YAML key path, the line of its deepest
+        key the file has (a file that cannot be read or parsed: no line; the finding is reported all the same)."""
+        return Location(self.rel(path), self._key_position(Path(path), keys)[1], key_path_text(keys) if keys else None)
+
+    def _key_position(self, path: Path, keys: tuple[str | int, ...]) -> tuple[int, int | None]:
+        if not keys or not self.inside(path):
+            return 0, None
+        try:
+            return key_position(read_stack_file(path, self.rel(path), MAX_YAML_BYTES).decode("utf-8"), keys)
+        except (StackError, OSError, UnicodeDecodeError):
+            return 0, None
+
+    def locate_compose(self, *keys: str | int) -> Location:
+        """A key path of the compose model, in the compose file that has most of it (the first of equals: an
+        override that only adds to a service loses to the file that declares the key)."""
+        files = self.compose.files
+        best = max(files, key=lambda file: self._key_position(file, keys)[0])  # max keeps the first of equals
+        return self.locate(best, *keys)
 
     @property
     def compose(self) -> ComposeModel:
