@@ -49,7 +49,8 @@ LIMITS = {
 }
 # How a refused allocation or write shows in stderr, where the program survives to say it: a line Go's or
 # Python's runtime starts with, or that ends with C's strerror (Python ignores SIGXFSZ and gets EFBIG)
-OUT_OF_MEMORY_STARTS = (b"fatal error: out of memory", b"runtime: out of memory", b"MemoryError")
+OUT_OF_MEMORY_STARTS = (b"fatal error: out of memory", b"fatal error: runtime: out of memory", b"runtime: out of memory",
+                        b"MemoryError")
 OUT_OF_MEMORY_ENDS = (b"Cannot allocate memory",)
 FILE_TOO_LARGE_ENDS = (b"File too large",)
 EXEC_FAILED = b"prlimit: failed to execute "  # how prlimit says the program could not be started (exit 126, 127)
