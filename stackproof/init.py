@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.yamlio import parse_yaml
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
@@ -87,11 +88,11 @@ def repository_files(root: Path) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
+    """A file's text for inspection, or "" for one that cannot tell us anything: larger than MAX_SCAN_BYTES,
+    or not a regular file (a FIFO would block init, /dev/zero would never end)."""
     try:
-        if path.stat().st_size > MAX_SCAN_BYTES:
-            return ""
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        return read_stack_file(path, str(path), MAX_SCAN_BYTES).decode("utf-8", errors="replace")
+    except StackError:
         return ""
 
 
@@ -302,14 +303,21 @@ class Inspector:
                     mounted.setdefault(Path(m.source), []).append(svc.name)
         files: dict[Path, str] = {}
         for source, names in mounted.items():
-            for path in [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []:
+            try:
+                listed = [source] if source.is_file() else walk_files(source, str(source)) if source.is_dir() else []
+            except StackError:  # a mounted dir of more entries than a certificate's: not searched
+                listed = []
+            for path in listed:
                 files[path] = ", ".join(sorted(set(names) | set(files.get(path, "").split(", ")) - {""}))
         where = "mounted into {}"
         if not files:
             files, where = dict.fromkeys(self.files, ""), "in the repository"
         certs, keys = {}, {}
         for path in files:
-            data = path.read_bytes()[:MAX_SCAN_BYTES] if path.is_file() and path.stat().st_size < MAX_SCAN_BYTES else b""
+            try:
+                data = read_stack_file(path, str(path), MAX_SCAN_BYTES)
+            except StackError:
+                data = b""
             if b"-----BEGIN CERTIFICATE-----" in data:
                 try:
                     certs[path] = x509.load_pem_x509_certificates(data)[0].public_key().public_bytes(*SPKI)
