@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import assert_no_secret_in, assert_only_control_fails, stack_secrets
+from harness import assert_no_secret_in, assert_only_control_fails, merge_into_profile, operator_interface, stack_secrets
 
 COMPOSE = "ai-stack/compose/docker-compose.yml"
 REPORTS = ("validation-report.html", "validation-report.md", "validation-report.json")
@@ -498,3 +498,62 @@ def test_the_run_clock_bounds_reading_the_secrets(hostile_run, pytester):
     assert run.report["session_errors"] == [
         "the stack's secrets could not all be read before the checks: run time limit of 2s reached"]
     assert run.report["run"]["status"] == "INCOMPLETE"
+
+
+# --- H: under --strict-profile the stack's own profile only says where its files are -------------------
+
+POOL_CONFIG = "ai-stack/mcp-servers/config/config.yaml"
+POOL = "    pool:\n      size: 20\n"
+BREAKER = "    failure_threshold: 5 "
+
+
+def decoy_pool_mapping(stack: Path) -> str:
+    """A pool of size 1, and a decoy mapping of good values the stack's profile names as pool.config_key."""
+    edit(stack, POOL_CONFIG, POOL, "    replica_pool: {size: 40, max_overflow: 40, timeout: 30, recycle: 1800, pre_ping: true}\n    pool:\n      size: 1\n")
+    return "pool: {config_key: database.postgres.replica_pool}\n"
+
+
+def unused_size_variable(stack: Path) -> str:
+    """aidb's environment sets DB_POOL_SIZE to 1; the stack's profile says the size comes from a variable no
+    service sets."""
+    edit(stack, COMPOSE, AIDB_ENV, AIDB_ENV + "      DB_POOL_SIZE: \"1\"\n")
+    return "pool: {size_env: REPLICA_POOL_SIZE}\n"
+
+
+def rule_tests_of_nothing(stack: Path) -> str:
+    """The stack's rule test no longer fires its alert (1 connection of 50 checked out); its profile points
+    paths.prometheus_rule_tests at a dir of no tests."""
+    edit(stack, RULE_TESTS, "values: '48x10'", "values: '1x10'")
+    (stack / "ai-stack/compose/prometheus/no-tests").mkdir()
+    return "paths: {prometheus_rule_tests: ai-stack/compose/prometheus/no-tests}\n"
+
+
+def decoy_breaker_mapping(stack: Path) -> str:
+    """A breaker that never opens (threshold 0), and a decoy breaker mapping the profile names instead."""
+    edit(stack, POOL_CONFIG, BREAKER, "    failure_threshold: 0 ")
+    edit(stack, POOL_CONFIG, "\ncircuit_breaker:\n", "\nbreaker_v2:\n  postgres: {failure_threshold: 5, reset_timeout: 60, "
+                                                     "half_open_max_calls: 1}\n\ncircuit_breaker:\n")
+    return "breakers: {config_key: breaker_v2}\n"
+
+
+BAR_LOWERINGS = {"decoy-pool-mapping": (decoy_pool_mapping, "connection_pool", "pool.config_key"),
+                 "unused-size-variable": (unused_size_variable, "connection_pool", "pool.size_env"),
+                 "rule-tests-of-nothing": (rule_tests_of_nothing, "alert_rules", "paths.prometheus_rule_tests"),
+                 "decoy-breaker-mapping": (decoy_breaker_mapping, "circuit_breakers", "breakers.config_key")}
+
+
+@pytest.mark.parametrize("form", BAR_LOWERINGS)
+def test_strict_profile_keeps_only_the_stacks_file_paths(hostile_run, stack_copy, tmp_path, form):
+    """A defect hidden by a profile key that decides what is checked (a decoy config mapping, a variable no
+    service sets, a rule tests dir of nothing): without --strict-profile the control is not failed, with it (the
+    operator's profile giving the interface) the stack's key is ignored and listed as it set it, and only the
+    defect's control fails."""
+    plant, control, key = BAR_LOWERINGS[form]
+    merge_into_profile(stack_copy, plant(stack_copy))
+    lenient = hostile_run(passes=form != "rule-tests-of-nothing")
+    assert control not in lenient.failed_controls  # the bypass, as it works without --strict-profile
+    if form == "rule-tests-of-nothing":  # a declared dir of no tests proves nothing: NOT PROVEN, never a pass
+        assert lenient.statuses[control] == "NOT PROVEN"
+    strict = hostile_run("--strict-profile", "--profile", str(operator_interface(tmp_path)))
+    assert_only_control_fails(strict, control)
+    assert f"ignored (--strict-profile): {key} = " in strict.stdout

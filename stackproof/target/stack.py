@@ -57,7 +57,7 @@ class Stack:
         self.timeout = timeout
         self.redactor = redactor
         self.operator_profile = operator_profile  # --profile: the operator's, from outside the stack dir
-        self.strict = strict  # --strict-profile: the stack's own profile sets no threshold
+        self.strict = strict  # --strict-profile: of the stack's own profile only its file paths apply
         self.trust_stack_code = trust_stack_code
         self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
         self.passed_env = passed_environment(env_names)  # --env NAME: all Compose sees of the runner's environment
