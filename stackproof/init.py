@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -746,10 +747,15 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
             inspector.found.set(entry.section, entry.key, entry.value, entry.how)
     findings = inspector.inspect()
     text = render(findings, root)
-    previous = target.read_bytes() if target.exists() else None
-    tmp = target.with_name(f".{PROFILE_FILE}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    try:  # the profile in place, if any, bounded (a FIFO there must not block init); it is replaced below
+        previous: bytes | None = read_stack_file(target, PROFILE_FILE, MAX_SCAN_BYTES)
+    except StackError:
+        previous = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{PROFILE_FILE}.", suffix=".tmp", dir=root)  # never through a committed link
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
     try:
         Profile.load(root)  # what init writes must load as a profile
     except StackError:

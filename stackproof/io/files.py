@@ -98,11 +98,12 @@ def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: 
     return data
 
 
-def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES) -> list[Path]:
+def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: frozenset[str] = frozenset()) -> list[Path]:
     """Every entry under `top` that is not a directory, sorted. Walked with a list, not recursion (Path.rglob
     recurses per level: a tree nested 1,500 deep raised RecursionError), without following a symlink into a
-    directory (a loop, a way out), and bounded: more than `max_entries` entries is a one-line StackError naming
-    `name`, not a million files read one by one. An unreadable directory is skipped, as rglob skips it."""
+    directory (a loop, a way out) or entering a directory named in `skip`, and bounded: more than `max_entries`
+    entries is a one-line StackError naming `name`, not a million files listed one by one. An unreadable
+    directory is skipped, as rglob skips it."""
     found: list[Path] = []
     pending, seen = [top], 0
     while pending:
@@ -118,7 +119,8 @@ def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES) -> lis
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            (pending if is_dir else found).append(Path(entry.path))
+            if not (is_dir and entry.name in skip):
+                (pending if is_dir else found).append(Path(entry.path))
     return sorted(found)
 
 

@@ -21,12 +21,13 @@ from typing import Callable
 
 from stackproof.target.compose import ComposeModel, Service
 from stackproof.errors import NotDeclared, StackError
-from stackproof.io.files import read_stack_file
+from stackproof.io.files import read_stack_file, walk_files
 
 TEXTFILE_FLAG = "--collector.textfile.directory"
 CRON_PREFIX = "cron:"
 MAX_CRON_BYTES = 64 * 1024
-SKIP_DIRS = {".git", "node_modules", ".venv", "__pycache__", ".tox"}
+SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "__pycache__", ".tox"})
+REPOSITORY_ENTRIES = 100_000  # entries of the stack dir searched for cron files
 
 
 def _image(svc: Service) -> str:
@@ -335,11 +336,10 @@ class Roles:
 
 
 def cron_files(root: Path) -> list[Path]:
-    """Cron files of the repository: crontab*, *.cron, or any file under a cron* directory."""
+    """Cron files of the repository: crontab*, *.cron, or any file under a cron* directory (the repository
+    walked without recursion, SKIP_DIRS not entered, at most REPOSITORY_ENTRIES entries)."""
     found = []
-    for path in sorted(root.rglob("*")):
-        if any(part in SKIP_DIRS for part in path.relative_to(root).parts):
-            continue
+    for path in walk_files(root, "the stack dir", REPOSITORY_ENTRIES, SKIP_DIRS):
         if not path.is_file() or path.is_symlink():
             continue
         name, parent = path.name.lower(), path.parent.name.lower()
