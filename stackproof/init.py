@@ -16,12 +16,14 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.yamlio import parse_yaml
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
@@ -87,11 +89,11 @@ def repository_files(root: Path) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
+    """A file's text for inspection, or "" for one that cannot tell us anything: larger than MAX_SCAN_BYTES,
+    or not a regular file (a FIFO would block init, /dev/zero would never end)."""
     try:
-        if path.stat().st_size > MAX_SCAN_BYTES:
-            return ""
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        return read_stack_file(path, str(path), MAX_SCAN_BYTES).decode("utf-8", errors="replace")
+    except StackError:
         return ""
 
 
@@ -302,14 +304,21 @@ class Inspector:
                     mounted.setdefault(Path(m.source), []).append(svc.name)
         files: dict[Path, str] = {}
         for source, names in mounted.items():
-            for path in [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []:
+            try:
+                listed = [source] if source.is_file() else walk_files(source, str(source)) if source.is_dir() else []
+            except StackError:  # a mounted dir of more entries than a certificate's: not searched
+                listed = []
+            for path in listed:
                 files[path] = ", ".join(sorted(set(names) | set(files.get(path, "").split(", ")) - {""}))
         where = "mounted into {}"
         if not files:
             files, where = dict.fromkeys(self.files, ""), "in the repository"
         certs, keys = {}, {}
         for path in files:
-            data = path.read_bytes()[:MAX_SCAN_BYTES] if path.is_file() and path.stat().st_size < MAX_SCAN_BYTES else b""
+            try:
+                data = read_stack_file(path, str(path), MAX_SCAN_BYTES)
+            except StackError:
+                data = b""
             if b"-----BEGIN CERTIFICATE-----" in data:
                 try:
                     certs[path] = x509.load_pem_x509_certificates(data)[0].public_key().public_bytes(*SPKI)
@@ -738,10 +747,15 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
             inspector.found.set(entry.section, entry.key, entry.value, entry.how)
     findings = inspector.inspect()
     text = render(findings, root)
-    previous = target.read_bytes() if target.exists() else None
-    tmp = target.with_name(f".{PROFILE_FILE}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    try:  # the profile in place, if any, bounded (a FIFO there must not block init); it is replaced below
+        previous: bytes | None = read_stack_file(target, PROFILE_FILE, MAX_SCAN_BYTES)
+    except StackError:
+        previous = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{PROFILE_FILE}.", suffix=".tmp", dir=root)  # never through a committed link
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
     try:
         Profile.load(root)  # what init writes must load as a profile
     except StackError:

@@ -55,8 +55,9 @@ OPTIONS = (
            "STACKPROOF_ENGINE", "", "detected", "ENGINE"),
     Option("profile", "target", "an operator's profile, outside the stack dir: its values win over the stack's own "
            "stackproof.yml", "STACKPROOF_PROFILE", "", "none", "PATH"),
-    Option("strict_profile", "target", "the stack cannot lower its own bar: its stackproof.yml sets no threshold "
-           "(its paths and interfaces still apply) and a waiver file inside the stack dir is refused"),
+    Option("strict_profile", "target", "the stack cannot lower its own bar: of its stackproof.yml only where its files "
+           "are applies (no threshold, no key that decides what is checked: give those with --profile), and a waiver "
+           "file inside the stack dir is refused"),
     Option("env_files", "target", "an env file for the compose model, as `docker compose --env-file` (repeatable; "
            "replaces the default .env, like Compose); the profile's compose.env_files come first",
            metavar="PATH", repeatable=True, spelt="--env-file"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.report.history import HISTORY_FILE, RunHistory, load_baseline
 from stackproof.target.stack import Stack
 from stackproof.report.waivers import load_waivers
-from .watchdog import RunWatchdog
+from .watchdog import RunTimeout, RunWatchdog
 
 if TYPE_CHECKING:
     from stackproof.engine.live import LiveStack
@@ -110,28 +111,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(WaiverOutcomes(report.waivers, report.control_of, redactor), "stackproof-waivers")
         config.pluginmanager.register(TerminalAnswer(config, lambda: report.summary, lambda: report.written),
                                       "stackproof-terminal")
+    watchdog = None
     if not is_worker(config):  # the controller bounds the run; ending it ends its workers
         stack_timeout = float(setting(config, "stack_timeout"))
         watchdog = RunWatchdog(float(setting(config, "run_timeout")), max(10.0, 2 * stack_timeout),
                                report.write_interrupted, started)
         config.pluginmanager.register(watchdog, "stackproof-watchdog")
-    learn_secrets(stack, report)
+    learn_secrets(stack, report, watchdog)
     if config.pluginmanager.hasplugin("html"):
         from stackproof.report.html_summary import HtmlSummary
 
         config.pluginmanager.register(HtmlSummary(report, redactor.clean(str(stack_dir))), "stackproof-html-summary")
 
 
-def learn_secrets(stack: Stack, report: ValidationReport) -> None:
+def learn_secrets(stack: Stack, report: ValidationReport, watchdog: RunWatchdog | None) -> None:
     """Teach the redactor the stack's secrets before anything is printed. A stack whose files break that
-    (a secrets dir nested past the recursion limit, an oversized .env) is a run error named in the report,
-    not an INTERNALERROR that leaves no report (or the last run's) behind; the checks then meet the same
-    files and fail on them."""
+    (a secrets dir nested past the recursion limit, an oversized .env, more secrets than the redactor can
+    learn) is a run error named in the report, not an INTERNALERROR that leaves no report (or the last
+    run's) behind; the checks then meet the same files and fail on them. The controller reads them within
+    the run's deadline (`--run-timeout`): past it, the run error says so, and the checks are not run."""
     try:
-        stack.register_secrets()
+        with watchdog.bounded() if watchdog is not None else nullcontext():
+            stack.register_secrets()
+    except RunTimeout as exc:
+        report.add_session_error(f"the stack's secrets could not all be read before the checks: {exc}")
     except (StackError, RecursionError, OSError, ValueError, UnicodeError) as exc:
+        kind = "" if isinstance(exc, StackError) else f"{type(exc).__name__}: "
         report.add_session_error(f"the stack's secrets could not all be read before the checks: "
-                                 f"{type(exc).__name__}: {stack.redactor.clean(str(exc), limit=300)}")
+                                 f"{kind}{stack.redactor.clean(str(exc), limit=300)}")
 
 
 def set_up_waivers_and_history(config: pytest.Config, report: ValidationReport, stack: Stack) -> list[str]:

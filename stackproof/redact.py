@@ -14,6 +14,10 @@ after that cleaning (a key split by an escape sequence is joined first), then cu
 
 Why hand-written: the scrub looks for fixed-length windows of known values in any
 text; a sliding lookup in a set of windows is a few lines and needs no dependency.
+The windows are bounded by count (`MAX_WINDOWS`): each character of a secret costs about
+eight of them across its forms, some 200 bytes each, so 2.6 MB of secret files would take
+1.7 GB and half a minute. A secret past the budget is not learned and raises
+`RedactionBudgetExceeded`: the run says which, rather than exhaust its memory.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ import secrets
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
+from stackproof.errors import StackError
+
 MAX_TEXT = 2000
 MIN_SECRET_LEN = 12  # shorter values fail the key-strength check; they are too short to scrub safely
+MAX_WINDOWS = 150_000  # scrub windows a run may learn: about 30 MB, 18,000 characters of base64 secrets
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Unicode format characters (category Cf): bidirectional overrides and isolates (U+202A-U+202E,
@@ -114,6 +121,10 @@ def encoded_forms(text: str) -> set[str]:
     return {form for form in named_forms(text) if len(form) >= MIN_SECRET_LEN}
 
 
+class RedactionBudgetExceeded(StackError):
+    """A secret the redactor cannot learn within `MAX_WINDOWS`: nothing could keep it out of an output."""
+
+
 class Redactor:
     """Replaces every known secret value, in any form or part, by its fingerprint.
 
@@ -142,17 +153,21 @@ class Redactor:
 
     def add(self, value: bytes | str) -> None:
         """Learn a secret. A value too weak to scrub (see `weakness`) is left out: the key-strength
-        check fails it instead of the scrub removing a common word from every sentence."""
+        check fails it instead of the scrub removing a common word from every sentence. A value whose
+        windows would pass `MAX_WINDOWS` raises RedactionBudgetExceeded, none of it learned."""
         text = text_of(value).strip()
         if _PEM_ARMOR.match(text.splitlines()[0] if text else ""):  # a PEM key: its body lines are the secret
             parts = [line.strip() for line in text.splitlines() if not _PEM_ARMOR.match(line.strip())]
         else:
             parts = [text]
-        for part in parts:
-            if weakness(part):
-                continue
+        learned = [(part, encoded_forms(part)) for part in parts if not weakness(part)]
+        needed = sum(len(form) - MIN_SECRET_LEN + 1 for _, forms in learned for form in forms)
+        if len(self._windows) + needed > MAX_WINDOWS:
+            raise RedactionBudgetExceeded(f"{len(text)} characters: past the run's redaction budget ({MAX_WINDOWS:,} "
+                                          f"scrub windows, about {MAX_WINDOWS // 8:,} characters of secrets), not learned")
+        for part, forms in learned:
             label = f"[redacted {self.fingerprint(part)}]"
-            for form in encoded_forms(part):
+            for form in forms:
                 low = form.translate(_ASCII_LOWER)
                 for start in range(len(low) - MIN_SECRET_LEN + 1):
                     self._windows.setdefault(low[start:start + MIN_SECRET_LEN], label)

@@ -18,8 +18,9 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -53,6 +54,23 @@ class RunWatchdog:
             sys.stderr.flush()
             os._exit(HARD_STOP_EXIT)
 
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """The run's deadline over a step of configuration (reading the stack's secrets), before the run
+        is known to execute checks: RunTimeout is raised in it at the deadline, and the alarm is off again
+        after it (`arm` sets it for the checks). Only the main thread receives signals."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(self._started + self.seconds - time.monotonic(), 0.001))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @pytest.hookimpl(trylast=True)  # after the report has recorded the checks: an alarm due now finds them
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if any(item.get_closest_marker("control") for item in session.items):
             self.arm()

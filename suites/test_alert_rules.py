@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stackproof.resources import promql
 from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
 from stackproof.target.compose import Service
-from stackproof.errors import StackError, blocked, environment_error, not_applicable
+from stackproof.errors import StackError, blocked, environment_error, not_proven
 from stackproof.resources.scripts import Monitor, make_certificate
 from stackproof.io.yamlio import load_yaml
 
@@ -183,8 +183,8 @@ def test_rule_unit_tests_pass(stack, evidence):
     evidence.record(test=f"promtool test rules {stack.rel(tests_dir)}/*.yml", expected="every test file passes")
     if not shutil.which("promtool"):
         environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
-    if not files:
-        not_applicable(f"{stack.rel(tests_dir)}: no promtool rule test files shipped")
+    if not files:  # a declared dir of no tests proves nothing (it must not pass the check by being empty)
+        not_proven(f"{stack.rel(tests_dir)}: no promtool rule test files (*.yml, *.yaml) in paths.prometheus_rule_tests")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
     assert not escapes, "; ".join(escapes)
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]

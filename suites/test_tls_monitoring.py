@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from stackproof.compare import mode_within
 from stackproof.errors import StackError, blocked, not_applicable
-from stackproof.io.files import read_stack_file
+from stackproof.io.files import read_stack_file, walk_files
 from stackproof.resources.certs import (chain_problem, key_description, names_not_covered, not_yet_valid,
                                         san_names, tls_server_names, weaknesses)
 from stackproof.resources.scripts import Monitor, common_name, days_left, make_certificate, status_for
@@ -454,7 +454,8 @@ def nginx_config_files(stack) -> list[tuple[Path, str]]:
         source = Path(mount.source)
         if not stack.inside(source):
             continue
-        paths = sorted(source.rglob("*.conf")) if source.is_dir() else [source] if source.is_file() else []
+        paths = [path for path in walk_files(source, stack.rel(source)) if path.suffix == ".conf"] \
+            if source.is_dir() else [source] if source.is_file() else []
         found += [(path, stack.rel(path)) for path in paths if path.is_file() and stack.inside(path)]
     return found
 

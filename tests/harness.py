@@ -177,3 +177,12 @@ def merge_into_profile(stack: Path, text: str) -> None:
     path = stack / "stackproof.yml"
     current = yaml.safe_load(path.read_text()) if path.exists() else None
     path.write_text(yaml.safe_dump(merge(current or {}, yaml.safe_load(text))))
+
+
+def operator_interface(where: Path) -> Path:
+    """An operator's profile giving the reference stack's interface (what --strict-profile no longer takes from
+    the stack's own profile): its API key's secret, its rule tests, its breaker gauge."""
+    path = where / "operator-interface.yml"
+    path.write_text("paths: {prometheus_rule_tests: ai-stack/compose/prometheus/tests}\napi_key: {secret: stack_api_key}\n"
+                    "breakers: {state_metric: aidb_circuit_breaker_state}\n")
+    return path

@@ -152,3 +152,21 @@ def test_history_files_that_are_not_regular_files_are_notes(tmp_path):
         worker.start()
         assert done.wait(20), f"{path.name}: the history hung"
         assert any("not read" in note for note in history.notes) and any("not written" in note for note in history.notes)
+
+
+def test_cutting_the_history_writes_through_no_link(tmp_path):
+    """A history past its cap is cut back through a new file of a random name: a link committed at the name
+    the run would have used (`.history.jsonl.<pid>.tmp`, pointing outside) is neither written through nor
+    followed, and the history is cut."""
+    reports, outside = tmp_path / "reports", tmp_path / "outside"
+    reports.mkdir()
+    outside.mkdir()
+    (outside / "target").write_text("outside\n")
+    path = reports / "history.jsonl"
+    (reports / f".history.jsonl.{os.getpid()}.tmp").symlink_to(outside / "target")
+    line = record("old", {"a": "PASS"}).model_dump_json() + "\n"
+    path.write_text(line * (MAX_FILE_BYTES // len(line) + 1))
+    RunHistory(path).append(record("now", {"a": "PASS"}))
+    assert (outside / "target").read_text() == "outside\n"
+    assert not path.is_symlink() and path.stat().st_size < MAX_FILE_BYTES
+    assert path.read_text().splitlines()[-1] == record("now", {"a": "PASS"}).model_dump_json()

@@ -8,7 +8,10 @@ with one line, no secret in any output."""
 from __future__ import annotations
 
 import os
+import re
+import resource
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,6 +83,47 @@ def test_a_flood_of_output_is_cut_while_it_is_read(stream):
     with pytest.raises(StackError, match=f"flood: wrote more than 1048576 bytes to {stream}, stopped"):
         proc.run(["bash", "-c", f"yes{redirect}"], timeout=60, where="flood", max_output=1024 * 1024)
     assert time.monotonic() - started < 10
+
+
+GIB = 1024**3
+# every way a child can take more than its share: (id, Python program, the limit that must stop it)
+HOGS = [
+    ("heap", "b = bytearray(1 << 30)", "its memory limit"),
+    ("shared-mapping", "import mmap; m = mmap.mmap(-1, 3 << 30); m[::4096] = b'x' * ((3 << 30) // 4096)",
+     "its memory limit"),
+    ("limit-raised-first", "import resource\ntry:\n    resource.setrlimit(resource.RLIMIT_DATA, (-1, -1))\n"
+                           "except (ValueError, OSError):\n    pass\nb = bytearray(1 << 30)", "its memory limit"),
+    ("grandchild", "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', 'bytearray(1 << 30)'])"
+                   ".returncode)", "its memory limit"),
+    ("huge-file", "open('big.bin', 'wb').write(b'x' * (100 << 20))", "its file size limit (64 MiB)"),
+]
+
+
+@pytest.mark.parametrize("program, limit", [h[1:] for h in HOGS], ids=[h[0] for h in HOGS])
+def test_a_child_cannot_take_more_than_its_limits(program, limit, tmp_path):
+    """Whatever the stack makes a program do with its input (grow its heap, map shared memory, raise its own
+    limit first, leave it to a child, write a huge file), the child stops at its limit at once, the run
+    names the limit, and no child of the test ever held 512 MB."""
+    started = time.monotonic()
+    with pytest.raises(StackError, match=f"^hog: stopped at {re.escape(limit)}"):
+        proc.run([sys.executable, "-c", program], timeout=30, where="hog", cwd=tmp_path)
+    assert time.monotonic() - started < 10
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 512 * 1024
+    assert not (tmp_path / "big.bin").exists() or (tmp_path / "big.bin").stat().st_size <= 64 << 20
+
+
+@pytest.mark.parametrize("escape", ["setsid", "double-fork"])
+def test_limits_follow_a_child_that_leaves_the_group(escape, tmp_path):
+    """A child that leaves the process group (its own session, a double fork) keeps the limits: they are
+    inherited, and equal soft and hard limits cannot be raised by it."""
+    start = {"setsid": "setsid sh -c 'cat /proc/self/limits >{out}' &", "double-fork": "( (cat /proc/self/limits >{out} &) & )"}
+    out = tmp_path / "limits"
+    proc.run(["sh", "-c", start[escape].format(out=out) + "\nsleep 0.5"], timeout=10, where="escape")
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in out.read_text().splitlines()[1:]}
+    assert limits["Max data size"] == [str(proc.LIMITS["--data"])] * 2
+    assert limits["Max address space"] == [str(proc.LIMITS["--as"])] * 2
+    assert limits["Max file size"] == [str(proc.LIMITS["--fsize"])] * 2
+    assert limits["Max cpu time"] == ["10", "11"]
 
 
 def special_files(where: Path) -> dict[str, Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import assert_only_control_fails, merge_into_profile
+from harness import assert_only_control_fails, merge_into_profile, operator_interface
 
 from stackproof.errors import StackError
 from stackproof.target.profile import (DEFAULTS, INTERFACES, PROFILE_FILE, THRESHOLDS, Profile, ProfileError, _leaves,
@@ -172,7 +172,7 @@ def _weaken(stack: Path) -> None:
     os.chmod(stack / SECRETS, 0o755)
 
 
-def test_weakening_profile_is_flagged_and_strict_profile_ignores_it(stack_copy, run_static):
+def test_weakening_profile_is_flagged_and_strict_profile_ignores_it(stack_copy, run_static, tmp_path):
     _weaken(stack_copy)
     lenient = run_static(stack_copy)
     assert lenient.report is not None, lenient.stdout[-3000:]
@@ -192,11 +192,15 @@ def test_weakening_profile_is_flagged_and_strict_profile_ignores_it(stack_copy, 
     assert "| Profile weakens | **` pool.min_size = 1 (default 20; stackproof.yml) `** |" in markdown
     assert "Profile weakens</th><td class=\"fail\">pool.min_size = 1 (default 20; stackproof.yml)" in html
 
-    strict = run_static(stack_copy, "--strict-profile")
+    strict = run_static(stack_copy, "--strict-profile", "--profile", str(operator_interface(tmp_path)))
     assert_only_control_fails(strict, "api_key_permissions", f"{KEY} 0644", f"{SECRETS}: secrets dir mode 0755, expected 0700")
-    assert strict.report["profile"]["weakened"] == [] and len(strict.report["profile"]["ignored"]) == 5
+    # the five thresholds, and what the stack's profile says besides where its files are (its API key's secret,
+    # its rule tests, its breaker gauge and requests, the nginx port this test sets)
+    assert strict.report["profile"]["weakened"] == [] and len(strict.report["profile"]["ignored"]) == 10
     assert "ignored (--strict-profile): pool.min_size = 1 (default 20; stackproof.yml)" in strict.stdout
+    assert "ignored (--strict-profile): api_key.secret = 'stack_api_key' (default ''; stackproof.yml)" in strict.stdout
     assert "--strict-profile" in strict.report["target"]["profile"]
+
 
 
 def test_operator_profile_from_outside_wins(stack_copy, run_static, tmp_path):

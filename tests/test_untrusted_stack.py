@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import resource
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from harness import assert_no_secret_in, assert_only_control_fails, stack_secrets
+from harness import assert_no_secret_in, assert_only_control_fails, merge_into_profile, operator_interface, stack_secrets
 
 COMPOSE = "ai-stack/compose/docker-compose.yml"
 REPORTS = ("validation-report.html", "validation-report.md", "validation-report.json")
@@ -189,8 +191,8 @@ def git_dir(stack: Path) -> Path:
 BREAKERS = {
     # an .env of many short lines past the reader's cap, read while the redactor learns the secrets
     "env-many-lines": lambda s: (s / "ai-stack/compose/.env").open("a").write("# pad\n" * 200_000),
-    # the secrets dir nested past Python's recursion limit
-    "secrets-nested": lambda s: nested_dirs(s / "ai-stack/compose/secrets", 1100),
+    # the branch HEAD names is a 3 GB sparse file
+    "git-head-huge": lambda s: (git_dir(s) / "HEAD").open("wb").truncate(3 * 1024**3),
     # the branch HEAD names is a FIFO: reading the commit for the report would block forever
     "git-ref-fifo": lambda s: os.mkfifo(git_dir(s) / "refs/heads/main"),
     # the index links to /dev/zero: reading it whole would never end
@@ -199,18 +201,25 @@ BREAKERS = {
 
 
 @pytest.mark.parametrize("form", BREAKERS)
-def test_a_stack_that_breaks_configuration_or_reporting_gets_a_fresh_report(hostile_run, stack_copy, form, request):
+def test_a_stack_that_breaks_configuration_or_reporting_gets_a_fresh_report(hostile_run, stack_copy, form):
     """No INTERNALERROR, no hang, no stale GO left: the cause is named in the fresh report set, NO-GO."""
-    secrets = stack_copy / "ai-stack/compose/secrets"
-    # pytest's own clean-up of old temp dirs (shutil.rmtree) recurses per level: the tree goes now, with rm
-    request.addfinalizer(lambda: subprocess.run(["rm", "-rf", "--", str(secrets / "d")], timeout=120, check=False))
     BREAKERS[form](stack_copy)
     run = hostile_run("--run-timeout", "120")
     reasons = [run.report["verdict"]["reason"], *run.report.get("session_errors", []),
                *(r for c in run.failed_controls for r in run.reasons(c))]
-    expected = {"env-many-lines": ".env: larger than the", "secrets-nested": "RecursionError",
+    expected = {"env-many-lines": ".env: larger than the", "git-head-huge": ".git/HEAD: larger than the 1048576-byte",
                 "git-ref-fifo": ".git/refs/heads/main: a FIFO", "git-index-dev-zero": ".git/index: a symlink"}[form]
     assert any(expected in reason for reason in reasons), reasons
+
+
+def test_a_secrets_dir_nested_past_the_recursion_limit_is_walked(hostile_run, stack_copy, request):
+    """The secrets dir nested 1,100 deep (past Python's recursion limit, where Path.rglob raised
+    RecursionError): walked without recursion, its secrets learned, and the otherwise correct stack passes."""
+    secrets = stack_copy / "ai-stack/compose/secrets"
+    # pytest's own clean-up of old temp dirs (shutil.rmtree) recurses per level: the tree goes now, with rm
+    request.addfinalizer(lambda: subprocess.run(["rm", "-rf", "--", str(secrets / "d")], timeout=120, check=False))
+    nested_dirs(secrets, 1100)
+    hostile_run("--run-timeout", "120", passes=True)
 
 
 # --- G: the CI template's layout: the report dir inside the checkout, committed as links ----------------
@@ -322,3 +331,229 @@ def test_an_outside_reference_is_a_finding_never_a_read(hostile_run, stack_copy,
     reasons = " | ".join([r for c in run.failed_controls for r in run.reasons(c)] + run.report["target_errors"])
     assert fragment in reasons, reasons
     assert run.failed_gate
+
+
+# --- F: what the stack makes the suite read or run is bounded in memory and time -------------------------
+
+GIB = 1024**3
+RULE_TESTS = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
+RULE_FILES = "rule_files: [../alerts/ai-stack-alerts.yml]\n"
+RULE_BOMBS = {
+    # one series expanded to 5*10^7 samples: 4.6 GB and 48 s of promtool without a limit
+    "one-series-expanded": "tests:\n  - interval: 1s\n    input_series:\n      - series: 'up{job=\"a\"}'\n"
+                           "        values: '0+1x50000000'\n",
+    # forty series of 200,000 samples each
+    "forty-series": "tests:\n  - interval: 1m\n    input_series:\n" + "".join(
+        f"      - {{series: 'm{{i=\"{i}\"}}', values: '0+1x200000'}}\n" for i in range(40)),
+    # 36 million rule evaluations, one per millisecond of ten hours: time, not memory
+    "millisecond-steps": "evaluation_interval: 1ms\ntests:\n  - interval: 1ms\n    input_series:\n"
+                         "      - {series: 'up{job=\"a\"}', values: '1x100'}\n"
+                         "    alert_rule_test:\n      - {eval_time: 10h, alertname: X}\n",
+}
+
+
+@pytest.mark.parametrize("form", RULE_BOMBS)
+def test_a_rule_test_that_asks_for_gigabytes_stops_at_the_limit(hostile_run, stack_copy, form):
+    """A few hundred bytes of promtool rule test that would take gigabytes or hours: promtool stops at its heap
+    cap or its time, the alert rules control fails naming the file and the limit, no other control fails."""
+    (stack_copy / RULE_TESTS).write_text(RULE_FILES + RULE_BOMBS[form])
+    started = time.monotonic()
+    run = hostile_run("--stack-timeout", "5")
+    assert time.monotonic() - started < 90
+    stopped = "did not finish within 5s" if form == "millisecond-steps" else "stopped at its memory limit (256 MiB"
+    assert_only_control_fails(run, "alert_rules", f"promtool rules {RULE_TESTS}: {stopped}")
+
+
+def special_file(kind: str, path: Path) -> None:
+    """`path` made a file that is no regular file within a cap: a FIFO, a link to /dev/zero, a socket, a
+    directory, a 3 GB sparse file, a link to such a sparse file."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "socket":
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        listener.close()
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        target = path.with_name("huge.bin") if kind == "link-to-huge" else path
+        with target.open("wb") as handle:
+            handle.truncate(3 * GIB)
+        if target != path:
+            path.symlink_to(target.name)
+
+
+SPECIAL_KINDS = {"fifo": ": a FIFO, not a regular file", "dev-zero": " leads outside the stack dir: not read",
+                 "socket": ": a socket, not a regular file", "directory": ": a directory, not a regular file",
+                 "huge-sparse": ": larger than the 1048576-byte limit",
+                 "link-to-huge": ": larger than the 1048576-byte limit"}
+AIDB_ENVIRONMENT = "    environment:\n      AI_STACK_CONFIG"
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_a_compose_input_is_a_bounded_regular_file_before_compose_reads_it(hostile_run, stack_copy, kind):
+    """A service's env_file, which `docker compose config` reads whole (a 3 GB sparse one took 5 GB and 42 s)
+    or blocks on (a FIFO), is checked first: every kind of file that is not a regular file within the cap is
+    the compose model's one target error, naming the service, the key and the file."""
+    special_file(kind, stack_copy / "ai-stack/compose/extra.env")
+    edit(stack_copy, COMPOSE, AIDB_ENVIRONMENT, "    env_file: [extra.env]\n" + AIDB_ENVIRONMENT)
+    started = time.monotonic()
+    run = hostile_run("--stack-timeout", "5")
+    assert time.monotonic() - started < 60
+    [error] = run.report["target_errors"]
+    assert f"service 'aidb' env_file 'extra.env'{SPECIAL_KINDS[kind]}" in error, error
+
+
+@pytest.mark.parametrize("key, line", [
+    ("label_file", "    label_file: extra.labels\n"),
+    ("include", None),
+], ids=["label-file-fifo", "include-huge"])
+def test_every_file_compose_reads_is_checked_first(hostile_run, stack_copy, key, line):
+    """The other files Compose reads for the model (a label_file, an included compose file) are held to the
+    same check: a FIFO label file, a 3 GB included file."""
+    compose_dir = stack_copy / "ai-stack/compose"
+    if key == "label_file":
+        special_file("fifo", compose_dir / "extra.labels")
+        edit(stack_copy, COMPOSE, AIDB_ENVIRONMENT, line + AIDB_ENVIRONMENT)
+        fragment = "service 'aidb' label_file 'extra.labels': a FIFO, not a regular file"
+    else:
+        special_file("huge-sparse", compose_dir / "more.yml")
+        edit(stack_copy, COMPOSE, "\nservices:\n", "\ninclude: [more.yml]\n\nservices:\n")
+        fragment = "include 'more.yml': larger than the 4194304-byte limit"
+    run = hostile_run("--stack-timeout", "5")
+    [error] = run.report["target_errors"]
+    assert fragment in error, error
+
+
+DOCKERFILE = "ai-stack/compose/postgres/Dockerfile"
+
+
+@pytest.mark.parametrize("kind", ["huge-sparse", "link-to-huge", "fifo", "dev-zero"])
+def test_a_dockerfile_that_never_ends_is_not_read_whole(hostile_run, stack_copy, kind):
+    """The roles' search reads the start of each service's Dockerfile (which one copies the TLS monitor);
+    a 3 GB one was read whole (3.3 GB, MemoryError). Now only its start, and never a special file: the run
+    passes, since the stack is otherwise correct."""
+    (stack_copy / DOCKERFILE).unlink()
+    special_file(kind, stack_copy / DOCKERFILE)
+    hostile_run(passes=True)
+
+
+def many_secret_files(stack: Path) -> None:
+    """40 secret files of 64 KB in the secrets dir (2.6 MB): 1.7 GB and 28 s before any check, once."""
+    for n in range(40):
+        (stack / f"ai-stack/compose/secrets/blob{n:02}").write_text(os.urandom(48 * 1024).hex()[:65000])
+
+
+def many_env_tokens(stack: Path) -> None:
+    """2,000 credential-named values of 64 characters in the compose .env."""
+    with (stack / "ai-stack/compose/.env").open("a") as handle:
+        handle.writelines(f"SERVICE_{n}_TOKEN={os.urandom(32).hex()}\n" for n in range(2000))
+
+
+def one_large_compose_secret(stack: Path) -> None:
+    """One compose secret of 60 KB, kept outside the secrets dir."""
+    (stack / "ai-stack/compose/big_secret").write_text(os.urandom(45 * 1024).hex()[:60000])
+    edit(stack, COMPOSE, "\nsecrets:\n", "\nsecrets:\n  big_secret:\n    file: ./big_secret\n")
+
+
+SECRET_FLOODS = {"many-secret-files": (many_secret_files, "40 too large to scrub"),
+                 "many-env-tokens": (many_env_tokens, "too large to scrub"),
+                 "one-large-compose-secret": (one_large_compose_secret, "1 too large to scrub")}
+
+
+@pytest.mark.parametrize("form", SECRET_FLOODS)
+def test_more_secrets_than_the_redactor_can_learn_is_a_run_error(hostile_run, stack_copy, form):
+    """The redactor learns within a budget of scrub windows: secrets past it are a run error naming them
+    (STATIC FAIL: nothing could keep them out of the outputs), in bounded memory and time, with the run's
+    other checks run and reported."""
+    plant, fragment = SECRET_FLOODS[form]
+    plant(stack_copy)
+    started = time.monotonic()
+    run = hostile_run("--run-timeout", "60")
+    assert time.monotonic() - started < 60
+    [error] = run.report["session_errors"]
+    assert "the stack's secrets could not all be read before the checks: " in error and fragment in error, error
+    assert "redaction budget" in error
+    assert run.report["run"]["status"] == "COMPLETE"
+
+
+SLOW_SECRETS = '''
+import time
+from stackproof.target.stack import Stack
+def slow(self):  # stands for secrets that take longer to read than the run may last
+    time.sleep(30)
+Stack.register_secrets = slow
+'''
+
+
+def test_the_run_clock_bounds_reading_the_secrets(hostile_run, pytester):
+    """Reading the stack's secrets happens before any check, within the run's deadline: past --run-timeout
+    the run error says so, and the report set is written, INCOMPLETE."""
+    pytester.makepyfile(slow_secrets=SLOW_SECRETS)
+    started = time.monotonic()
+    run = hostile_run("-p", "slow_secrets", "--run-timeout", "2")
+    assert time.monotonic() - started < 20
+    assert run.report["session_errors"] == [
+        "the stack's secrets could not all be read before the checks: run time limit of 2s reached"]
+    assert run.report["run"]["status"] == "INCOMPLETE"
+
+
+# --- H: under --strict-profile the stack's own profile only says where its files are -------------------
+
+POOL_CONFIG = "ai-stack/mcp-servers/config/config.yaml"
+POOL = "    pool:\n      size: 20\n"
+BREAKER = "    failure_threshold: 5 "
+
+
+def decoy_pool_mapping(stack: Path) -> str:
+    """A pool of size 1, and a decoy mapping of good values the stack's profile names as pool.config_key."""
+    edit(stack, POOL_CONFIG, POOL, "    replica_pool: {size: 40, max_overflow: 40, timeout: 30, recycle: 1800, pre_ping: true}\n    pool:\n      size: 1\n")
+    return "pool: {config_key: database.postgres.replica_pool}\n"
+
+
+def unused_size_variable(stack: Path) -> str:
+    """aidb's environment sets DB_POOL_SIZE to 1; the stack's profile says the size comes from a variable no
+    service sets."""
+    edit(stack, COMPOSE, AIDB_ENV, AIDB_ENV + "      DB_POOL_SIZE: \"1\"\n")
+    return "pool: {size_env: REPLICA_POOL_SIZE}\n"
+
+
+def rule_tests_of_nothing(stack: Path) -> str:
+    """The stack's rule test no longer fires its alert (1 connection of 50 checked out); its profile points
+    paths.prometheus_rule_tests at a dir of no tests."""
+    edit(stack, RULE_TESTS, "values: '48x10'", "values: '1x10'")
+    (stack / "ai-stack/compose/prometheus/no-tests").mkdir()
+    return "paths: {prometheus_rule_tests: ai-stack/compose/prometheus/no-tests}\n"
+
+
+def decoy_breaker_mapping(stack: Path) -> str:
+    """A breaker that never opens (threshold 0), and a decoy breaker mapping the profile names instead."""
+    edit(stack, POOL_CONFIG, BREAKER, "    failure_threshold: 0 ")
+    edit(stack, POOL_CONFIG, "\ncircuit_breaker:\n", "\nbreaker_v2:\n  postgres: {failure_threshold: 5, reset_timeout: 60, "
+                                                     "half_open_max_calls: 1}\n\ncircuit_breaker:\n")
+    return "breakers: {config_key: breaker_v2}\n"
+
+
+BAR_LOWERINGS = {"decoy-pool-mapping": (decoy_pool_mapping, "connection_pool", "pool.config_key"),
+                 "unused-size-variable": (unused_size_variable, "connection_pool", "pool.size_env"),
+                 "rule-tests-of-nothing": (rule_tests_of_nothing, "alert_rules", "paths.prometheus_rule_tests"),
+                 "decoy-breaker-mapping": (decoy_breaker_mapping, "circuit_breakers", "breakers.config_key")}
+
+
+@pytest.mark.parametrize("form", BAR_LOWERINGS)
+def test_strict_profile_keeps_only_the_stacks_file_paths(hostile_run, stack_copy, tmp_path, form):
+    """A defect hidden by a profile key that decides what is checked (a decoy config mapping, a variable no
+    service sets, a rule tests dir of nothing): without --strict-profile the control is not failed, with it (the
+    operator's profile giving the interface) the stack's key is ignored and listed as it set it, and only the
+    defect's control fails."""
+    plant, control, key = BAR_LOWERINGS[form]
+    merge_into_profile(stack_copy, plant(stack_copy))
+    lenient = hostile_run(passes=form != "rule-tests-of-nothing")
+    assert control not in lenient.failed_controls  # the bypass, as it works without --strict-profile
+    if form == "rule-tests-of-nothing":  # a declared dir of no tests proves nothing: NOT PROVEN, never a pass
+        assert lenient.statuses[control] == "NOT PROVEN"
+    strict = hostile_run("--strict-profile", "--profile", str(operator_interface(tmp_path)))
+    assert_only_control_fails(strict, control)
+    assert f"ignored (--strict-profile): {key} = " in strict.stdout

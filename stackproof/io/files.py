@@ -19,6 +19,7 @@ from stackproof.errors import StackError
 
 DEFAULT_CAP = 4 * 1024 * 1024
 CHUNK = 64 * 1024
+MAX_WALK_ENTRIES = 10_000  # entries of a stack dir the suite lists file by file (a secrets dir)
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -51,6 +52,14 @@ def require_regular(path: Path, name: str, *, follow: bool = True) -> os.stat_re
     if not stat.S_ISREG(st.st_mode):
         raise _not_regular(name, st.st_mode)
     return st
+
+
+def require_small_file(path: Path, name: str, cap: int) -> None:
+    """`path` (its symlinks followed) is a regular file of at most `cap` bytes; else a one-line StackError
+    naming `name`. For a file another program reads whole, which bounds neither (docker compose reads an
+    env_file that is a FIFO, /dev/zero or a sparse 3 GB file until it runs out of memory or time)."""
+    if require_regular(path, name).st_size > cap:
+        raise StackError(f"{name}: larger than the {cap}-byte limit")
 
 
 def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: bool = False,
@@ -87,6 +96,32 @@ def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: 
             return data[:cap]
         raise StackError(f"{name}: larger than the {cap}-byte limit")
     return data
+
+
+def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """Every entry under `top` that is not a directory, sorted. Walked with a list, not recursion (Path.rglob
+    recurses per level: a tree nested 1,500 deep raised RecursionError), without following a symlink into a
+    directory (a loop, a way out) or entering a directory named in `skip`, and bounded: more than `max_entries`
+    entries is a one-line StackError naming `name`, not a million files listed one by one. An unreadable
+    directory is skipped, as rglob skips it."""
+    found: list[Path] = []
+    pending, seen = [top], 0
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        seen += len(entries)
+        if seen > max_entries:
+            raise StackError(f"{name}: more than {max_entries} entries, not read")
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if not (is_dir and entry.name in skip):
+                (pending if is_dir else found).append(Path(entry.path))
+    return sorted(found)
 
 
 def read_stack_text(path: Path, name: str, cap: int = DEFAULT_CAP) -> str:

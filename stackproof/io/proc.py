@@ -1,5 +1,5 @@
-"""Every subprocess the suite starts goes through `run`: bounded in time and output, and
-nothing it started outlives it.
+"""Every subprocess the suite starts goes through `run`: bounded in time, output, memory, CPU and
+file size, and nothing it started outlives it.
 
 Hand-written on top of `subprocess`, because `communicate()` waits for end-of-file on the
 pipes: a child that escapes into its own session (`setsid sleep 600 &`) or a double fork
@@ -8,10 +8,18 @@ read with a selector, the output is capped while it is read, the drain after the
 process exits is short, and at the end the process group is killed, then every process
 that still carries the run's marker in its environment (an escaped child keeps it, wherever
 it went), then the main process is reaped.
+
+The stack chooses the input of every program the suite runs (a 400-byte promtool rule test can
+ask for 10^8 samples, an env file can be a 3 GB sparse file), so each child starts under
+resource limits that it and its children inherit, set by util-linux `prlimit` before the
+program is executed (a `preexec_fn` is not safe while other threads run, and the tool versions
+are asked from threads). Soft and hard limits are equal, so the child cannot raise them, but
+for CPU time, whose soft limit sends SIGXCPU (named) a second before the hard one kills.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import selectors
@@ -28,6 +36,24 @@ MAX_OUTPUT = 8 * 1024 * 1024  # bytes per stream
 DRAIN_AFTER_EXIT = 1.0  # seconds left to children that still hold the pipes once the main process exited
 RUN_MARKER = "STACKPROOF_RUN_MARKER"  # environment variable that marks every process of one run
 POLL = 0.05
+MIB = 1024 * 1024
+# Every child's limits (prlimit options). The heap cap is RLIMIT_DATA, not the address space: a Go
+# program (promtool, amtool, docker compose) reserves about 1 GiB of address space before it allocates
+# anything, so only RLIMIT_DATA (brk and private writable mappings) bounds what it grows with its input.
+# The address space still bounds shared mappings, which RLIMIT_DATA does not count.
+LIMITS = {
+    "--data": 256 * MIB,  # heap: promtool, amtool and compose need under 100 MiB on the largest stacks tried
+    "--as": 2048 * MIB,  # everything mapped, shared memory included
+    "--fsize": 64 * MIB,  # the largest file it may write
+    "--core": 0,  # no core dump (promtool runs in the stack's dir)
+}
+# How a refused allocation or write shows in stderr, where the program survives to say it: a line Go's or
+# Python's runtime starts with, or that ends with C's strerror (Python ignores SIGXFSZ and gets EFBIG)
+OUT_OF_MEMORY_STARTS = (b"fatal error: out of memory", b"fatal error: runtime: out of memory", b"runtime: out of memory",
+                        b"MemoryError")
+OUT_OF_MEMORY_ENDS = (b"Cannot allocate memory",)
+FILE_TOO_LARGE_ENDS = (b"File too large",)
+EXEC_FAILED = b"prlimit: failed to execute "  # how prlimit says the program could not be started (exit 126, 127)
 
 
 def run(
@@ -44,7 +70,9 @@ def run(
     """Run `cmd` and return its CompletedProcess (output as bytes); stdin is closed, or `input`.
 
     A run that does not finish within `timeout`, or writes more than `max_output` bytes to
-    stdout or stderr, is killed with its whole tree and raises a one-line StackError naming `where`."""
+    stdout or stderr, is killed with its whole tree and raises a one-line StackError naming `where`;
+    so does one that a limit stopped (`LIMITS`, and `timeout` seconds of CPU time)."""
+    argv = [*limits(timeout), *((["/bin/sh", "-c", cmd]) if shell else ([cmd] if isinstance(cmd, (str, bytes)) else cmd))]
     marker = secrets.token_hex(16)
     started = time.time()
     child_env = dict(os.environ if env is None else env)
@@ -56,17 +84,17 @@ def run(
         stdin_file.seek(0)
     try:
         proc = subprocess.Popen(
-            cmd, shell=shell, stdin=subprocess.DEVNULL if stdin_file is None else stdin_file,
+            argv, stdin=subprocess.DEVNULL if stdin_file is None else stdin_file,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, env=child_env, cwd=cwd,
         )
-    except OSError as exc:  # not found, not executable, bad interpreter
+    except OSError as exc:  # prlimit itself missing (util-linux)
         raise StackError(f"{where}: cannot run ({exc.strerror})") from None
     finally:
         if stdin_file is not None:
             stdin_file.close()
     try:
-        outcome, out, err = _collect(proc, time.monotonic() + timeout, max_output)
+        outcome, out_buffer, err_buffer = _collect(proc, time.monotonic() + timeout, max_output)
     finally:
         kill_tree(proc.pid, marker, started)
         for pipe in (proc.stdout, proc.stderr):
@@ -80,7 +108,38 @@ def run(
         raise StackError(f"{where}: did not finish within {timeout:g}s")
     if outcome in ("stdout", "stderr"):
         raise StackError(f"{where}: wrote more than {max_output} bytes to {outcome}, stopped")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, bytes(out), bytes(err))
+    out, err = bytes(out_buffer), bytes(err_buffer)
+    if proc.returncode in (126, 127) and err.startswith(EXEC_FAILED):  # not found, not executable, bad interpreter
+        raise StackError(f"{where}: cannot run ({err.splitlines()[0].rsplit(b': ', 1)[-1].decode(errors='replace')})")
+    stopped_by = limit_reached(proc.returncode, err, cpu_seconds(timeout))
+    if stopped_by:
+        raise StackError(f"{where}: stopped at {stopped_by}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def cpu_seconds(timeout: float) -> int:
+    """A child's CPU time limit: its wall-clock timeout, so one that spins on several threads ends as soon."""
+    return max(1, math.ceil(timeout))
+
+
+def limits(timeout: float) -> list[str]:
+    """The prlimit command that starts a child under `LIMITS` and its CPU time limit (SIGXCPU at the
+    limit, SIGKILL a second later)."""
+    cpu = cpu_seconds(timeout)
+    return ["prlimit", *(f"{option}={value}" for option, value in LIMITS.items()), f"--cpu={cpu}:{cpu + 1}", "--"]
+
+
+def limit_reached(returncode: int, stderr: bytes, cpu: int) -> str:
+    """Which limit stopped a child that failed, in words ('' when none did): the signal of the CPU time
+    or file size limit, or the line its runtime printed on stderr when the heap cap refused an allocation."""
+    if returncode == -signal.SIGXCPU:
+        return f"its CPU time limit ({cpu} s)"
+    lines = [line.strip() for line in stderr[-65536:].splitlines()] if returncode > 0 else []
+    if returncode == -signal.SIGXFSZ or any(line.endswith(FILE_TOO_LARGE_ENDS) for line in lines):
+        return f"its file size limit ({LIMITS['--fsize'] // MIB} MiB)"
+    if any(line.startswith(OUT_OF_MEMORY_STARTS) or line.endswith(OUT_OF_MEMORY_ENDS) for line in lines):
+        return f"its memory limit ({LIMITS['--data'] // MIB} MiB of heap, {LIMITS['--as'] // MIB} MiB mapped)"
+    return ""
 
 
 def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, bytearray, bytearray]:

@@ -4,9 +4,10 @@ The stack under test is untrusted (it comes from a pull request). Its scripts ru
 `ScriptBox`: a temp dir holding copies of only the files the script needs, owned by an
 unprivileged uid, bound as `/sandbox` into a bubblewrap sandbox with the system read-only,
 no network, private /tmp, IPC, UTS and pid namespaces, a cleared environment plus the
-declared variables, resource limits (address space, processes, file size, open files) and
-the run's time and output bounds (`proc.run`). When the run ends, bubblewrap dies and the
-kernel kills everything left in the sandbox's pid namespace.
+declared variables, resource limits (processes, open files, and those `proc.run` sets for
+every child: heap, address space, file size, CPU time) and the run's time and output bounds.
+When the run ends, bubblewrap dies and the kernel kills everything left in the sandbox's pid
+namespace.
 
 Without bubblewrap no stack code runs (`SandboxUnavailable`, which the plugin turns into a
 skip saying why), unless the operator passes --trust-stack-code: then the script runs
@@ -32,12 +33,11 @@ SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # beside /usr:
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 SCRIPT_OUTPUT = 1024 * 1024  # bytes per stream a stack script may print
-LIMITS = {  # prlimit options for every process in the box
-    "--as": 2 * 1024**3,  # address space
-    "--nproc": 256,  # processes of the unprivileged uid
-    "--fsize": 64 * 1024**2,  # largest file it may write
+# prlimit options for every process in the box, on top of those of every child (proc.LIMITS: heap,
+# address space, file size, core dumps, CPU time), which bubblewrap and the script inherit
+LIMITS = {
+    "--nproc": 256,  # processes of the unprivileged uid (set here: the limit is counted per uid)
     "--nofile": 256,
-    "--core": 0,
 }
 TMP_SIZE = 64 * 1024**2  # the private /tmp (tmpfs)
 

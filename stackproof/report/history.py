@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Literal, cast
@@ -275,16 +276,24 @@ class RunHistory:
             self.notes.append(f"history {self.path} not written: {exc.strerror or exc}")
 
     def _cut(self, path: Path, lines: list[bytes]) -> None:
-        """Replace the file with its newest valid lines (at most half the tail size)."""
+        """Replace the file with its newest valid lines (at most half the tail size). The new file is made
+        by mkstemp (a random name, O_EXCL): a checkout that commits a symlink at a name it can predict (the
+        history's name and the run's pid) must not make the run write through it, outside the report dir."""
         kept, size = [], 0
         for line in reversed(lines):
             size += len(line) + 1
             if size > MAX_TAIL_BYTES // 2:
                 break
             kept.append(line)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(b"".join(line + b"\n" for line in reversed(kept)))
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"".join(line + b"\n" for line in reversed(kept)))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
 
 
 def _lock(fd: int) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 from stackproof.io import proc
 from stackproof.errors import RequiredVariablesMissing, StackError
-from stackproof.io.files import read_stack_text
-from stackproof.io.yamlio import load_yaml, parse_yaml
+from stackproof.io.files import read_stack_text, require_small_file
+from stackproof.io.yamlio import MAX_YAML_BYTES, load_yaml, parse_yaml
 from stackproof.target.profile import inside
 
 MAX_ENV_BYTES = 1024 * 1024
@@ -256,42 +256,47 @@ def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: 
     """Every file Compose reads for the model lies inside the stack dir, its symlinks followed: the compose
     and override files, the project's .env, and what they name (`include`, `env_file`, `extends.file`,
     `label_file`). An absolute `env_file: /home/runner/.aws/credentials` or an override linked outside
-    would have Compose read it and the checks quote it: it is a finding naming the reference, never a read."""
-    def check(path: Path, what: str) -> None:
+    would have Compose read it and the checks quote it: it is a finding naming the reference, never a read.
+    Each one there is a regular file within the cap of its kind: Compose reads an env file whole, however
+    large, and blocks on a FIFO, so a sparse 3 GB env_file would take its memory and a FIFO its time."""
+    def check(path: Path, what: str, cap: int) -> None:
         if not inside(path, root):
             raise StackError(f"{what} leads outside the stack dir: not read")
+        if os.path.lexists(path):  # a missing one is Compose's to report (or optional: `required: false`)
+            require_small_file(path, what, cap)
 
     for path in files:
-        check(path, path.name)
+        check(path, path.name, MAX_YAML_BYTES)
     if os.path.lexists(files[0].parent / ".env"):
-        check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}")
+        check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}", MAX_ENV_BYTES)
     for path, doc in zip(files, docs, strict=False):  # docs is [] on the first call (files only)
         where = _rel_to(path, root)
         for entry in _as_list(doc.get("include")):
             for ref in _as_list(entry.get("path") if isinstance(entry, dict) else entry):
-                _check_ref(check, path, ref, env, f"{where}: include {ref!r}")
+                _check_ref(check, path, ref, env, f"{where}: include {ref!r}", MAX_YAML_BYTES)
             for ref in _as_list(entry.get("env_file") if isinstance(entry, dict) else None):
-                _check_ref(check, path, ref, env, f"{where}: include env_file {ref!r}")
+                _check_ref(check, path, ref, env, f"{where}: include env_file {ref!r}", MAX_ENV_BYTES)
         services = doc.get("services")
         for name, svc in (services if isinstance(services, dict) else {}).items():
             if not isinstance(svc, dict):
                 continue
-            refs = [(ref.get("path") if isinstance(ref, dict) else ref, "env_file") for ref in _as_list(svc.get("env_file"))]
-            refs += [(ref, "label_file") for ref in _as_list(svc.get("label_file"))]
+            refs = [(ref.get("path") if isinstance(ref, dict) else ref, "env_file", MAX_ENV_BYTES)
+                    for ref in _as_list(svc.get("env_file"))]
+            refs += [(ref, "label_file", MAX_ENV_BYTES) for ref in _as_list(svc.get("label_file"))]
             if isinstance(svc.get("extends"), dict) and svc["extends"].get("file"):
-                refs.append((svc["extends"]["file"], "extends.file"))
-            for ref, key in refs:
-                _check_ref(check, path, ref, env, f"{where}: service {name!r} {key} {ref!r}")
+                refs.append((svc["extends"]["file"], "extends.file", MAX_YAML_BYTES))
+            for ref, key, cap in refs:
+                _check_ref(check, path, ref, env, f"{where}: service {name!r} {key} {ref!r}", cap)
 
 
-def _check_ref(check, compose_file: Path, ref, env: dict[str, str], what: str) -> None:
+def _check_ref(check, compose_file: Path, ref, env: dict[str, str], what: str, cap: int) -> None:
     if not isinstance(ref, str) or not ref:
         return
     try:
         text = interpolate(ref, env, what)
     except StackError:
         return  # a malformed or unset reference is the loader's to report
-    check(compose_file.parent / os.path.expanduser(text), what)
+    check(compose_file.parent / os.path.expanduser(text), what, cap)
 
 
 def _as_list(value: Any) -> list:

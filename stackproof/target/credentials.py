@@ -9,20 +9,21 @@ attribute or a host name); and the password of any URL (`scheme://user:pw@host`)
 its name. The redactor learns them before any check runs, and the
 key-strength check judges each (`redact.weakness`).
 
-Files are read as the untrusted input they are: regular files only, opened
-non-blocking, at most SECRET_FILE_CAP bytes.
+Files are read as the untrusted input they are, through `io.files`: regular files only,
+opened non-blocking, at most SECRET_FILE_CAP bytes; the secrets dir is walked without
+recursion and bounded (`walk_files`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
+from stackproof.errors import StackError
+from stackproof.io.files import read_stack_file, walk_files
 from stackproof.target.compose import read_env_file
 from stackproof.io.yamlio import load_yaml
 
@@ -97,21 +98,13 @@ def looks_like_a_credential(text: str) -> bool:
 
 
 def read_small_file(path: Path, cap: int = SECRET_FILE_CAP) -> bytes | None:
-    """A regular file's content, at most `cap` bytes; None for anything else (FIFO, device, missing).
-    Opened non-blocking and without following a final symlink, so no special file can block."""
+    """A regular file's first `cap` bytes, or None for anything else (a FIFO, a device, a directory,
+    missing). Its symlinks are followed: every caller has checked that they stay inside the stack dir, and
+    a secret kept behind a link is still a secret to learn. Read through `io.files`: never blocking."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
+        return read_stack_file(path, str(path), cap, truncate=True)
+    except StackError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(cap)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _environment_items(environment: object) -> Iterator[tuple[str, object]]:
@@ -170,7 +163,7 @@ def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path
             found.append(SecretValue(rel(path), data.decode("utf-8", errors="replace").strip()))
 
     if secrets_dir is not None and secrets_dir.is_dir() and not secrets_dir.is_symlink() and _inside(secrets_dir, root):
-        for path in sorted(secrets_dir.rglob("*")):
+        for path in walk_files(secrets_dir, rel(secrets_dir)):
             if is_secret_file_name(path.name):
                 secret_file(path)
     env: dict[str, str] = {}

@@ -15,13 +15,15 @@ is generated and ignored is the uncommitted environment a reference points to.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from stackproof.errors import StackError
-from stackproof.io.files import read_stack_file
+from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.yamlio import load_yaml
 from stackproof.target.compose import read_env_file
 from stackproof.target.credentials import _NOT_A_VALUE, is_credential_name, read_small_file
@@ -190,7 +192,11 @@ class CredentialFinder:
         return None
 
     def build_texts(self, context: Path) -> Iterator[tuple[Path, str]]:
-        paths = sorted(path for path in context.rglob("*") if path.is_file() and not path.is_symlink())
+        try:  # walked without recursion and bounded (io.files); a context too large to list is not searched
+            listed = walk_files(context, self.stack.rel(context))
+        except StackError:
+            listed = []
+        paths = [path for path in listed if stat.S_ISREG(os.lstat(path).st_mode)]
         for path in paths[:BUILD_CONTEXT_FILES]:
             if path not in self._build_texts:
                 try:

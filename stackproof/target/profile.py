@@ -9,8 +9,10 @@ add a profile of their own from outside the stack dir (`--profile`), which wins.
 The stack is untrusted, and so is its profile: every value is type-checked (with a model
 derived from DEFAULTS, so a key added there is checked too), every path it names must stay
 inside the stack dir, and every threshold it makes weaker than the default is reported
-(THRESHOLDS says what "weaker" means for each). `--strict-profile` ignores the thresholds of the
-stack's own profile: then only the defaults and the operator's profile set the bar.
+(THRESHOLDS says what "weaker" means for each). `--strict-profile` keeps of the stack's own profile
+only what says where its files are (`points_at_files`): its thresholds, and its interface keys that
+decide what is checked (which config mapping, which variable, which alert, which rule tests), are
+ignored, so only the defaults and the operator's profile set the bar.
 """
 
 from __future__ import annotations
@@ -290,6 +292,20 @@ INTERFACES = (
 )
 
 
+# What the stack's own profile may still set under --strict-profile: where its files are and how its engine
+# is reached. Every other key decides what is checked or how strictly: a pool.config_key naming a decoy
+# mapping, a pool.size_env no service sets, a breakers.alert that is not the breaker's, a rule tests dir of
+# no tests passed a pool of size 1 or an untested alert under --strict-profile. The rule tests' path is such
+# a key though it names files: which tests are run decides what the unit-test check proves.
+FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "tls.metrics_dir", "disclosure.responses", "disclosure.full_docs")
+DECIDING_PATHS = ("paths.prometheus_rule_tests",)
+
+
+def points_at_files(key: str) -> bool:
+    """Whether `key` only says where the stack's files are (kept from the stack's profile under --strict-profile)."""
+    return key not in DECIDING_PATHS and any(fnmatchcase(key, pattern) for pattern in FILE_POINTERS)
+
+
 def is_threshold(key: str) -> bool:
     return key in THRESHOLDS or not any(fnmatchcase(key, pattern) for pattern in INTERFACES)
 
@@ -462,7 +478,7 @@ class Change:
     default: Any
     source: str
     weakened: bool
-    ignored: bool = False  # a threshold of the stack's own profile, under --strict-profile
+    ignored: bool = False  # set by the stack's own profile and not a file path, under --strict-profile
 
     def line(self) -> str:
         return f"{self.key} = {show(self.key, self.value)} (default {show(self.key, self.default)}; {self.source})"
@@ -485,7 +501,7 @@ class Profile:
     def source(self) -> str:
         """Where the values come from, as the report's target says."""
         text = " + ".join(self.sources) or "defaults"
-        return text + (" (--strict-profile: the stack's own thresholds ignored)" if self.strict else "")
+        return text + (" (--strict-profile: of the stack's own profile only its file paths kept)" if self.strict else "")
 
     @property
     def weakened(self) -> list[Change]:
@@ -493,7 +509,8 @@ class Profile:
 
     @classmethod
     def load(cls, root: Path, operator: Path | None = None, strict: bool = False) -> "Profile":
-        """The stack's profile (if any), then the operator's; under `strict`, the stack's thresholds are dropped."""
+        """The stack's profile (if any), then the operator's; under `strict`, every key of the stack's own that does
+        not only point at files is dropped (and listed as ignored)."""
         schema = _schema()
         layers, problems = [], []
 
@@ -520,7 +537,7 @@ class Profile:
         data, set_by, ignored = copy.deepcopy(DEFAULTS), {}, {}
         for label, values, own_layer in layers:
             for key, value in _leaves(values, schema.sections):
-                if strict and own_layer and is_threshold(key):
+                if strict and own_layer and not points_at_files(key):
                     ignored[key] = (value, label)
                     continue
                 set_by[key] = label

@@ -21,11 +21,13 @@ from typing import Callable
 
 from stackproof.target.compose import ComposeModel, Service
 from stackproof.errors import NotDeclared, StackError
+from stackproof.io.files import read_stack_file, walk_files
 
 TEXTFILE_FLAG = "--collector.textfile.directory"
 CRON_PREFIX = "cron:"
 MAX_CRON_BYTES = 64 * 1024
-SKIP_DIRS = {".git", "node_modules", ".venv", "__pycache__", ".tox"}
+SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "__pycache__", ".tox"})
+REPOSITORY_ENTRIES = 100_000  # entries of the stack dir searched for cron files
 
 
 def _image(svc: Service) -> str:
@@ -313,28 +315,31 @@ class Roles:
         """Why `svc` runs the monitor script, or ''."""
         if any(script in arg for arg in _args(svc)):
             return f"its command runs {script}"
-        dockerfile = _dockerfile(svc)
+        dockerfile = self._dockerfile(svc)
         if dockerfile is not None and script in dockerfile:
             return f"its image copies {script} (Dockerfile)"
         return ""
 
-
-def _dockerfile(svc: Service) -> str | None:
-    if svc.build_context is None:
-        return None
-    path = svc.build_context / (svc.dockerfile or "Dockerfile")
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[:MAX_CRON_BYTES] if path.is_file() else None
-    except OSError:
-        return None
+    def _dockerfile(self, svc: Service) -> str | None:
+        """The start of the service's Dockerfile (its first MAX_CRON_BYTES: a `COPY` of the monitor is
+        near the top), or None: no build, or not a regular file inside the stack dir (a Dockerfile linked
+        to /dev/zero, a FIFO, a build context outside is never read)."""
+        if svc.build_context is None:
+            return None
+        path = svc.build_context / (svc.dockerfile or "Dockerfile")
+        if not self.stack.inside(path):
+            return None
+        try:
+            return read_stack_file(path, self.stack.rel(path), MAX_CRON_BYTES, truncate=True).decode(errors="replace")
+        except StackError:
+            return None
 
 
 def cron_files(root: Path) -> list[Path]:
-    """Cron files of the repository: crontab*, *.cron, or any file under a cron* directory."""
+    """Cron files of the repository: crontab*, *.cron, or any file under a cron* directory (the repository
+    walked without recursion, SKIP_DIRS not entered, at most REPOSITORY_ENTRIES entries)."""
     found = []
-    for path in sorted(root.rglob("*")):
-        if any(part in SKIP_DIRS for part in path.relative_to(root).parts):
-            continue
+    for path in walk_files(root, "the stack dir", REPOSITORY_ENTRIES, SKIP_DIRS):
         if not path.is_file() or path.is_symlink():
             continue
         name, parent = path.name.lower(), path.parent.name.lower()
@@ -350,10 +355,8 @@ CRON_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 def cron_job(path: Path, script: str, rel: str) -> CronJob | None:
     """The first line of a cron file (crontab or /etc/cron.d format) whose command runs `script`."""
     try:
-        if path.stat().st_size > MAX_CRON_BYTES:
-            return None
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_stack_file(path, rel, MAX_CRON_BYTES).decode(errors="replace")
+    except StackError:  # larger than a cron file, or swapped for a special file since it was listed
         return None
     variables: dict[str, str] = {}
     for raw in text.splitlines():

@@ -16,7 +16,7 @@ from stackproof.target.compose import (COMPOSE_FILE_NAMES, ComposeModel, compose
 from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
 from stackproof.errors import Blocked, InputUnreadable, NotDeclared, StackError
 from stackproof.target.profile import Profile, inside
-from stackproof.redact import Redactor
+from stackproof.redact import MAX_WINDOWS, RedactionBudgetExceeded, Redactor
 from stackproof.evidence import Location
 from stackproof.io.files import read_stack_file, require_readable_git
 from stackproof.io.yamlio import MAX_YAML_BYTES, key_path_text, key_position
@@ -59,7 +59,7 @@ class Stack:
         self.timeout = timeout
         self.redactor = redactor
         self.operator_profile = operator_profile  # --profile: the operator's, from outside the stack dir
-        self.strict = strict  # --strict-profile: the stack's own profile sets no threshold
+        self.strict = strict  # --strict-profile: of the stack's own profile only its file paths apply
         self.trust_stack_code = trust_stack_code
         self.cli_env_files = list(env_files or [])  # --env-file, on top of the profile's compose.env_files
         self.passed_env = passed_environment(env_names)  # --env NAME: all Compose sees of the runner's environment
@@ -228,7 +228,10 @@ class Stack:
     def read_secret(self, path: Path) -> bytes:
         """Read a secret file; its value is registered for redaction before it is returned."""
         data = read_stack_file(path, self.rel(path), MAX_SECRET_BYTES)
-        self.redactor.add(data)
+        try:
+            self.redactor.add(data)
+        except RedactionBudgetExceeded as exc:
+            raise RedactionBudgetExceeded(f"{self.rel(path)}: {exc}") from None
         return data
 
     def secret_values(self) -> list[SecretValue]:
@@ -254,7 +257,8 @@ class Stack:
     def register_secrets(self) -> None:
         """Before any check runs: teach the redactor every secret of the stack, the secret-looking
         values of the suite's own STACK* environment variables, and every value the operator hands
-        Compose (--env, --env-file): the stack's files choose where an interpolated value is quoted."""
+        Compose (--env, --env-file): the stack's files choose where an interpolated value is quoted.
+        Secrets past the redaction budget are named in one RedactionBudgetExceeded once the others are learned."""
         for value in self.passed_env.values():
             self.redactor.add(value)
         for env_file in self.cli_env_files:
@@ -269,8 +273,17 @@ class Stack:
                 self.redactor.add(value)
         if not self.root.is_dir():
             return
+        unlearned = []
         for secret in self.secret_values():
-            self.redactor.add(secret.value)
+            try:
+                self.redactor.add(secret.value)
+            except RedactionBudgetExceeded:
+                unlearned.append(secret.origin)
+        if unlearned:
+            raise RedactionBudgetExceeded(
+                f"{len(unlearned)} too large to scrub from the outputs (the run's redaction budget: {MAX_WINDOWS:,} "
+                f"windows, about {MAX_WINDOWS // 8:,} characters): {', '.join(unlearned[:3])}"
+                f"{f' and {len(unlearned) - 3} more' if len(unlearned) > 3 else ''}")
 
     @cached_property
     def repo(self) -> Repo | None:
