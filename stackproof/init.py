@@ -76,16 +76,8 @@ class Findings:
 
 def repository_files(root: Path) -> list[Path]:
     """The repository's regular files (no symlinks, no VCS or tool dirs), bounded."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                found.append(path)
-                if len(found) >= MAX_FILES:
-                    return found
-    return found
+    listed = walk_files(root, "the repository", 4 * MAX_FILES, SKIP_DIRS, truncate=True)
+    return [path for path in listed if path.is_file() and not path.is_symlink()][:MAX_FILES]
 
 
 def read_text(path: Path) -> str:

@@ -19,7 +19,7 @@ from .options import BY_NAME, OPTIONS
 from .preflight import option_problems, stack_problems
 from .errors import NOT_PROVEN_PREFIX, Blocked, NotDeclared, StackError
 from .evidence import EVIDENCE_KEY, Evidence
-from .readonly import changed_paths, fingerprint
+from .io.readonly import changed_paths, fingerprint
 from .redact import Redactor, ScrubbingFilter
 from stackproof.report.collector import TargetInfo, ValidationReport, is_worker
 from stackproof.report.files import real_report_dir

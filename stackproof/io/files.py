@@ -11,6 +11,7 @@ Hand-written because no library combines these; the open/fstat/read pattern is t
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from pathlib import Path
@@ -98,12 +99,39 @@ def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: 
     return data
 
 
-def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: frozenset[str] = frozenset()) -> list[Path]:
+def glob_paths(pattern: str, name: str, max_matches: int = MAX_WALK_ENTRIES) -> list[Path]:
+    """The paths a shell-style pattern of the stack matches (Prometheus' `rule_files: [alerts/*.yml]`), sorted,
+    bounded: a pattern such as `**` over a huge tree is a one-line StackError naming `name`."""
+    found = []
+    for match in glob.iglob(pattern):
+        found.append(Path(match))
+        if len(found) > max_matches:
+            raise StackError(f"{name}: matches more than {max_matches} paths, not read")
+    return sorted(found)
+
+
+def list_dir(directory: Path, name: str, max_entries: int = MAX_WALK_ENTRIES) -> list[Path]:
+    """The entries of one directory in byte order of their names (as Postgres reads an include_dir),
+    bounded: more than `max_entries` is a one-line StackError naming `name`."""
+    try:
+        with os.scandir(directory) as entries:
+            listed = []
+            for entry in entries:
+                listed.append(Path(entry.path))
+                if len(listed) > max_entries:
+                    raise StackError(f"{name}: more than {max_entries} entries, not read")
+    except OSError as exc:
+        raise StackError(f"{name}: cannot list ({exc.strerror})") from None
+    return sorted(listed, key=lambda path: os.fsencode(path.name))
+
+
+def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: frozenset[str] = frozenset(),
+               *, truncate: bool = False) -> list[Path]:
     """Every entry under `top` that is not a directory, sorted. Walked with a list, not recursion (Path.rglob
     recurses per level: a tree nested 1,500 deep raised RecursionError), without following a symlink into a
     directory (a loop, a way out) or entering a directory named in `skip`, and bounded: more than `max_entries`
-    entries is a one-line StackError naming `name`, not a million files listed one by one. An unreadable
-    directory is skipped, as rglob skips it."""
+    entries is a one-line StackError naming `name`, not a million files listed one by one (with `truncate`,
+    the files found until then). An unreadable directory is skipped, as rglob skips it."""
     found: list[Path] = []
     pending, seen = [top], 0
     while pending:
@@ -113,6 +141,8 @@ def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: 
             continue
         seen += len(entries)
         if seen > max_entries:
+            if truncate:  # what was found so far (init's look over a whole repository)
+                break
             raise StackError(f"{name}: more than {max_entries} entries, not read")
         for entry in entries:
             try:

@@ -6,7 +6,6 @@ Shared by the controls that judge alerts (alert rules, circuit breakers).
 
 from __future__ import annotations
 
-import glob
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from stackproof.io import proc
 from stackproof.target.compose import Service
 from stackproof.errors import StackError
-from stackproof.io.files import require_regular
+from stackproof.io.files import glob_paths, require_regular
 from stackproof.io.yamlio import load_yaml
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
@@ -85,7 +84,7 @@ class Alerting:
         for pattern in raw:
             container = posixpath.normpath(posixpath.join(config_dir, pattern))
             host = self.service.host_path_for(container)
-            files = {Path(p) for p in glob.glob(str(host))} if host is not None else set()
+            files = set(glob_paths(str(host), f"{self.stack.rel(self.config_path)}: rule_files {pattern}")) if host is not None else set()
             # single rule files bind-mounted where the pattern looks
             files |= {Path(m.source) for m in self.service.volumes
                       if m.type == "bind" and PurePosixPath(m.target).match(container)}
@@ -134,7 +133,8 @@ class Alerting:
         if not container.startswith(config_dir.rstrip("/") + "/"):
             return []
         relative = container[len(config_dir.rstrip("/")) + 1:]
-        return sorted(Path(p) for p in glob.glob(str(self.config_path.parent / relative)) if Path(p).is_file())
+        matches = glob_paths(str(self.config_path.parent / relative), f"{self.stack.rel(self.config_path)}: {pattern}")
+        return [path for path in matches if path.is_file()]
 
     @property
     def rules(self) -> list[Rule]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from stackproof.errors import StackError
-from stackproof.io.files import read_stack_text
+from stackproof.io.files import list_dir, read_stack_text
 
 SETTINGS = ("max_connections", "superuser_reserved_connections", "shared_buffers")
 # the server's defaults where the profile has none (initdb writes max_connections = 100, shared_buffers = 128MB)
@@ -236,7 +236,7 @@ class ConfigFiles:
         host = self.host_file(container_dir)
         if host is None or not host.is_dir():
             raise StackError(f"service {self.svc.name}: include_dir {container_dir} is not in the stack's files")
-        for entry in sorted(host.iterdir(), key=lambda p: p.name.encode()):
+        for entry in list_dir(host, f"service {self.svc.name}: include_dir {container_dir}"):
             if entry.name.endswith(".conf") and not entry.name.startswith("."):
                 yield from self.read(str(PurePosixPath(container_dir) / entry.name), depth, required=True)
 
@@ -257,7 +257,7 @@ def init_script_settings(stack, svc, notes: list[str]):
     host = svc.host_path_for(INITDB_DIR)
     if host is None or not (svc.image or "").split("/")[-1].startswith("postgres") or svc.build_context:
         return
-    scripts = sorted(host.iterdir()) if host.is_dir() else [host]
+    scripts = list_dir(host, f"service {svc.name}: {INITDB_DIR}") if host.is_dir() else [host]
     for script in scripts:
         if script.suffix not in (".sql", ".sh") or not stack.inside(script) or not script.is_file():
             continue
