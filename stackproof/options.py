@@ -76,6 +76,8 @@ OPTIONS = (
            "INCOMPLETE (NO-GO)", "STACKPROOF_RUN_TIMEOUT", "900", metavar="SECONDS"),
     Option("report_dir", "report", "where validation-report.{html,md,json,sarif} are written", "STACKPROOF_REPORT_DIR",
            "reports", "reports/ in the current directory", "DIR"),
+    Option("sarif", "report", "also write the SARIF log to PATH (for a code-scanning upload step), each time the "
+           "report is written", "STACKPROOF_SARIF", "", "validation-report.sarif in the report dir only", "PATH"),
     Option("docs_url", "report", "where the controls' pages (docs/controls/<control>.md) are published: each check "
            "of the reports links to <URL><control>.md#<check>", "STACKPROOF_DOCS_URL", "",
            "the copy installed with stackproof (a file: URL)", "URL"),

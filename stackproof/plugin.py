@@ -96,6 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
                               target_errors=lambda: stack.target_errors, profile=lambda: describe_profile(stack),
                               docs_base=docs_url.rstrip("/") + "/" if docs_url else default_docs_base())
     report.engine = setting(config, "engine") or None
+    if setting(config, "sarif"):
+        report.files.copies["sarif"] = Path(os.path.abspath(Path(setting(config, "sarif")).expanduser()))
     if not is_worker(config):  # the controller judges the waivers and keeps the history (workers report rows)
         problems += stack_problems(stack) + set_up_waivers_and_history(config, report, stack)
     if problems:  # one line each, no report, no check run: the stack was not judged

@@ -30,6 +30,7 @@ ALLOWED = {
     ("init.py", "write_bytes"): "the profile init writes (the previous one restored when writing failed)",
     ("bundle.py", "copytree"): "the suite's own bundled files, copied out of the package",
     ("report/files.py", "write_text"): "the report files, in the suite's own staging dir",
+    ("report/files.py", "fdopen"): "the --sarif copy of the report, where the operator asked",
     ("resources/breakers.py", "write_text"): "the promtool test the suite writes into its own temporary dir",
     ("resources/scripts.py", "write_bytes"): "certificates the suite makes for the monitor's scenarios",
 }

@@ -92,10 +92,11 @@ def test_the_schema_check_can_fail():
     assert any("level" in error for error in errors) and any("startLine" in error for error in errors), errors
 
 
-def test_a_run_writes_sarif_with_the_lines_a_fix_goes_to(stack_copy, run_static):
+def test_a_run_writes_sarif_with_the_lines_a_fix_goes_to(stack_copy, run_static, tmp_path):
     """A static run of a copy with two defects (a secret file at 0644; the pool's size too small in its config
     file) writes validation-report.sarif beside the JSON: valid, the same verdict, each failure at its file
-    (and, for the YAML key, its line), as the JSON report's rows locate them."""
+    (and, for the YAML key, its line), as the JSON report's rows locate them. `--sarif PATH` writes the same
+    log there too, replacing a link at PATH rather than writing through it."""
     secret = stack_copy / "ai-stack/compose/secrets/stack_api_key"
     os.chmod(secret, 0o644)
     pool = stack_copy / "ai-stack/mcp-servers/config/config.yaml"
@@ -103,9 +104,15 @@ def test_a_run_writes_sarif_with_the_lines_a_fix_goes_to(stack_copy, run_static)
     size_line = next(number for number, line in enumerate(lines, 1) if line.strip().startswith("size:"))
     lines[size_line - 1] = lines[size_line - 1].split("size:")[0] + "size: 5"
     pool.write_text("\n".join(lines) + "\n")
-    run = run_static(stack_copy)
+    upload, elsewhere = tmp_path / "upload/results.sarif", tmp_path / "elsewhere.txt"
+    upload.parent.mkdir()
+    elsewhere.write_text("not the report's")
+    upload.symlink_to(elsewhere)
+    run = run_static(stack_copy, "--sarif", str(upload))
     assert run.failed_gate
     log = json.loads((run.report_dir / "validation-report.sarif").read_text())
+    assert not upload.is_symlink() and upload.read_text() == (run.report_dir / "validation-report.sarif").read_text()
+    assert elsewhere.read_text() == "not the report's"
     assert sarif_errors(log) == [] and log["runs"][0]["properties"]["verdict"] == run.report["verdict"]
     rows = {row["nodeid"].partition("::")[2]: row for control in run.report["controls"] for row in control["checks"]}
     assert rows["test_secret_files_owner_only"]["locations"] == [

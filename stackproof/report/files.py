@@ -42,8 +42,12 @@ def unlink_if_not_regular(path: Path) -> None:
 
 
 class ReportFiles:
+    """The report set in `report_dir`, and `copies`: a suffix's file also written where the operator asked
+    (`--sarif PATH` for an upload step that wants a fixed path), each time the set is written."""
+
     def __init__(self, report_dir: Path):
         self.report_dir = report_dir
+        self.copies: dict[str, Path] = {}
         self.written: list[Path] = []
 
     def path(self, suffix: str) -> Path:
@@ -75,5 +79,18 @@ class ReportFiles:
                 path = self.path(suffix)
                 os.replace(staging / path.name, path)
                 self.written.append(path)
+            for suffix, copy in self.copies.items():
+                if suffix in files:
+                    self._write_copy(copy, files[suffix])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _write_copy(self, path: Path, text: str) -> None:
+        """Written beside `path` and renamed over it: a link or special file there is replaced, never followed."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        unlink_if_not_regular(path)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+        self.written.append(path)
