@@ -7,6 +7,9 @@
     bench/benchmark.py --project P --engine E   the live run and its probe floor against another deployment
     bench/benchmark.py --scale 20     also: the API services scaled to 20 containers each (compose), the
                                       live run and floor again, and its ratio to the unscaled live run
+    bench/benchmark.py --selftest fast   only: time `bin/stackproof selftest --fast` (target <= 3 min)
+    bench/benchmark.py --selftest full   only: time `bin/stackproof selftest`, the README's test command
+                                         (target <= 15 min on a clean clone; issue 18)
 
 Targets: static run of the reference stack <= 2.5 s wall, median of 5 (issue 10 §5: start-up is
 imports, so bytecode is written and reused as in a user's install: PYTHONDONTWRITEBYTECODE is
@@ -201,6 +204,26 @@ def scaled_run(pytest: list[str], report_dir: Path, static_seconds: float, scale
     return [live, floor, ratio]
 
 
+SELFTEST_TARGETS = {"fast": (["--fast"], 180), "full": ([], 900)}  # extra arguments, target in seconds
+
+
+def selftest_timing(tier: str) -> int:
+    """Wall and CPU time (the run and all it waited for) of a self-test tier, bytecode caches on as
+    `bin/stackproof selftest` keeps them, against its target."""
+    extra, target = SELFTEST_TARGETS[tier]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    done = subprocess.run([str(ROOT / "bin/stackproof"), "selftest", *extra, "-p", "no:cacheprovider"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=7200, env=env)
+    after, seconds = resource.getrusage(resource.RUSAGE_CHILDREN), round(time.monotonic() - start, 1)
+    cpu = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+    counts = next((line.strip("= ") for line in done.stdout.splitlines()[::-1] if " passed" in line), "")
+    result = {"name": f"selftest {tier}", "seconds": seconds, "cpu_seconds": cpu, "exit": done.returncode,
+              "counts": counts, "target_seconds": target, "met": seconds <= target}
+    print(json.dumps(result, indent=2))
+    return done.returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="also measure a cold end-to-end run (removes images)")
@@ -208,7 +231,10 @@ def main() -> int:
     parser.add_argument("--project", help="compose project / swarm stack of the live run (default: the compose file's name)")
     parser.add_argument("--scale", type=int, default=0, help="also measure with the API services at this many containers each")
     parser.add_argument("--engine", choices=("compose", "swarm", "podman"), help="engine of the live run (default: detected)")
+    parser.add_argument("--selftest", choices=sorted(SELFTEST_TARGETS), help="only: time the self-tests' tier")
     args = parser.parse_args()
+    if args.selftest:
+        return selftest_timing(args.selftest)
     report_dir = ROOT / "reports" / "bench"
     pytest = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--report-dir", str(report_dir)]
     results = static_runs(report_dir)
