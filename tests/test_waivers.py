@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from harness import operator_interface
 
 from stackproof.report.waivers import WAIVER_FILE, check_names, load_waivers
 
@@ -57,8 +58,8 @@ def test_a_waiver_makes_a_failing_stack_go_until_its_date(stack_copy, run_static
     operator.write_text(waiver_yaml(TODAY + dt.timedelta(days=30), UNMATCHED))
     xml = tmp_path / "waived.xml"
     reports = tmp_path / "waived"
-    waived = run_static(stack_copy, "-n", "2", "--strict-profile", "--waivers", str(operator), "--junitxml", str(xml),
-                        report_dir=reports)
+    waived = run_static(stack_copy, "-n", "2", "--strict-profile", "--profile", str(operator_interface(tmp_path)),
+                        "--waivers", str(operator), "--junitxml", str(xml), report_dir=reports)
 
     assert waived.ret == 0 and waived.passed, waived.stdout[-3000:]
     assert waived.report["verdict"]["line"].startswith(

@@ -23,6 +23,7 @@ import math
 import os
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -124,17 +125,21 @@ def cpu_seconds(timeout: float) -> int:
 
 def limits(timeout: float) -> list[str]:
     """The prlimit command that starts a child under `LIMITS` and its CPU time limit (SIGXCPU at the
-    limit, SIGKILL a second later)."""
+    limit, SIGKILL a second later). prlimit is found on the suite's PATH, not the child's: a child given
+    a narrow PATH (the probe's tools only) is still started under its limits."""
     cpu = cpu_seconds(timeout)
-    return ["prlimit", *(f"{option}={value}" for option, value in LIMITS.items()), f"--cpu={cpu}:{cpu + 1}", "--"]
+    return [shutil.which("prlimit") or "prlimit", *(f"{option}={value}" for option, value in LIMITS.items()), f"--cpu={cpu}:{cpu + 1}", "--"]
 
 
 def limit_reached(returncode: int, stderr: bytes, cpu: int) -> str:
     """Which limit stopped a child that failed, in words ('' when none did): the signal of the CPU time
     or file size limit, or the line its runtime printed on stderr when the heap cap refused an allocation."""
-    if returncode == -signal.SIGXCPU:
-        return f"its CPU time limit ({cpu} s)"
     lines = [line.strip() for line in stderr[-65536:].splitlines()] if returncode > 0 else []
+    # the soft limit's signal, or a runtime that catches it and says so ("SIGXCPU: ..."), or, for one that
+    # ignores it (Go's runtime does), the kernel's SIGKILL at the hard limit a second later: a multi-threaded
+    # child spends its CPU time faster than the clock, so this limit can come before the timeout
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL) or any(line.startswith(b"SIGXCPU") for line in lines):
+        return f"its CPU time limit ({cpu} s)"
     if returncode == -signal.SIGXFSZ or any(line.endswith(FILE_TOO_LARGE_ENDS) for line in lines):
         return f"its file size limit ({LIMITS['--fsize'] // MIB} MiB)"
     if any(line.startswith(OUT_OF_MEMORY_STARTS) or line.endswith(OUT_OF_MEMORY_ENDS) for line in lines):
