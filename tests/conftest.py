@@ -15,7 +15,7 @@ import docker
 import pytest
 from hypothesis import settings
 from defects import LAYOUTS, Layout
-from harness import PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun, report_schema_errors, unavailable
+from harness import PRISTINE_STACK, PROJECT, REFERENCE_STACK, STACKS, SUITES, SuiteRun, report_schema_errors, unavailable
 
 from stackproof.init import write_profile
 from stackproof.report import environment  # noqa: F401  (its cache of tool versions)
@@ -44,9 +44,10 @@ collect_ignore_glob = ["stacks/*"]
 
 @pytest.fixture(scope="session")
 def reference_stack() -> Path:
-    if not (REFERENCE_STACK / "ai-stack/compose/secrets/stack_api_key").exists():
+    """The reference stack as set up, to copy or read (never the one the live self-tests are breaking)."""
+    if not (PRISTINE_STACK / "ai-stack/compose/secrets/stack_api_key").exists():
         pytest.fail("reference stack not set up: run stack/scripts/setup.sh (the README's commands do)")
-    return REFERENCE_STACK
+    return PRISTINE_STACK
 
 
 @pytest.fixture

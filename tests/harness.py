@@ -22,7 +22,10 @@ import yaml
 from stackproof.controls import default_docs_base
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE_STACK = REPO / "stack"
+REFERENCE_STACK = REPO / "stack"  # the running reference stack's files: the live self-tests break them in place
+# What the copy-based self-tests copy and read: the reference stack as set up. `bin/stackproof selftest` runs the
+# copy-based tier beside the live one, from a snapshot taken before, so no copy catches a live defect half-made.
+PRISTINE_STACK = Path(os.environ.get("STACKPROOF_PRISTINE_STACK") or REFERENCE_STACK)
 SUITES = REPO / "suites"
 STACKS = REPO / "tests/stacks"  # other complete stacks, in other house styles
 PROJECT = "ai-stack"  # the reference stack's compose project

@@ -6,14 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from harness import REFERENCE_STACK, require_tool, unavailable
+from harness import PRISTINE_STACK, require_tool, unavailable
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stackproof.target.compose import compose_binary, interpolate, load_compose, read_env_file
 from stackproof.errors import RequiredVariablesMissing, StackError
 
-COMPOSE = REFERENCE_STACK / "ai-stack/compose/docker-compose.yml"
+COMPOSE = PRISTINE_STACK / "ai-stack/compose/docker-compose.yml"
 
 
 def test_fallback_yields_the_same_model_as_docker_compose_config(reference_stack):

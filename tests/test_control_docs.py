@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from harness import REFERENCE_STACK, SUITES
+from harness import PRISTINE_STACK, SUITES
 
 from stackproof.controls import CONTROLS, check_anchor, default_docs_base, doc_url, remedy_of
 from stackproof.report.rows import control_of
@@ -55,7 +55,7 @@ def missing_sections(items: list[pytest.Item]) -> list[str]:
 def collect(pytester: pytest.Pytester, *paths: Path) -> list[pytest.Item]:
     """The checks at `paths` as pytest collects them against the reference stack (those that change the stack
     included), in-process."""
-    items, _ = pytester.inline_genitems(*map(str, paths), "--stack-dir", str(REFERENCE_STACK), "--allow-changes",
+    items, _ = pytester.inline_genitems(*map(str, paths), "--stack-dir", str(PRISTINE_STACK), "--allow-changes",
                                         "--no-history", "--report-dir", str(pytester.path / "reports"))
     return [item for item in items if control_of(item)]
 

@@ -46,11 +46,31 @@ def compose(*args: str, timeout: float = 300, target: ComposeTarget = ComposeTar
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
 
 
+# target -> {service: whether its image needs a rebuild}: services whose files a defect's test restored, still
+# running as the defect made them. Recreating them at once cost every live defect a second wait for health; they
+# are recreated with the next test's own services instead (in the same `up`), or by `settle` before a test that
+# needs the whole stack as set up. A next defect never hides behind one: its run comes after that `up`.
+_STALE: dict[ComposeTarget, dict[str, bool]] = {}
+
+
 def recreate(services: tuple[str, ...], build: bool = False, target: ComposeTarget = ComposeTarget()) -> None:
-    if services:
+    """Recreate `services` (their images rebuilt when `build`) and, in the same `up`, those left stale."""
+    todo = _STALE.pop(target, {})
+    todo.update({service: build or todo.get(service, False) for service in services})
+    if todo:
         compose("up", "-d", "--wait", "--wait-timeout", "180", "--force-recreate", "--no-deps",
-                *(["--build"] if build else []), *services, target=target)
+                *(["--build"] if any(todo.values()) else []), *todo, target=target)
         _wait_nginx_serves(target)
+
+
+def settle(target: ComposeTarget = ComposeTarget()) -> None:
+    """The stack as set up: the services a restore left stale recreated."""
+    recreate((), target=target)
+
+
+def leave_stale(services: tuple[str, ...], build: bool, target: ComposeTarget) -> None:
+    stale = _STALE.setdefault(target, {})
+    stale.update({service: build or stale.get(service, False) for service in services})
 
 
 def _wait_nginx_serves(target: ComposeTarget, in_a_row: int = 5, timeout: float = 60) -> None:
@@ -224,7 +244,20 @@ def run_with_defect(defect: LiveDefect, stack: Path, run_suite, suite_args: tupl
     finally:
         for item in saved:
             restore_file(item)
-        recreate(defect.recreate, defect.build, target)
+        leave_stale(defect.recreate, defect.build, target)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def settled_afterwards():
+    """The module leaves the stack as set up, whatever its last defect left stale."""
+    yield
+    settle()
+
+
+@pytest.fixture
+def settled(running_reference_stack: Path) -> None:
+    """The running reference stack with every service as set up (none left stale by a defect's test)."""
+    settle()
 
 
 @pytest.mark.parametrize("defect", LIVE_DEFECTS, ids=[d.id for d in LIVE_DEFECTS])
@@ -235,6 +268,7 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
     assert_no_secret_in(run, known)
 
 
+@pytest.mark.usefixtures("settled")
 def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite):
     """Static and live checks on the running reference stack: every control passes, GO."""
     run = run_suite(running_reference_stack, "--live")
@@ -255,6 +289,7 @@ def _wait_healthy(container, timeout: float) -> None:
     pytest.fail(f"{container.name} not healthy {timeout:g}s after unpause")
 
 
+@pytest.mark.usefixtures("settled")
 def test_hung_container_fails_its_checks_within_the_timeout(running_reference_stack: Path, run_suite):
     """A paused Prometheus (connections accepted by the engine's proxy, never answered) fails the
     alert checks that query it, each within --stack-timeout, and the run still ends with a report."""
@@ -279,6 +314,7 @@ def test_hung_container_fails_its_checks_within_the_timeout(running_reference_st
 SCALE = 20  # containers per API service in the scale self-test (issue 10 §4)
 
 
+@pytest.mark.usefixtures("settled")
 def test_scaled_api_services_every_container_checked_and_pool_budget_counts_them(running_reference_stack: Path, run_suite):
     """The API services scaled to SCALE containers each (`--scale`): every container's secrets are
     probed, and the pool budget counts every container's pool: 2 × SCALE × 50 connections do not fit

@@ -51,8 +51,9 @@ def wheel(reference_stack: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for name in ("stackproof", "suites", "stack", "docs/controls"):
-        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    for name, tree in (("stackproof", REPO / "stackproof"), ("suites", REPO / "suites"), ("stack", reference_stack),
+                       ("docs/controls", REPO / "docs/controls")):
+        shutil.copytree(tree, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "logs"))
     dist = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
         timeout=300)

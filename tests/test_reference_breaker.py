@@ -9,9 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from harness import REFERENCE_STACK
+from harness import PRISTINE_STACK
 
-sys.path.insert(0, str(REFERENCE_STACK / "ai-stack/mcp-servers/common"))
+sys.path.insert(0, str(PRISTINE_STACK / "ai-stack/mcp-servers/common"))
 import aistack_common as common  # noqa: E402
 
 from prometheus_client import generate_latest  # noqa: E402
