@@ -171,7 +171,8 @@ def test_api_key_randomness(stack, evidence):
 
     Measured on the decoded key (hex/base64), with its byte entropy, so a long but repetitive key fails; and by
     what simple generators explain (a counter, a repeated block, characters stepping, hex of small integers, a
-    clock reading near when the key was written) and what a compressor saves, so a long key with a visible
+    clock reading near when the key was written, a keyboard walk; also in the decoded bytes, where base64 hides a
+    counter) and what a compressor saves, so a long key with a visible
     structure fails, naming the structure (never the key)."""
     cfg = stack.profile["api_key"]
     path = api_key_path(stack)

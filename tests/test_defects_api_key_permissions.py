@@ -267,6 +267,13 @@ STRUCTURED = [
     ("iso-date-and-time", time.strftime("%Y-%m-%dT%H:%M:%S.000001", time.gmtime()).encode()
      + base64.b64encode(_DRAW.randbytes(48)),
      "timestamps (an ISO date)"),
+    # typed along the keyboard: a diagonal walk, then random hex (the whole reads as base64)
+    ("keyboard-walk", structured(b"1qaz2wsx3edc4rfv5tgb6yhn7ujm", 36), "a keyboard walk over 28 of 64 characters"),
+    # structure the encoding hides: base64 of the bytes 0, 1, 2 ..., and hex of bytes stepping by 7
+    ("base64-of-counting-bytes", base64.b64encode(bytes(range(20)) + _DRAW.randbytes(28)),
+     "bytes stepping by 1 in the base64-decoded key over 20 of 48 bytes"),
+    ("hex-of-bytes-stepping-by-7", bytes(7 * i for i in range(16)).hex().encode() + random_hex(32),
+     "bytes stepping by 7 in the hex-decoded key over 16 of 32 bytes"),
 ]
 
 
@@ -285,7 +292,8 @@ def test_random_keys_have_no_structure():
     """Keys as the stack generates them (openssl rand -hex 32) and as base64: never predictable."""
     cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
     for _ in range(300):
-        for key in (secrets.token_hex(32).encode(), base64.b64encode(secrets.token_bytes(32))):
+        for key in (secrets.token_hex(32).encode(), base64.b64encode(secrets.token_bytes(32)),
+                    secrets.token_urlsafe(32).encode(), secrets.token_urlsafe(48).encode()):
             assert strength_problem(key_strength(key, Redactor(), time.time()), cfg) is None
 
 
@@ -300,6 +308,8 @@ def test_key_measure_is_bounded():
 STRUCTURED_IN_STACK = [
     Defect("key-counting-words", write_layout_key(STRUCTURED[0][1]), ("{api_key}: predictable key: ", "counting sequence")),
     Defect("key-with-clock", write_layout_key(STRUCTURED[5][1]), ("{api_key}: predictable key: timestamps",)),
+    Defect("key-base64-of-counting-bytes", write_layout_key(STRUCTURED[8][1]),
+           ("{api_key}: predictable key: bytes stepping by 1 in the base64-decoded key",)),
 ]
 
 

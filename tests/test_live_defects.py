@@ -47,9 +47,11 @@ def compose(*args: str, timeout: float = 300, target: ComposeTarget = ComposeTar
 
 
 # target -> {service: whether its image needs a rebuild}: services whose files a defect's test restored, still
-# running as the defect made them. Recreating them at once cost every live defect a second wait for health; they
-# are recreated with the next test's own services instead (in the same `up`), or by `settle` before a test that
-# needs the whole stack as set up. A next defect never hides behind one: its run comes after that `up`.
+# running as the defect made them. Recreating them at once cost every live defect a second wait for health.
+# They are recreated by the next defect's own `up` when it recreates them anyway, else (`settle`) before it is
+# injected: a service the next defect does not recreate must run as set up, never pick its files up, nor have
+# loaded files the defect counts on it not to have (a certificate renewed on disk, nginx not reloaded).
+# LIVE_DEFECTS is ordered so that defects recreating the same services follow each other.
 _STALE: dict[ComposeTarget, dict[str, bool]] = {}
 
 
@@ -145,11 +147,6 @@ LIVE_DEFECTS = [
         ("postgres_password mode 0644, declared 0400",),
     ),
     LiveDefect(
-        "nginx-accepts-any-key", "api_key_permissions",
-        ("ai-stack/compose/nginx/nginx.conf",), _nginx_swaps_in_the_key, ("nginx",),
-        ("wrong key",),
-    ),
-    LiveDefect(
         # the key's mode inside the containers is checked by both controls, as the report asks
         "api-key-0440-on-host", "api_key_permissions",
         ("ai-stack/compose/secrets/stack_api_key",), chmod("ai-stack/compose/secrets/stack_api_key", 0o440), (),
@@ -162,19 +159,21 @@ LIVE_DEFECTS = [
         ("the old key still works",), ("--allow-changes", "--trust-stack-code", "-k", "not test_live_fault_injection"),
     ),
     LiveDefect(
-        "pool-size-5-through-environment", "connection_pool",
-        ("ai-stack/compose/docker-compose.yml",),
-        replace("ai-stack/compose/docker-compose.yml", "      SERVICE_NAME: aidb\n",
-                 "      SERVICE_NAME: aidb\n      DB_POOL_SIZE: \"5\"\n"),
-        ("aidb",),
-        ("service aidb: /metrics reports pool size / max_overflow 5 / 30",),
+        "certificate-renewed-on-disk-nginx-not-reloaded", "tls_monitoring",
+        ("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
+        certificate_on_disk(365), (),  # nothing recreated: nginx keeps what it loaded at start
+        ("service nginx: serves sha256",), not_proven=HTTPS_CONTROLS,
     ),
     LiveDefect(
-        "postgres-max-connections-60", "connection_pool",
-        ("ai-stack/compose/docker-compose.yml",),
-        replace("ai-stack/compose/docker-compose.yml", "      - max_connections=200\n", "      - max_connections=60\n"),
-        ("postgres",),
-        ("the pools need up to 100 connections", "Postgres allows 57"),
+        "nginx-accepts-any-key", "api_key_permissions",
+        ("ai-stack/compose/nginx/nginx.conf",), _nginx_swaps_in_the_key, ("nginx",),
+        ("wrong key",),
+    ),
+    LiveDefect(
+        "nginx-serves-near-expiry-certificate", "tls_monitoring",
+        ("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
+        certificate_on_disk(10), ("nginx",),
+        ("days",),
     ),
     LiveDefect(
         "dead-alert-metric", "alert_rules",
@@ -192,16 +191,24 @@ LIVE_DEFECTS = [
         ("DatabasePoolExhausted",),
     ),
     LiveDefect(
-        "nginx-serves-near-expiry-certificate", "tls_monitoring",
-        ("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
-        certificate_on_disk(10), ("nginx",),
-        ("days",),
+        "postgres-max-connections-60", "connection_pool",
+        ("ai-stack/compose/docker-compose.yml",),
+        replace("ai-stack/compose/docker-compose.yml", "      - max_connections=200\n", "      - max_connections=60\n"),
+        ("postgres",),
+        ("the pools need up to 100 connections", "Postgres allows 57"),
     ),
     LiveDefect(
-        "certificate-renewed-on-disk-nginx-not-reloaded", "tls_monitoring",
-        ("ai-stack/compose/nginx/certs/server.crt", "ai-stack/compose/nginx/certs/server.key"),
-        certificate_on_disk(365), (),  # nothing recreated: nginx keeps what it loaded at start
-        ("service nginx: serves sha256",), not_proven=HTTPS_CONTROLS,
+        "pool-size-5-through-environment", "connection_pool",
+        ("ai-stack/compose/docker-compose.yml",),
+        replace("ai-stack/compose/docker-compose.yml", "      SERVICE_NAME: aidb\n",
+                 "      SERVICE_NAME: aidb\n      DB_POOL_SIZE: \"5\"\n"),
+        ("aidb",),
+        ("service aidb: /metrics reports pool size / max_overflow 5 / 30",),
+    ),
+    LiveDefect(
+        "bloated-discovery-response", "progressive_disclosure",
+        ("ai-stack/mcp-servers/aidb/disclosure/discovery.json",), _bloated_discovery, ("aidb",),
+        ("tokens",),
     ),
     LiveDefect(
         # the declared breaker is fine; the code never lets a call through to close it (static checks pass)
@@ -221,11 +228,6 @@ LIVE_DEFECTS = [
         ("ai-stack/compose/docker-compose.yml", COORDINATOR_CONFIG), breaker_removed_from_coordinator,
         ("hybrid-coordinator",), ("service hybrid-coordinator: exports no aidb_circuit_breaker_state",),
     ),
-    LiveDefect(
-        "bloated-discovery-response", "progressive_disclosure",
-        ("ai-stack/mcp-servers/aidb/disclosure/discovery.json",), _bloated_discovery, ("aidb",),
-        ("tokens",),
-    ),
 ]
 
 
@@ -233,6 +235,8 @@ def run_with_defect(defect: LiveDefect, stack: Path, run_suite, suite_args: tupl
                     target: ComposeTarget = ComposeTarget()):
     """Inject the defect into the stack's files, recreate what it touches, run the live checks; the
     files and the services are restored whatever happens."""
+    if set(_STALE.get(target, {})) - set(defect.recreate):
+        settle(target)
     saved = [save_file(stack / relative) for relative in defect.touches]
     try:
         defect.inject(stack)

@@ -14,7 +14,9 @@ import string
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from zxcvbn import matching as zxcvbn_matching
 
 from stackproof import redact
 
@@ -65,8 +67,9 @@ def key_strength(data: bytes, redactor: redact.Redactor, written_at: float | Non
     """`written_at`: when the key was made (its file's mtime), where a clock-made key's timestamp would point."""
     encoding, decoded = decode_key(data)
     text = data.strip()[:ANALYSED_LENGTH]
+    structure = longest_structure(text, written_at) or decoded_structure(decoded[:ANALYSED_LENGTH], encoding)
     return KeyStrength(redactor.fingerprint(data), encoding, len(decoded), shannon_entropy(decoded),
-                       longest_structure(text, written_at), compression_ratio(text, encoding))
+                       structure, compression_ratio(text, encoding))
 
 
 def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
@@ -129,6 +132,7 @@ _SEPARATORS = re.compile(r"[\s,;:|.\-'\"`()\[\]{}<>]+")
 # lengths are reported, never text.
 
 STRUCTURE_MIN = 12
+KEYBOARD_WALK_MIN = 20  # see keyboard_walks
 ANALYSED_LENGTH = 256  # characters measured: a key is far shorter; a 64 KB file must not cost quadratic time
 STRUCTURE_FRACTION = 0.25
 MIN_COMPRESSION = 0.8  # random 64-character hex keys compress to 0.9-1.1 of each other
@@ -146,9 +150,10 @@ class Structure:
     start: int
     length: int
     total: int
+    unit: str = "characters"  # "bytes": found in what the key's text decodes to
 
     def describe(self) -> str:
-        return f"{self.kind} over {self.length} of {self.total} characters (from offset {self.start})"
+        return f"{self.kind} over {self.length} of {self.total} {self.unit} (from offset {self.start})"
 
 
 def longest_structure(text: bytes, written_at: float | None = None) -> Structure | None:
@@ -156,12 +161,27 @@ def longest_structure(text: bytes, written_at: float | None = None) -> Structure
     if not text:
         return None
     moments = [time.time()] + ([written_at] if written_at else [])
-    found = [*repeats(text), *arithmetic_runs(text), *counting_runs(text), *small_integer_runs(text),
-             *timestamps(text, moments)]
+    return _longest([*repeats(text), *arithmetic_runs(text), *counting_runs(text), *small_integer_runs(text),
+                     *timestamps(text, moments), *keyboard_walks(text)], len(text))
+
+
+def decoded_structure(decoded: bytes, encoding: str) -> Structure | None:
+    """The longest run of the bytes a hex or base64 key decodes to that a repeated block or a constant step
+    explains. In the text the encoding hides it: base64 of the bytes 0, 1, 2... reads `AAECAwQFBgcI`, and
+    hex of bytes stepping by 7 (`00070e151c23`) is no counting sequence of its digits."""
+    if encoding == "raw" or not decoded:
+        return None
+    found = [replace(run, kind=f"{run.kind.replace('character', 'byte')} in the {encoding}-decoded key", unit="bytes")
+             for run in (*repeats(decoded), *arithmetic_runs(decoded))]
+    return _longest(found, len(decoded))
+
+
+def _longest(found: list[Structure], total: int) -> Structure | None:
+    """The longest run, if it is long enough to count (see above)."""
     if not found:
         return None
     best = max(found, key=lambda s: (s.length, -s.start))
-    return best if best.length >= max(STRUCTURE_MIN, math.ceil(len(text) * STRUCTURE_FRACTION)) else None
+    return best if best.length >= max(STRUCTURE_MIN, math.ceil(total * STRUCTURE_FRACTION)) else None
 
 
 def repeats(text: bytes):
@@ -186,6 +206,22 @@ def arithmetic_runs(text: bytes):
             if i - start >= 3 and text[start + 1] != text[start]:
                 yield Structure(f"characters stepping by {text[start + 1] - text[start]}", start, i - start, n)
             start = i - 1
+
+
+def keyboard_walks(text: bytes):
+    """Runs typed along a keyboard (qwertyuiop, 1qaz2wsx, a keypad's 789456): zxcvbn's adjacency graphs
+    (qwerty, dvorak, keypads) find the walks, and walks that touch or overlap form one run. Random keys have
+    short walks by chance, and chained ones too (at most 13 characters in 6,000 random 64-character hex and
+    base64url keys): only runs of KEYBOARD_WALK_MIN characters count."""
+    spans = sorted((match["i"], match["j"] + 1) for match in zxcvbn_matching.spatial_match(text.decode("latin-1")))
+    begin = end = None
+    for i, j in [*spans, (len(text) + 2, len(text) + 2)]:  # a sentinel closes the last run
+        if end is not None and i <= end:
+            end = max(end, j)
+            continue
+        if end is not None and end - begin >= KEYBOARD_WALK_MIN:
+            yield Structure("a keyboard walk", begin, end - begin, len(text))
+        begin, end = i, j
 
 
 def _render(number: int, base: int, width: int) -> bytes:
