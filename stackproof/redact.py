@@ -3,8 +3,8 @@
 Evidence names a secret by `Redactor.fingerprint()`, never by value. As a second line
 of defence the `Redactor` knows every secret value the suite has seen and scrubs it
 from every output: not only the value itself but every encoding of it (base64 and
-base64url at any alignment, hex, URL-encoding, backslash/JSON/HTML escaping, any
-letter case) and every run of `MIN_SECRET_LEN` or more of its characters, so a value
+base64url at any alignment, base32, hex, URL-encoding, backslash/JSON/HTML escaping, any
+letter case; for a hex or base64 value also the bytes it stands for, encoded again) and every run of `MIN_SECRET_LEN` or more of its characters, so a value
 cut at a length limit or split across lines does not leak its parts. Passwords in
 URLs (`scheme://user:password@host`) are scrubbed even when nobody registered them.
 
@@ -14,9 +14,9 @@ after that cleaning (a key split by an escape sequence is joined first), then cu
 
 Why hand-written: the scrub looks for fixed-length windows of known values in any
 text; a sliding lookup in a set of windows is a few lines and needs no dependency.
-The windows are bounded by count (`MAX_WINDOWS`): each character of a secret costs about
-eight of them across its forms, some 200 bytes each, so 2.6 MB of secret files would take
-1.7 GB and half a minute. A secret past the budget is not learned and raises
+The windows are bounded by count (`MAX_WINDOWS`): each character of a secret costs five to
+seventeen of them across its forms (`WINDOWS_PER_CHARACTER`: base64 keys, the dearest), some
+200 bytes each, so 2.6 MB of secret files would take gigabytes and minutes. A secret past the budget is not learned and raises
 `RedactionBudgetExceeded`: the run says which, rather than exhaust its memory.
 """
 
@@ -37,7 +37,8 @@ from stackproof.errors import StackError
 
 MAX_TEXT = 2000
 MIN_SECRET_LEN = 12  # shorter values fail the key-strength check; they are too short to scrub safely
-MAX_WINDOWS = 150_000  # scrub windows a run may learn: about 30 MB, 18,000 characters of base64 secrets
+MAX_WINDOWS = 150_000  # scrub windows a run may learn: about 30 MB, 9,000 characters of base64 secrets
+WINDOWS_PER_CHARACTER = 17  # what a character of a base64 key costs across its forms (see above)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Unicode format characters (category Cf): bidirectional overrides and isolates (U+202A-U+202E,
@@ -107,13 +108,42 @@ def named_forms(text: str) -> dict[str, str]:
                        (json.dumps(text)[1:-1], "JSON-escaped"), (json.dumps(text, ensure_ascii=False)[1:-1], "JSON-escaped"),
                        (repr(text)[1:-1], "escaped"), (repr(data)[2:-1], "escaped"), (text.replace("\\", "\\\\"), "escaped")):
         forms.setdefault(form, name)
-    for offset in range(3):  # base64 of the value at each alignment inside a longer encoded text
+    _add_base64(forms, data, "")
+    forms.setdefault(base64.b32encode(data).decode().rstrip("="), "base32")
+    decoded, encoding = decoded_value(text)
+    if decoded:  # a hex or base64 key is also written as its bytes, encoded again (`xxd -r -p | base64`)
+        of = f" of the {encoding}-decoded value"
+        forms.setdefault(decoded.hex(), "hex" + of)
+        _add_base64(forms, decoded, of)
+        forms.setdefault(base64.b32encode(decoded).decode().rstrip("="), "base32" + of)
+    return forms
+
+
+def _add_base64(forms: dict[str, str], data: bytes, of: str) -> None:
+    """base64 and base64url of `data` at each alignment inside a longer encoded text."""
+    for offset in range(3):
         encoded = base64.b64encode(b"\0" * offset + data).decode()
         inner = encoded[4 if offset else 0:-4]  # the quanta made of the value's bytes only
         for variant in (inner, encoded) if offset == 0 else (inner,):
-            forms.setdefault(variant, "base64")
-            forms.setdefault(variant.replace("+", "-").replace("/", "_"), "base64url")
-    return forms
+            forms.setdefault(variant, "base64" + of)
+            forms.setdefault(variant.replace("+", "-").replace("/", "_"), "base64url" + of)
+
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){6,}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+
+
+def decoded_value(text: str) -> tuple[bytes, str]:
+    """The bytes a hex or base64 secret stands for, and which encoding: (b"", "") for other text. A key made
+    by `openssl rand -hex 32` is 32 bytes; its own code may hand those on, in any encoding."""
+    if _HEX.fullmatch(text):
+        return bytes.fromhex(text), "hex"
+    if _BASE64.fullmatch(text) and len(text) % 4 == 0 and not text.isalpha() and not text.islower():
+        try:  # not a word, nor a lower-case passphrase: as base64 keys are (length a multiple of 4, mixed)
+            return base64.b64decode(text, altchars=b"-_" if "-" in text or "_" in text else None, validate=True), "base64"
+        except ValueError:
+            pass
+    return b"", ""
 
 
 def encoded_forms(text: str) -> set[str]:
@@ -164,7 +194,7 @@ class Redactor:
         needed = sum(len(form) - MIN_SECRET_LEN + 1 for _, forms in learned for form in forms)
         if len(self._windows) + needed > MAX_WINDOWS:
             raise RedactionBudgetExceeded(f"{len(text)} characters: past the run's redaction budget ({MAX_WINDOWS:,} "
-                                          f"scrub windows, about {MAX_WINDOWS // 8:,} characters of secrets), not learned")
+                                          f"scrub windows, about {MAX_WINDOWS // WINDOWS_PER_CHARACTER:,} characters of secrets), not learned")
         for part, forms in learned:
             label = f"[redacted {self.fingerprint(part)}]"
             for form in forms:

@@ -35,8 +35,13 @@ _ANSI_OR_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\
 def search_forms(secret: str) -> list[str]:
     """Written independently of stackproof.redact: the forms a leak may take (matched case-insensitively)."""
     data = secret.encode()
-    return [secret, base64.b64encode(data).decode()[:-4], base64.urlsafe_b64encode(b"x" + data).decode()[4:-4],
-            data.hex(), quote(secret, safe=""), json.dumps(secret)[1:-1], secret.replace("\\", "\\\\"), repr(data)[2:-1]]
+    forms = [secret, base64.b64encode(data).decode()[:-4], base64.urlsafe_b64encode(b"x" + data).decode()[4:-4],
+             data.hex(), quote(secret, safe=""), json.dumps(secret)[1:-1], secret.replace("\\", "\\\\"), repr(data)[2:-1],
+             base64.b32encode(data).decode().rstrip("=")]
+    if re.fullmatch(r"(?:[0-9a-f]{2}){16,}", secret):  # a hex key's bytes, encoded again (`xxd -r -p | base64`)
+        raw = bytes.fromhex(secret)
+        forms += [base64.b64encode(raw).decode()[:-4], base64.b32encode(raw).decode().rstrip("=")]
+    return forms
 
 
 def leaks(blobs: dict[str, str], values: list[str]) -> list[str]:
@@ -111,12 +116,12 @@ def test_no_secret_in_any_form_reaches_any_output(stack_copy, run_suite, tmp_pat
 
 def test_redactor_covers_every_form_and_part_and_keys_fingerprints():
     """The mechanism on its own, for the classes a suite run cannot produce at will."""
-    secret = secrets.token_urlsafe(40)
-    redactor = Redactor()
-    redactor.add(f"{secret}\n")
-    embedded = base64.b64encode(b"user=admin&key=" + secret.encode()).decode()  # another alignment, inside a longer text
-    for form in [*search_forms(secret), secret.upper(), embedded, "\x1b[1m" + secret[:6] + "\x1b[0m" + secret[6:]]:
-        assert leaks({"out": redactor.clean(form)}, [secret]) == [], "a form of the secret leaks"
+    for secret in (secrets.token_urlsafe(40), secrets.token_hex(32)):
+        redactor = Redactor()
+        redactor.add(f"{secret}\n")
+        embedded = base64.b64encode(b"user=admin&key=" + secret.encode()).decode()  # another alignment, in a longer text
+        for form in [*search_forms(secret), secret.upper(), embedded, "\x1b[1m" + secret[:6] + "\x1b[0m" + secret[6:]]:
+            assert leaks({"out": redactor.clean(form)}, [secret]) == [], "a form of the secret leaks"
     assert redactor.clean("x" * 1990 + secret).count(secret[:10]) == 0  # the part before a cut
     assert redactor.scrub("redis://:S3cr3t-but-unknown@cache:6379") == "redis://:[redacted]@cache:6379"
     other = Redactor()

@@ -88,7 +88,8 @@ def strength_problem(strength: KeyStrength, cfg: dict) -> str | None:
 
 class KeyMaterial:
     """Finds a key in what the stack's code wrote: LEAK_WINDOW consecutive characters of any form the
-    redactor knows (as is, reversed, hex, base64, URL-encoded, escaped), in any letter case, also when
+    redactor knows (as is, reversed, hex, base64, base32, URL-encoded, escaped; a hex or base64 key's bytes
+    encoded again, or written raw), in any letter case, also when
     the form is cut into pieces (`ab12cd 34ef56`, one piece per line, `piece ab12` lines): the pieces
     that are fragments of a form are joined, whatever lies between them. The stack's outputs are thus
     scanned with the forms that guard the report, and a hit is named by its form, never its value.
@@ -96,6 +97,9 @@ class KeyMaterial:
 
     def __init__(self, key: bytes):
         text = redact.text_of(key.strip())
+        decoded, encoding = redact.decoded_value(text)  # a hex or base64 key's bytes, written as they are
+        self._raw = {decoded[i:i + LEAK_WINDOW]: f"the {encoding}-decoded key's bytes"
+                     for i in range(len(decoded) - LEAK_WINDOW + 1)}
         self._windows: dict[str, str] = {}
         self._fragments: set[str] = set()
         for form, name in redact.named_forms(text).items():
@@ -107,6 +111,11 @@ class KeyMaterial:
 
     def form_in(self, data: bytes | str) -> str | None:
         """The form in which `data` holds key material, or None."""
+        if isinstance(data, bytes) and self._raw:
+            for start in range(len(data) - LEAK_WINDOW + 1):
+                name = self._raw.get(data[start:start + LEAK_WINDOW])
+                if name is not None:
+                    return name
         low = redact.text_of(data).lower()
         pieces = [piece for piece in _SEPARATORS.split(low) if piece in self._fragments]
         for text, how in ((low, ""), (_SEPARATORS.sub("", low), ", split into pieces"),
