@@ -57,6 +57,10 @@ def at_most(bound: Any, *, show: Callable[[Any], str] = str, bound_text: str | N
     return Comparator(f"<= {bound_text or show(bound)}", lambda value: value <= bound, show)
 
 
+def more_than(bound: Any, *, show: Callable[[Any], str] = str, bound_text: str | None = None) -> Comparator:
+    return Comparator(f"> {bound_text or show(bound)}", lambda value: value > bound, show)
+
+
 def mode_within(allowed_bits: int) -> Comparator:
     """A file mode with no permission bit beyond `allowed_bits` (0600: 0400 and 0600 pass, 0640 does not)."""
     return Comparator(f"{octal(allowed_bits)} or stricter", lambda mode: mode & ~allowed_bits == 0, octal)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stackproof.compare import at_least
 from stackproof.errors import StackError
 from stackproof.resources.load import run_load
 from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
@@ -169,14 +170,8 @@ def test_pool_config_total(stack, evidence):
     evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
     size = as_int(section.get("size"), f"{where}.size")
     overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
-    evidence.record(
-        test=f"{cfg['config_key']}.size + max_overflow in {stack.rel(path)}",
-        expected=f">= {cfg['min_total']}",
-        result=f"{size} + {overflow} = {size + overflow}",
-    )
-    assert size + overflow >= cfg["min_total"], (
-        f"{where}: size + max_overflow = {size + overflow} (expected >= {cfg['min_total']})"
-    )
+    evidence.expect(f"{cfg['config_key']}.size + max_overflow in {stack.rel(path)}", f"{where}: size + max_overflow =",
+                    size + overflow, at_least(cfg["min_total"]), result=f"{size} + {overflow} = {size + overflow}")
 
 
 @pytest.mark.static

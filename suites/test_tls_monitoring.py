@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from stackproof.compare import mode_within
+from stackproof.compare import mode_within, more_than
 from stackproof.errors import StackError, blocked, not_applicable
 from stackproof.io.files import read_stack_file, walk_files
 from stackproof.resources.certs import (chain_problem, key_description, names_not_covered, not_yet_valid,
@@ -408,12 +408,9 @@ def test_certificate_days_left(certificate, stack, evidence):
     cert, where = certificate
     minimum = stack.profile["tls"]["min_days_left"]
     left = days_left(cert)
-    evidence.record(
-        test=f"days until notAfter of {where}",
-        expected=f"> {minimum} days",
-        result=f"{left} days (notAfter {cert.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(cert)!r})",
-    )
-    assert left > minimum, f"{where}: {left} days left (expected more than {minimum})"
+    evidence.expect(f"days until notAfter of {where}", f"{where}:", left,
+                    more_than(minimum, show=lambda days: f"{days} days left", bound_text=f"{minimum} days"),
+                    result=f"{left} days (notAfter {cert.not_valid_after_utc:%Y-%m-%d} UTC, CN {common_name(cert)!r})")
 
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)

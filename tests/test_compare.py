@@ -2,7 +2,7 @@
 
 import pytest
 
-from stackproof.compare import at_least, at_most, equal, mode_within, octal, one_of
+from stackproof.compare import at_least, at_most, equal, mode_within, more_than, octal, one_of
 from stackproof.evidence import Evidence
 
 # (comparator, its expected text, values it accepts, values it refuses)
@@ -13,6 +13,7 @@ CASES = [
     (at_least(10), ">= 10", [10, 11], [9, None]),
     (at_most(20), "<= 20", [0, 20], [21, None]),
     (at_least(0.6, show="{:.1%}".format, bound_text="60%"), ">= 60%", [0.6, 0.95], [0.599]),
+    (more_than(30, show="{} days left".format, bound_text="30 days"), "> 30 days", [31, 365], [30, -2, None]),
 ]
 
 

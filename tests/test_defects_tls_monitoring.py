@@ -79,7 +79,7 @@ BOTH = [
         reference=("monitor_script", 'issuer=\\"$(esc "$issuer")\\"', 'issuer=\\"$(esc "$subject")\\"'),
         northwind=("monitor_script", 'issuer_dn=\\"$(esc "$issuer")\\"', 'issuer_dn=\\"$(esc "$subject")\\"')),
         ("{monitor_script}: 365-days-left:", "issuer")),
-    Defect("cert-10-days-left", write_certificate(10), ("{tls_cert}: 10 days left (expected more than 30)",)),
+    Defect("cert-10-days-left", write_certificate(10), ("{tls_cert}: 10 days left, expected > 30 days",)),
     Defect("key-does-not-match", write_certificate(365, with_key=False), ("{tls_key}: private key does not match {tls_cert}",)),
     Defect("key-mode-0644", chmod_file("tls_key", 0o644), ("{tls_key}: mode 0644, expected 0600 or stricter",)),
 ]
