@@ -222,13 +222,14 @@ def keyboard_walks(text: bytes):
     (qwerty, dvorak, keypads) find the walks, and walks that touch or overlap form one run. Random keys have
     short walks by chance, and chained ones too (at most 13 characters in 6,000 random 64-character hex and
     base64url keys): only runs of KEYBOARD_WALK_MIN characters count."""
-    spans = sorted((match["i"], match["j"] + 1) for match in zxcvbn_matching.spatial_match(text.decode("latin-1")))
-    begin = end = None
+    spans: list[tuple[int, int]] = sorted((match["i"], match["j"] + 1)
+                                          for match in zxcvbn_matching.spatial_match(text.decode("latin-1")))
+    begin, end = -1, -1  # the run being chained (none yet)
     for i, j in [*spans, (len(text) + 2, len(text) + 2)]:  # a sentinel closes the last run
-        if end is not None and i <= end:
+        if begin >= 0 and i <= end:
             end = max(end, j)
             continue
-        if end is not None and end - begin >= KEYBOARD_WALK_MIN:
+        if begin >= 0 and end - begin >= KEYBOARD_WALK_MIN:
             yield Structure("a keyboard walk", begin, end - begin, len(text))
         begin, end = i, j
 
