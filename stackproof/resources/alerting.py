@@ -21,12 +21,16 @@ DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the o
 
 
 def flag_value(command: list[str], flag: str) -> str | None:
-    """The value of `--flag=value` or `--flag value` in a service's command."""
+    """The value of `--flag=value` or `--flag value` in a command, and of `-fvalue` for a one-letter
+    flag (getopts reads `-o/textfile/x.prom` as `-o /textfile/x.prom`)."""
+    short = len(flag) == 2 and flag[0] == "-" and flag[1] != "-"
     for i, arg in enumerate(command):
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
         if arg == flag and i + 1 < len(command):
             return command[i + 1]
+        if short and arg.startswith(flag) and len(arg) > 2:
+            return arg[2:]
     return None
 
 

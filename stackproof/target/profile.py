@@ -104,7 +104,6 @@ DEFAULTS: dict[str, Any] = {
         "min_days_left": 30,
         "warn_days": 30,
         "crit_days": 7,
-        "metrics_dir": "/var/lib/node-exporter/textfile",
     },
     "disclosure": {
         "encoding": "cl100k_base",
@@ -283,7 +282,6 @@ INTERFACES = (
     "api_key.secret",
     "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.*_metric",
     "alerts.tls_alert_prefix",
-    "tls.metrics_dir",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
     "breakers.services", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
@@ -297,7 +295,7 @@ INTERFACES = (
 # mapping, a pool.size_env no service sets, a breakers.alert that is not the breaker's, a rule tests dir of
 # no tests passed a pool of size 1 or an untested alert under --strict-profile. The rule tests' path is such
 # a key though it names files: which tests are run decides what the unit-test check proves.
-FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "tls.metrics_dir", "disclosure.responses", "disclosure.full_docs")
+FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "disclosure.responses", "disclosure.full_docs")
 DECIDING_PATHS = ("paths.prometheus_rule_tests",)
 
 
