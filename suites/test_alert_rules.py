@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.resources import promql
-from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
+from stackproof.resources.alerting import (Alerting, Rule, flag_value, live_alerts, promtool, rule_test_files,
+                                           static_targets)
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, blocked, environment_error, not_proven
 from stackproof.resources.scripts import Monitor, make_certificate
@@ -179,12 +180,16 @@ def test_alerts_complete(stack, alerting, evidence):
 def test_rule_unit_tests_pass(stack, evidence):
     """The promtool unit tests shipped with the stack fire each P0 alert from synthetic series."""
     tests_dir = stack.path("prometheus_rule_tests")
-    files = sorted(tests_dir.glob("*.yml")) + sorted(tests_dir.glob("*.yaml"))
-    evidence.record(test=f"promtool test rules {stack.rel(tests_dir)}/*.yml", expected="every test file passes")
+    files, others = rule_test_files(stack, tests_dir)
+    evidence.record(test=f"promtool test rules on the unit-test files of {stack.rel(tests_dir)} (YAML with tests:)",
+                    expected="every test file passes")
+    if others:
+        evidence.note(f"not unit tests (no tests: key), not run: {', '.join(stack.rel(f) for f in others)}")
     if not shutil.which("promtool"):
         environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:  # a declared dir of no tests proves nothing (it must not pass the check by being empty)
-        not_proven(f"{stack.rel(tests_dir)}: no promtool rule test files (*.yml, *.yaml) in paths.prometheus_rule_tests")
+        not_proven(f"{stack.rel(tests_dir)}: no promtool rule test files (YAML files with tests:) in "
+                   "paths.prometheus_rule_tests")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
     assert not escapes, "; ".join(escapes)
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]

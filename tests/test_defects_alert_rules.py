@@ -48,6 +48,13 @@ def monitor_in_shell_loop(metrics_file: str):
                    "    environment:\n      TLS_METRICS_FILE:")
 
 
+def copy_into_rule_tests(*relative: str):
+    def inject(stack):
+        for path in relative:
+            shutil.copy(stack / path, stack / RULE_TEST.rsplit("/", 1)[0] / Path(path).name)
+    return inject
+
+
 # (id, how to break the stack copy, fragments the failure reason must name)
 DEFECTS = [
     ("no-rule-files", replace(PROMETHEUS, "rule_files:\n  - /etc/prometheus/alerts/*.yml\n", ""),
@@ -94,6 +101,8 @@ VARIANTS = [
         COMPOSE, "./prometheus/alerts:/etc/prometheus/alerts:ro",
         "./prometheus/alerts/ai-stack-alerts.yml:/etc/prometheus/alerts/ai-stack-alerts.yml:ro")),
     ("monitor-in-shell-loop", monitor_in_shell_loop("/var/lib/node-exporter/textfile/tls_certs.prom")),
+    # the rule file and prometheus.yml kept beside the unit tests: not tests, so not run as tests
+    ("configs-beside-the-rule-tests", copy_into_rule_tests(RULES, PROMETHEUS)),
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from stackproof.io import proc
 from stackproof.target.compose import Service
 from stackproof.errors import StackError
-from stackproof.io.files import glob_paths, require_regular
+from stackproof.io.files import glob_paths, list_dir, require_regular
 from stackproof.io.yamlio import load_yaml
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
@@ -200,6 +200,23 @@ def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     if " exp:[" in detail:  # a unit test's alert dump: keep which test, alert and time
         detail = detail.split(" exp:[", 1)[0].rstrip(", ") + ": fired alerts differ from the expected ones"
     return False, detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+def rule_test_files(stack, directory: Path) -> tuple[list[Path], list[Path]]:
+    """(unit-test files, other YAML files) of a rule tests dir, told apart by content as init finds the
+    dir: a YAML file (*.yml, *.yaml) that parses as a mapping without a `tests:` key is something else
+    kept beside the tests (a rule file, prometheus.yml, alertmanager.yml), which promtool would refuse
+    as a test; a file that does not parse stays a test file, for promtool to say what is wrong with it."""
+    tests, others = [], []
+    for path in list_dir(directory, stack.rel(directory)):
+        if path.suffix not in (".yml", ".yaml") or not path.is_file():
+            continue
+        try:
+            doc = load_yaml(path, stack.rel(path))
+        except StackError:
+            doc = None
+        (others if isinstance(doc, dict) and "tests" not in doc else tests).append(path)
+    return tests, others
 
 
 def live_alerts(live) -> list[dict]:
