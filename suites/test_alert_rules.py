@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.resources import promql
-from stackproof.resources.alerting import (Alerting, Rule, flag_value, live_alerts, promtool, rule_test_files,
-                                           static_targets)
+from stackproof.resources.alerting import (Alerting, Rule, flag_value, host_of, live_alerts, promtool,
+                                           rule_test_files)
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, blocked, environment_error, not_proven
 from stackproof.resources.scripts import Monitor, make_certificate
@@ -208,7 +208,7 @@ def test_alertmanager_configured(stack, alerting, evidence):
     config = stack.rel(alerting.config_path)
     section = alerting.config.get("alerting")
     section = section.get("alertmanagers") if isinstance(section, dict) else None
-    targets = [host for _, host in static_targets(section)]
+    targets = [host_of(target) for _, target in alerting.targets(section)]
     services = stack.compose.services
     evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
                     result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
@@ -317,7 +317,8 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     exporters = {name: directory for name, directory in exporters.items() if directory}
     readers = [name for name, directory in exporters.items()
                if written is not None and _location(_mount_of(services[name], directory)) == written]
-    jobs = {host: job for job, host in static_targets(alerting.config.get("scrape_configs"))}
+    jobs = {host_of(target): str(entry.get("job_name", "")) for entry, target in
+            alerting.targets(alerting.config.get("scrape_configs"))}
     scraped = [name for name in readers if name in jobs]
     problems = []
     label = monitor.label

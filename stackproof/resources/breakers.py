@@ -18,7 +18,7 @@ import yaml
 
 from stackproof.resources import promql
 from stackproof.io import proc
-from stackproof.resources.alerting import Alerting, Rule, flag_value
+from stackproof.resources.alerting import Alerting, Rule, flag_value, host_of
 from stackproof.errors import Blocked, StackError
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
@@ -114,23 +114,19 @@ class ScrapeTarget:
 
 
 def scrape_targets(alerting: Alerting) -> list[ScrapeTarget]:
-    """Every static target of prometheus.yml's scrape_configs, with its job's path and interval."""
+    """Every target of prometheus.yml's scrape_configs (static, DNS or file discovered: Alerting.targets), with
+    its job's path and interval."""
     config = alerting.config
     where = alerting.stack.rel(alerting.config_path)
     default = seconds((config.get("global") or {}).get("scrape_interval", "1m"), f"{where}: global.scrape_interval")
     found = []
-    for entry in config.get("scrape_configs") or []:
-        if not isinstance(entry, dict):
-            continue
+    for entry, target in alerting.targets(config.get("scrape_configs")):
         job = str(entry.get("job_name", ""))
         interval = seconds(entry["scrape_interval"], f"{where}: {job}.scrape_interval") \
             if "scrape_interval" in entry else default
-        for static in entry.get("static_configs") or []:
-            for target in (static.get("targets") or []) if isinstance(static, dict) else []:
-                host, _, port = str(target).rpartition(":")
-                if port.isdigit():
-                    found.append(ScrapeTarget(job, host.strip("[]"), int(port), str(entry.get("metrics_path", "/metrics")),
-                                              interval))
+        host, _, port = target.rpartition(":")
+        if port.isdigit():
+            found.append(ScrapeTarget(job, host_of(target), int(port), str(entry.get("metrics_path", "/metrics")), interval))
     return found
 
 
