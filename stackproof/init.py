@@ -332,9 +332,24 @@ class Inspector:
         if len(pairs) > 1:
             self.found.todo(f"paths.tls_cert: {len(pairs)} certificate/key pairs found; check {self.rel(cert)} is the served one")
 
+    def pool_variables(self, stack) -> dict[str, tuple[str, str]]:
+        """pool.*_env key -> (the variable an API service sets for it, that service), told by the variable's
+        name (DB_POOL_SIZE, SQLALCHEMY_POOL_SIZE, DB_POOL_OVERFLOW, ..._POOL_TIMEOUT, ..._PRE_PING)."""
+        found: dict[str, tuple[str, str]] = {}
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            for var in sorted(svc.environment if svc else {}):
+                key = next((key for key, pattern in POOL_VARIABLES if pattern.search(var)), None)
+                if key is not None and key not in found:
+                    found[key] = (var, name)
+        return found
+
     def pool_config(self) -> None:
         stack = self.stack()
         key = self.found.get("pool", "config_key").split(".")
+        variables = self.pool_variables(stack)
+        for profile_key, (var, name) in variables.items():
+            self.found.set("pool", profile_key, var, f"{name} sets it in its environment")
         for name in self.found.get("roles", "api_services") or []:
             svc = stack.compose.services.get(name)
             for var, value in sorted((svc.environment if svc else {}).items()):
@@ -353,6 +368,11 @@ class Inspector:
                 self.found.set("paths", "pool_config", self.rel(path),
                                f"the repository's file holding {'.'.join(key)} (baked into an image, or read otherwise)")
                 return
+        if "size_env" in variables and "overflow_env" in variables:  # the pool set only in the environment
+            var, name = variables["size_env"]
+            self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
+                           f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
+            return
         raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
 
     def prometheus(self) -> None:
@@ -524,6 +544,14 @@ ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|s
 
 def posixpath_join(base: str, path: str) -> str:
     return str(PurePosixPath(base) / path)
+
+
+POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
+    ("size_env", re.compile(r"POOL_?SIZE$")),
+    ("overflow_env", re.compile(r"POOL_?(MAX_?)?OVERFLOW$")),
+    ("timeout_env", re.compile(r"POOL_?TIMEOUT$")),
+    ("pre_ping_env", re.compile(r"POOL_?PRE_?PING$")),
+]
 
 
 def is_rule_test(path: Path) -> bool:

@@ -240,8 +240,15 @@ DEFECTS = [
                 edit("docker-compose.prod.yml", "    - {source: api_key, target: api_key, mode: 0400}\n", "    - api_key\n"),
                 ("api_key mode not declared",)),
     HouseDefect("lighthouse", "overflow-5", "connection_pool",
-                edit("docker-compose.prod.yml", 'DB_POOL_OVERFLOW: "30"', 'DB_POOL_OVERFLOW: "5"'), ("DB_POOL_OVERFLOW=5",),
-                also="init does not set pool.overflow_env (the suite knows DB_POOL_MAX_OVERFLOW only)"),
+                edit("docker-compose.prod.yml", 'DB_POOL_OVERFLOW: "30"', 'DB_POOL_OVERFLOW: "5"'), ("api: DB_POOL_OVERFLOW=5",)),
+    HouseDefect("lighthouse", "pre-ping-off", "connection_pool",  # the api's pool hands out dead connections after a failover
+                edit("docker-compose.prod.yml", 'DB_POOL_PRE_PING: "true"', 'DB_POOL_PRE_PING: "false"'),
+                ("api: DB_POOL_PRE_PING=false",)),
+    # the worker's own pool (no minimum: it serves no agent) still counts in Postgres' budget: api 50 + worker 70 > 120 - 3
+    HouseDefect("lighthouse", "worker-pool-over-budget", "connection_pool",
+                both(edit("docker-compose.prod.yml", 'DB_POOL_SIZE: "5"', 'DB_POOL_SIZE: "40"'),
+                     edit("docker-compose.prod.yml", 'DB_POOL_OVERFLOW: "5"', 'DB_POOL_OVERFLOW: "30"')),
+                ("the pools need up to 120 connections (api 50 + worker 70)", "120 - 3 reserved = 117")),
     HouseDefect("lighthouse", "rule-file-typo", "alert_rules",
                 edit("monitoring/prometheus.yml", "rule_files: [alert.rules.yml]", "rule_files: [alerts.rules.yml]"),
                 ("alerts.rules.yml",), hidden_by_stack=False),

@@ -81,8 +81,12 @@ DEFAULTS: dict[str, Any] = {
         "min_size": 20,
         "min_overflow": 30,
         "min_total": 50,
+        # variables of a service's environment: size and overflow override the config file's pool; with no
+        # pool config file (paths.pool_config), all four are the pool, set only in the environment
         "size_env": "DB_POOL_SIZE",
         "overflow_env": "DB_POOL_MAX_OVERFLOW",
+        "timeout_env": "DB_POOL_TIMEOUT",
+        "pre_ping_env": "DB_POOL_PRE_PING",
         "default_max_connections": 100,
         "default_reserved_connections": 3,
         # live: gauges the metrics_service role's /metrics (live.metrics_url) exports for its pool
@@ -280,7 +284,7 @@ THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
 INTERFACES = (
     "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
     "api_key.secret",
-    "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.*_metric",
+    "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.timeout_env", "pool.pre_ping_env", "pool.*_metric",
     "alerts.tls_alert_prefix",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
