@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.yamlio import parse_yaml
+from stackproof.resources.breaker_code import read_breaker_code
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
@@ -37,7 +38,7 @@ MAX_SCAN_BYTES = 256 * 1024
 MAX_FILES = 5000
 ROLE_KEYS = ("prometheus", "alertmanager", "node_exporter", "postgres", "tls_terminator")
 # the steps that read the compose model: skipped, as one TODO, when it cannot be read
-COMPOSE_STEPS = ("compose_profiles", "roles", "api_key", "pool_config", "prometheus", "tls_monitor")
+COMPOSE_STEPS = ("compose_profiles", "roles", "api_key", "pool_config", "breaker_code", "prometheus", "tls_monitor")
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?\?)")
 
 
@@ -125,8 +126,8 @@ class Inspector:
         except StackError as exc:
             no_file = next((cause for cause, steps in causes.items() if "compose_file" in steps), None)
             unreadable = no_file or f"the compose model cannot be read: {exc}"
-        for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.prometheus,
-                     self.scripts, self.tls_monitor, self.disclosure):
+        for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.breaker_code,
+                     self.prometheus, self.scripts, self.tls_monitor, self.disclosure):
             if unreadable is not None and step.__name__ in COMPOSE_STEPS:
                 causes.setdefault(unreadable, []).append(step.__name__)
             else:
@@ -374,6 +375,48 @@ class Inspector:
                            f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
             return
         raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
+
+    def breaker_code(self) -> None:
+        """Without a pool config file, each API service's breaker is the one its code builds: where that code
+        is (its build context, else the build context another compose file of the repository gives the same
+        service, the image the deployed file pulls) and the breaker-state encoding the code states."""
+        if self.found.get("paths", "pool_config"):
+            return
+        stack = self.stack()
+        dependency, states = self.found.get("breakers", "dependency"), None
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            if svc is None:
+                continue
+            directory, how = svc.build_context, "its build context"
+            if directory is None:
+                directory, how = self.built_elsewhere(name)
+            if directory is None or not stack.inside(directory) or not directory.is_dir():
+                continue
+            code = read_breaker_code(stack, directory)
+            breaker = next((b for b in code.breakers if b.name == dependency), None)
+            if breaker is None:
+                continue
+            found = f"CircuitBreaker({dependency!r}) at {breaker.file}:{breaker.line}"
+            if how != "its build context":
+                self.found.set("breakers", "code", {**self.found.get("breakers", "code"), name: self.rel(directory)},
+                               f"the code of {name}, {how}: it builds {found}")
+            states = states or (code.states and (code.states, found))
+        if states:
+            self.found.set("breakers", "states", states[0], f"the encoding the code of {states[1]} states (the "
+                           "gauge's HELP text or the breaker class's constants)")
+
+    def built_elsewhere(self, service: str) -> tuple[Path | None, str]:
+        """The build context another compose file of the repository gives `service` (the deployed file pulls
+        the image it builds), and which file."""
+        for path in self.files:
+            if not is_compose_file(path):
+                continue
+            build = ((parse_yaml(read_text(path), path.name).get("services") or {}).get(service) or {}).get("build")
+            context = build.get("context") if isinstance(build, dict) else build
+            if isinstance(context, str) and not re.match(r"^[a-z]+://", context):
+                return (path.parent / context).resolve(), f"the build context of {service} in {self.rel(path)}"
+        return None, ""
 
     def prometheus(self) -> None:
         stack = self.stack()

@@ -273,8 +273,11 @@ DEFECTS = [
              "breaker=\"postgres\"}'\n        values: '0 1x20'"),
         edit("monitoring/alert.rules.test.yml", "breaker=\"postgres\"}'\n        values: '0 1x20'\n      - series: 'up",
              "breaker=\"postgres\"}'\n        values: '0 2x20'\n      - series: 'up")),
-        ("CircuitBreakerOpen",), also="breakers declared in code are not read, nor their state encoding "
-        "(0 closed, 1 half-open, 2 open) learned"),
+        ("CircuitBreakerOpen",)),
+    # a breaker that never opens: 10,000 failures before it refuses calls (read from the code, never run)
+    HouseDefect("lighthouse", "breaker-never-opens", "circuit_breakers",
+                edit("api/app/db.py", 'CircuitBreaker("postgres", fail_max=5,', 'CircuitBreaker("postgres", fail_max=10000,'),
+                ("api/app/db.py:17: CircuitBreaker('postgres') failure_threshold is 10000 for api",)),
 
     # meridian: compose.yaml, profile monitoring
     HouseDefect("meridian", "api-key-16-bytes", "api_key_permissions",

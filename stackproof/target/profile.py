@@ -132,6 +132,9 @@ DEFAULTS: dict[str, Any] = {
         "services": [],
         # each service's breaker is read from the config file it reads its database settings from (else paths.pool_config)
         "config_key": "circuit_breaker",  # mapping of that config: one entry per dependency
+        # without a config file, the breaker is read from the service's code (its build context, else the dir
+        # named here: service -> dir of the stack, for an image another compose file builds)
+        "code": {},
         "dependency": "postgres",  # the entry for the database (roles.postgres, which the fault injection takes down)
         "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
         "min_threshold": 1,
@@ -288,7 +291,7 @@ INTERFACES = (
     "alerts.tls_alert_prefix",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
-    "breakers.services", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
+    "breakers.services", "breakers.code", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
     "breakers.state_metric", "breakers.breaker_label", "breakers.states.*", "breakers.requests",
     "breakers.open_body_marker", "breakers.alertmanager_port",
 )
@@ -299,7 +302,7 @@ INTERFACES = (
 # mapping, a pool.size_env no service sets, a breakers.alert that is not the breaker's, a rule tests dir of
 # no tests passed a pool of size 1 or an untested alert under --strict-profile. The rule tests' path is such
 # a key though it names files: which tests are run decides what the unit-test check proves.
-FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "disclosure.responses", "disclosure.full_docs")
+FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "breakers.code", "disclosure.responses", "disclosure.full_docs")
 DECIDING_PATHS = ("paths.prometheus_rule_tests",)
 
 
