@@ -369,12 +369,51 @@ class Inspector:
                 self.found.set("paths", "pool_config", self.rel(path),
                                f"the repository's file holding {'.'.join(key)} (baked into an image, or read otherwise)")
                 return
+        if self.pool_in_vocabulary(stack):
+            return
         if "size_env" in variables and "overflow_env" in variables:  # the pool set only in the environment
             var, name = variables["size_env"]
             self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
                            f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
             return
         raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
+
+    def pool_in_vocabulary(self, stack) -> bool:
+        """A config file bind-mounted into an API service whose pool mapping uses a library's own keys
+        (POOL_VOCABULARIES): its file, key path and key names; a breaker kept in the same mapping in that
+        library's keys (BREAKER_VOCABULARIES) too."""
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            for mount in svc.volumes if svc else []:
+                source = Path(mount.source)
+                if mount.type != "bind" or source.suffix not in (".yml", ".yaml") or not source.is_file() \
+                        or not stack.inside(source):
+                    continue
+                try:
+                    doc = parse_yaml(read_text(source), self.rel(source))
+                except StackError:
+                    continue
+                for library, settings in POOL_VOCABULARIES:
+                    found = mapping_with(doc, [settings["size"], settings["max_overflow"] or settings["max_connections"]])
+                    if found is None:
+                        continue
+                    keys, mapping = found
+                    where = f"{self.rel(source)}, mounted into {name} at {mount.target}"
+                    self.found.set("paths", "pool_config", self.rel(source), f"{where}: its pool in {library}'s keys")
+                    self.found.set("pool", "config_key", ".".join(keys), f"the mapping with {library}'s pool keys")
+                    self.found.set("pool", "settings", settings, f"{library}'s pool keys")
+                    self.breaker_in_vocabulary(keys, mapping)
+                    return True
+        return False
+
+    def breaker_in_vocabulary(self, keys: list[str], mapping: dict) -> None:
+        for library, settings in BREAKER_VOCABULARIES:
+            if all(key in mapping for key in settings.values()) and len(keys) > 1:
+                self.found.set("breakers", "config_key", ".".join(keys[:-1]),
+                               f"the database's breaker is in its pool mapping, in {library}'s keys")
+                self.found.set("breakers", "config_entry", keys[-1], "the database's entry")
+                self.found.set("breakers", "settings", settings, f"{library}'s breaker keys")
+                return
 
     def breaker_code(self) -> None:
         """Without a pool config file, each API service's breaker is the one its code builds: where that code
@@ -587,6 +626,30 @@ ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|s
 
 def posixpath_join(base: str, path: str) -> str:
     return str(PurePosixPath(base) / path)
+
+
+POOL_VOCABULARIES = [  # (library, pool.settings: its pool keys in a YAML config)
+    ("SQLAlchemy", {"size": "pool_size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "pool_timeout",
+                    "pre_ping": "pool_pre_ping"}),
+    ("LiteLLM", {"size": "min_connections", "max_overflow": "", "max_connections": "max_connections",
+                 "timeout": "pool_timeout", "pre_ping": "pool_pre_ping"}),
+]
+BREAKER_VOCABULARIES = [  # (library, breakers.settings: its keys for a breaker beside the pool)
+    ("LiteLLM", {"threshold": "allowed_fails", "recovery": "cooldown_time", "half_open": "cooldown_probe_requests"}),
+]
+
+
+def mapping_with(doc, wanted: list[str], keys: tuple[str, ...] = ()) -> tuple[list[str], dict] | None:
+    """(key path, mapping) of the first mapping of a YAML document, depth first, that has every key of `wanted`."""
+    if not isinstance(doc, dict):
+        return None
+    if keys and all(key in doc for key in wanted):
+        return list(keys), doc
+    for key, value in doc.items():
+        found = mapping_with(value, wanted, (*keys, str(key)))
+        if found is not None:
+            return found
+    return None
 
 
 POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)

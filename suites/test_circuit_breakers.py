@@ -26,6 +26,7 @@ from stackproof.resources.breakers import (
     breaker_alert,
     breaker_services,
     UnreadableConfig,
+    config_entry,
     declared_breakers,
     evaluation_interval,
     has_amtool,
@@ -121,7 +122,7 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     key = cfg["settings"][setting]
     expected = expected.format(**cfg)
     declared = declared_or_blocked(stack)
-    path = f"{cfg['config_key']}.{cfg['dependency']}.{key}"
+    path = f"{config_entry(cfg)}.{key}"
     in_code = all(d.in_code for d in declared)
     evidence.record(
         test=f"{key} of the CircuitBreaker({cfg['dependency']!r}) each breaker service's code builds" if in_code
@@ -135,7 +136,7 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     for d in declared:
         named = d.setting_path(cfg, key)
         if d.settings is None:
-            wrong.append(f"{d.where}: {d.service} declares no breaker ({cfg['config_key']}.{cfg['dependency']} missing)")
+            wrong.append(f"{d.where}: {d.service} declares no breaker ({config_entry(cfg)} missing)")
         elif key not in d.settings:
             wrong.append(f"{d.where}: {named} is not set for {d.service} (expected {expected})")
         elif not ok(d.value(key), cfg):

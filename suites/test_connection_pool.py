@@ -45,6 +45,29 @@ def _pool_section(stack, path: Path) -> dict:
     return node
 
 
+def config_setting(stack, section: dict, setting: str) -> tuple[str, bool, object]:
+    """(how the pool mapping names the setting, whether it sets it, its value), under the key pool.settings
+    gives it. With a cap (pool.settings.max_connections, LiteLLM's `max_connections` beside `min_connections`)
+    the overflow is the cap less the size."""
+    names = stack.profile["pool"]["settings"]
+    cap, size = names["max_connections"], names["size"]
+    if setting == "max_overflow" and cap:
+        if cap not in section or size not in section:
+            return f"{cap} - {size}", False, None
+        where = f"{cap} - {size}"
+        return where, True, as_int(section[cap], cap) - as_int(section[size], size)
+    return names[setting], names[setting] in section, section.get(names[setting])
+
+
+def size_and_overflow(stack, section: dict, where: str) -> tuple[int, int]:
+    """The pool mapping's size and overflow, integers (else a StackError naming the key)."""
+    found = []
+    for setting in ("size", "max_overflow"):
+        name, _, value = config_setting(stack, section, setting)
+        found.append(as_int(value, f"{where}.{name}"))
+    return found[0], found[1]
+
+
 def as_int(value, where: str) -> int:
     """An integer setting: YAML int or decimal string; anything else is a stack error."""
     if isinstance(value, bool):
@@ -136,9 +159,7 @@ def service_pools(stack) -> list[ServicePool]:
         else:
             config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
             section = pool_section(stack, config_path)
-            where = f"{stack.rel(config_path)}: {cfg['config_key']}"
-            size = as_int(section.get("size"), f"{where}.size")
-            overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
+            size, overflow = size_and_overflow(stack, section, f"{stack.rel(config_path)}: {cfg['config_key']}")
             config = stack.rel(config_path)
         if cfg["size_env"] in overrides:
             size = as_int(overrides[cfg["size_env"]], f"{compose_file}: {name}: {cfg['size_env']}")
@@ -191,17 +212,17 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
         environment_setting(stack, evidence, setting, expected.format(**cfg), ok)
         return
     path = stack.path("pool_config")
-    key = f"{cfg['config_key']}.{setting}"
     section = pool_section(stack, path)
-    value = section.get(setting)
+    name, present, value = config_setting(stack, section, setting)
+    key = f"{cfg['config_key']}.{name}"
     expected = expected.format(**cfg)
     evidence.record(
         test=f"{key} in {stack.rel(path)}",
         expected=expected,
-        result="not set" if setting not in section else repr(value),
+        result=repr(value) if present else "not set",
     )
-    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), setting))
-    assert setting in section, f"{stack.rel(path)}: {key} is not set (expected {expected})"
+    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), name.split(" - ")[0]))
+    assert present, f"{stack.rel(path)}: {key} is not set (expected {expected})"
     assert ok(value, cfg), f"{stack.rel(path)}: {key} is {value!r} (expected {expected})"
 
 
@@ -240,15 +261,16 @@ def test_pool_config_total(stack, evidence):
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
     evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    size = as_int(section.get("size"), f"{where}.size")
-    overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
+    size, overflow = size_and_overflow(stack, section, where)
+    names = cfg["settings"]
+    total = names["max_connections"] or f"{names['size']} + {names['max_overflow']}"
     evidence.record(
-        test=f"{cfg['config_key']}.size + max_overflow in {stack.rel(path)}",
+        test=f"{cfg['config_key']}.{total} in {stack.rel(path)}",
         expected=f">= {cfg['min_total']}",
         result=f"{size} + {overflow} = {size + overflow}",
     )
     assert size + overflow >= cfg["min_total"], (
-        f"{where}: size + max_overflow = {size + overflow} (expected >= {cfg['min_total']})"
+        f"{where}: {total} = {size + overflow} (expected >= {cfg['min_total']})"
     )
 
 
@@ -375,7 +397,7 @@ def test_live_pool_matches_config(stack, live, evidence):
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
     evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    configured = as_int(section.get("size"), f"{where}.size"), as_int(section.get("max_overflow"), f"{where}.max_overflow")
+    configured = size_and_overflow(stack, section, where)
     declared = next((p for p in service_pools(stack) if p.service == service), None)
     found = pool_gauges(live)
     running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])

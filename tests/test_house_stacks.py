@@ -200,3 +200,23 @@ def test_metrics_file_inside_sh_c_found_by_the_declared_flag(name, house_copy, r
     assert newly_failing == [textfile], newly_failing
     assert f"{compose}: service " in after[textfile]["reason"] and "writes /tmp/tls.prom (on no shared mount)" in \
         after[textfile]["reason"], after[textfile]["reason"]
+
+
+
+BESIDE_THE_ARTIFACT = [d for d in DEFECTS if d.expected_failure == HOUSE_STACKS[d.stack].artifact and not d.also
+                       and HOUSE_STACKS[d.stack].artifact]
+
+
+@pytest.mark.parametrize("defect", BESIDE_THE_ARTIFACT, ids=[f"{d.stack}-{d.id}" for d in BESIDE_THE_ARTIFACT])
+def test_defect_fails_its_control_beside_the_stacks_artifact(defect, house_copy, run_static):
+    """Where the correct stack still fails a control by an artifact of the suite (harbor's rotate audit log),
+    a defect of another control is still found: against the correct stack's run, its control and no other
+    starts failing, naming the defect."""
+    stack = house_copy(defect.stack)
+    before = run_static(stack).failed_controls
+    defect.inject(stack)
+    after = run_static(stack)
+    assert after.failed_controls - before == {defect.control} and defect.control not in before, \
+        (sorted(before), {c: after.reasons(c) for c in after.failed_controls})
+    reasons = " | ".join(after.reasons(defect.control))
+    assert all(fragment in reasons for fragment in defect.fragments), (defect.fragments, reasons)

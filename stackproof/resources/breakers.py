@@ -74,7 +74,13 @@ class DeclaredBreaker:
         """How the stack names a setting: its key path in the config file, or the breaker call in code."""
         if self.in_code:
             return f"CircuitBreaker({cfg['dependency']!r}) {key}"
-        return f"{cfg['config_key']}.{cfg['dependency']}.{key}"
+        return f"{config_entry(cfg)}.{key}"
+
+
+def config_entry(cfg: dict) -> str:
+    """The key path of the dependency's breaker in a config file: breakers.config_key, then its entry
+    (breakers.config_entry, else the dependency's name)."""
+    return f"{cfg['config_key']}.{cfg['config_entry'] or cfg['dependency']}"
 
 
 def code_dir(stack, service) -> Path | None:
@@ -140,9 +146,9 @@ def declared_breakers(stack) -> list[DeclaredBreaker]:
         except StackError as exc:
             raise UnreadableConfig(str(exc)) from None
         section = (doc or {}).get(cfg["config_key"]) if isinstance(doc, dict) else None
-        settings = section.get(cfg["dependency"]) if isinstance(section, dict) else None
+        settings = section.get(cfg["config_entry"] or cfg["dependency"]) if isinstance(section, dict) else None
         if settings is not None and not isinstance(settings, dict):
-            raise StackError(f"{stack.rel(path)}: {cfg['config_key']}.{cfg['dependency']} is not a mapping")
+            raise StackError(f"{stack.rel(path)}: {config_entry(cfg)} is not a mapping")
         found.append(DeclaredBreaker(name, stack.rel(path), settings))
     return found
 

@@ -93,6 +93,10 @@ DEFAULTS: dict[str, Any] = {
         "size_metric": "aidb_db_pool_size",
         "overflow_metric": "aidb_db_pool_max_overflow",
         "checked_out_metric": "aidb_db_pool_checked_out",
+        # the pool mapping's key for each setting; max_connections: a cap on size + overflow (LiteLLM's, with
+        # min_connections the size), whose overflow is the cap less the size; empty: the mapping has no cap key
+        "settings": {"size": "size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "timeout",
+                     "pre_ping": "pre_ping"},
     },
     "alerts": {
         "min_rules": 10,
@@ -132,10 +136,11 @@ DEFAULTS: dict[str, Any] = {
         "services": [],
         # each service's breaker is read from the config file it reads its database settings from (else paths.pool_config)
         "config_key": "circuit_breaker",  # mapping of that config: one entry per dependency
+        "config_entry": "",  # the dependency's entry there; empty: the dependency's name (breakers.dependency)
         # without a config file, the breaker is read from the service's code (its build context, else the dir
         # named here: service -> dir of the stack, for an image another compose file builds)
         "code": {},
-        "dependency": "postgres",  # the entry for the database (roles.postgres, which the fault injection takes down)
+        "dependency": "postgres",  # the database (roles.postgres, which the fault injection takes down): the state label's value
         "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
         "min_threshold": 1,
         "max_threshold": 50,  # at most the concurrent clients of the load check, or the breaker never opens under it
@@ -287,11 +292,11 @@ THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
 INTERFACES = (
     "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
     "api_key.secret",
-    "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.timeout_env", "pool.pre_ping_env", "pool.*_metric",
+    "pool.config_key", "pool.settings.*", "pool.size_env", "pool.overflow_env", "pool.timeout_env", "pool.pre_ping_env", "pool.*_metric",
     "alerts.tls_alert_prefix",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
-    "breakers.services", "breakers.code", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
+    "breakers.services", "breakers.code", "breakers.config_key", "breakers.config_entry", "breakers.dependency", "breakers.settings.*", "breakers.alert",
     "breakers.state_metric", "breakers.breaker_label", "breakers.states.*", "breakers.requests",
     "breakers.open_body_marker", "breakers.alertmanager_port",
 )
