@@ -52,10 +52,10 @@ def config_setting(stack, section: dict, setting: str) -> tuple[str, bool, objec
     names = stack.profile["pool"]["settings"]
     cap, size = names["max_connections"], names["size"]
     if setting == "max_overflow" and cap:
+        name = f"{cap} - {size}"
         if cap not in section or size not in section:
-            return f"{cap} - {size}", False, None
-        where = f"{cap} - {size}"
-        return where, True, as_int(section[cap], cap) - as_int(section[size], size)
+            return name, False, None
+        return name, True, as_int(section[cap], cap) - as_int(section[size], size)
     return names[setting], names[setting] in section, section.get(names[setting])
 
 
@@ -155,7 +155,7 @@ def service_pools(stack) -> list[ServicePool]:
             if unset:
                 raise StackError(f"{compose_file}: {name}: sets {', '.join(overrides)} but not {', '.join(unset)}: "
                                  "the most connections its pool opens is not known")
-            size, overflow, config = 0, 0, compose_file
+            size, overflow, config = 0, 0, compose_file  # both given by the variables, read below
         else:
             config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
             section = pool_section(stack, config_path)
