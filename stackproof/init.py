@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.yamlio import parse_yaml
+from stackproof.resources.breaker_code import read_breaker_code
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
@@ -37,7 +38,7 @@ MAX_SCAN_BYTES = 256 * 1024
 MAX_FILES = 5000
 ROLE_KEYS = ("prometheus", "alertmanager", "node_exporter", "postgres", "tls_terminator")
 # the steps that read the compose model: skipped, as one TODO, when it cannot be read
-COMPOSE_STEPS = ("compose_profiles", "roles", "api_key", "pool_config", "prometheus", "tls_monitor")
+COMPOSE_STEPS = ("compose_profiles", "roles", "api_key", "pool_config", "breaker_code", "prometheus", "tls_monitor")
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?\?)")
 
 
@@ -125,8 +126,8 @@ class Inspector:
         except StackError as exc:
             no_file = next((cause for cause, steps in causes.items() if "compose_file" in steps), None)
             unreadable = no_file or f"the compose model cannot be read: {exc}"
-        for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.prometheus,
-                     self.scripts, self.tls_monitor, self.disclosure):
+        for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.breaker_code,
+                     self.prometheus, self.scripts, self.tls_monitor, self.disclosure):
             if unreadable is not None and step.__name__ in COMPOSE_STEPS:
                 causes.setdefault(unreadable, []).append(step.__name__)
             else:
@@ -332,9 +333,24 @@ class Inspector:
         if len(pairs) > 1:
             self.found.todo(f"paths.tls_cert: {len(pairs)} certificate/key pairs found; check {self.rel(cert)} is the served one")
 
+    def pool_variables(self, stack) -> dict[str, tuple[str, str]]:
+        """pool.*_env key -> (the variable an API service sets for it, that service), told by the variable's
+        name (DB_POOL_SIZE, SQLALCHEMY_POOL_SIZE, DB_POOL_OVERFLOW, ..._POOL_TIMEOUT, ..._PRE_PING)."""
+        found: dict[str, tuple[str, str]] = {}
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            for var in sorted(svc.environment if svc else {}):
+                key = next((key for key, pattern in POOL_VARIABLES if pattern.search(var)), None)
+                if key is not None and key not in found:
+                    found[key] = (var, name)
+        return found
+
     def pool_config(self) -> None:
         stack = self.stack()
         key = self.found.get("pool", "config_key").split(".")
+        variables = self.pool_variables(stack)
+        for profile_key, (var, name) in variables.items():
+            self.found.set("pool", profile_key, var, f"{name} sets it in its environment")
         for name in self.found.get("roles", "api_services") or []:
             svc = stack.compose.services.get(name)
             for var, value in sorted((svc.environment if svc else {}).items()):
@@ -353,7 +369,93 @@ class Inspector:
                 self.found.set("paths", "pool_config", self.rel(path),
                                f"the repository's file holding {'.'.join(key)} (baked into an image, or read otherwise)")
                 return
+        if self.pool_in_vocabulary(stack):
+            return
+        if "size_env" in variables and "overflow_env" in variables:  # the pool set only in the environment
+            var, name = variables["size_env"]
+            self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
+                           f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
+            return
         raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
+
+    def pool_in_vocabulary(self, stack) -> bool:
+        """A config file bind-mounted into an API service whose pool mapping uses a library's own keys
+        (POOL_VOCABULARIES): its file, key path and key names; a breaker kept in the same mapping in that
+        library's keys (BREAKER_VOCABULARIES) too."""
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            for mount in svc.volumes if svc else []:
+                source = Path(mount.source)
+                if mount.type != "bind" or source.suffix not in (".yml", ".yaml") or not source.is_file() \
+                        or not stack.inside(source):
+                    continue
+                try:
+                    doc = parse_yaml(read_text(source), self.rel(source))
+                except StackError:
+                    continue
+                for library, settings in POOL_VOCABULARIES:
+                    found = mapping_with(doc, [settings["size"], settings["max_overflow"] or settings["max_connections"]])
+                    if found is None:
+                        continue
+                    keys, mapping = found
+                    where = f"{self.rel(source)}, mounted into {name} at {mount.target}"
+                    self.found.set("paths", "pool_config", self.rel(source), f"{where}: its pool in {library}'s keys")
+                    self.found.set("pool", "config_key", ".".join(keys), f"the mapping with {library}'s pool keys")
+                    self.found.set("pool", "settings", settings, f"{library}'s pool keys")
+                    self.breaker_in_vocabulary(keys, mapping)
+                    return True
+        return False
+
+    def breaker_in_vocabulary(self, keys: list[str], mapping: dict) -> None:
+        for library, settings in BREAKER_VOCABULARIES:
+            if all(key in mapping for key in settings.values()) and len(keys) > 1:
+                self.found.set("breakers", "config_key", ".".join(keys[:-1]),
+                               f"the database's breaker is in its pool mapping, in {library}'s keys")
+                self.found.set("breakers", "config_entry", keys[-1], "the database's entry")
+                self.found.set("breakers", "settings", settings, f"{library}'s breaker keys")
+                return
+
+    def breaker_code(self) -> None:
+        """Without a pool config file, each API service's breaker is the one its code builds: where that code
+        is (its build context, else the build context another compose file of the repository gives the same
+        service, the image the deployed file pulls) and the breaker-state encoding the code states."""
+        if self.found.get("paths", "pool_config"):
+            return
+        stack = self.stack()
+        dependency, states = self.found.get("breakers", "dependency"), None
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            if svc is None:
+                continue
+            directory, how = svc.build_context, "its build context"
+            if directory is None:
+                directory, how = self.built_elsewhere(name)
+            if directory is None or not stack.inside(directory) or not directory.is_dir():
+                continue
+            code = read_breaker_code(stack, directory)
+            breaker = next((b for b in code.breakers if b.name == dependency), None)
+            if breaker is None:
+                continue
+            found = f"CircuitBreaker({dependency!r}) at {breaker.file}:{breaker.line}"
+            if how != "its build context":
+                self.found.set("breakers", "code", {**self.found.get("breakers", "code"), name: self.rel(directory)},
+                               f"the code of {name}, {how}: it builds {found}")
+            states = states or (code.states and (code.states, found))
+        if states:
+            self.found.set("breakers", "states", states[0], f"the encoding the code of {states[1]} states (the "
+                           "gauge's HELP text or the breaker class's constants)")
+
+    def built_elsewhere(self, service: str) -> tuple[Path | None, str]:
+        """The build context another compose file of the repository gives `service` (the deployed file pulls
+        the image it builds), and which file."""
+        for path in self.files:
+            if not is_compose_file(path):
+                continue
+            build = ((parse_yaml(read_text(path), path.name).get("services") or {}).get(service) or {}).get("build")
+            context = build.get("context") if isinstance(build, dict) else build
+            if isinstance(context, str) and not re.match(r"^[a-z]+://", context):
+                return (path.parent / context).resolve(), f"the build context of {service} in {self.rel(path)}"
+        return None, ""
 
     def prometheus(self) -> None:
         stack = self.stack()
@@ -524,6 +626,38 @@ ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|s
 
 def posixpath_join(base: str, path: str) -> str:
     return str(PurePosixPath(base) / path)
+
+
+POOL_VOCABULARIES = [  # (library, pool.settings: its pool keys in a YAML config)
+    ("SQLAlchemy", {"size": "pool_size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "pool_timeout",
+                    "pre_ping": "pool_pre_ping"}),
+    ("LiteLLM", {"size": "min_connections", "max_overflow": "", "max_connections": "max_connections",
+                 "timeout": "pool_timeout", "pre_ping": "pool_pre_ping"}),
+]
+BREAKER_VOCABULARIES = [  # (library, breakers.settings: its keys for a breaker beside the pool)
+    ("LiteLLM", {"threshold": "allowed_fails", "recovery": "cooldown_time", "half_open": "cooldown_probe_requests"}),
+]
+
+
+def mapping_with(doc, wanted: list[str], keys: tuple[str, ...] = ()) -> tuple[list[str], dict] | None:
+    """(key path, mapping) of the first mapping of a YAML document, depth first, that has every key of `wanted`."""
+    if not isinstance(doc, dict):
+        return None
+    if keys and all(key in doc for key in wanted):
+        return list(keys), doc
+    for key, value in doc.items():
+        found = mapping_with(value, wanted, (*keys, str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
+    ("size_env", re.compile(r"POOL_?SIZE$")),
+    ("overflow_env", re.compile(r"POOL_?(MAX_?)?OVERFLOW$")),
+    ("timeout_env", re.compile(r"POOL_?TIMEOUT$")),
+    ("pre_ping_env", re.compile(r"POOL_?PRE_?PING$")),
+]
 
 
 def is_rule_test(path: Path) -> bool:

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.resources import promql
-from stackproof.resources.alerting import Alerting, Rule, flag_value, live_alerts, promtool, static_targets
+from stackproof.resources.alerting import (Alerting, Rule, flag_value, host_of, live_alerts, promtool,
+                                           rule_test_files)
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, blocked, environment_error, not_proven
 from stackproof.resources.scripts import Monitor, make_certificate
@@ -179,12 +180,16 @@ def test_alerts_complete(stack, alerting, evidence):
 def test_rule_unit_tests_pass(stack, evidence):
     """The promtool unit tests shipped with the stack fire each P0 alert from synthetic series."""
     tests_dir = stack.path("prometheus_rule_tests")
-    files = sorted(tests_dir.glob("*.yml")) + sorted(tests_dir.glob("*.yaml"))
-    evidence.record(test=f"promtool test rules {stack.rel(tests_dir)}/*.yml", expected="every test file passes")
+    files, others = rule_test_files(stack, tests_dir)
+    evidence.record(test=f"promtool test rules on the unit-test files of {stack.rel(tests_dir)} (YAML with tests:)",
+                    expected="every test file passes")
+    if others:
+        evidence.note(f"not unit tests (no tests: key), not run: {', '.join(stack.rel(f) for f in others)}")
     if not shutil.which("promtool"):
         environment_error("promtool not installed (Debian package 'prometheus'): rule unit tests not run")
     if not files:  # a declared dir of no tests proves nothing (it must not pass the check by being empty)
-        not_proven(f"{stack.rel(tests_dir)}: no promtool rule test files (*.yml, *.yaml) in paths.prometheus_rule_tests")
+        not_proven(f"{stack.rel(tests_dir)}: no promtool rule test files (YAML files with tests:) in "
+                   "paths.prometheus_rule_tests")
     escapes = [problem for path in files for problem in _rule_test_escapes(stack, path)]
     assert not escapes, "; ".join(escapes)
     results = [(f, *promtool(stack, ["test", "rules"], f)) for f in files]
@@ -203,7 +208,7 @@ def test_alertmanager_configured(stack, alerting, evidence):
     config = stack.rel(alerting.config_path)
     section = alerting.config.get("alerting")
     section = section.get("alertmanagers") if isinstance(section, dict) else None
-    targets = [host for _, host in static_targets(section)]
+    targets = [host_of(target) for _, target in alerting.targets(section)]
     services = stack.compose.services
     evidence.record(test=f"alerting.alertmanagers in {config}", expected="at least one target, a compose service",
                     result=", ".join(f"{host} ({'service' if host in services else 'no such service'})"
@@ -258,19 +263,43 @@ def _location(mount: tuple[str, str, str] | None) -> tuple[str, str] | None:
     return (kind, str(Path(source) / sub) if kind == "bind" else posixpath.join(source, sub).rstrip("/"))
 
 
-def monitor_metrics_file(stack, monitor) -> str | None:
-    """Where the TLS monitor writes its metrics: the variable or flag that carries {metrics_file} in the
-    declared interface (scripts.monitor), or TLS_METRICS_FILE / --metrics-file, read from the monitor
-    service's environment and command or from its cron line."""
+def metrics_file_inputs(stack) -> tuple[list[str], list[str]]:
+    """(variables, flags) that carry the TLS monitor's metrics file: those the declared interface
+    (scripts.monitor) gives {metrics_file}, then the reference monitor's TLS_METRICS_FILE and
+    --metrics-file. A flag is the word before `{metrics_file}`, or the part before it in one word
+    (`--textfile={metrics_file}`, `-o{metrics_file}`)."""
     declared = stack.profile["scripts"]["monitor"]
-    env = monitor.service.environment if monitor.service else monitor.cron.env
-    argv = [*monitor.service.entrypoint, *monitor.service.command] if monitor.service else list(monitor.cron.argv)
-    names = [name for name, value in declared["env"].items() if "{metrics_file}" in str(value)] + [METRICS_FILE_ENV]
+    variables = [name for name, value in declared["env"].items() if "{metrics_file}" in str(value)]
+    flags = []
     command = declared["command"]
-    flags = [command[i - 1] for i in range(1, len(command))
-             if command[i] == "{metrics_file}" and command[i - 1].startswith("-")] + ["--metrics-file"]
-    found = next((env[name] for name in names if env.get(name)), None)
-    return found or next((value for flag in flags if (value := flag_value(argv, flag))), None)
+    for index, word in enumerate(command):
+        before = word.partition("{metrics_file}")[0] if "{metrics_file}" in word else None
+        if before == "" and index and command[index - 1].startswith("-"):
+            flags.append(command[index - 1])
+        elif before and before.startswith("-"):
+            flags.append(before.removesuffix("="))
+    return list(dict.fromkeys([*variables, METRICS_FILE_ENV])), list(dict.fromkeys([*flags, "--metrics-file"]))
+
+
+def monitor_metrics_file(stack, monitor) -> str:
+    """Where the TLS monitor writes its metrics: the variable or flag that carries {metrics_file}, read
+    from the command that runs the monitor script (inside a shell's `-c` string too), else from the
+    environment it gets (the service's, the cron file's, assignments in front of the command): a flag on
+    the command line overrides the environment, as scripts read them. Not proven when the
+    call carries none: where a script writes by default is its own word, not guessed."""
+    script = stack.path("monitor_script").name
+    variables, flags = metrics_file_inputs(stack)
+    call = monitor.invocation(script)
+    if call is not None:
+        found = next((value for flag in flags if (value := flag_value(call.argv, flag))), None)
+        found = found or next((call.env[name] for name in variables if call.env.get(name)), None)
+        if found:
+            return found
+    where = stack.rel(monitor.cron.path) if monitor.cron else stack.rel(stack.compose.files[0])
+    called = f"its call of {script}" if call else f"no command of it names {script}, and"
+    not_proven(f"{where}: where {monitor.label} writes its metrics is not known: {called} passes none of "
+               f"{', '.join(flags + variables)} (declare the monitor's interface: scripts.monitor with "
+               "{metrics_file})")
 
 
 def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
@@ -279,7 +308,7 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     services = stack.compose.services
     compose = stack.rel(stack.compose.files[0])
     monitor = stack.roles.tls_monitor()
-    metrics_file = monitor_metrics_file(stack, monitor) or f"{stack.profile['tls']['metrics_dir']}/tls_certs.prom"
+    metrics_file = monitor_metrics_file(stack, monitor)
     if monitor.service:
         written = _location(_mount_of(monitor.service, posixpath.dirname(metrics_file)))
     else:  # a cron job of the host writes a host path
@@ -288,7 +317,8 @@ def textfile_wiring(stack, alerting) -> tuple[str, list[str]]:
     exporters = {name: directory for name, directory in exporters.items() if directory}
     readers = [name for name, directory in exporters.items()
                if written is not None and _location(_mount_of(services[name], directory)) == written]
-    jobs = {host: job for job, host in static_targets(alerting.config.get("scrape_configs"))}
+    jobs = {host_of(target): str(entry.get("job_name", "")) for entry, target in
+            alerting.targets(alerting.config.get("scrape_configs"))}
     scraped = [name for name in readers if name in jobs]
     problems = []
     label = monitor.label

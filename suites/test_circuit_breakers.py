@@ -26,6 +26,7 @@ from stackproof.resources.breakers import (
     breaker_alert,
     breaker_services,
     UnreadableConfig,
+    config_entry,
     declared_breakers,
     evaluation_interval,
     has_amtool,
@@ -36,6 +37,7 @@ from stackproof.resources.breakers import (
     target_of,
 )
 from stackproof.errors import Blocked, NotDeclared, StackError, blocked, environment_error, not_proven
+from stackproof.evidence import Location
 from stackproof.resources.faults import (
     BASELINE,
     DependencyFault,
@@ -120,25 +122,28 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     key = cfg["settings"][setting]
     expected = expected.format(**cfg)
     declared = declared_or_blocked(stack)
-    path = f"{cfg['config_key']}.{cfg['dependency']}.{key}"
+    path = f"{config_entry(cfg)}.{key}"
+    in_code = all(d.in_code for d in declared)
     evidence.record(
-        test=f"{path} in the config each breaker service mounts",
+        test=f"{key} of the CircuitBreaker({cfg['dependency']!r}) each breaker service's code builds" if in_code
+        else f"{path} in the config each breaker service mounts",
         expected=f"{expected} for {', '.join(d.service for d in declared)}",
-        result="; ".join(f"{d.service} ({d.config}): "
+        result="; ".join(f"{d.service} ({d.where}): "
                          + ("no breaker" if d.settings is None else "not set" if key not in d.settings
                             else repr(d.value(key))) for d in declared),
     )
     wrong = []
     for d in declared:
+        named = d.setting_path(cfg, key)
         if d.settings is None:
-            wrong.append(f"{d.config}: {d.service} declares no breaker ({cfg['config_key']}.{cfg['dependency']} missing)")
+            wrong.append(f"{d.where}: {d.service} declares no breaker ({config_entry(cfg)} missing)")
         elif key not in d.settings:
-            wrong.append(f"{d.config}: {path} is not set for {d.service} (expected {expected})")
+            wrong.append(f"{d.where}: {named} is not set for {d.service} (expected {expected})")
         elif not ok(d.value(key), cfg):
-            wrong.append(f"{d.config}: {path} is {d.value(key)!r} for {d.service} (expected {expected})")
+            wrong.append(f"{d.where}: {named} is {d.value(key)!r} for {d.service} (expected {expected})")
         else:
             continue
-        evidence.locate(stack.locate(stack.root / d.config, *path.split(".")))
+        evidence.locate(Location(d.config, d.line) if d.line else stack.locate(stack.root / d.config, *path.split(".")))
     assert not wrong, "; ".join(wrong)
 
 

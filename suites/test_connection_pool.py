@@ -3,7 +3,9 @@
 The pool in config.yaml must be large enough for the agents (size, overflow, a
 timeout, pre_ping), every service that uses it must really get that pool (its
 compose environment can override it), and all those pools together must fit in
-Postgres' max_connections minus the superuser-reserved ones.
+Postgres' max_connections minus the superuser-reserved ones. A stack without a pool
+config file may set the pool only in each service's environment (pool.*_env): the
+same settings are then judged there.
 """
 
 from __future__ import annotations
@@ -44,6 +46,29 @@ def _pool_section(stack, path: Path) -> dict:
     return node
 
 
+def config_setting(stack, section: dict, setting: str) -> tuple[str, bool, object]:
+    """(how the pool mapping names the setting, whether it sets it, its value), under the key pool.settings
+    gives it. With a cap (pool.settings.max_connections, LiteLLM's `max_connections` beside `min_connections`)
+    the overflow is the cap less the size."""
+    names = stack.profile["pool"]["settings"]
+    cap, size = names["max_connections"], names["size"]
+    if setting == "max_overflow" and cap:
+        name = f"{cap} - {size}"
+        if cap not in section or size not in section:
+            return name, False, None
+        return name, True, as_int(section[cap], cap) - as_int(section[size], size)
+    return names[setting], names[setting] in section, section.get(names[setting])
+
+
+def size_and_overflow(stack, section: dict, where: str) -> tuple[int, int]:
+    """The pool mapping's size and overflow, integers (else a StackError naming the key)."""
+    found = []
+    for setting in ("size", "max_overflow"):
+        name, _, value = config_setting(stack, section, setting)
+        found.append(as_int(value, f"{where}.{name}"))
+    return found[0], found[1]
+
+
 def as_int(value, where: str) -> int:
     """An integer setting: YAML int or decimal string; anything else is a stack error."""
     if isinstance(value, bool):
@@ -53,6 +78,34 @@ def as_int(value, where: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     raise StackError(f"{where}: {value!r} is not an integer")
+
+
+ENV_KEYS = {"size": "size_env", "max_overflow": "overflow_env", "timeout": "timeout_env", "pre_ping": "pre_ping_env"}
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def set_in_environment(stack) -> bool:
+    """Whether the pool is set only in the services' environment: the profile names no pool config file and
+    a service sets the pool's size or overflow variable."""
+    cfg = stack.profile["pool"]
+    return not stack.profile["paths"]["pool_config"] and any(
+        svc.environment.get(cfg["size_env"]) or svc.environment.get(cfg["overflow_env"])
+        for svc in stack.compose.services.values())
+
+
+def env_setting(setting: str, text: str):
+    """A pool setting as an environment variable gives it: a boolean word for pre_ping, a number for the
+    others; a value that is neither stays text (and fails the check's predicate)."""
+    word = text.strip().lower()
+    if setting == "pre_ping":
+        return True if word in TRUE_WORDS else False if word in FALSE_WORDS else text
+    try:
+        return int(word)
+    except ValueError:
+        try:
+            return float(word)
+        except ValueError:
+            return text
 
 
 @dataclass
@@ -98,20 +151,33 @@ def service_pools(stack) -> list[ServicePool]:
         overrides = {var: value for var, value in env.items() if value not in (None, "")}
         if mounted is None and not overrides:
             continue
-        config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
-        section = pool_section(stack, config_path)
-        where = f"{stack.rel(config_path)}: {cfg['config_key']}"
-        size = as_int(section.get("size"), f"{where}.size")
-        overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
+        if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
+            unset = [var for var, value in env.items() if value in (None, "")]
+            if unset:
+                raise StackError(f"{compose_file}: {name}: sets {', '.join(overrides)} but not {', '.join(unset)}: "
+                                 "the most connections its pool opens is not known")
+            size, overflow, config = 0, 0, compose_file  # both given by the variables, read below
+        else:
+            config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
+            section = pool_section(stack, config_path)
+            size, overflow = size_and_overflow(stack, section, f"{stack.rel(config_path)}: {cfg['config_key']}")
+            config = stack.rel(config_path)
         if cfg["size_env"] in overrides:
             size = as_int(overrides[cfg["size_env"]], f"{compose_file}: {name}: {cfg['size_env']}")
         if cfg["overflow_env"] in overrides:
             overflow = as_int(overrides[cfg["overflow_env"]], f"{compose_file}: {name}: {cfg['overflow_env']}")
-        pools.append(ServicePool(name, size, overflow, stack.rel(config_path), overrides, svc.replicas))
+        pools.append(ServicePool(name, size, overflow, config, overrides, svc.replicas))
     if not pools:
         raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
                          "(through a bind mount, or an environment variable naming a mounted file)")
     return pools
+
+
+def api_pools(stack) -> list[ServicePool]:
+    """The pools of the services that serve the agents (roles.api_services): those the minimums are for. A
+    service of another kind (a worker with a small pool of its own) counts in the Postgres budget only."""
+    api = {svc.name for svc in stack.roles.api_services()}
+    return [pool for pool in service_pools(stack) if pool.service in api]
 
 
 def postgres_limits(stack) -> tuple[int, int, PostgresSettings]:
@@ -143,19 +209,38 @@ CONFIG_RULES = [
 def test_pool_config_setting(stack, evidence, setting, expected, ok):
     """The shared pool config gives each service enough connections, waits a bounded time and tests connections."""
     cfg = stack.profile["pool"]
+    if set_in_environment(stack):
+        environment_setting(stack, evidence, setting, expected.format(**cfg), ok)
+        return
     path = stack.path("pool_config")
-    key = f"{cfg['config_key']}.{setting}"
     section = pool_section(stack, path)
-    value = section.get(setting)
+    name, present, value = config_setting(stack, section, setting)
+    key = f"{cfg['config_key']}.{name}"
     expected = expected.format(**cfg)
     evidence.record(
         test=f"{key} in {stack.rel(path)}",
         expected=expected,
-        result="not set" if setting not in section else repr(value),
+        result=repr(value) if present else "not set",
     )
-    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), setting))
-    assert setting in section, f"{stack.rel(path)}: {key} is not set (expected {expected})"
+    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), name.split(" - ")[0]))
+    assert present, f"{stack.rel(path)}: {key} is not set (expected {expected})"
     assert ok(value, cfg), f"{stack.rel(path)}: {key} is {value!r} (expected {expected})"
+
+
+def environment_setting(stack, evidence, setting: str, expected: str, ok) -> None:
+    """A pool set only in the environment: each API service's variable for the setting (pool.*_env)."""
+    cfg = stack.profile["pool"]
+    var, compose = cfg[ENV_KEYS[setting]], stack.rel(stack.compose.files[0])
+    values = {svc.name: svc.environment.get(var) for svc in stack.roles.api_services()}
+    evidence.record(test=f"{var} in the environment of {', '.join(values)} ({compose}; no pool config file)",
+                    expected=expected,
+                    result="; ".join(f"{name}: {'not set' if value in (None, '') else value}" for name, value in values.items()))
+    unset = [name for name, value in values.items() if value in (None, "")]
+    wrong = [f"{name}: {var}={value}" for name, value in values.items()
+             if name not in unset and not ok(env_setting(setting, value), cfg)]
+    evidence.locate(*(stack.locate_compose("services", name, "environment") for name in [*unset, *wrong]))
+    assert not unset, f"{compose}: {var} is not set for {', '.join(unset)} (expected {expected})"
+    assert not wrong, f"{compose}: {'; '.join(wrong)} (expected {expected})"
 
 
 @pytest.mark.static
@@ -164,14 +249,24 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
 def test_pool_config_total(stack, evidence):
     """size + max_overflow is the most connections one service opens under load."""
     cfg = stack.profile["pool"]
+    if set_in_environment(stack):
+        pools = api_pools(stack)
+        evidence.record(test=f"{cfg['size_env']} + {cfg['overflow_env']} of each API service "
+                             f"({stack.rel(stack.compose.files[0])}; no pool config file)",
+                        expected=f">= {cfg['min_total']}",
+                        result="; ".join(f"{p.service}: {p.size} + {p.overflow} = {p.max}" for p in pools))
+        small = [f"{p.service}: {cfg['size_env']} + {cfg['overflow_env']} = {p.max}" for p in pools if p.max < cfg["min_total"]]
+        assert not small, f"{stack.rel(stack.compose.files[0])}: {'; '.join(small)} (expected >= {cfg['min_total']})"
+        return
     path = stack.path("pool_config")
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
     evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    size = as_int(section.get("size"), f"{where}.size")
-    overflow = as_int(section.get("max_overflow"), f"{where}.max_overflow")
-    evidence.expect(f"{cfg['config_key']}.size + max_overflow in {stack.rel(path)}", f"{where}: size + max_overflow =",
-                    size + overflow, at_least(cfg["min_total"]), result=f"{size} + {overflow} = {size + overflow}")
+    size, overflow = size_and_overflow(stack, section, where)
+    names = cfg["settings"]
+    total = names["max_connections"] or f"{names['size']} + {names['max_overflow']}"
+    evidence.expect(f"{cfg['config_key']}.{total} in {stack.rel(path)}", f"{where}: {total} =", size + overflow,
+                    at_least(cfg["min_total"]), result=f"{size} + {overflow} = {size + overflow}")
 
 
 @pytest.mark.static
@@ -181,10 +276,11 @@ def test_pool_config_total(stack, evidence):
 def test_effective_pool_per_service(stack, evidence):
     """What counts is the pool each service gets: a DB_POOL_* variable in its environment overrides config.yaml."""
     cfg = stack.profile["pool"]
-    pools = service_pools(stack)
+    pools = api_pools(stack)
+    source = "set only in the environment" if set_in_environment(stack) else \
+        f"reading {stack.rel(stack.path('pool_config'))}, {cfg['size_env']}/{cfg['overflow_env']} overriding it"
     evidence.record(
-        test=f"effective pool of each service reading {stack.rel(stack.path('pool_config'))} ({cfg['size_env']}/"
-        f"{cfg['overflow_env']} overrides from {stack.rel(stack.compose.files[0])})",
+        test=f"effective pool of each API service, {source} ({stack.rel(stack.compose.files[0])})",
         expected=f"each: size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']}",
         result="; ".join(pool.describe() for pool in pools),
     )
@@ -296,7 +392,7 @@ def test_live_pool_matches_config(stack, live, evidence):
     section = pool_section(stack, path)
     where = f"{stack.rel(path)}: {cfg['config_key']}"
     evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    configured = as_int(section.get("size"), f"{where}.size"), as_int(section.get("max_overflow"), f"{where}.max_overflow")
+    configured = size_and_overflow(stack, section, where)
     declared = next((p for p in service_pools(stack) if p.service == service), None)
     found = pool_gauges(live)
     running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])

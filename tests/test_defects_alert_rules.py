@@ -39,6 +39,22 @@ def drop_field(alert: str, section: str | None, key: str, rules: str = RULES):
     return edit_alerts(change, rules)
 
 
+def monitor_in_shell_loop(metrics_file: str):
+    """The reference TLS monitor run by a `sh -c` loop of its service, its metrics file given with the
+    declared --metrics-file flag inside the string."""
+    return replace(COMPOSE, "    environment:\n      TLS_METRICS_FILE:",
+                   '    command: ["sh", "-c", "while :; do monitor-tls-certs.sh --metrics-file '
+                   f'{metrics_file} /certs/server.crt; sleep 21600; done"]\n'
+                   "    environment:\n      TLS_METRICS_FILE:")
+
+
+def copy_into_rule_tests(*relative: str):
+    def inject(stack):
+        for path in relative:
+            shutil.copy(stack / path, stack / RULE_TEST.rsplit("/", 1)[0] / Path(path).name)
+    return inject
+
+
 # (id, how to break the stack copy, fragments the failure reason must name)
 DEFECTS = [
     ("no-rule-files", replace(PROMETHEUS, "rule_files:\n  - /etc/prometheus/alerts/*.yml\n", ""),
@@ -66,6 +82,9 @@ DEFECTS = [
     ("rule-unit-test-not-yaml", write(RULE_TEST, b"tests: [\n"), [f"{RULE_TEST}: yaml:"]),
     ("prometheus-config-not-yaml", write(PROMETHEUS, b"rule_files: [\n"), [f"{PROMETHEUS}:", "invalid YAML"]),
     ("prometheus-config-missing", remove(PROMETHEUS), [f"{PROMETHEUS}: file not found"]),
+    # the monitor run from a shell loop whose --metrics-file (over TLS_METRICS_FILE) is off the shared volume
+    ("textfile-path-in-shell-loop", monitor_in_shell_loop("/tmp/tls_certs.prom"),
+     [f"{COMPOSE}: service tls-monitor writes /tmp/tls_certs.prom (on no shared mount)"]),
 ]
 
 
@@ -81,6 +100,9 @@ VARIANTS = [
     ("rule-file-mounted-alone", replace(
         COMPOSE, "./prometheus/alerts:/etc/prometheus/alerts:ro",
         "./prometheus/alerts/ai-stack-alerts.yml:/etc/prometheus/alerts/ai-stack-alerts.yml:ro")),
+    ("monitor-in-shell-loop", monitor_in_shell_loop("/var/lib/node-exporter/textfile/tls_certs.prom")),
+    # the rule file and prometheus.yml kept beside the unit tests: not tests, so not run as tests
+    ("configs-beside-the-rule-tests", copy_into_rule_tests(RULES, PROMETHEUS)),
 ]
 
 

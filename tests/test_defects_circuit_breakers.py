@@ -32,6 +32,33 @@ def _routed_to_blackhole(stack: Path) -> None:
     path.write_text(path.read_text() + "  - name: blackhole\n")
 
 
+PROMETHEUS = "ai-stack/compose/prometheus/prometheus.yml"
+COMPOSE = "ai-stack/compose/docker-compose.yml"
+COORDINATOR_JOB = '    static_configs:\n      - targets: ["hybrid-coordinator:8001"]\n'
+
+
+def coordinator_found_by_dns(name: str, kind: str = "A"):
+    """hybrid-coordinator's scrape job finds its containers through Docker's DNS (every replica) instead of
+    a static target."""
+    return replace(PROMETHEUS, COORDINATOR_JOB, f"    dns_sd_configs:\n      - names: [{name}]\n        type: {kind}\n"
+                                                "        port: 8001\n")
+
+
+def node_exporter_from_a_targets_file(mounted: bool):
+    """The node-exporter's scrape job reads its target from a file_sd_configs file, mounted into Prometheus
+    (or left on the host only)."""
+    def inject(stack: Path) -> None:
+        replace(PROMETHEUS, '  - job_name: node-exporter\n    static_configs:\n      - targets: ["node-exporter:9100"]\n',
+                "  - job_name: node-exporter\n    file_sd_configs:\n      - files: [targets/*.json]\n")(stack)
+        (stack / "ai-stack/compose/prometheus/targets").mkdir()
+        (stack / "ai-stack/compose/prometheus/targets/node.json").write_text('[{"targets": ["node-exporter:9100"]}]\n')
+        if mounted:
+            replace(COMPOSE, "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n",
+                    "      - ./prometheus/alerts:/etc/prometheus/alerts:ro\n"
+                    "      - ./prometheus/targets:/etc/prometheus/targets:ro\n")(stack)
+    return inject
+
+
 # (id, injector, fragments the failure reason must name)
 DEFECTS = [
     ("never-opens-threshold-10000",
@@ -56,6 +83,10 @@ DEFECTS = [
      ["alertmanager.yml: CircuitBreakerOpen is routed to receiver(s) blackhole with no integration"]),
     ("breaker-removed-from-one-service", breaker_removed_from_coordinator,
      ["coordinator.yaml: hybrid-coordinator declares no breaker"]),
+    ("dns-name-of-no-service", coordinator_found_by_dns("coordinator"),
+     ["prometheus.yml: no scrape job targets service hybrid-coordinator"]),
+    ("dns-srv-name", coordinator_found_by_dns("_metrics._tcp.hybrid-coordinator", "SRV"),
+     ["prometheus.yml: no scrape job targets service hybrid-coordinator"]),
 ]
 
 
@@ -72,3 +103,22 @@ def test_alert_firing_for_half_open_fails_circuit_breakers(stack_copy, run_stati
     assert_only_control_fails(run_static(stack_copy), "circuit_breakers",
                               "ai-stack-alerts.yml: CircuitBreakerOpen fires with no breaker open (all half-open)",
                               also=("alert_rules",))
+
+
+@pytest.mark.parametrize("inject", [
+    pytest.param(coordinator_found_by_dns("hybrid-coordinator"), id="dns-sd-a-records"),
+    pytest.param(node_exporter_from_a_targets_file(mounted=True), id="file-sd-mounted"),
+])
+def test_discovered_scrape_targets_count(stack_copy, run_static, inject):
+    """A service scraped through dns_sd_configs (A records of its compose name) or file_sd_configs (a targets
+    file Prometheus sees through its mounts) is scraped as well as a static target: no control fails."""
+    inject(stack_copy)
+    run = run_static(stack_copy)
+    assert not run.failed_controls, {c: run.reasons(c) for c in run.failed_controls}
+
+
+def test_targets_file_not_mounted_fails_alert_rules(stack_copy, run_static):
+    """A file_sd_configs file that exists only on the host gives Prometheus no target: the TLS textfile exporter
+    is not scraped."""
+    node_exporter_from_a_targets_file(mounted=False)(stack_copy)
+    assert_only_control_fails(run_static(stack_copy), "alert_rules", "prometheus.yml: no scrape job targets node-exporter")

@@ -16,9 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import set_up_copy
 from harness import STACKS, assert_only_control_fails
-from house_stacks import DEFECTS, HOUSE_STACKS
+from house_stacks import DEFECTS, HOUSE_STACKS, edit
 from stackproof.init import write_profile
 from stackproof.resources.scripts import make_certificate
 
@@ -154,3 +155,68 @@ def test_defect_fails_only_its_control(defect, house_copy, run_static):
     stack = house_copy(defect.stack)
     defect.inject(stack)
     assert_only_control_fails(run_static(stack), defect.control, *defect.fragments)
+
+
+# --- read in the stack's own words, once its profile says them ---------------------------------
+
+# where each stack's monitor service runs it from a `sh -c` loop, with its own metrics-file flag
+MONITOR_LOOP = {
+    "harbor": ("compose/base.yml", "cert-expiry.sh -o /textfile/cert_expiry.prom", "/textfile/cert_expiry.prom"),
+    "lighthouse": ("docker-compose.prod.yml", "certcheck.py --textfile /textfile/certcheck.prom", "/textfile/certcheck.prom"),
+    "meridian": ("compose.yaml", "certmon --output /textfile/certmon.prom", "/textfile/certmon.prom"),
+}
+
+
+def declare_monitor_command(stack: Path, name: str) -> None:
+    """What a user adds to the profile init wrote: how the monitor is called, in its own flags."""
+    profile = yaml.safe_load((stack / "stackproof.yml").read_text())
+    command = ["{script}", *(part.replace("{out}", "{metrics_file}") for part in HOUSE_STACKS[name].monitor[1:])]
+    profile.setdefault("scripts", {})["monitor"] = {"command": command}
+    (stack / "stackproof.yml").write_text(yaml.safe_dump(profile))
+
+
+def check_rows(run) -> dict[str, dict]:
+    return {row["nodeid"]: row for control in run.report["controls"] for row in control["checks"]}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metrics_file_inside_sh_c_found_by_the_declared_flag(name, house_copy, run_static):
+    """The monitor's metrics file is read out of its service's `sh -c` string with the flag the profile
+    declares for {metrics_file} (-o, --textfile, --output): the textfile check passes naming that file;
+    moved off the shared volume, that check and no other starts failing, naming the file. Before the
+    profile declares the flag, where the monitor writes is not known: NOT PROVEN, never a guessed path."""
+    stack = house_copy(name)
+    compose, call, metrics_file = MONITOR_LOOP[name]
+    textfile = "suites/test_alert_rules.py::test_tls_textfile_is_scraped"
+    undeclared = check_rows(run_static(stack))[textfile]
+    assert undeclared["status"] == "SKIPPED" and "writes its metrics is not known" in undeclared["reason"], undeclared
+    declare_monitor_command(stack, name)
+    before = check_rows(run_static(stack))
+    assert before[textfile]["status"] == "PASS", before[textfile]["reason"]
+    assert f"writes {metrics_file} → volume textfile" in before[textfile]["result"], before[textfile]["result"]
+    edit(compose, call, call.replace(metrics_file, "/tmp/tls.prom"))(stack)
+    after = check_rows(run_static(stack))
+    newly_failing = [nodeid for nodeid, row in after.items() if row["status"] == "FAIL" and before[nodeid]["status"] != "FAIL"]
+    assert newly_failing == [textfile], newly_failing
+    assert f"{compose}: service " in after[textfile]["reason"] and "writes /tmp/tls.prom (on no shared mount)" in \
+        after[textfile]["reason"], after[textfile]["reason"]
+
+
+
+BESIDE_THE_ARTIFACT = [d for d in DEFECTS if d.expected_failure == HOUSE_STACKS[d.stack].artifact and not d.also
+                       and HOUSE_STACKS[d.stack].artifact]
+
+
+@pytest.mark.parametrize("defect", BESIDE_THE_ARTIFACT, ids=[f"{d.stack}-{d.id}" for d in BESIDE_THE_ARTIFACT])
+def test_defect_fails_its_control_beside_the_stacks_artifact(defect, house_copy, run_static):
+    """Where the correct stack still fails a control by an artifact of the suite (harbor's rotate audit log),
+    a defect of another control is still found: against the correct stack's run, its control and no other
+    starts failing, naming the defect."""
+    stack = house_copy(defect.stack)
+    before = run_static(stack).failed_controls
+    defect.inject(stack)
+    after = run_static(stack)
+    assert after.failed_controls - before == {defect.control} and defect.control not in before, \
+        (sorted(before), {c: after.reasons(c) for c in after.failed_controls})
+    reasons = " | ".join(after.reasons(defect.control))
+    assert all(fragment in reasons for fragment in defect.fragments), (defect.fragments, reasons)

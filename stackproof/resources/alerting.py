@@ -14,19 +14,23 @@ from pathlib import Path, PurePosixPath
 from stackproof.io import proc
 from stackproof.target.compose import Service
 from stackproof.errors import StackError
-from stackproof.io.files import glob_paths, require_regular
+from stackproof.io.files import glob_paths, list_dir, require_regular
 from stackproof.io.yamlio import load_yaml
 
 DEFAULT_CONFIG_FILE = "/etc/prometheus/prometheus.yml"  # --config.file of the official image
 
 
 def flag_value(command: list[str], flag: str) -> str | None:
-    """The value of `--flag=value` or `--flag value` in a service's command."""
+    """The value of `--flag=value` or `--flag value` in a command, and of `-fvalue` for a one-letter
+    flag (getopts reads `-o/textfile/x.prom` as `-o /textfile/x.prom`)."""
+    short = len(flag) == 2 and flag[0] == "-" and flag[1] != "-"
     for i, arg in enumerate(command):
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
         if arg == flag and i + 1 < len(command):
             return command[i + 1]
+        if short and arg.startswith(flag) and len(arg) > 2:
+            return arg[2:]
     return None
 
 
@@ -78,11 +82,9 @@ class Alerting:
         raw = self.config.get("rule_files") or []
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise StackError(f"{self.stack.rel(self.config_path)}: rule_files is not a list of patterns")
-        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
-        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))  # the image's workdir
         found = []
         for pattern in raw:
-            container = posixpath.normpath(posixpath.join(config_dir, pattern))
+            container = posixpath.normpath(posixpath.join(self.config_dir, pattern))
             host = self.service.host_path_for(container)
             files = set(glob_paths(str(host), f"{self.stack.rel(self.config_path)}: rule_files {pattern}")) if host is not None else set()
             # single rule files bind-mounted where the pattern looks
@@ -92,6 +94,43 @@ class Alerting:
             found.append(RulePattern(pattern, container, host, [f for f in regular if self.stack.inside(f)],
                                      [f for f in regular if not self.stack.inside(f)]))
         return found
+
+    def targets(self, section) -> list[tuple[dict, str]]:
+        """(its entry, target `host:port`) of every target a scrape_configs or alertmanagers list names: in
+        static_configs; as the names of dns_sd_configs of type A or AAAA (Docker's DNS answers a compose
+        service's name with each of its containers, at the port the entry gives; an SRV name is no service
+        name); in the files of file_sd_configs, read where the Prometheus container sees them."""
+        found = []
+        for entry in _items(section):
+            if not isinstance(entry, dict):
+                continue
+            groups = [*_items(entry.get("static_configs")), *self._file_sd_groups(entry)]
+            found += [(entry, str(target)) for group in groups if isinstance(group, dict)
+                      for target in _items(group.get("targets"))]
+            for dns in _items(entry.get("dns_sd_configs")):
+                if isinstance(dns, dict) and str(dns.get("type", "SRV")).upper() in ("A", "AAAA") and dns.get("port"):
+                    found += [(entry, f"{name}:{dns['port']}") for name in _items(dns.get("names"))]
+        return found
+
+    def _file_sd_groups(self, entry: dict) -> list:
+        """The target groups of an entry's file_sd_configs files (JSON or YAML lists), their patterns resolved
+        like rule_files: relative to prometheus.yml inside the container, through its mounts."""
+        where = self.stack.rel(self.config_path)
+        groups = []
+        for sd in _items(entry.get("file_sd_configs")):
+            for pattern in _items(sd.get("files")) if isinstance(sd, dict) else []:
+                host = self.service.host_path_for(posixpath.normpath(posixpath.join(self.config_dir, str(pattern))))
+                matches = glob_paths(str(host), f"{where}: file_sd_configs {pattern}") if host is not None else []
+                for path in matches:
+                    if path.is_file() and self.stack.inside(path):
+                        groups += _items(load_yaml(path, self.stack.rel(path)))
+        return groups
+
+    @cached_property
+    def config_dir(self) -> str:
+        """prometheus.yml's directory inside the container, against which its relative paths resolve."""
+        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
+        return posixpath.dirname(posixpath.join("/prometheus", config_file))  # the image's workdir
 
     def pattern_problems(self) -> list[str]:
         config, compose = self.stack.rel(self.config_path), self.stack.rel(self.stack.compose.files[0])
@@ -127,8 +166,7 @@ class Alerting:
 
     def _beside_config(self, pattern: str) -> list[Path]:
         """Files a rule_files pattern names relative to prometheus.yml's own directory on disk."""
-        config_file = flag_value(self.service.command, "--config.file") or DEFAULT_CONFIG_FILE
-        config_dir = posixpath.dirname(posixpath.join("/prometheus", config_file))
+        config_dir = self.config_dir
         container = posixpath.normpath(posixpath.join(config_dir, pattern))
         if not container.startswith(config_dir.rstrip("/") + "/"):
             return []
@@ -146,16 +184,13 @@ class Alerting:
         return [rule for rule in self.rules if rule.kind == "alert"]
 
 
-def static_targets(section) -> list[tuple[str, str]]:
-    """(job or '', host) of every static target of a scrape_configs / alertmanagers list of prometheus.yml."""
-    found = []
-    for entry in section if isinstance(section, list) else []:
-        statics = entry.get("static_configs") if isinstance(entry, dict) else None
-        for static in statics if isinstance(statics, list) else []:
-            targets = static.get("targets") if isinstance(static, dict) else None
-            for target in targets if isinstance(targets, list) else []:
-                found.append((str(entry.get("job_name", "")), str(target).rsplit(":", 1)[0].strip("[]")))
-    return found
+def _items(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def host_of(target: str) -> str:
+    """The host of a `host:port` target (`[::1]:9090` → `::1`)."""
+    return target.rsplit(":", 1)[0].strip("[]")
 
 
 def read_rule_file(path: Path, rel: str) -> list[Rule]:
@@ -196,6 +231,23 @@ def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     if " exp:[" in detail:  # a unit test's alert dump: keep which test, alert and time
         detail = detail.split(" exp:[", 1)[0].rstrip(", ") + ": fired alerts differ from the expected ones"
     return False, detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+def rule_test_files(stack, directory: Path) -> tuple[list[Path], list[Path]]:
+    """(unit-test files, other YAML files) of a rule tests dir, told apart by content as init finds the
+    dir: a YAML file (*.yml, *.yaml) that parses as a mapping without a `tests:` key is something else
+    kept beside the tests (a rule file, prometheus.yml, alertmanager.yml), which promtool would refuse
+    as a test; a file that does not parse stays a test file, for promtool to say what is wrong with it."""
+    tests, others = [], []
+    for path in list_dir(directory, stack.rel(directory)):
+        if path.suffix not in (".yml", ".yaml") or not path.is_file():
+            continue
+        try:
+            doc = load_yaml(path, stack.rel(path))
+        except StackError:
+            doc = None
+        (others if isinstance(doc, dict) and "tests" not in doc else tests).append(path)
+    return tests, others
 
 
 def live_alerts(live) -> list[dict]:

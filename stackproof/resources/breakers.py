@@ -18,8 +18,9 @@ import yaml
 
 from stackproof.resources import promql
 from stackproof.io import proc
-from stackproof.resources.alerting import Alerting, Rule, flag_value
-from stackproof.errors import Blocked, StackError
+from stackproof.resources.alerting import Alerting, Rule, flag_value, host_of
+from stackproof.errors import Blocked, NotDeclared, StackError
+from stackproof.resources.breaker_code import read_breaker_code
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
@@ -53,14 +54,62 @@ class UnreadableConfig(StackError):
 
 @dataclass
 class DeclaredBreaker:
-    """The breaker a service's own config declares for the dependency (None: it declares none)."""
+    """The breaker a service's own config (or, without one, its code) declares for the dependency (None:
+    it declares none)."""
 
     service: str
-    config: str  # the config file it mounts, relative to the stack
+    config: str  # the config file it mounts (or the code file that builds the breaker), relative to the stack
     settings: dict | None
+    in_code: bool = False  # read from the service's code (config: the code file that builds the breaker)
+    line: int | None = None  # the line of the breaker's call in code
 
     def value(self, key: str):
         return (self.settings or {}).get(key)
+
+    @property
+    def where(self) -> str:
+        return f"{self.config}:{self.line}" if self.line else self.config
+
+    def setting_path(self, cfg: dict, key: str) -> str:
+        """How the stack names a setting: its key path in the config file, or the breaker call in code."""
+        if self.in_code:
+            return f"CircuitBreaker({cfg['dependency']!r}) {key}"
+        return f"{config_entry(cfg)}.{key}"
+
+
+def config_entry(cfg: dict) -> str:
+    """The key path of the dependency's breaker in a config file: breakers.config_key, then its entry
+    (breakers.config_entry, else the dependency's name)."""
+    return f"{cfg['config_key']}.{cfg['config_entry'] or cfg['dependency']}"
+
+
+def code_dir(stack, service) -> Path | None:
+    """Where a service's code is: breakers.code names it (an image built by another compose file), else
+    the service's build context inside the stack dir."""
+    declared = stack.profile["breakers"]["code"].get(service.name)
+    if declared:
+        return stack.profile.stack_path(declared, f"breakers.code.{service.name}")
+    context = service.build_context
+    return context if context is not None and stack.inside(context) and context.is_dir() else None
+
+
+def code_declaration(stack, service) -> DeclaredBreaker:
+    """The breaker a service without a config file builds in its code (read with ast, never run), named
+    for the dependency (breakers.dependency); its settings keyed as breakers.settings names them."""
+    cfg = stack.profile["breakers"]
+    directory = code_dir(stack, service)
+    if directory is None:
+        raise NotDeclared(f"no breaker declaration for service {service.name}: no config file and no code of it "
+                          f"(looked for paths.pool_config, its build context, breakers.code.{service.name})")
+    code = read_breaker_code(stack, directory)
+    breaker = next((b for b in code.breakers if b.name == cfg["dependency"]), None)
+    if breaker is None:  # it may be built another way the suite does not read: not proven, never a failure
+        built = ", ".join(f"{b.name or 'unnamed'} ({b.file}:{b.line})" for b in code.breakers) or "none"
+        raise NotDeclared(f"no breaker declaration for service {service.name}: no config file (paths.pool_config), "
+                          f"and its code ({stack.rel(directory)}) builds no CircuitBreaker({cfg['dependency']!r}) "
+                          f"(breakers it builds: {built})")
+    settings = {cfg["settings"][role]: value for role, value in breaker.settings.items()}
+    return DeclaredBreaker(service.name, breaker.file, settings, in_code=True, line=breaker.line)
 
 
 def breaker_services(stack) -> list[str]:
@@ -88,15 +137,18 @@ def declared_breakers(stack) -> list[DeclaredBreaker]:
         if service is None:
             raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.services)")
         mounted, _ = pool_config_of(stack, service)
+        if mounted is None and not stack.profile["paths"]["pool_config"]:
+            found.append(code_declaration(stack, service))
+            continue
         path = Path(mounted) if mounted is not None else stack.path("pool_config")
         try:
             doc = load_yaml(path, stack.rel(path))
         except StackError as exc:
             raise UnreadableConfig(str(exc)) from None
         section = (doc or {}).get(cfg["config_key"]) if isinstance(doc, dict) else None
-        settings = section.get(cfg["dependency"]) if isinstance(section, dict) else None
+        settings = section.get(cfg["config_entry"] or cfg["dependency"]) if isinstance(section, dict) else None
         if settings is not None and not isinstance(settings, dict):
-            raise StackError(f"{stack.rel(path)}: {cfg['config_key']}.{cfg['dependency']} is not a mapping")
+            raise StackError(f"{stack.rel(path)}: {config_entry(cfg)} is not a mapping")
         found.append(DeclaredBreaker(name, stack.rel(path), settings))
     return found
 
@@ -114,23 +166,19 @@ class ScrapeTarget:
 
 
 def scrape_targets(alerting: Alerting) -> list[ScrapeTarget]:
-    """Every static target of prometheus.yml's scrape_configs, with its job's path and interval."""
+    """Every target of prometheus.yml's scrape_configs (static, DNS or file discovered: Alerting.targets), with
+    its job's path and interval."""
     config = alerting.config
     where = alerting.stack.rel(alerting.config_path)
     default = seconds((config.get("global") or {}).get("scrape_interval", "1m"), f"{where}: global.scrape_interval")
     found = []
-    for entry in config.get("scrape_configs") or []:
-        if not isinstance(entry, dict):
-            continue
+    for entry, target in alerting.targets(config.get("scrape_configs")):
         job = str(entry.get("job_name", ""))
         interval = seconds(entry["scrape_interval"], f"{where}: {job}.scrape_interval") \
             if "scrape_interval" in entry else default
-        for static in entry.get("static_configs") or []:
-            for target in (static.get("targets") or []) if isinstance(static, dict) else []:
-                host, _, port = str(target).rpartition(":")
-                if port.isdigit():
-                    found.append(ScrapeTarget(job, host.strip("[]"), int(port), str(entry.get("metrics_path", "/metrics")),
-                                              interval))
+        host, _, port = target.rpartition(":")
+        if port.isdigit():
+            found.append(ScrapeTarget(job, host_of(target), int(port), str(entry.get("metrics_path", "/metrics")), interval))
     return found
 
 

@@ -81,14 +81,22 @@ DEFAULTS: dict[str, Any] = {
         "min_size": 20,
         "min_overflow": 30,
         "min_total": 50,
+        # variables of a service's environment: size and overflow override the config file's pool; with no
+        # pool config file (paths.pool_config), all four are the pool, set only in the environment
         "size_env": "DB_POOL_SIZE",
         "overflow_env": "DB_POOL_MAX_OVERFLOW",
+        "timeout_env": "DB_POOL_TIMEOUT",
+        "pre_ping_env": "DB_POOL_PRE_PING",
         "default_max_connections": 100,
         "default_reserved_connections": 3,
         # live: gauges the metrics_service role's /metrics (live.metrics_url) exports for its pool
         "size_metric": "aidb_db_pool_size",
         "overflow_metric": "aidb_db_pool_max_overflow",
         "checked_out_metric": "aidb_db_pool_checked_out",
+        # the pool mapping's key for each setting; max_connections: a cap on size + overflow (LiteLLM's, with
+        # min_connections the size), whose overflow is the cap less the size; empty: the mapping has no cap key
+        "settings": {"size": "size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "timeout",
+                     "pre_ping": "pre_ping"},
     },
     "alerts": {
         "min_rules": 10,
@@ -104,7 +112,6 @@ DEFAULTS: dict[str, Any] = {
         "min_days_left": 30,
         "warn_days": 30,
         "crit_days": 7,
-        "metrics_dir": "/var/lib/node-exporter/textfile",
     },
     "disclosure": {
         "encoding": "cl100k_base",
@@ -129,7 +136,11 @@ DEFAULTS: dict[str, Any] = {
         "services": [],
         # each service's breaker is read from the config file it reads its database settings from (else paths.pool_config)
         "config_key": "circuit_breaker",  # mapping of that config: one entry per dependency
-        "dependency": "postgres",  # the entry for the database (roles.postgres, which the fault injection takes down)
+        "config_entry": "",  # the dependency's entry there; empty: the dependency's name (breakers.dependency)
+        # without a config file, the breaker is read from the service's code (its build context, else the dir
+        # named here: service -> dir of the stack, for an image another compose file builds)
+        "code": {},
+        "dependency": "postgres",  # the database (roles.postgres, which the fault injection takes down): the state label's value
         "settings": {"threshold": "failure_threshold", "recovery": "reset_timeout", "half_open": "half_open_max_calls"},
         "min_threshold": 1,
         "max_threshold": 50,  # at most the concurrent clients of the load check, or the breaker never opens under it
@@ -281,12 +292,11 @@ THRESHOLDS: dict[str, Callable[[Any, Any], bool]] = {
 INTERFACES = (
     "paths.*", "roles.*", "compose.*", "scripts.*", "engine.*",
     "api_key.secret",
-    "pool.config_key", "pool.size_env", "pool.overflow_env", "pool.*_metric",
+    "pool.config_key", "pool.settings.*", "pool.size_env", "pool.overflow_env", "pool.timeout_env", "pool.pre_ping_env", "pool.*_metric",
     "alerts.tls_alert_prefix",
-    "tls.metrics_dir",
     "disclosure.responses", "disclosure.full_docs", "disclosure.endpoints", "disclosure.full_docs_endpoint",
     "live.*",
-    "breakers.services", "breakers.config_key", "breakers.dependency", "breakers.settings.*", "breakers.alert",
+    "breakers.services", "breakers.code", "breakers.config_key", "breakers.config_entry", "breakers.dependency", "breakers.settings.*", "breakers.alert",
     "breakers.state_metric", "breakers.breaker_label", "breakers.states.*", "breakers.requests",
     "breakers.open_body_marker", "breakers.alertmanager_port",
 )
@@ -297,7 +307,7 @@ INTERFACES = (
 # mapping, a pool.size_env no service sets, a breakers.alert that is not the breaker's, a rule tests dir of
 # no tests passed a pool of size 1 or an untested alert under --strict-profile. The rule tests' path is such
 # a key though it names files: which tests are run decides what the unit-test check proves.
-FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "tls.metrics_dir", "disclosure.responses", "disclosure.full_docs")
+FILE_POINTERS = ("paths.*", "compose.*", "engine.*", "breakers.code", "disclosure.responses", "disclosure.full_docs")
 DECIDING_PATHS = ("paths.prometheus_rule_tests",)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from stackproof.target.compose import ComposeModel, Service
+from stackproof.target.shell import SimpleCommand, simple_commands
 from stackproof.errors import NotDeclared, StackError
 from stackproof.io.files import read_stack_file, walk_files
 
@@ -159,6 +160,24 @@ class TlsMonitor:
     def declaration(self) -> str:
         """The value of roles.tls_monitor that names it."""
         return self.service.name if self.service else ""
+
+    def invocation(self, script: str) -> SimpleCommand | None:
+        """How the monitor `script` is called: the words from the script's own on (an interpreter before it
+        dropped) and the environment it gets (the service's or the cron file's, then the assignments in
+        front of the command). A shell's `-c` string is split into its commands first; a command line
+        that never names the script (an image whose entrypoint runs it) is taken whole when it is one
+        command or none. None: several commands, none of them the script."""
+        argv = [*self.service.entrypoint, *self.service.command] if self.service else list(self.cron.argv)
+        env = self.service.environment if self.service else self.cron.env
+        commands = simple_commands(argv)
+        for command in commands:
+            named = [i for i, word in enumerate(command.argv) if PurePosixPath(word).name == script]
+            if named:
+                return SimpleCommand(command.argv[named[0]:], {**env, **command.env})
+        if len(commands) <= 1:
+            only = commands[0] if commands else SimpleCommand([])
+            return SimpleCommand(only.argv, {**env, **only.env})
+        return None
 
 
 class Roles:

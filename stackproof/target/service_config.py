@@ -14,7 +14,8 @@ from stackproof.io.yamlio import load_yaml
 
 def pool_config_of(stack, svc) -> tuple[Path | None, str]:
     """The pool config a service reads, and how it was found: a file its environment points at
-    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config."""
+    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config
+    (when the profile names one: a pool set only in the environment has none)."""
     key = stack.profile["pool"]["config_key"].split(".")
     for var, value in sorted(svc.environment.items()):
         if not value or not value.startswith("/"):
@@ -23,6 +24,8 @@ def pool_config_of(stack, svc) -> tuple[Path | None, str]:
         if host is not None and stack.inside(host) and host.is_file() and host.suffix in (".yml", ".yaml") \
                 and holds(host, key):  # a bind mount of an outside dir is never read in the stack's name
             return host, f"{var}={value}"
+    if not stack.profile["paths"]["pool_config"]:
+        return None, ""
     configured = stack.path("pool_config")
     for mount in svc.volumes:
         if mount.type == "bind" and (str(configured) == mount.source

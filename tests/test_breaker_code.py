@@ -1,0 +1,69 @@
+"""Breakers declared in code (stackproof/resources/breaker_code.py): read with ast from the libraries' calls,
+a hand-written class's defaults and the state encoding the code states; the code is never run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stackproof.redact import Redactor
+from stackproof.resources.breaker_code import read_breaker_code
+from stackproof.target.stack import Stack
+
+
+def code_of(tmp_path: Path, files: dict[str, str]):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    stack = Stack(tmp_path, 20, Redactor())
+    return read_breaker_code(stack, tmp_path)
+
+
+@pytest.mark.parametrize("source, settings", [
+    ("import pybreaker\ndb = pybreaker.CircuitBreaker(fail_max=3, name='postgres')\n",
+     {"threshold": 3, "recovery": 60, "half_open": 1}),  # pybreaker's default reset_timeout and one trial call
+    ("from aiobreaker import CircuitBreaker\nfrom datetime import timedelta\n"
+     "db = CircuitBreaker(fail_max=5, timeout_duration=timedelta(minutes=2), name='postgres')\n",
+     {"threshold": 5, "recovery": 120, "half_open": 1}),
+    ("from circuitbreaker import circuit\n@circuit(failure_threshold=4, recovery_timeout=45, name='postgres')\n"
+     "def query():\n    pass\n", {"threshold": 4, "recovery": 45, "half_open": 1}),
+])
+def test_library_breakers(tmp_path, source, settings):
+    code = code_of(tmp_path, {"app/db.py": source})
+    assert [(b.name, b.file, b.settings) for b in code.breakers] == [("postgres", "app/db.py", settings)]
+
+
+def test_hand_written_class_defaults_and_its_state_constants(tmp_path):
+    code = code_of(tmp_path, {
+        "app/breaker.py": "class CircuitBreaker:\n    CLOSED, OPEN, HALF_OPEN = 0, 1, 2\n"
+                          "    def __init__(self, name, fail_max, reset_timeout=60, half_open_max=2):\n        pass\n",
+        "app/db.py": "from .breaker import CircuitBreaker\nLIMIT = 5\n"
+                     "db = CircuitBreaker('postgres', fail_max=LIMIT, reset_timeout=30)\n",
+    })
+    (breaker,) = code.breakers
+    assert (breaker.name, breaker.line) == ("postgres", 3)
+    # a variable's value is unknown without running the code: not read, never guessed
+    assert breaker.settings == {"recovery": 30, "half_open": 2}
+    assert code.states == {"closed": 0, "open": 1, "half_open": 2}
+
+
+def test_the_gauges_help_text_states_the_encoding(tmp_path):
+    code = code_of(tmp_path, {"app/metrics.py": "from prometheus_client import Gauge\n"
+                                                "POOL = Gauge('pool_size', 'connections of the pool')\n"
+                                                "STATE = Gauge('circuit_state', 'state: 0 closed, 1 half-open, 2 open', ['breaker'])\n"})
+    assert code.states == {"closed": 0, "half_open": 1, "open": 2}
+
+
+def test_tests_are_left_out_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    code = code_of(tmp_path, {
+        "app/db.py": f"open({str(marker)!r}, 'w').write('x')\nimport pybreaker\n"
+                     "db = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, name='postgres')\n",
+        "app/tests/test_db.py": "import pybreaker\nb = pybreaker.CircuitBreaker(fail_max=1, name='postgres')\n",
+        "app/db_test.py": "import pybreaker\nb = pybreaker.CircuitBreaker(fail_max=1, name='postgres')\n",
+        "app/broken.py": "def (:\n",
+    })
+    assert [(b.file, b.settings["threshold"]) for b in code.breakers] == [("app/db.py", 5)]
+    assert code.states is None
+    assert not marker.exists()
