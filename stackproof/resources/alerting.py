@@ -238,7 +238,8 @@ def rule_test_files(stack, directory: Path) -> tuple[list[Path], list[Path]]:
     dir: a YAML file (*.yml, *.yaml) that parses as a mapping without a `tests:` key is something else
     kept beside the tests (a rule file, prometheus.yml, alertmanager.yml), which promtool would refuse
     as a test; a file that does not parse stays a test file, for promtool to say what is wrong with it."""
-    tests, others = [], []
+    tests: list[Path] = []
+    others: list[Path] = []
     for path in list_dir(directory, stack.rel(directory)):
         if path.suffix not in (".yml", ".yaml") or not path.is_file():
             continue

@@ -138,7 +138,7 @@ def _init_defaults(cls: ast.ClassDef) -> dict[str, object]:
     if init is None:
         return {}
     args = init.args.args[len(init.args.args) - len(init.args.defaults):]
-    pairs = [*zip(args, init.args.defaults), *zip(init.args.kwonlyargs, init.args.kw_defaults)]
+    pairs = [*zip(args, init.args.defaults, strict=True), *zip(init.args.kwonlyargs, init.args.kw_defaults, strict=True)]
     found = {}
     for arg, default in pairs:
         role = next((role for role, names in KEYWORDS.items() if arg.arg in names), None)
@@ -166,7 +166,7 @@ def _state_constants(cls: ast.ClassDef) -> dict[str, int] | None:
         target, value = node.targets[0], node.value
         names = target.elts if isinstance(target, ast.Tuple) else [target]
         values = value.elts if isinstance(value, ast.Tuple) else [value]
-        for name, item in zip(names, values):
+        for name, item in zip(names, values, strict=False):  # a mismatched unpacking: what pairs up
             if isinstance(name, ast.Name) and name.id in STATE_CONSTANTS and isinstance(code := _literal(item), int):
                 found[STATE_CONSTANTS[name.id]] = code
     return found if len(found) == 3 else None

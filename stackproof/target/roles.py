@@ -167,8 +167,14 @@ class TlsMonitor:
         front of the command). A shell's `-c` string is split into its commands first; a command line
         that never names the script (an image whose entrypoint runs it) is taken whole when it is one
         command or none. None: several commands, none of them the script."""
-        argv = [*self.service.entrypoint, *self.service.command] if self.service else list(self.cron.argv)
-        env = self.service.environment if self.service else self.cron.env
+        declared: dict[str, str | None]
+        if self.service:
+            argv, declared = [*self.service.entrypoint, *self.service.command], dict(self.service.environment)
+        elif self.cron:
+            argv, declared = list(self.cron.argv), dict(self.cron.env)
+        else:
+            return None
+        env = {name: value for name, value in declared.items() if value is not None}  # None: not set
         commands = simple_commands(argv)
         for command in commands:
             named = [i for i, word in enumerate(command.argv) if PurePosixPath(word).name == script]
