@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from harness import assert_no_secret_in, assert_only_control_fails, merge_into_profile, operator_interface, stack_secrets
 
+from stackproof.errors import StackError
+from stackproof.io.yamlio import load_yaml
+from stackproof.target.compose import _load_real_on_copies, compose_binary, refuse_outside_inputs
 from stackproof.target.stack import Stack
 
 COMPOSE = "ai-stack/compose/docker-compose.yml"
@@ -323,7 +326,16 @@ def alertmanager_mounted_from_outside(stack: Path, outside: Path) -> None:
          f"      - {outside}:/etc/alertmanager:ro")
 
 
+def env_file_of_an_included_file(stack: Path, outside: Path) -> None:
+    """A file the compose file includes (inside the stack dir) names an env_file outside by its absolute path."""
+    (outside / "ci.env").write_text(f"EXTRA={OUTSIDE_TEXT}\n")
+    (stack / "ai-stack/compose/extra.yml").write_text(
+        f"services:\n  extra:\n    image: busybox\n    env_file: [{outside / 'ci.env'}]\n")
+    edit(stack, COMPOSE, "services:\n", "include: [extra.yml]\n\nservices:\n")
+
+
 OUTSIDE_READS = {
+    "env-file-of-an-included-file": (env_file_of_an_included_file, "extra.yml: service 'extra' env_file"),
     "env-file-climbing-out": (env_file_climbing_out, "env_file '../../../outside/ci.env' leads outside"),
     "extends-through-a-link": (extends_through_a_link, "extends.file 'base.yml' leads outside"),
     "alertmanager-mounted-from-outside": (alertmanager_mounted_from_outside, "outside the stack dir: not read"),
@@ -341,6 +353,21 @@ def test_an_outside_reference_is_a_finding_never_a_read(hostile_run, stack_copy,
     reasons = " | ".join([r for c in run.failed_controls for r in run.reasons(c)] + run.report["target_errors"])
     assert fragment in reasons, reasons
     assert run.failed_gate
+
+
+def test_compose_reads_copies_of_the_checked_inputs_only(stack_copy):
+    """Compose runs on copies of what was checked, in a dir named like the stack dir: a file the check did not
+    pass (here the project's .env, left out) is not there for it to read, whatever the stack dir holds; the
+    model and Compose's errors name the stack's paths, never the copies'."""
+    compose_dir = stack_copy / "ai-stack/compose"
+    main = compose_dir / "docker-compose.yml"
+    inputs = refuse_outside_inputs(stack_copy, [main], [load_yaml(main, "compose")], {})
+    assert set(inputs) == {main, compose_dir / ".env"}
+    model = _load_real_on_copies(compose_binary(), stack_copy, inputs, [main], 60, [], [], {})
+    assert model.name == "ai-stack" and model.services["nginx"].volumes[0].source.startswith(str(compose_dir))
+    with pytest.raises(StackError) as failed:  # without its .env, STACK_UID is unset: Compose's error, our paths
+        _load_real_on_copies(compose_binary(), stack_copy, {main: inputs[main]}, [main], 60, [], [], {})
+    assert "STACK_UID" in str(failed.value) and "stackproof-compose-" not in str(failed.value)
 
 
 # --- F: what the stack makes the suite read or run is bounded in memory and time -------------------------

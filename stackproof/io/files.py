@@ -154,6 +154,19 @@ def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: 
     return sorted(found)
 
 
+def mirror_files(root: Path, files: dict[Path, int], into: Path) -> Path:
+    """Copies of `files` (path -> cap; each lexically inside `root`) at the same places under a new dir in
+    `into` named like `root`; returns it. A program given the copies reads what was checked, however the
+    stack's files change meanwhile, and nothing else of the stack (nor, through a link, outside it)."""
+    mirror = into / root.name
+    mirror.mkdir(mode=0o700)
+    for path, cap in files.items():
+        target = mirror / path.relative_to(root)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.write_bytes(read_stack_file(path, str(path.relative_to(root)), cap))
+    return mirror
+
+
 def read_stack_text(path: Path, name: str, cap: int = DEFAULT_CAP) -> str:
     """A regular file's text (UTF-8, undecodable bytes replaced), at most `cap` bytes."""
     return read_stack_file(path, name, cap).decode("utf-8", errors="replace")

@@ -15,17 +15,19 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stackproof.io import proc
 from stackproof.errors import RequiredVariablesMissing, StackError
-from stackproof.io.files import read_stack_text, require_small_file
+from stackproof.io.files import mirror_files, read_stack_text, require_small_file
 from stackproof.io.yamlio import MAX_YAML_BYTES, load_yaml, parse_yaml
 from stackproof.target.profile import inside
 
 MAX_ENV_BYTES = 1024 * 1024
+MAX_INCLUDED_FILES = 100  # compose files reached through include and extends whose references are checked
 
 SECRETS_ROOT = "/run/secrets"
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -244,36 +246,53 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
     missing = missing_variables(files, docs, env)
     if missing:
         raise RequiredVariablesMissing(files[0].name, missing)
-    if root is not None:
-        refuse_outside_inputs(root, files, docs, env)
+    inputs = refuse_outside_inputs(root, files, docs, env) if root is not None else None
     binary = compose_binary() if prefer_real else None
+    if binary and root is not None and inputs is not None:
+        return _load_real_on_copies(binary, root, inputs, files, timeout, list(env_files), list(profiles), passed)
     if binary:
         return _load_real(binary, files, timeout, list(env_files), list(profiles), passed)
     return _load_fallback(files, docs, env, list(env_files), list(profiles))
 
 
-def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: dict[str, str]) -> None:
+def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: dict[str, str]) -> dict[Path, int]:
     """Every file Compose reads for the model lies inside the stack dir, its symlinks followed: the compose
     and override files, the project's .env, and what they name (`include`, `env_file`, `extends.file`,
     `label_file`). An absolute `env_file: /home/runner/.aws/credentials` or an override linked outside
     would have Compose read it and the checks quote it: it is a finding naming the reference, never a read.
     Each one there is a regular file within the cap of its kind: Compose reads an env file whole, however
-    large, and blocks on a FIFO, so a sparse 3 GB env_file would take its memory and a FIFO its time."""
-    def check(path: Path, what: str, cap: int) -> None:
-        if not inside(path, root):
+    large, and blocks on a FIFO, so a sparse 3 GB env_file would take its memory and a FIFO its time.
+    Returns those that exist, each with its cap: Compose is run on copies of them (`_load_real_on_copies`)."""
+    checked: dict[Path, int] = {}
+    seen = {Path(os.path.normpath(path)) for path in files}  # compose files whose references are followed
+
+    def check(path: Path, what: str, cap: int) -> Path | None:
+        path = Path(os.path.normpath(path))
+        if not inside(path, root) or not path.is_relative_to(os.path.normpath(root)):
             raise StackError(f"{what} leads outside the stack dir: not read")
-        if os.path.lexists(path):  # a missing one is Compose's to report (or optional: `required: false`)
-            require_small_file(path, what, cap)
+        if not os.path.lexists(path):  # a missing one is Compose's to report (or optional: `required: false`)
+            return None
+        require_small_file(path, what, cap)
+        checked[path] = max(cap, checked.get(path, 0))
+        return path
 
     for path in files:
         check(path, path.name, MAX_YAML_BYTES)
     if os.path.lexists(files[0].parent / ".env"):
         check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}", MAX_ENV_BYTES)
-    for path, doc in zip(files, docs, strict=False):  # docs is [] on the first call (files only)
+    pending = list(zip(files, docs, strict=False))  # docs is [] on the first call (files only)
+    while pending:
+        path, doc = pending.pop(0)
+        if not isinstance(doc, dict):
+            continue
         where = _rel_to(path, root)
         for entry in _as_list(doc.get("include")):
             for ref in _as_list(entry.get("path") if isinstance(entry, dict) else entry):
-                _check_ref(check, path, ref, env, f"{where}: include {ref!r}", MAX_YAML_BYTES)
+                included = _check_ref(check, path, ref, env, f"{where}: include {ref!r}", MAX_YAML_BYTES)
+                if included is not None and included not in seen and len(seen) < MAX_INCLUDED_FILES:
+                    # what an included file reads is read too (Compose follows includes and extends in it)
+                    seen.add(included)
+                    pending.append((included, load_yaml(included, _rel_to(included, root))))
             for ref in _as_list(entry.get("env_file") if isinstance(entry, dict) else None):
                 _check_ref(check, path, ref, env, f"{where}: include env_file {ref!r}", MAX_ENV_BYTES)
         services = doc.get("services")
@@ -286,17 +305,22 @@ def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: 
             if isinstance(svc.get("extends"), dict) and svc["extends"].get("file"):
                 refs.append((svc["extends"]["file"], "extends.file", MAX_YAML_BYTES))
             for ref, key, cap in refs:
-                _check_ref(check, path, ref, env, f"{where}: service {name!r} {key} {ref!r}", cap)
+                found = _check_ref(check, path, ref, env, f"{where}: service {name!r} {key} {ref!r}", cap)
+                if key == "extends.file" and found is not None and found not in seen and len(seen) < MAX_INCLUDED_FILES:
+                    seen.add(found)
+                    pending.append((found, load_yaml(found, _rel_to(found, root))))
+    return checked
 
 
-def _check_ref(check, compose_file: Path, ref, env: dict[str, str], what: str, cap: int) -> None:
+def _check_ref(check, compose_file: Path, ref, env: dict[str, str], what: str, cap: int) -> Path | None:
+    """The file `ref` names, checked (None: no such file, or nothing to check)."""
     if not isinstance(ref, str) or not ref:
-        return
+        return None
     try:
         text = interpolate(ref, env, what)
     except StackError:
-        return  # a malformed or unset reference is the loader's to report
-    check(compose_file.parent / os.path.expanduser(text), what, cap)
+        return None  # a malformed or unset reference is the loader's to report
+    return check(compose_file.parent / os.path.expanduser(text), what, cap)
 
 
 def _as_list(value: Any) -> list:
@@ -376,7 +400,8 @@ def missing_variables(files: list[Path], docs: list[dict], env: dict[str, str]) 
 
 
 def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: list[Path],
-               profiles: list[str], passed: dict[str, str]) -> ComposeModel:
+               profiles: list[str], passed: dict[str, str], raw: bool = False) -> Any:
+    """The model `docker compose config` gives (`raw`: its JSON document, for `_load_real_on_copies`)."""
     cmd = [*binary, "--project-directory", str(files[0].parent)]
     for path in files:
         cmd += ["-f", str(path)]
@@ -395,8 +420,43 @@ def _load_real(binary: list[str], files: list[Path], timeout: float, env_files: 
     if not isinstance(doc, dict):
         message = " ".join(done.stderr.decode(errors="replace").split()) or f"exit {done.returncode}, no output"
         raise StackError(f"{files[0].name}: docker compose config: {message}")
+    if raw:
+        return doc
     active = profiles + [p for p in passed.get("COMPOSE_PROFILES", "").split(",") if p]
     return _model(doc, files, "docker compose config", active, env_files)
+
+
+def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int], files: list[Path], timeout: float,
+                         env_files: list[Path], profiles: list[str], passed: dict[str, str]) -> ComposeModel:
+    """`docker compose config` run on copies of the files it reads, made from what `refuse_outside_inputs`
+    checked, in a new dir named like the stack dir (Compose names the project after its dir): a file swapped
+    for a link or a FIFO after the check, or an input the check does not know (a nested include), is not
+    there for Compose to read. The paths in the model, and in Compose's errors, are the stack's again."""
+    base = Path(os.path.normpath(root))
+    with tempfile.TemporaryDirectory(prefix="stackproof-compose-") as work:
+        copy = mirror_files(base, inputs, Path(work))
+
+        def at_copy(path: Path) -> Path:
+            return copy / Path(os.path.normpath(path)).relative_to(base)
+
+        try:
+            model_doc = _load_real(binary, [at_copy(f) for f in files], timeout, [at_copy(f) for f in env_files],
+                                   profiles, passed, raw=True)
+        except StackError as exc:
+            raise StackError(str(exc).replace(str(copy), str(base))) from None
+    active = profiles + [p for p in passed.get("COMPOSE_PROFILES", "").split(",") if p]
+    return _model(_rebased(model_doc, str(copy), str(base)), files, "docker compose config", active, env_files)
+
+
+def _rebased(node: Any, old: str, new: str) -> Any:
+    """`node` with every path under `old` (a string equal to it or starting with it and a slash) under `new`."""
+    if isinstance(node, str):
+        return new + node[len(old):] if node == old or node.startswith(old + "/") else node
+    if isinstance(node, list):
+        return [_rebased(item, old, new) for item in node]
+    if isinstance(node, dict):
+        return {_rebased(key, old, new): _rebased(value, old, new) for key, value in node.items()}
+    return node
 
 
 UNSUPPORTED = {"include": "include:", "extends": "extends"}
