@@ -237,11 +237,16 @@ def rule_test_files(stack, directory: Path) -> tuple[list[Path], list[Path]]:
     """(unit-test files, other YAML files) of a rule tests dir, told apart by content as init finds the
     dir: a YAML file (*.yml, *.yaml) that parses as a mapping without a `tests:` key is something else
     kept beside the tests (a rule file, prometheus.yml, alertmanager.yml), which promtool would refuse
-    as a test; a file that does not parse stays a test file, for promtool to say what is wrong with it."""
+    as a test; a file that does not parse stays a test file, for promtool to say what is wrong with it.
+    A file leading outside the stack dir is not read to be told apart: it stays a test file, for the check
+    to refuse."""
     tests: list[Path] = []
     others: list[Path] = []
     for path in list_dir(directory, stack.rel(directory)):
         if path.suffix not in (".yml", ".yaml") or not path.is_file():
+            continue
+        if not stack.inside(path):
+            tests.append(path)
             continue
         try:
             doc = load_yaml(path, stack.rel(path))

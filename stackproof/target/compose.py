@@ -246,7 +246,7 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
     missing = missing_variables(files, docs, env)
     if missing:
         raise RequiredVariablesMissing(files[0].name, missing)
-    inputs = refuse_outside_inputs(root, files, docs, env) if root is not None else None
+    inputs = refuse_outside_inputs(root, files, docs, env, list(env_files)) if root is not None else None
     binary = compose_binary() if prefer_real else None
     if binary and root is not None and inputs is not None:
         return _load_real_on_copies(binary, root, inputs, files, timeout, list(env_files), list(profiles), passed)
@@ -255,9 +255,10 @@ def load_compose(main: Path, overrides: list[Path], timeout: float, prefer_real:
     return _load_fallback(files, docs, env, list(env_files), list(profiles))
 
 
-def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: dict[str, str]) -> dict[Path, int]:
+def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: dict[str, str],
+                          env_files: list[Path] | tuple = ()) -> dict[Path, int]:
     """Every file Compose reads for the model lies inside the stack dir, its symlinks followed: the compose
-    and override files, the project's .env, and what they name (`include`, `env_file`, `extends.file`,
+    and override files, the `--env-file` files, the project's .env, and what they name (`include`, `env_file`, `extends.file`,
     `label_file`). An absolute `env_file: /home/runner/.aws/credentials` or an override linked outside
     would have Compose read it and the checks quote it: it is a finding naming the reference, never a read.
     Each one there is a regular file within the cap of its kind: Compose reads an env file whole, however
@@ -278,6 +279,8 @@ def refuse_outside_inputs(root: Path, files: list[Path], docs: list[dict], env: 
 
     for path in files:
         check(path, path.name, MAX_YAML_BYTES)
+    for env_file in env_files:  # --env-file, from the profile
+        check(env_file, _rel_to(env_file, root), MAX_ENV_BYTES)
     if os.path.lexists(files[0].parent / ".env"):
         check(files[0].parent / ".env", f"{_rel_to(files[0].parent / '.env', root)}", MAX_ENV_BYTES)
     pending = list(zip(files, docs, strict=False))  # docs is [] on the first call (files only)
