@@ -42,9 +42,13 @@ def test_secret_references_declare_mode(stack, evidence, target_engine):
     evidence.note(f"compose model read by {compose.loader}")
     evidence.note(ENGINE_NOTES.get(target_engine, ENGINE_NOTES["compose"]))
     assert refs, f"{stack.rel(compose.files[0])}: no service mounts a secret"
-    wrong = [f"{name} → {ref.source} mode {_mode(ref.mode)}" for name, ref in refs if ref.mode != wanted]
-    evidence.locate(*(stack.locate_compose("services", name, "secrets") for name, ref in refs if ref.mode != wanted))
-    assert not wrong, f"{stack.rel(compose.files[0])}: secret mode is not {wanted:04o}: {', '.join(wrong)}"
+    wrong: dict[str, list[str]] = {}  # the compose file that writes the reference -> what is wrong there
+    for name, ref in refs:
+        if ref.mode != wanted:
+            place = stack.locate_secret_reference(name, ref.source)
+            evidence.locate(place)
+            wrong.setdefault(place.path, []).append(f"{name} → {ref.source} mode {_mode(ref.mode)}")
+    assert not wrong, "; ".join(f"{file}: secret mode is not {wanted:04o}: {', '.join(items)}" for file, items in wrong.items())
 
 
 @pytest.mark.static

@@ -216,8 +216,7 @@ DEFECTS = [
     HouseDefect("harbor", "secret-mode-0444", "docker_secrets_mode",
                 edit("compose/prod.yml", "{source: master_key, target: master_key, mode: 0400}",
                      "{source: master_key, target: master_key, mode: 0444}"),
-                ("master_key mode 0444",), also="the secrets README scrubs 'master_key' out of the reason, "
-                "which also names compose/base.yml for a fact of compose/prod.yml"),
+                ("compose/prod.yml: secret mode is not 0400: gateway → master_key mode 0444",)),
     HouseDefect("harbor", "three-replicas", "connection_pool",  # 3 x 60 > 160 - 3
                 edit("compose/prod.yml", "replicas: 2 ", "replicas: 3 "), ("180 connections (gateway 3 × 60)", "157")),
     HouseDefect("harbor", "pool-cap-below-min-connections", "connection_pool",  # a cap of 30 leaves an overflow of 10

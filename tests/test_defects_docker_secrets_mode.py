@@ -38,6 +38,17 @@ BOTH = [
 ]
 
 
+def test_a_mode_set_in_an_override_file_is_named_there(stack_copy, run_static):
+    """Compose replaces a secret's entry with the override file's: the reason names the override file, where the
+    fix goes, not the main file that still says 0400."""
+    (stack_copy / "ai-stack/compose/docker-compose.override.yml").write_text(
+        "services:\n  aidb:\n    secrets:\n      - {source: stack_api_key, target: stack_api_key, mode: 0444}\n")
+    run = run_static(stack_copy)
+    assert_only_control_fails(run, "docker_secrets_mode",
+                              "ai-stack/compose/docker-compose.override.yml: secret mode is not 0400: aidb → stack_api_key mode 0444")
+    assert f"{COMPOSE}: secret mode" not in " ".join(run.reasons("docker_secrets_mode"))
+
+
 @pytest.mark.parametrize("layout_copy, defect", cases(BOTH), indirect=["layout_copy"])
 def test_defect_fails_docker_secrets_mode_in_each_stack(layout_copy, run_static, defect):
     stack, layout = layout_copy

@@ -19,7 +19,7 @@ from stackproof.target.profile import Profile, inside
 from stackproof.redact import MAX_WINDOWS, RedactionBudgetExceeded, Redactor
 from stackproof.evidence import Location
 from stackproof.io.files import read_stack_file, require_readable_git
-from stackproof.io.yamlio import MAX_YAML_BYTES, key_path_text, key_position
+from stackproof.io.yamlio import MAX_YAML_BYTES, key_path_text, key_position, load_yaml
 from stackproof.io.sandbox import Sandbox
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -182,6 +182,23 @@ class Stack:
         files = self.compose.files
         best = max(files, key=lambda file: self._key_position(file, keys)[0])  # max keeps the first of equals
         return self.locate(best, *keys)
+
+    def locate_secret_reference(self, service: str, source: str) -> Location:
+        """Where a service's reference to a secret is written: the last compose file that lists it, as Compose
+        merges a secret's entry by its source, an override's replacing the base file's (its `mode` with it)."""
+        found: Location | None = None
+        for file in self.compose.files:
+            try:
+                doc = load_yaml(file, self.rel(file)) if self.inside(file) else None
+            except StackError:
+                continue
+            services = doc.get("services") if isinstance(doc, dict) else None
+            svc = services.get(service) if isinstance(services, dict) else None
+            entries = svc.get("secrets") if isinstance(svc, dict) else None
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                if source in (entry, entry.get("source") if isinstance(entry, dict) else None):
+                    found = self.locate(file, "services", service, "secrets", index)
+        return found or self.locate_compose("services", service, "secrets")
 
     @property
     def compose(self) -> ComposeModel:
