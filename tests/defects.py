@@ -240,28 +240,3 @@ def certificate_on_disk(days: int) -> Injector:
     return lambda stack: write_certificate(days)(stack, REFERENCE)
 
 
-@dataclass
-class SavedFile:
-    """A file's bytes, mode and owner before a defect changed it (content None: it did not exist)."""
-
-    path: Path
-    content: bytes | None
-    mode: int | None
-    owner: tuple[int, int] | None
-
-
-def save_file(path: Path) -> SavedFile:
-    if not path.exists():
-        return SavedFile(path, None, None, None)
-    st = path.stat()
-    return SavedFile(path, path.read_bytes(), st.st_mode & 0o7777, (st.st_uid, st.st_gid))
-
-
-def restore_file(saved: SavedFile) -> None:
-    if saved.content is None:
-        saved.path.unlink(missing_ok=True)
-        return
-    saved.path.chmod(0o600)
-    saved.path.write_bytes(saved.content)
-    os.chown(saved.path, *saved.owner)
-    saved.path.chmod(saved.mode)

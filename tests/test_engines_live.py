@@ -30,7 +30,8 @@ from typing import Callable
 import docker
 import pytest
 from cryptography.hazmat.primitives import serialization
-from defects import certificate_on_disk, certificate_pair, restore_file, save_file
+from defects import certificate_on_disk, certificate_pair
+from journal import restore_file, save_file
 from harness import (REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, require_tool, run_own, stack_secrets,
                      unavailable)
 from test_live_defects import COMPOSE, HTTPS_CONTROLS, LIVE_DEFECTS, ComposeTarget, LiveDefect, run_with_defect

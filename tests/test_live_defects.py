@@ -18,9 +18,9 @@ from typing import Callable
 
 import docker
 import pytest
-from defects import (COORDINATOR_CONFIG, breaker_removed_from_coordinator, certificate_on_disk, chmod, replace,
-                     restore_file, save_file)
+from defects import COORDINATOR_CONFIG, breaker_removed_from_coordinator, certificate_on_disk, chmod, replace
 from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
+from journal import restore_file, save_file
 
 from stackproof.io import proc
 

@@ -117,22 +117,24 @@ for cert in "${certs[@]}"; do
   elif ! grep -q -- '-----BEGIN CERTIFICATE-----' "$cert" 2>/dev/null; then
     reason="not a PEM certificate"
   else
-    enddate="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -enddate 2>/dev/null)" || reason="not a PEM certificate (openssl x509 failed)"
+    # one openssl run for the four fields (each run loads OpenSSL's configuration and providers)
+    fields="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -nameopt RFC2253 \
+      -subject -issuer -startdate -enddate 2>/dev/null)" || reason="not a PEM certificate (openssl x509 failed)"
   fi
   if [[ -z "$reason" ]]; then
-    subject="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -subject -nameopt RFC2253 2>/dev/null)" || reason="cannot read subject"
-    issuer="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -issuer -nameopt RFC2253 2>/dev/null)" || reason="cannot read issuer"
-  fi
-  if [[ -z "$reason" ]]; then
-    enddate="${enddate#notAfter=}"
+    subject="" issuer="" startdate="" enddate=""
+    while IFS= read -r line; do  # RFC 2253 escapes control characters: one line per field
+      case "$line" in
+        subject=*) subject="${line#subject=}" ;;
+        issuer=*) issuer="${line#issuer=}" ;;
+        notBefore=*) startdate="${line#notBefore=}" ;;
+        notAfter=*) enddate="${line#notAfter=}" ;;
+      esac
+    done <<<"$fields"
     not_after="$(date -u -d "$enddate" +%s 2>/dev/null)" || reason="cannot parse notAfter '$enddate'"
   fi
   # a certificate that is not valid yet is refused by every client, whatever its days left
   if [[ -z "$reason" ]]; then
-    startdate="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -startdate 2>/dev/null)" || reason="cannot read notBefore"
-  fi
-  if [[ -z "$reason" ]]; then
-    startdate="${startdate#notBefore=}"
     if ! not_before="$(date -u -d "$startdate" +%s 2>/dev/null)"; then
       reason="cannot parse notBefore '$startdate'"
     elif ((not_before > now)); then
@@ -145,8 +147,7 @@ for cert in "${certs[@]}"; do
     m_success+=("tls_cert_check_success{path=\"$(esc "$cert")\"} 0")
     continue
   fi
-  subject="${subject#subject=}"; subject="${subject# }"
-  issuer="${issuer#issuer=}"; issuer="${issuer# }"
+  subject="${subject# }"; issuer="${issuer# }"
   cn="$(cn_of "$subject")"
   diff=$((not_after - now))
   days_left=$((diff / 86400))
