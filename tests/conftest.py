@@ -145,6 +145,8 @@ def running_reference_stack() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine: a copy-based self-test that needs a Docker engine (not the running "
                                        "reference stack): left out by `bin/stackproof selftest --fast`")
+    config.addinivalue_line("markers", "podman: a live self-test on rootful Podman, on a copy of the reference stack "
+                                       "of its own in a full run (test_podman_live.py): run beside the other live ones")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -159,4 +161,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     and rootful Podman's networks change the host's networking, and name resolution inside the running
     compose project was seen broken after them (nginx 502, aidb's breaker open) until it was recreated:
     the compose live self-tests must not depend on what those tests leave behind."""
-    items.sort(key=lambda item: item.path.name in ("test_engines_live.py", "test_swarm_multinode_live.py"))
+    items.sort(key=lambda item: item.path.name in ("test_engines_live.py", "test_podman_live.py",
+                                                  "test_swarm_multinode_live.py"))

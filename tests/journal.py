@@ -66,16 +66,22 @@ def save_file(path: Path) -> SavedFile:
 
 
 def restore_file(saved: SavedFile) -> None:
-    """Put the file back as it was saved (owner and mode too), and drop its journal entry."""
-    if saved.content is None:
-        saved.path.unlink(missing_ok=True)
-    else:
-        saved.path.chmod(0o600)
-        saved.path.write_bytes(saved.content)
-        os.chown(saved.path, *saved.owner)
-        saved.path.chmod(saved.mode)
+    """Put the file back as it was saved (owner and mode too), and drop its journal entry. A file whose
+    dir is gone (a copy of the stack a run made for itself, removed since) has nothing to restore."""
+    if saved.path.parent.is_dir():
+        _put_back(saved)
     if saved.entry is not None:
         shutil.rmtree(saved.entry, ignore_errors=True)
+
+
+def _put_back(saved: SavedFile) -> None:
+    if saved.content is None:
+        saved.path.unlink(missing_ok=True)
+        return
+    saved.path.chmod(0o600)
+    saved.path.write_bytes(saved.content)
+    os.chown(saved.path, *saved.owner)
+    saved.path.chmod(saved.mode)
 
 
 def restore_interrupted() -> list[Path]:
@@ -90,8 +96,9 @@ def restore_interrupted() -> list[Path]:
         content = meta_file.parent / "content"
         saved = SavedFile(Path(meta["path"]), content.read_bytes() if content.exists() else None, meta["mode"],
                           tuple(meta["owner"]) if meta["owner"] else None, meta_file.parent)
+        if saved.path.parent.is_dir():
+            restored.append(saved.path)
         restore_file(saved)
-        restored.append(saved.path)
     for leftover in JOURNAL.glob("*") if JOURNAL.is_dir() else []:
         # an entry without meta.json: its writer was killed while saving (the file was not changed yet)
         if not (leftover / "meta.json").exists() and not Path(f"/proc/{leftover.name.split('-')[0]}").exists():

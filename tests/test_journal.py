@@ -76,3 +76,16 @@ def test_the_script_says_what_it_restored(tmp_path: Path, journal_dir: Path):
     assert first.returncode == 3 and f"restored {config} (changed by a self-test run that was interrupted)" in first.stderr
     assert config.read_bytes() == b"as set up"
     assert (second.returncode, second.stderr) == (0, "")
+
+
+def test_a_file_of_a_copy_removed_since_is_dropped(tmp_path: Path, journal_dir: Path):
+    """The Podman self-tests change a copy of the stack made for the run, which the run removes."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "server.crt").write_bytes(b"as set up")
+    _killed_mid_defect(journal_dir, (copy / "server.crt", b"a defect"))
+    (copy / "server.crt").unlink()
+    copy.rmdir()
+
+    assert journal.restore_interrupted() == []
+    assert not copy.exists() and list(journal_dir.iterdir()) == []

@@ -66,12 +66,14 @@ start_podman() {
 }
 
 copy_images_to_podman() {
-  # The images are built by Docker; Podman has its own storage: copy the ones it lacks, in one
-  # `docker save` so the shared base layers travel once.
-  local images missing=()
+  # The images are built by Docker; Podman has its own storage: copy the ones it lacks or holds in
+  # another build (an image's ID, the digest of its config, survives the copy), in one `docker save`
+  # so the shared base layers travel once.
+  local images missing=() image docker_id
   mapfile -t images < <(timeout 60 docker-compose -p "$PROJECT" -f "$STACK_DIR/ai-stack/compose/docker-compose.yml" config --images)
   for image in "${images[@]}"; do
-    timeout 30 podman image exists "$image" || missing+=("$image")
+    docker_id="$(timeout 30 docker image inspect -f '{{.Id}}' "$image")"
+    [[ "$(timeout 30 podman image inspect -f '{{.Id}}' "$image" 2>/dev/null)" == "${docker_id#sha256:}" ]] || missing+=("$image")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
   echo "up: copying ${#missing[@]} image(s) from Docker to Podman"

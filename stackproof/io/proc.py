@@ -51,6 +51,7 @@ LIMITS = {
 # How a refused allocation or write shows in stderr, where the program survives to say it: a line Go's or
 # Python's runtime starts with, or that ends with C's strerror (Python ignores SIGXFSZ and gets EFBIG)
 OUT_OF_MEMORY_STARTS = (b"fatal error: out of memory", b"fatal error: runtime: out of memory", b"runtime: out of memory",
+                        b"fatal error: runtime: cannot allocate memory",  # Go, when its runtime's own mmap is refused
                         b"MemoryError")
 OUT_OF_MEMORY_ENDS = (b"Cannot allocate memory",)
 FILE_TOO_LARGE_ENDS = (b"File too large",)
@@ -134,7 +135,9 @@ def limits(timeout: float) -> list[str]:
 def limit_reached(returncode: int, stderr: bytes, cpu: int) -> str:
     """Which limit stopped a child that failed, in words ('' when none did): the signal of the CPU time
     or file size limit, or the line its runtime printed on stderr when the heap cap refused an allocation."""
-    lines = [line.strip() for line in stderr[-65536:].splitlines()] if returncode > 0 else []
+    # the head too: Go prints its fatal error first, then every goroutine's stack
+    text = stderr if len(stderr) <= 131072 else stderr[:65536] + b"\n" + stderr[-65536:]
+    lines = [line.strip() for line in text.splitlines()] if returncode > 0 else []
     # the soft limit's signal, or a runtime that catches it and says so ("SIGXCPU: ..."), or, for one that
     # ignores it (Go's runtime does), the kernel's SIGKILL at the hard limit a second later: a multi-threaded
     # child spends its CPU time faster than the clock, so this limit can come before the timeout

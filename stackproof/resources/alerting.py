@@ -6,12 +6,13 @@ Shared by the controls that judge alerts (alert rules, circuit breakers).
 
 from __future__ import annotations
 
+import glob
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from stackproof.io import proc
+from stackproof.io import pure
 from stackproof.target.compose import Service
 from stackproof.errors import StackError
 from stackproof.io.files import glob_paths, list_dir, require_regular
@@ -217,10 +218,11 @@ def read_rule_file(path: Path, rel: str) -> list[Rule]:
     return rules
 
 
-def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
-    """Run promtool on one file (from its directory); (passed, one-line output)."""
+def promtool(stack, args: list[str], path: Path, reads: list[Path] | None = None) -> tuple[bool, str]:
+    """Run promtool on one file (from its directory); (passed, one-line output). `reads`: every file it
+    reads (the file itself by default), which make the run's identity (io.pure: once per content)."""
     require_regular(path, stack.rel(path))  # promtool would block on a FIFO
-    done = proc.run(["promtool", *args, path.name], timeout=stack.timeout, cwd=path.parent,
+    done = pure.run(["promtool", *args, path.name], reads=reads or [path], cwd=path.parent, timeout=stack.timeout,
                     where=f"promtool {args[-1]} {stack.rel(path)}")
     out = (done.stdout + done.stderr).decode(errors="replace")
     if done.returncode == 0:
@@ -231,6 +233,29 @@ def promtool(stack, args: list[str], path: Path) -> tuple[bool, str]:
     if " exp:[" in detail:  # a unit test's alert dump: keep which test, alert and time
         detail = detail.split(" exp:[", 1)[0].rstrip(", ") + ": fired alerts differ from the expected ones"
     return False, detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+def rule_test_reads(stack, test_file: Path) -> tuple[list[Path], list[str]]:
+    """(the files promtool reads to run a unit-test file: it and what its rule_files match, relative to
+    its dir; why it would read outside the stack dir: the file or a rule_files entry leads out, absolute,
+    `..` or a symlink). promtool quotes the lines of a file it cannot parse, so an outside file (a shadow
+    file) would reach the report. Matched as Go's filepath.Glob does, dotfiles included."""
+    where = stack.rel(test_file)
+    if not stack.inside(test_file):
+        return [test_file], [f"{where}: leads outside the stack dir (a symlink): not run"]
+    try:
+        doc = load_yaml(test_file, where)
+    except StackError:  # promtool reads no rule file from a test file it cannot parse: let it say why
+        return [test_file], []
+    patterns = doc.get("rule_files") if isinstance(doc, dict) else None
+    reads, problems = [test_file], []
+    for pattern in patterns if isinstance(patterns, list) else []:
+        target = test_file.parent / str(pattern)
+        matches = [Path(match) for match in glob.glob(str(target), include_hidden=True)]
+        if not all(stack.inside(match) for match in matches or [target]):
+            problems.append(f"{where}: rule_files entry {pattern} leads outside the stack dir: not run")
+        reads += matches
+    return reads, problems
 
 
 def rule_test_files(stack, directory: Path) -> tuple[list[Path], list[Path]]:
