@@ -2,8 +2,10 @@
 
     python -m stackproof.init --stack-dir DIR [--force]
 
-Reads the stack's files only (the compose model, configs, the scripts' usage text, cron
-files); it runs none of the stack's code. Every entry of the written `stackproof.yml` has a
+Reads the stack's files (the compose model, configs, the scripts' usage text, cron files);
+the stack's code runs only to prove the interface read from a script's usage text: once, in
+the sandbox the suite runs scripts in (stackproof/io/sandbox.py), on copies (a certificate
+made for it, a canary in place of the key). Every entry of the written `stackproof.yml` has a
 comment saying how it was found; whatever could not be decided is listed as TODO at the top
 and left to the defaults. An existing profile is never overwritten without --force.
 """
@@ -11,6 +13,7 @@ and left to the defaults. An existing profile is never overwritten without --for
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import json
 import os
@@ -24,10 +27,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from stackproof.io.files import read_stack_file, walk_files
+from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.io.yamlio import parse_yaml
 from stackproof.resources.breaker_code import read_breaker_code
+from stackproof.resources.certs import server_blocks
+from stackproof.resources.scripts import Rotator, where_used, monitor_trial
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
-from .errors import StackError
+from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
 from .redact import Redactor
 from stackproof.target.roles import SKIP_DIRS, Roles
@@ -303,25 +309,18 @@ class Inspector:
                 listed = []
             for path in listed:
                 files[path] = ", ".join(sorted(set(names) | set(files.get(path, "").split(", ")) - {""}))
+        if self.served_pair(services, files):
+            return
         where = "mounted into {}"
         if not files:
             files, where = dict.fromkeys(self.files, ""), "in the repository"
         certs, keys = {}, {}
         for path in files:
-            try:
-                data = read_stack_file(path, str(path), MAX_SCAN_BYTES)
-            except StackError:
-                data = b""
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                try:
-                    certs[path] = x509.load_pem_x509_certificates(data)[0].public_key().public_bytes(*SPKI)
-                except ValueError:
-                    continue
-            elif b"PRIVATE KEY-----" in data:
-                try:
-                    keys[path] = serialization.load_pem_private_key(data, None).public_key().public_bytes(*SPKI)
-                except (ValueError, TypeError):
-                    continue
+            kind, public = pem_public_key(path)
+            if kind == "cert":
+                certs[path] = public
+            elif kind == "key":
+                keys[path] = public
         pairs = [(c, k) for c, cpub in certs.items() for k, kpub in keys.items() if cpub == kpub]
         if not pairs:
             raise StackError(f"no certificate with its private key {where}: set paths.tls_cert and paths.tls_key "
@@ -332,6 +331,33 @@ class Inspector:
         self.found.set("paths", "tls_key", self.rel(key), f"its private key (same public key), {where}")
         if len(pairs) > 1:
             self.found.todo(f"paths.tls_cert: {len(pairs)} certificate/key pairs found; check {self.rel(cert)} is the served one")
+
+    def served_pair(self, services, files: dict[Path, str]) -> bool:
+        """The certificate and key the TLS terminator's own config names (nginx's `ssl_certificate` and
+        `ssl_certificate_key` in a config file mounted into it), through its bind mounts, kept as the config
+        names them: certbot's live/<domain>/ symlinks, which a renewal moves, not the archive file they point
+        to today. False when no mounted config names a pair of the repository."""
+        for svc in services:
+            for config, names in files.items():
+                if svc.name not in names.split(", ") or config.suffix != ".conf":
+                    continue
+                text = read_text(config)
+                named = [(SERVED_CERT.search(block), SERVED_KEY.search(block)) for block in server_blocks(text) or [text]]
+                for cert_match, key_match in named:
+                    if cert_match is None or key_match is None:
+                        continue
+                    cert, key = svc.host_path_for(cert_match.group(1)), svc.host_path_for(key_match.group(1))
+                    if cert is None or key is None or not (inside(cert, self.root) and inside(key, self.root)):
+                        continue
+                    (cert_kind, cert_public), (key_kind, key_public) = pem_public_key(cert), pem_public_key(key)
+                    if (cert_kind, key_kind) != ("cert", "key") or cert_public != key_public:
+                        continue
+                    how = f"{svc.name} serves it: ssl_certificate {cert_match.group(1)} in {self.rel(config)}"
+                    self.found.set("paths", "tls_cert", self.rel(cert), how)
+                    self.found.set("paths", "tls_key", self.rel(key), f"its private key: ssl_certificate_key "
+                                   f"{key_match.group(1)} in {self.rel(config)}")
+                    return True
+        return False
 
     def pool_variables(self, stack) -> dict[str, tuple[str, str]]:
         """pool.*_env key -> (the variable an API service sets for it, that service), told by the variable's
@@ -484,7 +510,8 @@ class Inspector:
         rotate = self._script("rotate_script", ROTATE_HINTS, "the key rotation")
         if "scripts" not in DEFAULTS:
             return
-        for key, script, read in (("monitor", monitor, monitor_interface), ("rotate", rotate, rotate_interface)):
+        for key, script, read, trial in (("monitor", monitor, monitor_interface, self.monitor_trial),
+                                         ("rotate", rotate, rotate_interface, self.rotate_trial)):
             if script is None:
                 continue
             interface, notes = read(read_text(script), script.name)
@@ -492,7 +519,50 @@ class Inspector:
                 self.found.todo(f"scripts.{key}: the usage text of {self.rel(script)} names no argument or variable "
                                 "this init understands: declare how to call it (a run then reports a refused call)")
                 continue
-            self.found.set("scripts", key, interface, f"read from the usage text of {self.rel(script)}: {notes}")
+            how = f"read from the usage text of {self.rel(script)}: {notes}"
+            self.found.set("scripts", key, interface, how)
+            try:
+                proven = trial(interface)
+            except (StackError, SandboxUnavailable) as exc:
+                proven = None
+                self.found.todo(f"scripts.{key}: not proven by a trial run of {self.rel(script)} in the sandbox: "
+                                f"{str(exc).removeprefix(NOT_PROVEN_PREFIX)}")
+            if proven is not None:
+                self.found.set("scripts", key, interface, f"{how}; {proven}")
+
+    def monitor_trial(self, interface: dict) -> str:
+        """The monitor called as read, once, in the sandbox on a valid certificate made for it."""
+        with tempfile.TemporaryDirectory(prefix="stackproof-init-") as workdir:
+            problem = monitor_trial(self.stack(), Path(workdir))
+        if problem:
+            raise StackError(problem)
+        return "proven by a trial run in the sandbox on a valid certificate"
+
+    def rotate_trial(self, interface: dict) -> str:
+        """The rotation called as read, once, in the sandbox on a canary in place of the key: where it really
+        writes its audit log and its backup of the old key (what the usage text cannot prove) is learned there."""
+        stack = self.stack()
+        name = self.found.get("api_key", "secret")
+        key = stack.compose.secrets.get(name) if name else None
+        if key is None or not key.is_file():
+            raise StackError(f"no file of the API key secret {name!r} to rotate a copy of (run the stack's set-up first)")
+        with Rotator(stack, key) as rotator:
+            run, logs, backups = rotator.trial(f"{self.rel(self.found.get('paths', 'rotate_script'))}: trial run")
+        if run.error:
+            raise StackError(run.error)
+        passed = where_used("audit_log", interface["command"], interface["env"], "rotate") is not None
+        notes = ["proven by a trial run in the sandbox on a canary key"]
+        if not passed:
+            if len(logs) != 1:
+                raise StackError("the script is given no audit log path, and the run appended a line to "
+                                 + (f"{len(logs)} files ({', '.join(logs)})" if logs else "no file")
+                                 + ": declare scripts.rotate.audit_log")
+            interface["audit_log"] = logs[0]
+            notes.append(f"it logs to {logs[0]}")
+        if len(backups) == 1:
+            interface["backup_dir"] = backups[0]
+            notes.append(f"backs up the old key in {backups[0]}")
+        return ", ".join(notes)
 
     def _script(self, key: str, hints: tuple[re.Pattern, ...], what: str) -> Path | None:
         scored = []
@@ -618,6 +688,25 @@ def deployment_reason(path: Path, root: Path) -> str:
 
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+SERVED_CERT = re.compile(r"(?<![\w.])ssl_certificate\s+[\"']?([^;\s\"']+)")
+SERVED_KEY = re.compile(r"(?<![\w.])ssl_certificate_key\s+[\"']?([^;\s\"']+)")
+
+
+def pem_public_key(path: Path) -> tuple[str, bytes]:
+    """("cert", its public key) of a PEM certificate (the first of the file), ("key", ...) of an unencrypted PEM
+    private key, ("", b"") for anything else."""
+    try:
+        data = read_stack_file(path, str(path), MAX_SCAN_BYTES)
+    except StackError:
+        return "", b""
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return "cert", x509.load_pem_x509_certificates(data)[0].public_key().public_bytes(*SPKI)
+        if b"PRIVATE KEY-----" in data:
+            return "key", serialization.load_pem_private_key(data, None).public_key().public_bytes(*SPKI)
+    except (ValueError, TypeError):
+        pass
+    return "", b""
 MONITOR_HINTS = (re.compile(r"x509|BEGIN CERTIFICATE|enddate|not_?after", re.I), re.compile(r"days", re.I),
                  re.compile(r"# TYPE|\.prom\b|metrics", re.I))
 ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|secrets\.", re.I),
@@ -675,11 +764,15 @@ def role_fits(stack, role: str, svc) -> bool:
 # --- scripts' usage text ---------------------------------------------------------------
 
 ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$", re.M)
-FLAG_LINE = re.compile(r"^\s*#?\s*(--[a-z][a-z0-9-]*)(?:[ =]([A-Z][A-Z_]*))?\s+(.+)$", re.M)
+FLAG = r"(?:--[a-z][a-z0-9-]*|-[a-zA-Z](?![\w-]))"  # a long option, or a short one (getopts, argparse)
+# an option's line: its names (`-o, --output`, `-o|--output`), the value it takes, what it is
+FLAG_LINE = re.compile(rf"^[ \t]*#?[ \t]*({FLAG}(?:[ \t]*[,|][ \t]*{FLAG})*)(?:[ =]([A-Z][A-Z_]*))?[ \t]+(.+)$", re.M)
+SYNOPSIS_FLAG = re.compile(rf"({FLAG}(?:\|{FLAG})*)[ =]([A-Z][A-Z_]*)")  # `[-o|--output FILE]`, `[--textfile PATH]`
 EXIT_LINE = re.compile(r"^\s*#?\s*(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
-                       r"(ok|warning|critical|error)\b", re.I | re.M)
-EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error)\b", re.I)
-METRIC_LINE = re.compile(r"^\s*#?\s*([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
+                       r"(ok|warning|critical|error|unknown)\b", re.I | re.M)
+EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error|unknown)\b", re.I)
+METRIC_LINE = re.compile(r"^\s*#?\s*(?:metrics:\s*)?([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
+EXIT_STATUS = {"unknown": "error"}  # Nagios' word for the status the suite calls error
 
 MONITOR_PLACEHOLDERS = [  # (placeholder, words of a description that mean it)
     ("{metrics_file}", ("metrics", ".prom", "textfile")),
@@ -694,22 +787,29 @@ ROTATE_PLACEHOLDERS = [
 ]
 METRIC_ROLES = [("expiry", ("not_after", "expiry", "expires", "notafter")), ("days_left", ("days",)),
                 ("status", ("status", "state")), ("success", ("success", "probe_ok", "_ok", "up"))]
-LABEL_ROLES = [("cert", ("path", "file", "cert")), ("cn", ("cn", "common")), ("issuer", ("issuer",))]
+LABEL_ROLES = [("cert", ("path", "file", "cert")), ("cn", ("cn", "common", "domain")), ("issuer", ("issuer",))]
 
 
 UNREAD = "nothing read from the usage text"
 
 
 def usage_text(source: str) -> str:
-    """The script's usage text: its header comments and any here-document of its usage function."""
+    """The script's usage text: its header comments, any here-document of its usage function and, for a
+    Python script, its module docstring (read with `ast`, never run)."""
     lines = source.splitlines()
+    docstring = ""
+    if lines and "python" in lines[0]:
+        try:
+            docstring = ast.get_docstring(ast.parse(source)) or ""
+        except (SyntaxError, ValueError):
+            docstring = ""
     header = []
     for line in lines[1:]:
         if not line.startswith("#"):
             break
         header.append(line[1:])
     docs = re.findall(r"<<-?\s*'?\"?(\w+)'?\"?\n(.*?)\n\s*\1\b", source, re.S)
-    return "\n".join(header + [body for _, body in docs])
+    return "\n".join(header + [body for _, body in docs] + [docstring])
 
 
 def _placeholder(description: str, table) -> str | None:
@@ -724,15 +824,17 @@ def synopsis(text: str) -> str:
 
 def interface_parts(text: str, table) -> tuple[dict[str, str], dict[str, str]]:
     """(environment variable -> placeholder, flag -> placeholder) described by a usage text.
-    A flag takes a value when the synopsis or its own line shows one (`--flag ARG`); an upper-case
-    name that is a positional argument of the synopsis is not an environment variable."""
+    A flag takes a value when the synopsis or its own line shows one (`--flag ARG`, `-o FILE`); of an
+    option's names (`-o, --output`) the long one is passed; an upper-case name that is a positional
+    argument of the synopsis is not an environment variable."""
     head = synopsis(text)
-    positional = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", re.sub(r"--?[a-z][\w-]*[ =][A-Z_]+", "", head)))
+    positional = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", SYNOPSIS_FLAG.sub("", head)))
     env = {var: ph for var, desc in ENV_LINE.findall(text)
            if var not in positional and (ph := _placeholder(desc, table))}
-    takes_value = dict(re.findall(r"(--[a-z][a-z0-9-]*)[ =]([A-Z][A-Z_]*)", head))
+    takes_value = {_long_name(names): arg for names, arg in SYNOPSIS_FLAG.findall(head)}
     flags: dict[str, str] = {}
-    for flag, arg, desc in FLAG_LINE.findall(text):
+    for names, arg, desc in FLAG_LINE.findall(text):
+        flag = _long_name(names)
         arg = arg or takes_value.get(flag, "")
         if arg and (ph := _placeholder(f"{flag} {arg} {desc}", table)) and ph not in flags.values():
             flags[flag] = ph
@@ -740,6 +842,12 @@ def interface_parts(text: str, table) -> tuple[dict[str, str], dict[str, str]]:
         if flag not in flags and (ph := _placeholder(f"{flag} {arg}", table)) and ph not in flags.values():
             flags[flag] = ph
     return env, flags
+
+
+def _long_name(names: str) -> str:
+    """The name to pass of an option's names (`-o, --output`, `-o|--output`): the long one, if any."""
+    found = re.findall(FLAG, names)
+    return next((name for name in found if name.startswith("--")), found[0])
 
 
 def monitor_interface(source: str, name: str) -> tuple[dict, str]:
@@ -761,7 +869,7 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
         notes.append(f"flags {', '.join(flags)}" + (", certificates as arguments" if positional else ""))
     codes: dict[str, int] = {}
     for code, status in EXIT_LINE.findall(text) + EXIT_INLINE.findall(text):
-        codes.setdefault(status.lower(), int(code))
+        codes.setdefault(EXIT_STATUS.get(status.lower(), status.lower()), int(code))
     if len(codes) >= 3:
         interface["exit_codes"] = {s: codes.get(s) for s in ("ok", "warning", "critical", "error")}
         notes.append("exit codes " + ", ".join(f"{s} {c}" for s, c in interface["exit_codes"].items()))
@@ -777,8 +885,10 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
     if len(names) == 4:
         interface["metrics"] = names
         notes.append("metrics " + ", ".join(names.values()))
-    if len(labels) == 3:
-        interface["labels"] = labels
+    if len(labels) == 3 or (len(names) == 4 and "cert" in labels):  # a label it does not write is not checked
+        interface["labels"] = {role: labels.get(role) for role, _ in LABEL_ROLES}
+        if len(labels) < 3:
+            notes.append("no label for " + ", ".join(role for role, _ in LABEL_ROLES if role not in labels))
     if re.search(r"^\s*#?\s*(<path>|\S+):\s.*status=<status>", text, re.M) is None:
         interface["status_line"] = None
         notes.append("no machine-readable status line")

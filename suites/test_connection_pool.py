@@ -93,6 +93,19 @@ def set_in_environment(stack) -> bool:
         for svc in stack.compose.services.values())
 
 
+def set_in(stack, service: str, *variables: str) -> str:
+    """The file that sets a service's pool variables (relative): an `env_file` of it, or a compose file."""
+    return ", ".join(dict.fromkeys(stack.rel(stack.environment_source(service, var)) for var in variables))
+
+
+def by_file(found: list[tuple[str, str]], lead: str = "") -> str:
+    """(file, finding) pairs as one line, the findings grouped under the file that holds them (after `lead`)."""
+    grouped: dict[str, list[str]] = {}
+    for file, finding in found:
+        grouped.setdefault(file, []).append(finding)
+    return "; ".join(f"{file}: {lead}{'; '.join(findings)}" for file, findings in grouped.items())
+
+
 def env_setting(setting: str, text: str):
     """A pool setting as an environment variable gives it: a boolean word for pre_ping, a number for the
     others; a value that is neither stays text (and fails the check's predicate)."""
@@ -154,7 +167,8 @@ def service_pools(stack) -> list[ServicePool]:
         if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
             unset = [var for var, value in env.items() if value in (None, "")]
             if unset:
-                raise StackError(f"{compose_file}: {name}: sets {', '.join(overrides)} but not {', '.join(unset)}: "
+                raise StackError(f"{set_in(stack, name, *overrides)}: {name}: sets {', '.join(overrides)} but not "
+                                 f"{', '.join(unset)}: "
                                  "the most connections its pool opens is not known")
             size, overflow, config = 0, 0, compose_file  # both given by the variables, read below
         else:
@@ -163,9 +177,10 @@ def service_pools(stack) -> list[ServicePool]:
             size, overflow = size_and_overflow(stack, section, f"{stack.rel(config_path)}: {cfg['config_key']}")
             config = stack.rel(config_path)
         if cfg["size_env"] in overrides:
-            size = as_int(overrides[cfg["size_env"]], f"{compose_file}: {name}: {cfg['size_env']}")
+            size = as_int(overrides[cfg["size_env"]], f"{set_in(stack, name, cfg['size_env'])}: {name}: {cfg['size_env']}")
         if cfg["overflow_env"] in overrides:
-            overflow = as_int(overrides[cfg["overflow_env"]], f"{compose_file}: {name}: {cfg['overflow_env']}")
+            overflow = as_int(overrides[cfg["overflow_env"]],
+                              f"{set_in(stack, name, cfg['overflow_env'])}: {name}: {cfg['overflow_env']}")
         pools.append(ServicePool(name, size, overflow, config, overrides, svc.replicas))
     if not pools:
         raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
@@ -236,11 +251,12 @@ def environment_setting(stack, evidence, setting: str, expected: str, ok) -> Non
                     expected=expected,
                     result="; ".join(f"{name}: {'not set' if value in (None, '') else value}" for name, value in values.items()))
     unset = [name for name, value in values.items() if value in (None, "")]
-    wrong = [f"{name}: {var}={value}" for name, value in values.items()
+    wrong = [(set_in(stack, name, var), f"{name}: {var}={value}") for name, value in values.items()
              if name not in unset and not ok(env_setting(setting, value), cfg)]
-    evidence.locate(*(stack.locate_compose("services", name, "environment") for name in [*unset, *wrong]))
+    evidence.locate(*(stack.locate_compose("services", name, "environment") for name in unset),
+                    *(stack.locate(stack.root / file) for file, _ in wrong))
     assert not unset, f"{compose}: {var} is not set for {', '.join(unset)} (expected {expected})"
-    assert not wrong, f"{compose}: {'; '.join(wrong)} (expected {expected})"
+    assert not wrong, f"{by_file(wrong)} (expected {expected})"
 
 
 @pytest.mark.static
@@ -255,8 +271,9 @@ def test_pool_config_total(stack, evidence):
                              f"({stack.rel(stack.compose.files[0])}; no pool config file)",
                         expected=f">= {cfg['min_total']}",
                         result="; ".join(f"{p.service}: {p.size} + {p.overflow} = {p.max}" for p in pools))
-        small = [f"{p.service}: {cfg['size_env']} + {cfg['overflow_env']} = {p.max}" for p in pools if p.max < cfg["min_total"]]
-        assert not small, f"{stack.rel(stack.compose.files[0])}: {'; '.join(small)} (expected >= {cfg['min_total']})"
+        small = [(set_in(stack, p.service, cfg["size_env"], cfg["overflow_env"]),
+                  f"{p.service}: {cfg['size_env']} + {cfg['overflow_env']} = {p.max}") for p in pools if p.max < cfg["min_total"]]
+        assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
         return
     path = stack.path("pool_config")
     section = pool_section(stack, path)
@@ -285,14 +302,14 @@ def test_effective_pool_per_service(stack, evidence):
         result="; ".join(pool.describe() for pool in pools),
     )
     wrong = [
-        pool.describe()
+        (set_in(stack, pool.service, *pool.overrides) if pool.overrides else pool.config, pool.describe())
         for pool in pools
         if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]
     ]
     evidence.locate(*(stack.locate_compose("services", pool.service, "environment") for pool in pools
                       if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]))
     assert not wrong, (
-        f"{stack.rel(stack.compose.files[0])}: pool too small for {'; '.join(wrong)} "
+        f"{by_file(wrong, 'pool too small for ')} "
         f"(expected size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']})"
     )
 

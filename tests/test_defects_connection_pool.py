@@ -175,3 +175,16 @@ def test_client_pgoptions_fails_connection_pool(layout_copy, run_static, defect)
     stack, layout = layout_copy
     defect.inject(stack, layout)
     assert_only_control_fails(run_static(stack), "connection_pool", *map(layout.fill, defect.fragments))
+
+
+def test_pool_override_in_an_env_file_names_the_env_file(stack_copy, run_static):
+    """A DB_POOL_SIZE the service gets from its `env_file`: the failure names that env file, where the value is
+    written, not the compose file."""
+    compose = stack_copy / COMPOSE
+    (compose.parent / "pool.env").write_text("# the pool of aidb\nDB_POOL_SIZE=5\n")
+    text = compose.read_text()
+    old = "    environment:\n      AI_STACK_CONFIG: /etc/ai-stack/config.yaml\n      SERVICE_NAME: aidb\n"
+    assert old in text, f"the reference {COMPOSE} changed: update this test"
+    compose.write_text(text.replace(old, "    env_file: [pool.env]\n" + old, 1))
+    assert_only_control_fails(run_static(stack_copy), "connection_pool",
+                              "ai-stack/compose/pool.env: pool too small for aidb: size 5", "DB_POOL_SIZE=5")

@@ -132,7 +132,7 @@ def _stdin(value: Any, key: str) -> str | None:
     return value
 
 
-def _where_used(placeholder: str, command: list[str], env: dict[str, str], section: str) -> str | None:
+def where_used(placeholder: str, command: list[str], env: dict[str, str], section: str) -> str | None:
     """The profile key that passes `placeholder` to the script, or None."""
     if any(f"{{{placeholder}}}" in part for part in command):
         return f"scripts.{section}.command"
@@ -168,7 +168,7 @@ class MonitorInterface:
         key = "scripts.monitor"
         command, env, values = _command_and_env(cfg, key, MONITOR_PLACEHOLDERS)
         for needed in ("cert", "metrics_file"):
-            if _where_used(needed, command, env, "monitor") is None:
+            if where_used(needed, command, env, "monitor") is None:
                 raise InterfaceError(f"{key}.command: no {{{needed}}} placeholder, in it or in {key}.env: "
                                      f"the script would not get the {needed.replace('_', ' ')}")
         codes = cfg["exit_codes"]
@@ -403,7 +403,7 @@ class Monitor:
             refused = rejected_interface(run.code, (run.stderr + "\n" + run.stdout).encode(), True, self.rel, box)
             if refused is not None:
                 raise refused
-            key = _where_used("metrics_file", interface.command, interface.env, "monitor")
+            key = where_used("metrics_file", interface.command, interface.env, "monitor")
             return (f"{key}: called as declared, the script wrote no metrics file at {box.outside(run.values['metrics_file'])} "
                     f"for a valid certificate (exit {run.code}: {_last_line(run.stderr.encode() or run.stdout.encode(), box)})")
         if declared and run.code not in declared.values():
@@ -644,8 +644,9 @@ class Rotator:
                                  "(use {secrets_dir} or {workdir})")
         return self.box.root / os.path.relpath(inside_path, root)
 
-    def rotate(self, where: str) -> Rotation:
-        """Run the script once while a watcher reads the key; collect what it did."""
+    def rotate(self, where: str, learning: bool = False) -> Rotation:
+        """Run the script once while a watcher reads the key; collect what it did. (`learning`: a trial run of
+        init, which looks for the audit log wherever the script wrote it.)"""
         box, stack = self.box, self.stack
         old = stack.read_secret(self.box_key)
         before = _files_by_hash(box)
@@ -677,6 +678,13 @@ class Rotator:
             return Rotation(error="the key file is gone (or not a regular file) after the run")
         new_hash = sha256(new)
         audit = self._read_or_empty(self.audit_log)
+        if not learning and audit == audit_before and self.interface.audit_log == "{audit_log}" and \
+                where_used("audit_log", self.interface.command, self.interface.env, "rotate") is None:
+            raise InterfaceRejected(
+                f"the profile's interface does not match the script: {where.split(':')[0]}: scripts.rotate.audit_log "
+                f"is the suite's own {{audit_log}} ({shown['audit_log']}), which neither scripts.rotate.command nor "
+                "env passes to the script, and the run logged nothing there: where it writes its audit log is not "
+                "declared (re-run stackproof init, or declare scripts.rotate.audit_log)")
         return Rotation(
             old=stack.redactor.fingerprint(old),
             new=stack.redactor.fingerprint(new),
@@ -694,6 +702,30 @@ class Rotator:
             reads=watcher.reads,
             **shown,
         )
+
+    def template(self, path: Path) -> str:
+        """How the profile names a path of the box: under {secrets_dir} when it lies there, else {workdir}."""
+        base, name = (self.secrets, "{secrets_dir}") if path.is_relative_to(self.secrets) else (self.box.root, "{workdir}")
+        return name if path == base else f"{name}/{path.relative_to(base)}"
+
+    def trial(self, where: str) -> tuple[Rotation, list[str], list[str]]:
+        """One run to learn the script's interface (stackproof init): the run, the files it appended lines
+        to (its audit log: neither the key nor a copy of the old key) and the dirs it left a copy of the old
+        key in (its backups), as profile templates. Raises InterfaceRejected when it refused the call."""
+        old_hash = sha256(self.stack.read_secret(self.box_key))
+        before = _files_by_hash(self.box)
+        lines = {path: self._read_or_empty(path).count(b"\n") for path in before}
+        run = self.rotate(where, learning=True)
+        after = _files_by_hash(self.box)
+        logs, backups = [], []
+        for path, digest in sorted(after.items()):
+            if path == self.box_key or before.get(path) == digest:
+                continue
+            if digest == old_hash:
+                backups.append(self.template(path.parent))
+            elif self._read_or_empty(path).count(b"\n") > lines.get(path, 0):
+                logs.append(self.template(path))
+        return run, logs, sorted(set(backups))
 
     def _leaks(self, old: bytes, done, before: dict[Path, str], old_hash: str) -> list[str]:
         """Where the run wrote the key it was given (any form): its stdout and stderr, the audit log, and
@@ -725,6 +757,19 @@ class Rotator:
             return read_stack_file(path, "audit log", OUTPUT_FILE_CAP)
         except StackError:
             return b""
+
+
+def monitor_trial(stack, workdir: Path) -> str | None:
+    """Whether the monitor, called as the profile declares, works on a valid certificate made in `workdir`
+    (stackproof init proves the interface it read): None, or why not. Raises InterfaceRejected when the
+    script refused the call."""
+    probe = workdir / "probe.pem"
+    make_certificate(probe, 365, "stackproof-probe")
+    monitor = Monitor(stack)
+    try:
+        return monitor.interface_problem(probe)
+    finally:
+        monitor.close()
 
 
 def _name_shape(path: Path, box: ScriptBox) -> str:

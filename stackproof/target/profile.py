@@ -216,6 +216,8 @@ TYPES: dict[str, tuple[Any, str]] = {
     "scripts.*.stdin": (str | None, "a string or null"),
     "scripts.*.status_line": (str | None, "a string or null"),
     "scripts.*.exit_codes.*": (int | None, "an integer or null"),
+    "scripts.*.metrics.*": (str | None, "a metric name or null (not written by the script: not checked)"),
+    "scripts.*.labels.*": (str | None, "a label name or null (not written by the script: not checked)"),
     "breakers.requests": (dict[str, dict[str, str]], "a mapping of service names to {path: ..., via: nginx|container}"),
 }
 

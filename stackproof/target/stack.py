@@ -200,6 +200,33 @@ class Stack:
                     found = self.locate(file, "services", service, "secrets", index)
         return found or self.locate_compose("services", service, "secrets")
 
+    def environment_source(self, service: str, variable: str) -> Path:
+        """The file that sets `variable` for `service`, as Compose merges it: the last compose file whose
+        `environment:` sets it (it wins over every env_file), else the last `env_file` of the service that
+        sets it; the first compose file when none of them can be read."""
+        from_environment, from_env_file = None, None
+        for file in self.compose.files:
+            try:
+                doc = load_yaml(file, self.rel(file)) if self.inside(file) else None
+            except StackError:
+                continue
+            services = doc.get("services") if isinstance(doc, dict) else None
+            svc = services.get(service) if isinstance(services, dict) else None
+            if not isinstance(svc, dict):
+                continue
+            environment = svc.get("environment")
+            if (isinstance(environment, dict) and variable in environment) or (isinstance(environment, list) and any(
+                    isinstance(item, str) and item.split("=", 1)[0] == variable for item in environment)):
+                from_environment = file
+            entries = svc.get("env_file")
+            for entry in [entries] if isinstance(entries, (str, dict)) else entries if isinstance(entries, list) else []:
+                name = entry.get("path") if isinstance(entry, dict) else entry
+                env_file = file.parent / name if isinstance(name, str) else None
+                if env_file is not None and self.inside(env_file) and env_file.is_file() \
+                        and variable in read_env_file(env_file):
+                    from_env_file = env_file
+        return from_environment or from_env_file or self.compose.files[0]
+
     @property
     def compose(self) -> ComposeModel:
         """The compose model with the active profiles (COMPOSE_PROFILES and the profile's compose.profiles).
