@@ -64,6 +64,9 @@ DEFECTS = [
     ("rules-not-yaml", write(RULES, b"groups:\n  - name: broken\n    rules: [\n"), [f"{RULES}:", "invalid YAML"]),
     ("rules-binary-garbage", write(RULES, b"\x00\xff\xfe" + os.urandom(256)), [f"{RULES}: not UTF-8 text"]),
     ("rules-not-a-rule-file", write(RULES, b"alerts:\n  - alert: X\n"), [f"{RULES}: not a Prometheus rule file"]),
+    # Prometheus' Go glob matches a leading dot: `alerts/*.yml` loads a `.old.yml` kept beside the rules
+    ("dotfile-rules-broken", write(RULES.replace("ai-stack-alerts.yml", ".old-alerts.yml"), b"groups:\n  - name: old\n    rules: [\n"),
+     [f"{RULES.replace('ai-stack-alerts.yml', '.old-alerts.yml')}:", "invalid YAML"]),
     ("invalid-promql", replace(RULES, "expr: aidb_circuit_breaker_state == 1", "expr: aidb_circuit_breaker_state == == 1"),
      [f"{RULES}:", '"CircuitBreakerOpen": could not parse expression']),
     ("only-9-alerts", drop_alerts("AuthFailureSpike", "MonitoringTargetDown", "HighRequestLatency"),

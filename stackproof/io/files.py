@@ -100,10 +100,12 @@ def read_stack_file(path: Path, name: str, cap: int = DEFAULT_CAP, *, truncate: 
 
 
 def glob_paths(pattern: str, name: str, max_matches: int = MAX_WALK_ENTRIES) -> list[Path]:
-    """The paths a shell-style pattern of the stack matches (Prometheus' `rule_files: [alerts/*.yml]`), sorted,
-    bounded: a pattern such as `**` over a huge tree is a one-line StackError naming `name`."""
+    """The paths a pattern of the stack matches (Prometheus' `rule_files: [alerts/*.yml]`), sorted, as Go's
+    filepath.Glob matches them for Prometheus and promtool: `*` matches a leading dot too (a `.old.yml`
+    beside the rules is loaded). Bounded: a pattern such as `**` over a huge tree is a one-line StackError
+    naming `name`."""
     found = []
-    for match in glob.iglob(pattern):
+    for match in glob.iglob(pattern, include_hidden=True):
         found.append(Path(match))
         if len(found) > max_matches:
             raise StackError(f"{name}: matches more than {max_matches} paths, not read")

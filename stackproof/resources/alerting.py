@@ -6,7 +6,6 @@ Shared by the controls that judge alerts (alert rules, circuit breakers).
 
 from __future__ import annotations
 
-import glob
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -239,7 +238,7 @@ def rule_test_reads(stack, test_file: Path) -> tuple[list[Path], list[str]]:
     """(the files promtool reads to run a unit-test file: it and what its rule_files match, relative to
     its dir; why it would read outside the stack dir: the file or a rule_files entry leads out, absolute,
     `..` or a symlink). promtool quotes the lines of a file it cannot parse, so an outside file (a shadow
-    file) would reach the report. Matched as Go's filepath.Glob does, dotfiles included."""
+    file) would reach the report."""
     where = stack.rel(test_file)
     if not stack.inside(test_file):
         return [test_file], [f"{where}: leads outside the stack dir (a symlink): not run"]
@@ -251,7 +250,7 @@ def rule_test_reads(stack, test_file: Path) -> tuple[list[Path], list[str]]:
     reads, problems = [test_file], []
     for pattern in patterns if isinstance(patterns, list) else []:
         target = test_file.parent / str(pattern)
-        matches = [Path(match) for match in glob.glob(str(target), include_hidden=True)]
+        matches = glob_paths(str(target), f"{where}: rule_files {pattern}")
         if not all(stack.inside(match) for match in matches or [target]):
             problems.append(f"{where}: rule_files entry {pattern} leads outside the stack dir: not run")
         reads += matches
