@@ -11,44 +11,32 @@ fast, metric, rule, Prometheus, Alertmanager, recovery.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pytest
 
 from stackproof.resources import promql
 from stackproof.resources.alerting import Alerting, live_alerts
 from stackproof.resources.breakers import (
-    ScrapeTarget,
     alert_fires,
     alertmanager_config,
     breaker_alert,
-    breaker_services,
+    breaker_targets,
     UnreadableConfig,
     config_entry,
     declared_breakers,
     evaluation_interval,
     has_amtool,
     has_promtool,
+    recovery_ok,
     routed_receivers,
     seconds,
     state_metric,
     target_of,
 )
-from stackproof.errors import Blocked, NotDeclared, StackError, blocked, environment_error, not_proven
+from stackproof.errors import Blocked, NotDeclared, StackError, blocked, environment_error
 from stackproof.evidence import Location
-from stackproof.resources.faults import (
-    BASELINE,
-    DependencyFault,
-    RequestRoute,
-    Timeline,
-    breaker_state,
-    send_wave,
-    split_baseline,
-    wait_for,
-)
-from stackproof.resources.load import LoadResult
+from stackproof.resources.faults import DependencyFault, FaultScenario, fault_plan, read_state, state_name
 
 pytestmark = pytest.mark.control("circuit_breakers")
 
@@ -57,18 +45,11 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _duration_ok(value, c) -> bool:
-    try:
-        return 0 < seconds(value, "") <= c["max_recovery_seconds"]
-    except StackError:
-        return False
-
-
 # (setting, expected, predicate on the declared value); setting names the profile's breakers.settings key
 SETTING_RULES = [
     ("threshold", "an integer from {min_threshold} to {max_threshold}",
      lambda v, c: _integer(v) and c["min_threshold"] <= v <= c["max_threshold"]),
-    ("recovery", "a duration > 0 and <= {max_recovery_seconds}s", _duration_ok),
+    ("recovery", "a duration > 0 and <= {max_recovery_seconds}s", recovery_ok),
     ("half_open", "an integer from 1 to {max_half_open_calls}",
      lambda v, c: _integer(v) and 1 <= v <= c["max_half_open_calls"]),
 ]
@@ -246,44 +227,6 @@ def test_alert_routes_to_receiver(stack, alerting, evidence):
 # --- live: the running breakers ------------------------------------------------------------
 
 
-def live_targets(stack, alerting) -> dict[str, ScrapeTarget]:
-    """Each breaker service and the scrape target Prometheus reads its state from."""
-    return {service: target_of(stack, alerting, service) for service in breaker_services(stack)}
-
-
-def read_state(live, metric: str, service: str, target: ScrapeTarget) -> float | None:
-    cfg = live.stack.profile["breakers"]
-    return breaker_state(live, service, target, metric, cfg["breaker_label"], cfg["dependency"])
-
-
-def state_name(stack, value: float | None) -> str:
-    if value is None:
-        return "not exported"
-    names = {v: k.replace("_", "-") for k, v in stack.profile["breakers"]["states"].items()}
-    return names.get(value, f"unknown state {value:g}")
-
-
-def active_alerts(live, alert: str) -> list[dict]:
-    """The alert's active instances (pending or firing) as the rule evaluator holds them now.
-
-    Read from /api/v1/rules, not from the ALERTS series: after a Prometheus restart an old ALERTS
-    sample stays visible for the lookback window (5 minutes) though the rule is inactive."""
-    return [instance for rule in live_alerts(live) if rule["name"] == alert for instance in rule.get("alerts") or []]
-
-
-def firing_jobs(live, alert: str) -> set[str]:
-    """Jobs for which Prometheus has the alert firing."""
-    return {a.get("labels", {}).get("job", "") for a in active_alerts(live, alert) if a.get("state") == "firing"}
-
-
-def alertmanager_jobs(live, alert: str) -> set[str]:
-    """Jobs for which Alertmanager holds the alert as active (received, not resolved, not silenced)."""
-    cfg = live.stack.profile["breakers"]
-    alerts = live.alertmanager.api(live.stack.roles.name("alertmanager"), cfg["alertmanager_port"], "/api/v2/alerts",
-                               {"filter": f'alertname="{alert}"', "active": "true", "silenced": "false"})
-    return {a.get("labels", {}).get("job", "") for a in alerts if (a.get("status") or {}).get("state") == "active"}
-
-
 @pytest.mark.live
 @pytest.mark.remediation("high",
                          "Export each service's breaker state on `/metrics` and have Prometheus scrape it; a breaker "
@@ -294,7 +237,7 @@ def test_live_breakers_closed(stack, alerting, live, evidence):
     A service that exports no state cannot be alerted on; one that is open or half-open on a
     healthy stack is refusing calls right now."""
     cfg = stack.profile["breakers"]
-    targets = live_targets(stack, alerting)
+    targets = breaker_targets(stack, alerting)
     metric = state_metric(stack, alert_rule(stack, alerting))
     selector = f'{metric}{{{cfg["breaker_label"]}="{cfg["dependency"]}"}}'
     evidence.record(test=f"{selector} on the /metrics each service is scraped on",
@@ -323,7 +266,7 @@ def test_live_alert_selects_breakers(stack, alerting, live, evidence):
     metric, labels, job), and on a healthy stack neither fire nor be pending."""
     cfg = stack.profile["breakers"]
     prometheus = stack.roles.name("prometheus")
-    targets = live_targets(stack, alerting)
+    targets = breaker_targets(stack, alerting)
     jobs = {target.job for target in targets.values()}
     evidence.record(test=f"{cfg['alert']} as {prometheus} runs it: its selectors' series per job; its active instances",
                     expected=f"selects series of job {', '.join(sorted(jobs))}; not pending or firing")
@@ -359,44 +302,6 @@ def dependency_fault(stack, live):
     fault.restore()
 
 
-@dataclass
-class Breaker:
-    """What the fault injection needs to know about one service's breaker."""
-
-    service: str
-    target: ScrapeTarget
-    route: RequestRoute
-    threshold: int
-    recovery: float
-    opened: float | None = None
-    half_open: float | None = None
-    trial: float | None = None  # when the check first sent a trial request after the recovery time
-    closed: float | None = None
-
-
-def fault_plan(stack, alerting) -> list[Breaker]:
-    """The breakers to prove: their declared threshold and recovery (sane, or the static checks fail
-    and this check is blocked), and the request that needs the dependency."""
-    cfg = stack.profile["breakers"]
-    keys = cfg["settings"]
-    plan = []
-    for declared in declared_or_blocked(stack):
-        threshold, recovery = declared.value(keys["threshold"]), declared.value(keys["recovery"])
-        if not (isinstance(threshold, int) and cfg["min_threshold"] <= threshold <= cfg["max_threshold"]
-                and _duration_ok(recovery, cfg)):
-            blocked("test_breaker_setting", f"{declared.service} declares no usable breaker")
-        spec = cfg["requests"].get(declared.service)
-        if not isinstance(spec, dict) or not spec.get("path"):
-            not_proven(f"fault injection not run: stackproof.yml breakers.requests names no request that needs "
-                        f"{cfg['dependency']} for service {declared.service} ({{path: ..., via: nginx|container}})")
-        target = target_of(stack, alerting, declared.service)
-        via = spec.get("via", "container")
-        baseline = stack.profile["disclosure"]["endpoints"]["health"] if via == "nginx" else target.metrics_path
-        route = RequestRoute(declared.service, spec["path"], via, target.port, baseline)
-        plan.append(Breaker(declared.service, target, route, threshold, seconds(recovery, declared.config)))
-    return plan
-
-
 @pytest.mark.live
 @pytest.mark.changes_stack
 @pytest.mark.remediation("high",
@@ -412,13 +317,9 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
     in Prometheus and reach Alertmanager; after the restore close through a half-open trial (seen on /metrics, or the check's own trial request: a breaker
     that turns half-open only inside a call closes within that call, between two polls), serve
     requests again and resolve the alert. The dependency is always restored."""
-    cfg, live_cfg = stack.profile["breakers"], stack.profile["live"]
-    states, marker = cfg["states"], cfg["open_body_marker"]
-    plan = fault_plan(stack, alerting)
-    metric = state_metric(stack, alert_rule(stack, alerting))
-    jobs = {b.target.job for b in plan}
-    headers = {live_cfg["api_key_header"]: live.http.api_key()}
-    key_file = f"/run/secrets/{stack.profile['api_key']['secret']}"
+    cfg = stack.profile["breakers"]
+    plan = fault_plan(stack, alerting, declared_or_blocked(stack))
+    scenario = FaultScenario(stack, live, dependency_fault, plan, state_metric(stack, alert_rule(stack, alerting)))
     evidence.record(
         test=f"{cfg['fault']} {dependency_fault.service} while " + "; ".join(f"{b.service}: {b.route.describe()}" for b in plan),
         expected="each breaker opens within its threshold; requests refused fast (503, p95 at most "
@@ -427,157 +328,21 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
                  "Prometheus and Alertmanager; closed through a half-open trial within the recovery time; requests succeed; "
                  "alert resolved; no traceback in the services' logs",
     )
-
-    def wave(clients: dict[str, int], with_baseline: bool = False) -> dict[str, LoadResult]:
-        with ThreadPoolExecutor(max_workers=len(plan)) as pool:
-            futures = {b.service: pool.submit(send_wave, live, b.route, clients[b.service], headers, key_file, marker,
-                                              with_baseline) for b in plan}
-            return {service: future.result() for service, future in futures.items()}
-
-    def state(b: Breaker) -> float | None:
-        return read_state(live, metric, b.service, b.target)
-
-    before = {b.service: state(b) for b in plan}
-    wrong = [f"{s}: {state_name(stack, v)}" for s, v in before.items() if v != states["closed"]]
-    if wrong:
-        blocked("test_live_breakers_closed", f"not closed before the fault ({', '.join(wrong)})")
-    timeline, problems, measured = Timeline(), [], {}
-    since = int(time.time()) - 1
+    scenario.require_closed()
     try:
-        dependency_fault.inject()
-        timeline.mark(f"{dependency_fault.service} {cfg['fault']}d through the engine")
-
-        # 1. exactly `threshold` failing requests must open each breaker
-        first = wave({b.service: b.threshold for b in plan})
-        answered = {b.service: max(o.started + o.latency for o in first[b.service].outcomes) for b in plan}
-        for b in plan:
-            timeline.mark(f"{b.service}: {b.threshold} concurrent requests (threshold) answered: "
-                          f"{first[b.service].describe()}", when=answered[b.service])
-        wait_for(lambda: all(state(b) == states["open"] for b in plan), live.timeout)
-        for b in plan:
-            value = state(b)
-            if value == states["open"]:  # it opened when the threshold-th failure was answered
-                b.opened = answered[b.service]
-                measured[f"{b.service} open"] = timeline.at(b.opened)
-                timeline.mark(f"{b.service}: /metrics reads open")
-            else:
-                problems.append(f"service {b.service}: breaker {state_name(stack, value)} after {b.threshold} failed "
-                                f"requests (threshold {b.threshold}): it never opens")
-        assert not problems, "; ".join(problems)
-
-        # 2. while open: every request refused at once, none reaching the dependency; "at once" is
-        # measured against requests that need no dependency, sent in the same wave (same contention)
-        clients = {b.service: cfg["fault_clients"] if b.route.via == "nginx" else cfg["container_clients"] for b in plan}
-        mixed = wave(clients, with_baseline=True)
-        for b in plan:
-            result, baseline = split_baseline(mixed[b.service])
-            p95, base = result.percentile(95), baseline.percentile(95)
-            measured[f"{b.service} fail-fast p95"] = p95
-            timeline.mark(f"{b.service}: {len(mixed[b.service].outcomes)} concurrent requests while open, every other "
-                          f"one to {b.route.baseline} (needs no dependency): {mixed[b.service].describe()}")
-            timeline.mark(f"{b.service}: refused p50 {result.percentile(50):.3f}s, p95 {p95:.3f}s, max "
-                          f"{result.latencies[-1]:.3f}s; no-dependency p95 {base:.3f}s")
-            slipped = [o for o in result.outcomes if o.kind != "503 breaker open"]
-            if any(o.kind != f"{BASELINE}200" for o in baseline.outcomes):
-                problems.append(f"service {b.service}: requests that need no dependency failed while it was down "
-                                f"({baseline.describe()})")
-            if slipped:
-                problems.append(f"service {b.service}: {len(slipped)} of {len(result.outcomes)} requests while the "
-                                f"breaker was open were not refused ({result.describe()}; refusals must be 503 naming "
-                                f"'{marker}')")
-            if p95 > base + cfg["max_fail_fast_seconds"]:
-                problems.append(f"service {b.service}: requests refused by the open breaker took p95 {p95:.3f}s, "
-                                f"requests needing no dependency {base:.3f}s (expected at most "
-                                f"{cfg['max_fail_fast_seconds']:g}s more)")
-
-        # 3. the alert fires in Prometheus and reaches Alertmanager while the breakers are open
-        if wait_for(lambda: jobs <= firing_jobs(live, cfg["alert"]), cfg["alert_wait_seconds"], 1.0):
-            measured["alert firing"] = timeline.mark(f"Prometheus: {cfg['alert']} firing for job {', '.join(sorted(jobs))}")
-            if wait_for(lambda: jobs <= alertmanager_jobs(live, cfg["alert"]), live.timeout):
-                measured["alert in Alertmanager"] = timeline.mark(f"Alertmanager /api/v2/alerts: {cfg['alert']} active "
-                                                                  f"for job {', '.join(sorted(jobs))}")
-            else:
-                problems.append(f"service {stack.roles.name('alertmanager')}: {cfg['alert']} firing in Prometheus but not "
-                                f"active in Alertmanager within {live.timeout:g}s (jobs there: "
-                                f"{', '.join(sorted(alertmanager_jobs(live, cfg['alert']))) or 'none'})")
-        else:
-            now_states = ", ".join(f"{b.service} {state_name(stack, state(b))}" for b in plan)
-            problems.append(f"service {stack.roles.name('prometheus')}: {cfg['alert']} not firing for job "
-                            f"{', '.join(sorted(jobs - firing_jobs(live, cfg['alert'])))} within "
-                            f"{cfg['alert_wait_seconds']}s of the breakers opening (breakers now: {now_states})")
-        for b in plan:
-            timeline.mark(f"{b.service}: /metrics reads {state_name(stack, state(b))}")
-
-        # 4. restore; each breaker goes half-open, lets a trial through, and closes
-        dependency_fault.restore()
-        timeline.mark(f"{dependency_fault.service} restored and healthy")
-        deadline = max(b.opened + b.recovery for b in plan) + live.timeout
-        pending = list(plan)
-        while pending and time.monotonic() < deadline:
-            for b in list(pending):
-                value = state(b)
-                if value == states["half_open"] and b.half_open is None:
-                    b.half_open = time.monotonic()
-                    timeline.mark(f"{b.service}: /metrics reads half-open")
-                if value == states["half_open"] or (value == states["open"]
-                                                     and time.monotonic() - b.opened >= b.recovery):
-                    b.trial = b.trial or time.monotonic()
-                    trial = send_wave(live, b.route, 1, headers, key_file, marker)
-                    timeline.mark(f"{b.service}: trial request: {trial.describe()}")
-                if state(b) == states["closed"]:
-                    b.closed = time.monotonic()
-                    measured[f"{b.service} closed"] = timeline.mark(f"{b.service}: /metrics reads closed")
-                    pending.remove(b)
-            time.sleep(0.5)
-        for b in plan:
-            if b.closed is None:
-                problems.append(f"service {b.service}: breaker still {state_name(stack, state(b))} "
-                                f"{time.monotonic() - b.opened:.0f}s after it opened (recovery {b.recovery:g}s): "
-                                "it never closes")
-            elif b.half_open is None and b.trial is None:
-                problems.append(f"service {b.service}: breaker went from open to closed without a half-open trial")
-            elif b.closed - b.opened > b.recovery + live.timeout:
-                problems.append(f"service {b.service}: breaker closed {b.closed - b.opened:.1f}s after it opened "
-                                f"(recovery {b.recovery:g}s)")
-        assert not problems, "; ".join(problems)
-
-        # 5. requests succeed again, the alert resolves
-        after = wave({b.service: cfg["fault_clients"] if b.route.via == "nginx" else cfg["container_clients"]
-                      for b in plan})
-        for b in plan:
-            timeline.mark(f"{b.service}: {len(after[b.service].outcomes)} concurrent requests: "
-                          f"{after[b.service].describe()}")
-            if after[b.service].statuses != {"200": len(after[b.service].outcomes)}:
-                problems.append(f"service {b.service}: after the recovery: {after[b.service].describe()}")
-        if wait_for(lambda: not jobs & (firing_jobs(live, cfg["alert"]) | alertmanager_jobs(live, cfg["alert"])),
-                    cfg["alert_wait_seconds"], 1.0):
-            measured["alert resolved"] = timeline.mark(f"{cfg['alert']} resolved in Prometheus and Alertmanager")
-        else:
-            problems.append(f"{cfg['alert']} still active {cfg['alert_wait_seconds']}s after the breakers closed")
-
-        # 6. no exception in the services while it all happened
-        for b in plan:
-            logs = live.containers.of(b.service).logs(since=since, stdout=True, stderr=True)
-            tracebacks = logs.count(b"Traceback (most recent call last)")
-            timeline.mark(f"{b.service}: {tracebacks} traceback(s) in its log since the fault")
-            if tracebacks:
-                problems.append(f"service {b.service}: {tracebacks} traceback(s) in its log during the fault")
+        scenario.inject()
+        scenario.open_at_threshold()
+        assert not scenario.problems, scenario.failure  # the later phases need open breakers
+        scenario.refuse_while_open()
+        scenario.alert_while_open()
+        scenario.recover_through_half_open()
+        assert not scenario.problems, scenario.failure  # serving and resolving mean nothing without the recovery
+        scenario.serve_after_recovery()
+        scenario.count_tracebacks()
     finally:
         dependency_fault.restore()
-        for event in timeline.events:
+        for event in scenario.timeline.events:
             evidence.note(event)
-        if measured:
-            opened = [v for k, v in measured.items() if k.endswith(" open")]
-            closed = [measured[f"{b.service} closed"] - measured[f"{b.service} open"] for b in plan
-                      if f"{b.service} closed" in measured and f"{b.service} open" in measured]
-            fast = [v for k, v in measured.items() if k.endswith("fail-fast p95")]
-            evidence.record(result="; ".join(filter(None, [
-                opened and f"time to open {max(opened):.1f}s (threshold requests answered, /metrics open)",
-                fast and f"fail-fast p95 {max(fast):.3f}s",
-                "alert firing at +{:.1f}s".format(measured["alert firing"]) if "alert firing" in measured else "",
-                "in Alertmanager at +{:.1f}s".format(measured["alert in Alertmanager"])
-                if "alert in Alertmanager" in measured else "",
-                closed and f"closed {max(closed):.1f}s after opening",
-                "alert resolved at +{:.1f}s".format(measured["alert resolved"]) if "alert resolved" in measured else "",
-            ])))
-    assert not problems, "; ".join(problems)
+        if scenario.measured:
+            evidence.record(result=scenario.result())
+    assert not scenario.problems, scenario.failure

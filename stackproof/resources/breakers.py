@@ -3,7 +3,7 @@ says, how Prometheus scrapes their state, how the breaker alert evaluates and wh
 Alertmanager routes it.
 
 Read by the circuit-breakers control (suites/test_circuit_breakers.py). Live and fault
-injection mechanisms are in stackproof/live.py and stackproof/faults.py.
+injection mechanisms are in stackproof/engine/live.py and stackproof/resources/faults.py.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ def seconds(value, where: str) -> float:
         return promql.duration_seconds(str(value))
     except (ValueError, TypeError):
         raise StackError(f"{where}: {value!r} is not a duration") from None
+
+
+def recovery_ok(value, cfg: dict) -> bool:
+    """Whether a declared recovery time is usable: a duration above 0 and within the profile's
+    breakers.max_recovery_seconds (the static setting check and the fault plan judge it alike)."""
+    try:
+        return 0 < seconds(value, "") <= cfg["max_recovery_seconds"]
+    except StackError:
+        return False
 
 
 # --- what each service declares -------------------------------------------------------
@@ -189,6 +198,11 @@ def target_of(stack, alerting: Alerting, service: str) -> ScrapeTarget:
             return target
     raise StackError(f"{stack.rel(alerting.config_path)}: no scrape job targets service {service} "
                      "(its breaker state never reaches Prometheus)")
+
+
+def breaker_targets(stack, alerting: Alerting) -> dict[str, ScrapeTarget]:
+    """Each breaker service and the scrape target Prometheus reads its state from."""
+    return {service: target_of(stack, alerting, service) for service in breaker_services(stack)}
 
 
 def evaluation_interval(alerting: Alerting) -> float:
