@@ -19,6 +19,7 @@ import shutil
 import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -167,6 +168,15 @@ SWARM_DEFECTS = [
 ]
 
 
+def _update_together(services: list[str], action: Callable[[str], list[str]]) -> None:
+    """`docker service <action>` on each service, each waiting for its own rollout, side by side: one
+    service's rollout does not wait for the other's (nginx and the monitor: about 15 s each)."""
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        for done in [pool.submit(run_own, ["docker", "service", *action(service), "--detach=false", "--quiet", service], 180)
+                     for service in services]:
+            done.result()
+
+
 @pytest.mark.parametrize("defect", SWARM_DEFECTS, ids=[d.id for d in SWARM_DEFECTS])
 def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, defect: SwarmDefect):
     """The live self-tests that apply on swarm: each defect, deployed into the running services, fails
@@ -180,17 +190,14 @@ def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, de
     try:
         if defect.inject:
             defect.inject(REFERENCE_STACK)  # rewrites the files in place: owner and mode stay
-        for service in services:
-            run_own(["docker", "service", "update", "--detach=false", "--quiet", *defect.update(scratch), service], 180)
+        _update_together(services, lambda service: ["update", *defect.update(scratch)])
         for service in services:
             _wait_converged(swarm_stack, service)
         run = run_suite(REFERENCE_STACK, *_suite_args(), "-m", "live")
     finally:
         for item in saved:
             restore_file(item)
-        restore = ["update", "--force"] if saved else ["rollback"]
-        for service in services:
-            run_own(["docker", "service", *restore, "--detach=false", "--quiet", service], 180)
+        _update_together(services, lambda service: ["update", "--force"] if saved else ["rollback"])
         for service in services:
             _wait_converged(swarm_stack, service)
         shutil.rmtree(scratch)
