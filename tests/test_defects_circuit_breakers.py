@@ -12,7 +12,7 @@ CONFIG = "ai-stack/mcp-servers/config/config.yaml"
 ALERTS = "ai-stack/compose/prometheus/alerts/ai-stack-alerts.yml"
 ALERT_TESTS = "ai-stack/compose/prometheus/tests/ai-stack-alerts.test.yml"
 ALERTMANAGER = "ai-stack/compose/alertmanager/alertmanager.yml"
-RECOVERY = "    reset_timeout: 60        # seconds open (calls refused with 503 at once) before half-open\n"
+RECOVERY = "    reset_timeout: 50        # seconds open (calls refused with 503 at once) before half-open\n"
 
 
 def _renamed_state_metric(stack: Path) -> None:
@@ -68,7 +68,7 @@ DEFECTS = [
      ["circuit_breaker.postgres.failure_threshold is 0 for hybrid-coordinator"]),
     ("never-closes-no-recovery", replace(CONFIG, RECOVERY, ""),
      ["circuit_breaker.postgres.reset_timeout is not set for aidb"]),
-    ("never-closes-recovery-0", replace(CONFIG, "    reset_timeout: 60 ", "    reset_timeout: 0 "),
+    ("never-closes-recovery-0", replace(CONFIG, "    reset_timeout: 50 ", "    reset_timeout: 0 "),
      ["circuit_breaker.postgres.reset_timeout is 0 for aidb"]),
     ("no-half-open-probe", replace(CONFIG, "    half_open_max_calls: 1 ", "    half_open_max_calls: 0 "),
      ["circuit_breaker.postgres.half_open_max_calls is 0"]),

@@ -19,7 +19,7 @@ from typing import Callable
 import docker
 import pytest
 from defects import COORDINATOR_CONFIG, breaker_removed_from_coordinator, certificate_on_disk, chmod, replace
-from harness import PROJECT, REFERENCE_STACK, assert_no_secret_in, assert_only_control_fails, stack_secrets
+from harness import PROJECT, REFERENCE_STACK, SuiteRun, assert_no_secret_in, assert_only_control_fails, stack_secrets
 from journal import restore_file, save_file
 
 from stackproof.io import proc
@@ -272,10 +272,37 @@ def test_live_defect_fails_only_its_control(defect: LiveDefect, running_referenc
     assert_no_secret_in(run, known)
 
 
-@pytest.mark.usefixtures("settled")
-def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite):
-    """Static and live checks on the running reference stack: every control passes, GO."""
-    run = run_suite(running_reference_stack, "--live")
+@dataclass
+class FullLiveRun:
+    """One run of every check on the running reference stack, the opt-in ones that change it (the key
+    rotation, the fault injection) included, with every output pytest can write; read by the GO test
+    and the trust test (test_trust.py), which would otherwise each make it (about 100 s together)."""
+
+    run: SuiteRun
+    junit: Path
+    html: Path
+    secrets_before: list[bytes]  # the stack's secrets before the run (the rotation restores the key)
+
+
+_FULL_LIVE_RUN: list[FullLiveRun] = []
+
+
+def full_live_run(stack: Path, run_suite, tmp_path: Path) -> FullLiveRun:
+    """The run, made by the first test that asks for it, from the stack as set up."""
+    if not _FULL_LIVE_RUN:
+        settle()
+        known = stack_secrets(stack)
+        junit, html = tmp_path / "junit.xml", tmp_path / "pytest-html.html"
+        run = run_suite(stack, "--live", "--allow-changes", "--trust-stack-code", "-rA", "-l", "--junitxml", str(junit),
+                        "--html", str(html), "--self-contained-html")
+        _FULL_LIVE_RUN.append(FullLiveRun(run, junit, html, known))
+    return _FULL_LIVE_RUN[0]
+
+
+def test_running_reference_stack_is_go(running_reference_stack: Path, run_suite, tmp_path: Path):
+    """Static and live checks on the running reference stack, the opt-in ones included: every control
+    passes, GO."""
+    run = full_live_run(running_reference_stack, run_suite, tmp_path).run
     assert run.report is not None, run.stdout[-3000:]
     assert {c: run.reasons(c) for c in run.failed_controls} == {}
     assert set(run.statuses.values()) == {"PASS"}, run.statuses

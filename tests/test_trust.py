@@ -11,6 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 from harness import assert_no_secret_in, stack_secrets
+from test_live_defects import full_live_run
 
 KEY_FILE = "ai-stack/compose/secrets/stack_api_key"
 ENV_FILE = "ai-stack/compose/.env"
@@ -57,13 +58,11 @@ def test_no_secret_reaches_any_output(stack_copy, run_suite, tmp_path, weak):
 def test_no_secret_reaches_any_output_of_a_live_run(running_reference_stack, run_suite, tmp_path):
     """Static and live checks, the opt-in rotation included, on the running stack: its real key and
     password appear nowhere."""
-    known = stack_secrets(running_reference_stack)
-    junit, html = tmp_path / "junit.xml", tmp_path / "pytest-html.html"
-    run = run_suite(running_reference_stack, "--live", "--allow-changes", "--trust-stack-code", "-rA", "-l", "--junitxml", str(junit),
-                    "--html", str(html), "--self-contained-html")
+    shared = full_live_run(running_reference_stack, run_suite, tmp_path)  # the GO test's run, when it ran first
+    run = shared.run
     assert run.report is not None and run.passed, run.stdout[-2000:]
-    assert_no_secret_in(run, known, (junit, html))
-    assert stack_secrets(running_reference_stack) == known, "the rotation check did not restore the key"
+    assert_no_secret_in(run, shared.secrets_before, (shared.junit, shared.html))
+    assert stack_secrets(running_reference_stack) == shared.secrets_before, "the rotation check did not restore the key"
 
 
 def _tree_digest(root: Path) -> str:
