@@ -273,10 +273,17 @@ def describe_profile(stack: Stack) -> dict:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Bound the whole run: every single step is bounded, and so is their sum. Tell the stack which
-    check runs, so that an input it finds broken blocks (not fails) the later checks that need it."""
+    check runs, so that an input it finds broken blocks (not fails) the later checks that need it.
+
+    A check due to start past the deadline stops the run as the watchdog's alarm does (INCOMPLETE, the
+    checks left not run, never failed): the alarm is lost when it lands in a finalizer, where Python
+    reports the exception it raises as unraisable and carries on."""
     item.config.stash[STACK_KEY].current_check = item.name
     if item.get_closest_marker("control") and time.monotonic() > item.config.stash[DEADLINE_KEY]:
-        pytest.fail(f"run time limit of {setting(item.config, 'run_timeout')}s exceeded before this check started")
+        watchdog = item.config.pluginmanager.get_plugin("stackproof-watchdog")
+        if watchdog is not None:
+            watchdog.expire()
+        raise RunTimeout(f"run time limit of {setting(item.config, 'run_timeout')}s reached")  # an xdist worker
 
 
 @pytest.hookimpl(wrapper=True, specname="pytest_runtest_setup")

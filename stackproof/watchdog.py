@@ -20,7 +20,7 @@ import threading
 import time
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import pytest
 
@@ -102,6 +102,13 @@ class RunWatchdog:
             return (yield)
         finally:
             self.cancel()
+
+    def expire(self) -> NoReturn:
+        """Stop the run now, as the alarm does: a check is due to start past the deadline (the alarm was
+        lost in a finalizer). The alarm is disarmed first: fired during pytest's handling of this
+        interruption, it would escape the session."""
+        self.disarm_alarm()
+        raise RunTimeout(self.message)
 
     def disarm_alarm(self) -> None:
         if self._previous is not None:

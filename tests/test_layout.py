@@ -32,6 +32,7 @@ ALLOWED = {
     ("report/files.py", "write_text"): "the report files, in the suite's own staging dir",
     ("report/files.py", "fdopen"): "the --sarif copy of the report, where the operator asked",
     ("resources/breakers.py", "write_text"): "the promtool test the suite writes into its own temporary dir",
+    ("resources/breakers.py", "write_bytes"): "copies of the rule files (read through io) in that same temporary dir",
     ("resources/scripts.py", "write_bytes"): "certificates the suite makes for the monitor's scenarios",
 }
 

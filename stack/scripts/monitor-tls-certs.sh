@@ -29,11 +29,12 @@
 # cn is the subject CN, issuer the issuer DN in RFC 2253 form. Label values are
 # escaped per the text format (\\, \", \n).
 #
-# Requires bash, openssl and GNU coreutils (date, timeout, mktemp); runs the
+# Requires bash 4.2+, openssl and GNU coreutils (date, timeout, mktemp); runs the
 # same on the host and in the tls-monitor container (every 6 hours there, via
 # ai-stack/compose/tls-monitor/run-monitor.sh, fed to node-exporter's textfile
 # collector).
 set -uo pipefail
+export TZ=UTC  # printf's %(...)T formats below are UTC
 
 PROG="${0##*/}"
 OPENSSL_TIMEOUT=10
@@ -79,9 +80,11 @@ esc() {
   printf '%s' "$s"
 }
 
-# First CN= attribute of an RFC 2253 DN (handles escaped commas).
+# First CN= attribute of an RFC 2253 DN (handles escaped commas), unescaped, into $cn.
+# (Bash only: this runs for every certificate, and a subshell or sed each time costs more than the rest.)
 cn_of() {
   local dn="$1" rdn="" c i rest
+  cn=""
   local -a rdns=()
   for ((i = 0; i < ${#dn}; i++)); do
     c="${dn:i:1}"
@@ -94,14 +97,18 @@ cn_of() {
     if [[ "$rest" == CN=* ]]; then
       rest="${rest#CN=}"
       # unescape RFC 2253 backslash escapes for display
-      printf '%s' "$(sed -E 's/\\(.)/\1/g' <<<"$rest")"
+      for ((i = 0; i < ${#rest}; i++)); do
+        c="${rest:i:1}"
+        if [[ "$c" == "\\" && i+1 -lt ${#rest} ]]; then ((i++)); c="${rest:i:1}"; fi
+        cn+="$c"
+      done
       return 0
     fi
   done
   return 0
 }
 
-now="$(date -u +%s)"
+printf -v now '%(%s)T' -1
 worst=0          # 0 ok, 1 warning, 2 critical
 any_error=0
 m_expiry=() m_days=() m_status=() m_success=()
@@ -114,8 +121,6 @@ for cert in "${certs[@]}"; do
     reason="is a directory"
   elif [[ ! -r "$cert" ]]; then
     reason="unreadable"
-  elif ! grep -q -- '-----BEGIN CERTIFICATE-----' "$cert" 2>/dev/null; then
-    reason="not a PEM certificate"
   else
     # one openssl run for the four fields (each run loads OpenSSL's configuration and providers)
     fields="$(timeout "$OPENSSL_TIMEOUT" openssl x509 -in "$cert" -noout -nameopt RFC2253 \
@@ -131,14 +136,16 @@ for cert in "${certs[@]}"; do
         notAfter=*) enddate="${line#notAfter=}" ;;
       esac
     done <<<"$fields"
-    not_after="$(date -u -d "$enddate" +%s 2>/dev/null)" || reason="cannot parse notAfter '$enddate'"
+    # both dates in one date run, one line each (a line date cannot parse prints nothing)
+    mapfile -t stamps < <(date -u -f - +%s 2>/dev/null <<<"$enddate"$'\n'"$startdate")
+    not_after="${stamps[0]:-}" not_before="${stamps[1]:-}"
   fi
   # a certificate that is not valid yet is refused by every client, whatever its days left
   if [[ -z "$reason" ]]; then
-    if ! not_before="$(date -u -d "$startdate" +%s 2>/dev/null)"; then
-      reason="cannot parse notBefore '$startdate'"
+    if ((${#stamps[@]} != 2)); then
+      reason="cannot parse notAfter '$enddate' or notBefore '$startdate'"
     elif ((not_before > now)); then
-      reason="not valid yet (notBefore $(date -u -d "@$not_before" +%Y-%m-%dT%H:%M:%SZ))"
+      printf -v reason 'not valid yet (notBefore %(%Y-%m-%dT%H:%M:%SZ)T)' "$not_before"
     fi
   fi
   if [[ -n "$reason" ]]; then
@@ -148,7 +155,7 @@ for cert in "${certs[@]}"; do
     continue
   fi
   subject="${subject# }"; issuer="${issuer# }"
-  cn="$(cn_of "$subject")"
+  cn_of "$subject"
   diff=$((not_after - now))
   days_left=$((diff / 86400))
   if ((diff < 0 && diff % 86400 != 0)); then days_left=$((days_left - 1)); fi
@@ -160,7 +167,7 @@ for cert in "${certs[@]}"; do
     status=ok; code=0
   fi
   ((code > worst)) && worst=$code
-  expires="$(date -u -d "@$not_after" +%Y-%m-%dT%H:%M:%SZ)"
+  printf -v expires '%(%Y-%m-%dT%H:%M:%SZ)T' "$not_after"
   echo "$cert: cn=$cn expires=$expires days_left=$days_left status=$status"
   labels="path=\"$(esc "$cert")\",cn=\"$(esc "$cn")\",issuer=\"$(esc "$issuer")\""
   m_expiry+=("tls_cert_expiry_timestamp_seconds{$labels} $not_after")
@@ -171,8 +178,9 @@ done
 
 write_metrics() {
   local dir tmp
-  dir="$(dirname -- "$metrics_file")"
-  mkdir -p -- "$dir" 2>/dev/null || true
+  [[ "$metrics_file" == */* ]] && dir="${metrics_file%/*}" || dir=.
+  dir="${dir:-/}"
+  [[ -d "$dir" ]] || mkdir -p -- "$dir" 2>/dev/null || true
   tmp="$(mktemp "$dir/.tls_certs.prom.XXXXXX" 2>/dev/null)" || return 1
   {
     echo "# HELP tls_cert_expiry_timestamp_seconds Certificate notAfter as a unix timestamp."

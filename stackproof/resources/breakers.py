@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from stackproof.resources import promql
-from stackproof.io import proc
+from stackproof.io import pure
+from stackproof.io.files import read_stack_file
 from stackproof.resources.alerting import Alerting, Rule, flag_value, host_of
 from stackproof.errors import Blocked, NotDeclared, StackError
 from stackproof.resources.breaker_code import read_breaker_code
@@ -262,13 +263,20 @@ def alert_fires(stack, alerting: Alerting, rule: Rule, metric: str,
             "expr": f'label_replace(clamp_max(count({rule.spec["expr"]}), 1) or vector(0), "{CASE_LABEL}", "{number}", "", "")',
             "eval_time": "5m", "exp_samples": [{"labels": f'{{{CASE_LABEL}="{number}"}}', "value": 1}]}],
     } for number, name in enumerate(names)]
-    doc = {"rule_files": [str(f) for f in alerting.rule_files], "evaluation_interval": "1m", "tests": groups}
     with tempfile.TemporaryDirectory(prefix="stackproof-breaker-") as tmp:
+        # the rule files as copies under names of their own, so that the run's inputs, and with them
+        # its result kept by io.pure, are the same for every copy of a stack wherever it lies
+        copies = {Path(tmp) / f"rules-{number}.yml": source for number, source in enumerate(alerting.rule_files)}
+        for copy, source in copies.items():
+            copy.write_bytes(read_stack_file(source, stack.rel(source)))
+        doc = {"rule_files": [copy.name for copy in copies], "evaluation_interval": "1m", "tests": groups}
         path = Path(tmp) / "breaker-alert.test.yml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        done = proc.run(["promtool", "test", "rules", path.name], timeout=stack.timeout, cwd=tmp,
-                        where=f"promtool test rules ({rule.name})")
+        done = pure.run(["promtool", "test", "rules", path.name], reads=[path, *copies], cwd=Path(tmp),
+                        timeout=stack.timeout, where=f"promtool test rules ({rule.name})")
     out = (done.stdout + done.stderr).decode(errors="replace")
+    for copy, source in copies.items():
+        out = out.replace(copy.name, stack.rel(source))
     if done.returncode == 0:
         return dict.fromkeys(names, True)
     if "got:" not in out and "exp:" not in out:
@@ -315,7 +323,9 @@ def routed_receivers(stack, config: AlertmanagerConfig, labels: dict[str, str]) 
     (Alertmanager's own routing code) computes it: matchers, match_re, continue, defaults."""
     args = ["amtool", "config", "routes", "test", f"--config.file={config.path.name}",
             *[f"{k}={v}" for k, v in sorted(labels.items())]]
-    done = proc.run(args, timeout=stack.timeout, cwd=config.path.parent, where=f"amtool ({stack.rel(config.path)})")
+    # amtool reads the config file alone here (templates and *_file settings are read by the server)
+    done = pure.run(args, reads=[config.path], cwd=config.path.parent, timeout=stack.timeout,
+                    where=f"amtool ({stack.rel(config.path)})")
     out = done.stdout.decode(errors="replace").strip()
     if done.returncode != 0:
         err = " ".join(done.stderr.decode(errors="replace").split())[:200]
