@@ -96,15 +96,16 @@ SCENARIOS = [
     ("not-yet-valid", "future", "localhost"),  # valid from 2 days from now: refused by clients, an error
 ]
 NOT_VALID_YET_IN_DAYS = 2
+PROBE = "365-days-left"  # the scenario whose run also proves the interface (a valid certificate)
 INTERFACE_CHECK = "test_monitor_interface"
 
 
 @pytest.fixture(scope="session")
 def scenario_certs(tmp_path_factory) -> dict[str, tuple[Path, x509.Certificate | None]]:
-    """Scenario id -> (file, certificate), made once per run (and the interface probe's valid one)."""
+    """Scenario id -> (file, certificate), made once per run."""
     where = tmp_path_factory.mktemp("tls-scenarios")
     made = {}
-    for scenario, days, cn in [*SCENARIOS, ("interface-probe", 365, "stackproof-probe")]:
+    for scenario, days, cn in SCENARIOS:
         path = where / f"{scenario}.pem"
         if days == "garbage":
             path.write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xff not base64 \x1b[31m\n-----END CERTIFICATE-----\n")
@@ -157,7 +158,7 @@ def test_monitor_interface(stack, evidence, monitor, scenario_certs):
         expected="a declared exit code; metrics file with " + ", ".join(n for n in iface["metrics"].values() if n)
         + (f"; a stdout line like {iface['status_line']!r}" if iface["status_line"] else ""),
     )
-    problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
+    problem = monitor.interface_problem(scenario_certs[PROBE][0], PROBE)
     evidence.record(result=problem or "works as declared")
     assert problem is None, problem
 
@@ -186,7 +187,7 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
         expected=(f"exit {code}, " if code is not None else "") + f"status {expected}"
         + (f", days_left {days}, expiry/cn/issuer from the certificate" if cert else ", check failed"),
     )
-    problem = monitor.interface_problem(scenario_certs["interface-probe"][0])
+    problem = monitor.interface_problem(scenario_certs[PROBE][0], PROBE)
     if problem:
         blocked(INTERFACE_CHECK, problem)
     monitor.prefetch({label: None if kind == "missing" else scenario_certs[label][0] for label, kind, _ in SCENARIOS})

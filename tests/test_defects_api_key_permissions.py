@@ -122,7 +122,7 @@ DEFECTS = [
      [SCRIPT, "audit log holds key material"]),
     ("rotate-prints-key", edit_script(("trap - EXIT\n", 'trap - EXIT\necho "new key: $(cat "$key")"\n')),
      [SCRIPT, "printed key material"]),
-    ("rotate-same-key", edit_script(("openssl rand -hex 32 |", 'cat -- "$key" |'),
+    ("rotate-same-key", edit_script(("od -An -vtx1 -N32 /dev/urandom |", 'cat -- "$key" |'),
                                     ('cmp -s -- "$tmpk" "$key" && die "could not generate a different key"\n', "")),
      [SCRIPT, "the new key equals the old one"]),
     ("rotate-not-executable", chmod(SCRIPT, 0o644), [f"{SCRIPT}: rotate script is not executable (mode 0644)"]),
@@ -289,7 +289,7 @@ def test_structured_key_fails_strength_rule(key, found):
 
 
 def test_random_keys_have_no_structure():
-    """Keys as the stack generates them (openssl rand -hex 32) and as base64: never predictable."""
+    """Keys as the stack generates them (32 random bytes as hex) and as base64: never predictable."""
     cfg = {"min_random_bytes": 32, "min_entropy_bits": 4.0}
     for _ in range(300):
         for key in (secrets.token_hex(32).encode(), base64.b64encode(secrets.token_bytes(32)),

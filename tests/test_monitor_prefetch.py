@@ -18,7 +18,7 @@ LABELS = ("365-days-left", "expired", "missing-file", "garbage-file")
 def _monitor(outcomes: dict[str, object]) -> tuple[Monitor, Counter]:
     made = Counter()
     monitor = object.__new__(Monitor)
-    monitor.broken, monitor._prefetched, monitor._asked, monitor.box = None, {}, set(), None
+    monitor.broken, monitor._prefetched, monitor._made, monitor.box = None, {}, {}, None
     monitor._open = lambda: None
 
     def run(label, cert):
@@ -37,6 +37,19 @@ def test_each_scenario_is_made_once_however_often_it_is_prefetched():
     for label in LABELS:  # as the parametrized check does: prefetch all, then ask for its own
         monitor.prefetch({name: None for name in LABELS})
         assert monitor.run(label, None).label == label
+    assert made == Counter({label: 1 for label in LABELS})
+
+
+def test_a_scenario_asked_for_again_is_the_same_run():
+    """The interface probe is the valid scenario's run: asked for twice, made once, the same outcome both times
+    (an error too)."""
+    monitor, made = _monitor({"expired": StackError("expired: unreadable output")})
+    first = monitor.run("365-days-left", None)
+    monitor.prefetch({name: None for name in LABELS})
+    assert monitor.run("365-days-left", None) is first
+    for _ in range(2):
+        with pytest.raises(StackError, match="unreadable output"):
+            monitor.run("expired", None)
     assert made == Counter({label: 1 for label in LABELS})
 
 

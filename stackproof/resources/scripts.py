@@ -288,7 +288,7 @@ class Monitor:
         self.broken: str | None = None
         self._probe: str | None | Literal[False] | InterfaceRejected = False  # False: not probed yet
         self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
-        self._asked: set[str] = set()  # labels run() was asked for: never made again ahead
+        self._made: dict[str, MonitorRun | StackError] = {}  # label -> the run run() handed out: made once
 
     def close(self) -> None:
         if self.box is not None:
@@ -319,7 +319,7 @@ class Monitor:
         openssl, which is most of a static run's wall time. A run that fails is kept as its error."""
         if self.broken:
             return
-        todo = {label: cert for label, cert in runs.items() if label not in self._prefetched and label not in self._asked}
+        todo = {label: cert for label, cert in runs.items() if label not in self._prefetched and label not in self._made}
         if not todo:
             return
         self._open()
@@ -333,18 +333,21 @@ class Monitor:
 
     def run(self, label: str, cert: Path | None) -> MonitorRun:
         """Run the script on a copy of `cert` (None: a path where no file is), or hand out the run
-        prefetch() made. After a run that failed (a hang, a crash of the sandbox) no other is made."""
-        if self.broken:
-            raise StackError(f"{self.broken} (on an earlier run)")
-        self._asked.add(label)
-        made = self._prefetched.pop(label, None)
+        prefetch() made, or the one made for the label before (the interface probe is a scenario's run).
+        After a run that failed (a hang, a crash of the sandbox) no other is made."""
+        made = self._made.get(label)
         if made is None:
-            try:
-                made = self._run(label, cert)
-            except StackError as exc:
-                made = exc
+            if self.broken:
+                raise StackError(f"{self.broken} (on an earlier run)")
+            made = self._prefetched.pop(label, None)
+            if made is None:
+                try:
+                    made = self._run(label, cert)
+                except StackError as exc:
+                    made = exc
+            self._made[label] = made
         if isinstance(made, ScriptRunFailed):
-            self.broken = str(made)
+            self.broken = self.broken or str(made)
         if isinstance(made, StackError):
             raise made
         return made
@@ -379,22 +382,22 @@ class Monitor:
         match = self.interface.status_pattern(run.values).search(run.stdout)
         return match.group("status").lower() if match else None
 
-    def interface_problem(self, probe_cert: Path) -> str | None:
-        """Why the declared interface does not work on a valid certificate, or None (run once). Raises
-        InterfaceRejected when the script refused the call itself."""
+    def interface_problem(self, probe_cert: Path, label: str = "interface-probe") -> str | None:
+        """Why the declared interface does not work on a valid certificate, or None (run once, as `label`).
+        Raises InterfaceRejected when the script refused the call itself."""
         if self._probe is False:
             try:
-                self._probe = self._check_interface(probe_cert)
+                self._probe = self._check_interface(probe_cert, label)
             except InterfaceRejected as exc:
                 self._probe = exc
         if isinstance(self._probe, InterfaceRejected):
             raise self._probe
         return self._probe
 
-    def _check_interface(self, probe_cert: Path) -> str | None:
+    def _check_interface(self, probe_cert: Path, label: str) -> str | None:
         try:
             interface = self.interface
-            run = self.run("interface-probe", probe_cert)
+            run = self.run(label, probe_cert)
         except StackError as exc:
             return str(exc)
         declared = {status: code for status, code in interface.exit_codes.items() if code is not None}
@@ -417,9 +420,9 @@ class Monitor:
         problems = [f"scripts.monitor.metrics.{role}: no series {name!r} in the metrics file (it has: {', '.join(names) or 'none'})"
                     for role, name in interface.metrics.items() if name and name not in names]
         dated = [s for s in samples if s.name in (interface.metrics.get("expiry"), interface.metrics.get("days_left"))]
-        for role, label in interface.labels.items():
-            if label and dated and not any(label in s.labels for s in dated):
-                problems.append(f"scripts.monitor.labels.{role}: no label {label!r} on {dated[0].name} "
+        for role, label_name in interface.labels.items():
+            if label_name and dated and not any(label_name in s.labels for s in dated):
+                problems.append(f"scripts.monitor.labels.{role}: no label {label_name!r} on {dated[0].name} "
                                 f"(labels: {', '.join(sorted(dated[0].labels)) or 'none'})")
         if interface.status_line is not None and self.status_word(run) is None:
             first = redact.clean(box.outside((run.stdout.splitlines() or [""])[0]), limit=STDERR_LIMIT)
