@@ -532,8 +532,7 @@ class Inspector:
 
     def monitor_trial(self, interface: dict) -> str:
         """The monitor called as read, once, in the sandbox on a valid certificate made for it."""
-        with tempfile.TemporaryDirectory(prefix="stackproof-init-") as workdir:
-            problem = monitor_trial(self.stack(), Path(workdir))
+        problem = monitor_trial(self.stack())
         if problem:
             raise StackError(problem)
         return "proven by a trial run in the sandbox on a valid certificate"

@@ -34,7 +34,10 @@ from stackproof.report.waivers import load_waivers
 from .watchdog import RunTimeout, RunWatchdog
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from stackproof.engine.live import LiveStack
+    from stackproof.resources.scripts import Monitor
 
 STACK_KEY = pytest.StashKey[Stack]()
 REPORT_KEY = pytest.StashKey[ValidationReport]()
@@ -332,6 +335,18 @@ def evidence(request: pytest.FixtureRequest) -> Evidence:
     record = Evidence()
     request.node.stash[EVIDENCE_KEY] = record
     return record
+
+
+@pytest.fixture(scope="session")
+def monitor(stack: Stack) -> Iterator[Monitor]:
+    """The stack's TLS monitor script in its sandbox, one for every check that runs it (TLS monitoring, the TLS
+    alerts' metrics): each run is made once, so a hanging script costs one timeout. Run whatever its exec bit:
+    test_monitor_script_is_executable judges that, and the scenarios judge what the script does."""
+    from stackproof.resources.scripts import Monitor
+
+    runner = Monitor(stack, force_executable=True)
+    yield runner
+    runner.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import posixpath
 import shutil
-import tempfile
 import urllib.parse
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from stackproof.resources.alerting import (Alerting, Rule, flag_value, host_of, 
                                            rule_test_files)
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, blocked, environment_error, not_proven
-from stackproof.resources.scripts import Monitor, make_certificate
+from stackproof.resources.scripts import Monitor
 
 pytestmark = pytest.mark.control("alert_rules")
 
@@ -203,25 +202,18 @@ def test_alertmanager_configured(stack, alerting, evidence):
 # --- TLS metric wiring ------------------------------------------------------------------
 
 
-def monitor_metrics(stack) -> set[str]:
-    """Names of the series the TLS monitor script writes for a valid certificate: run as the profile declares,
-    in its sandbox, whatever its exec bit (that is the TLS control's concern)."""
-    runner = Monitor(stack, force_executable=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="stackproof-tls-") as tmp:
-            cert = Path(tmp) / "probe.crt"
-            make_certificate(cert, 365, "stackproof-probe")
-            run = runner.run("probe", cert)
-    finally:
-        runner.close()
+def monitor_metrics(monitor: Monitor) -> set[str]:
+    """Names of the series the TLS monitor script writes for a valid certificate: its run as the profile
+    declares, in its sandbox (the TLS checks' valid scenario)."""
+    run = monitor.valid_run()
     if run.metrics is None:
         err = " ".join(run.stderr.split())[:200]
-        raise StackError(f"{runner.rel}: wrote no metrics file for a valid certificate (exit {run.code}) {err}".strip())
+        raise StackError(f"{monitor.rel}: wrote no metrics file for a valid certificate (exit {run.code}) {err}".strip())
     try:
         # sample names, not family names: a counter family `x` has samples `x_total`
         return {sample.name for family in text_string_to_metric_families(run.metrics) for sample in family.samples}
     except ValueError as exc:
-        raise StackError(f"{runner.rel}: metrics file is not Prometheus text format ({exc})") from None
+        raise StackError(f"{monitor.rel}: metrics file is not Prometheus text format ({exc})") from None
 
 
 def _mount_of(service: Service, path: str) -> tuple[str, str, str] | None:
@@ -350,7 +342,7 @@ def test_tls_textfile_is_scraped(stack, alerting, evidence):
 @pytest.mark.remediation("high",
                          "Make each TLS alert select a metric the TLS monitor writes (see the profile's "
                          "`scripts.monitor.metrics`), or have the monitor write the metric the alert selects.")
-def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
+def test_tls_alert_metrics_are_produced(stack, alerting, evidence, monitor):
     """Every metric a TLS alert selects is one the TLS monitor script writes (or a scrape series such as `up`)."""
     script = stack.rel(stack.path("monitor_script"))
     selected = tls_alert_selectors(stack, alerting)
@@ -358,7 +350,7 @@ def test_tls_alert_metrics_are_produced(stack, alerting, evidence):
     evidence.record(test=f"metrics selected by the {stack.profile['alerts']['tls_alert_prefix']}* alerts: {', '.join(names)}",
                     expected=f"each written by {script} for a valid certificate")
     try:
-        produced = monitor_metrics(stack)
+        produced = monitor_metrics(monitor)
     except StackError as exc:  # a broken script fails tls_monitoring, which owns it
         blocked("TLS certificate monitoring", f"{exc}: TLS alert metrics not verified")
     evidence.record(result=f"{script} writes {', '.join(sorted(produced))}")

@@ -86,7 +86,7 @@ ODD_CN = 'api "edge" \\ node, Inc'  # a CN other than localhost, with characters
 
 # (id, days left or a bad file, subject CN); the expected status follows from the profile's thresholds
 SCENARIOS = [
-    ("365-days-left", 365, "localhost"),
+    (Monitor.VALID, Monitor.VALID_DAYS, Monitor.VALID_CN),  # the run that also proves the interface
     ("20-days-left", 20, "localhost"),
     ("3-days-left", 3, "localhost"),
     ("expired", -2, "localhost"),
@@ -96,16 +96,15 @@ SCENARIOS = [
     ("not-yet-valid", "future", "localhost"),  # valid from 2 days from now: refused by clients, an error
 ]
 NOT_VALID_YET_IN_DAYS = 2
-PROBE = "365-days-left"  # the scenario whose run also proves the interface (a valid certificate)
 INTERFACE_CHECK = "test_monitor_interface"
 
 
 @pytest.fixture(scope="session")
-def scenario_certs(tmp_path_factory) -> dict[str, tuple[Path, x509.Certificate | None]]:
-    """Scenario id -> (file, certificate), made once per run."""
+def scenario_certs(tmp_path_factory, monitor) -> dict[str, tuple[Path, x509.Certificate | None]]:
+    """Scenario id -> (file, certificate), made once per run (the valid one by the monitor's runner)."""
     where = tmp_path_factory.mktemp("tls-scenarios")
-    made = {}
-    for scenario, days, cn in SCENARIOS:
+    made: dict[str, tuple[Path, x509.Certificate | None]] = {Monitor.VALID: monitor.valid_certificate()}
+    for scenario, days, cn in SCENARIOS[1:]:
         path = where / f"{scenario}.pem"
         if days == "garbage":
             path.write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xff not base64 \x1b[31m\n-----END CERTIFICATE-----\n")
@@ -113,14 +112,6 @@ def scenario_certs(tmp_path_factory) -> dict[str, tuple[Path, x509.Certificate |
             make_certificate(path, 365, cn, starts_in_days=NOT_VALID_YET_IN_DAYS)
         made[scenario] = (path, make_certificate(path, days, cn) if isinstance(days, int) else None)
     return made
-
-
-@pytest.fixture(scope="session")
-def monitor(stack):
-    """The stack's monitor script in its sandbox, for the session."""
-    runner = Monitor(stack)
-    yield runner
-    runner.close()
 
 
 # --- static checks ------------------------------------------------------------------
@@ -158,7 +149,7 @@ def test_monitor_interface(stack, evidence, monitor, scenario_certs):
         expected="a declared exit code; metrics file with " + ", ".join(n for n in iface["metrics"].values() if n)
         + (f"; a stdout line like {iface['status_line']!r}" if iface["status_line"] else ""),
     )
-    problem = monitor.interface_problem(scenario_certs[PROBE][0], PROBE)
+    problem = monitor.interface_problem()
     evidence.record(result=problem or "works as declared")
     assert problem is None, problem
 
@@ -187,7 +178,7 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
         expected=(f"exit {code}, " if code is not None else "") + f"status {expected}"
         + (f", days_left {days}, expiry/cn/issuer from the certificate" if cert else ", check failed"),
     )
-    problem = monitor.interface_problem(scenario_certs[PROBE][0], PROBE)
+    problem = monitor.interface_problem()
     if problem:
         blocked(INTERFACE_CHECK, problem)
     monitor.prefetch({label: None if kind == "missing" else scenario_certs[label][0] for label, kind, _ in SCENARIOS})

@@ -33,7 +33,7 @@ DEFECTS = [
         replace(SCRIPT, 'esc() {\n', 'esc() {\n  printf \'%s\' "$1"; return\n'),
         (), [f"{SCRIPT}: other-cn: metrics file does not parse as Prometheus text format"],
     ),
-    ("monitor-not-executable", chmod(SCRIPT, 0o644), (), [f"{SCRIPT}: mode 0644, not executable", "cannot run"]),
+    ("monitor-not-executable", chmod(SCRIPT, 0o644), (), [f"{SCRIPT}: mode 0644, not executable"]),
     ("monitor-missing", remove(SCRIPT), (), [f"{SCRIPT}: not found"]),
     (
         "monitor-hangs",

@@ -19,7 +19,9 @@ import datetime as dt
 import math
 import os
 import re
+import shutil
 import string
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -275,9 +277,14 @@ def make_certificate(path: Path, days: int, cn: str = "localhost", starts_in_day
 class Monitor:
     """The stack's TLS monitor script, run in one box for the session, through the declared interface.
 
-    After one run that hangs or cannot start, the next ones fail at once with the same reason,
-    so a hanging script costs one timeout. `interface_problem()` runs it once on a valid
-    certificate and says whether the declared interface works at all."""
+    Each run (a label) is made once, whoever asks for it: the valid certificate's run (`valid_run()`)
+    proves the interface, is the TLS checks' first scenario and tells the alert checks which metrics
+    the script writes. After one run that hangs or cannot start, the next ones fail at once with the
+    same reason, so a hanging script costs one timeout. `interface_problem()` says whether the declared
+    interface works at all."""
+
+    VALID = "365-days-left"  # the label of the run on the valid certificate
+    VALID_DAYS, VALID_CN = 365, "localhost"
 
     def __init__(self, stack, force_executable: bool = False):
         self.stack = stack
@@ -289,10 +296,26 @@ class Monitor:
         self._probe: str | None | Literal[False] | InterfaceRejected = False  # False: not probed yet
         self._prefetched: dict[str, MonitorRun | StackError] = {}  # label -> a run made ahead by prefetch()
         self._made: dict[str, MonitorRun | StackError] = {}  # label -> the run run() handed out: made once
+        self._valid: tuple[Path, x509.Certificate] | None = None
+        self._sources: Path | None = None  # the certificates made for the runs (a temporary dir)
 
     def close(self) -> None:
         if self.box is not None:
             self.box.close()
+        if self._sources is not None:
+            shutil.rmtree(self._sources, ignore_errors=True)
+
+    def valid_certificate(self) -> tuple[Path, x509.Certificate]:
+        """(file, certificate) of a certificate with VALID_DAYS left for VALID_CN, made once."""
+        if self._valid is None:
+            self._sources = Path(tempfile.mkdtemp(prefix="stackproof-tls-certs-"))
+            path = self._sources / f"{self.VALID}.pem"
+            self._valid = path, make_certificate(path, self.VALID_DAYS, self.VALID_CN)
+        return self._valid
+
+    def valid_run(self) -> MonitorRun:
+        """The run on the valid certificate (made once)."""
+        return self.run(self.VALID, self.valid_certificate()[0])
 
     @property
     def interface(self) -> MonitorInterface:
@@ -382,22 +405,22 @@ class Monitor:
         match = self.interface.status_pattern(run.values).search(run.stdout)
         return match.group("status").lower() if match else None
 
-    def interface_problem(self, probe_cert: Path, label: str = "interface-probe") -> str | None:
-        """Why the declared interface does not work on a valid certificate, or None (run once, as `label`).
+    def interface_problem(self) -> str | None:
+        """Why the declared interface does not work on a valid certificate (`valid_run()`), or None.
         Raises InterfaceRejected when the script refused the call itself."""
         if self._probe is False:
             try:
-                self._probe = self._check_interface(probe_cert, label)
+                self._probe = self._check_interface()
             except InterfaceRejected as exc:
                 self._probe = exc
         if isinstance(self._probe, InterfaceRejected):
             raise self._probe
         return self._probe
 
-    def _check_interface(self, probe_cert: Path, label: str) -> str | None:
+    def _check_interface(self) -> str | None:
         try:
             interface = self.interface
-            run = self.run(label, probe_cert)
+            run = self.valid_run()
         except StackError as exc:
             return str(exc)
         declared = {status: code for status, code in interface.exit_codes.items() if code is not None}
@@ -762,15 +785,12 @@ class Rotator:
             return b""
 
 
-def monitor_trial(stack, workdir: Path) -> str | None:
-    """Whether the monitor, called as the profile declares, works on a valid certificate made in `workdir`
-    (stackproof init proves the interface it read): None, or why not. Raises InterfaceRejected when the
-    script refused the call."""
-    probe = workdir / "probe.pem"
-    make_certificate(probe, 365, "stackproof-probe")
+def monitor_trial(stack) -> str | None:
+    """Whether the monitor, called as the profile declares, works on a valid certificate (stackproof init
+    proves the interface it read): None, or why not. Raises InterfaceRejected when the script refused the call."""
     monitor = Monitor(stack)
     try:
-        return monitor.interface_problem(probe)
+        return monitor.interface_problem()
     finally:
         monitor.close()
 
