@@ -64,12 +64,14 @@ def load_certificate(stack, path: Path) -> tuple[x509.Certificate, list[str]]:
 
 
 def load_private_key(stack, path: Path):
+    """The key as nginx loads it: OpenSSL checks only that it matches the certificate, not an RSA key's
+    internal consistency (a check that costs 30 ms a run here), so neither does this."""
     name = stack.rel(path)
     data = read_file(stack, path, secret=True)
     if b"-----BEGIN" not in data:
         raise StackError(f"{name}: not a PEM private key")
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
     except TypeError:
         raise StackError(f"{name}: private key is encrypted (nginx needs it unencrypted)") from None
     except (ValueError, serialization.UnsupportedAlgorithm):

@@ -156,10 +156,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+# Modules of long copy-based self-tests (a wheel built and installed, runs left to reach their time limit: 4-10 s
+# each): collected first, so that with work stealing none of them starts last and ends the tier alone.
+LONG_FIRST = ("test_packaging.py", "test_report_truth.py")
+# Live self-tests on other engines: collected last (below).
+OTHER_ENGINES = ("test_engines_live.py", "test_podman_live.py", "test_swarm_multinode_live.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The live self-tests on other engines (test_engines_live.py) run last. `docker swarm init/leave`
     and rootful Podman's networks change the host's networking, and name resolution inside the running
     compose project was seen broken after them (nginx 502, aidb's breaker open) until it was recreated:
-    the compose live self-tests must not depend on what those tests leave behind."""
-    items.sort(key=lambda item: item.path.name in ("test_engines_live.py", "test_podman_live.py",
-                                                  "test_swarm_multinode_live.py"))
+    the compose live self-tests must not depend on what those tests leave behind. The long copy-based
+    ones run first (LONG_FIRST)."""
+    items.sort(key=lambda item: (item.path.name in OTHER_ENGINES, item.path.name not in LONG_FIRST))
