@@ -506,29 +506,53 @@ class Inspector:
             self.found.todo("paths.prometheus_rule_tests: no promtool rule unit tests found (that check is skipped)")
 
     def scripts(self) -> None:
-        monitor = self._script("monitor_script", MONITOR_HINTS, "the TLS monitor")
-        rotate = self._script("rotate_script", ROTATE_HINTS, "the key rotation")
-        if "scripts" not in DEFAULTS:
-            return
-        for key, script, read, trial in (("monitor", monitor, monitor_interface, self.monitor_trial),
-                                         ("rotate", rotate, rotate_interface, self.rotate_trial)):
-            if script is None:
+        """Each script role by behaviour: the repository's scripts that read like it, best first, each called as
+        its usage text says in a trial run in the sandbox. The first whose run does what the role does (a
+        monitor writes expiry metrics for a certificate, a rotation replaces the key) is the one; a candidate
+        that fails its trial is passed over, named in the TODO when no candidate passes (the first is kept)."""
+        for key, path_key, hints, what, read, trial in (
+                ("monitor", "monitor_script", MONITOR_HINTS, "the TLS monitor", monitor_interface, self.monitor_trial),
+                ("rotate", "rotate_script", ROTATE_HINTS, "the key rotation", rotate_interface, self.rotate_trial)):
+            candidates = self._candidates(hints, what)
+            if not candidates:
+                self.found.todo(f"paths.{path_key}: no script of the repository looks like {what} ({hints.looks})")
                 continue
-            interface, notes = read(read_text(script), script.name)
-            if notes == UNREAD:  # nothing in the usage text says how to call it: not discovery, a guess
-                self.found.todo(f"scripts.{key}: the usage text of {self.rel(script)} names no argument or variable "
-                                "this init understands: declare how to call it (a run then reports a refused call)")
+            if "scripts" not in DEFAULTS:
+                self._choose(path_key, candidates[0], what)
                 continue
-            how = f"read from the usage text of {self.rel(script)}: {notes}"
-            self.found.set("scripts", key, interface, how)
-            try:
-                proven = trial(interface)
-            except (StackError, SandboxUnavailable) as exc:
-                proven = None
-                self.found.todo(f"scripts.{key}: not proven by a trial run of {self.rel(script)} in the sandbox: "
-                                f"{str(exc).removeprefix(NOT_PROVEN_PREFIX)}")
-            if proven is not None:
+            failed: list[tuple[Path, str, dict | None, str]] = []  # (script, why, interface read, how it was read)
+            for script in candidates[:SCRIPT_TRIALS]:
+                self._choose(path_key, script, what)
+                interface, notes = read(read_text(script), script.name)
+                if notes == UNREAD:  # nothing in the usage text says how to call it: not discovery, a guess
+                    failed.append((script, f"the usage text of {self.rel(script)} names no argument or variable this "
+                                           "init understands: declare how to call it (until then its checks are not proven)",
+                                   None, ""))
+                    continue
+                how = f"read from the usage text of {self.rel(script)}: {notes}"
+                self.found.set("scripts", key, interface, how)
+                try:
+                    proven = trial(interface)
+                except (StackError, SandboxUnavailable) as exc:
+                    failed.append((script, f"not proven by a trial run of {self.rel(script)} in the sandbox: "
+                                           f"{str(exc).removeprefix(NOT_PROVEN_PREFIX)}", interface, how))
+                    continue
                 self.found.set("scripts", key, interface, f"{how}; {proven}")
+                if failed:
+                    self.found.set("paths", path_key, self.rel(script),
+                                   f"an executable script that reads like {what}, and the first whose trial run "
+                                   f"did its work (passed over: {', '.join(self.rel(f[0]) for f in failed)})")
+                break
+            else:
+                script, why, first_read, how = failed[0]
+                self._choose(path_key, script, what)
+                if first_read is None:  # called with no command: its checks are NOT PROVEN, never run our way
+                    unread = {**copy.deepcopy(DEFAULTS["scripts"][key]), "command": []}
+                    self.found.set("scripts", key, unread, "not read from its usage text: see the TODO")
+                else:
+                    self.found.set("scripts", key, first_read, how)
+                others = "; ".join(f"{self.rel(f[0])}: {f[1]}" for f in failed[1:])
+                self.found.todo(f"scripts.{key}: {why}" + (f" (also tried: {others})" if others else ""))
 
     def monitor_trial(self, interface: dict) -> str:
         """The monitor called as read, once, in the sandbox on a valid certificate made for it."""
@@ -563,26 +587,31 @@ class Inspector:
             notes.append(f"backs up the old key in {backups[0]}")
         return ", ".join(notes)
 
-    def _script(self, key: str, hints: tuple[re.Pattern, ...], what: str) -> Path | None:
+    def _candidates(self, hints: ScriptHints, what: str) -> list[Path]:
+        """The repository's executable scripts that read like the role, best first: the role's required
+        signs all present, then the most other signs; a script with a sign that it does something else
+        instead (makes certificates and never reads an expiry date) is not one."""
         scored = []
         for path in self.files:
             if not os.access(path, os.X_OK) or path.suffix in (".yml", ".yaml", ".json", ".md"):
                 continue
             text = read_text(path)
-            if not text.startswith("#!"):
+            if not text.startswith("#!") or not all(sign.search(text) for sign in hints.required):
                 continue
-            score = sum(bool(hint.search(text)) for hint in hints)
-            if score >= 2:
+            if hints.other_work(text):
+                continue
+            score = sum(bool(sign.search(text)) for sign in hints.more)
+            if len(hints.required) + score >= 2:
                 scored.append((score, path))
-        if not scored:
-            self.found.todo(f"paths.{key}: no script of the repository looks like {what}")
-            return None
         scored.sort(key=lambda item: (-item[0], str(item[1])))
-        path = scored[0][1]
+        return [path for _, path in scored]
+
+    def _choose(self, key: str, path: Path, what: str) -> None:
         self.found.set("paths", key, self.rel(path), f"an executable script that reads like {what}")
-        return path
 
     def tls_monitor(self) -> None:
+        if not self.found.get("paths", "monitor_script"):  # no monitor script: its TODO says so, once
+            return
         stack = self.stack()
         try:
             monitor = Roles(stack).tls_monitor()
@@ -706,10 +735,36 @@ def pem_public_key(path: Path) -> tuple[str, bytes]:
     except (ValueError, TypeError):
         pass
     return "", b""
-MONITOR_HINTS = (re.compile(r"x509|BEGIN CERTIFICATE|enddate|not_?after", re.I), re.compile(r"days", re.I),
-                 re.compile(r"# TYPE|\.prom\b|metrics", re.I))
-ROTATE_HINTS = (re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|secrets\.", re.I),
-                re.compile(r"backup|archive|\.bak|audit", re.I))
+@dataclass(frozen=True)
+class ScriptHints:
+    """What makes a script a candidate for a role: every `required` sign, at least two signs in all (with
+    `more`), and no sign that it does something else `instead`, `unless` it also does the role's work."""
+
+    looks: str  # what such a script does, as a TODO says it
+    required: tuple[re.Pattern, ...]
+    more: tuple[re.Pattern, ...]
+    instead: re.Pattern | None = None
+    unless: re.Pattern | None = None
+
+    def other_work(self, text: str) -> bool:
+        return bool(self.instead and self.instead.search(text) and not (self.unless and self.unless.search(text)))
+
+
+# A TLS monitor reads a certificate's expiry and writes metrics for it; a script that makes certificates and never
+# reads an expiry (a self-signed generator, a Let's Encrypt bootstrap) is a certificate maker, not a monitor.
+MONITOR_HINTS = ScriptHints(
+    looks="one that reads a certificate's expiry and writes Prometheus text: '# TYPE', a .prom file, a textfile dir",
+    required=(re.compile(r"x509|BEGIN CERTIFICATE|enddate|not_?after|checkend", re.I),
+              re.compile(r"# TYPE|# HELP|\.prom\b|textfile", re.I)),  # Prometheus text it writes, not the word
+    more=(re.compile(r"days", re.I),),
+    instead=re.compile(r"\breq\s+-(?:new|x509)|\bgenrsa\b|\bgenpkey\b|-newkey\b|certbot\s+certonly", re.I),
+    unless=re.compile(r"enddate|checkend|not_?after", re.I))
+ROTATE_HINTS = ScriptHints(
+    looks="one that makes a new random secret and keeps a backup or an audit line",
+    required=(),
+    more=(re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|secrets\.", re.I),
+          re.compile(r"backup|archive|\.bak|audit", re.I)))
+SCRIPT_TRIALS = 3  # candidates tried per role, best first: each trial is a sandboxed run (a timeout at worst)
 
 
 def posixpath_join(base: str, path: str) -> str:
@@ -793,8 +848,9 @@ UNREAD = "nothing read from the usage text"
 
 
 def usage_text(source: str) -> str:
-    """The script's usage text: its header comments, any here-document of its usage function and, for a
-    Python script, its module docstring (read with `ast`, never run)."""
+    """The script's usage text: its header comments (blank lines among them too), any here-document of its
+    usage function, the usage lines it echoes and, for a Python script, its module docstring (read with
+    `ast`, never run)."""
     lines = source.splitlines()
     docstring = ""
     if lines and "python" in lines[0]:
@@ -804,11 +860,12 @@ def usage_text(source: str) -> str:
             docstring = ""
     header = []
     for line in lines[1:]:
-        if not line.startswith("#"):
+        if line.strip() and not line.startswith("#"):
             break
         header.append(line[1:])
     docs = re.findall(r"<<-?\s*'?\"?(\w+)'?\"?\n(.*?)\n\s*\1\b", source, re.S)
-    return "\n".join(header + [body for _, body in docs] + [docstring])
+    echoed = re.findall(r"^\s*(?:echo|printf)\s+(?:-e\s+)?[\"']((?:usage|Usage|USAGE):[^\"'\n]*)", source, re.M)
+    return "\n".join(header + [body for _, body in docs] + echoed + [docstring])
 
 
 def _placeholder(description: str, table) -> str | None:
@@ -913,7 +970,15 @@ def rotate_interface(source: str, name: str) -> tuple[dict, str]:
     elif re.search(r"\[y/N\]|confirm|answer y", text, re.I):
         interface["stdin"] = "y\n"
         notes.append("answers the confirmation prompt with y")
-    interface["command"] = command + ["{key_name}"]
+    # the key's name as the operand the synopsis shows (`[SECRET_NAME]`, `NAME`); without a synopsis, as the
+    # usual argument. A synopsis with no operand and no flag or variable for the key cannot be told which key
+    # to rotate: nothing read (a script that rotates the database's passwords by their service names, say)
+    operands = re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b|<[\w-]+>", SYNOPSIS_FLAG.sub("", head))
+    if operands or not head:
+        command.append("{key_name}")
+    elif not (env or flags):
+        return interface, UNREAD
+    interface["command"] = command
     interface["env"] = env
     if env:
         notes.append(f"paths from the environment ({', '.join(sorted(env))})")

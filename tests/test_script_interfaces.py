@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from defects import replace
 from harness import REPO, assert_only_control_fails, merge_into_profile
-from stackproof.init import monitor_interface, write_profile
+from stackproof.init import MONITOR_HINTS, UNREAD, Inspector, monitor_interface, rotate_interface, write_profile
 
 MONITOR = "scripts/monitor-tls-certs.sh"
 ROTATE = "scripts/rotate-api-key.sh"
@@ -138,6 +138,19 @@ def test_a_script_refusing_the_declared_interface_is_not_proven_not_failed(stack
                for r in reasons), reasons
 
 
+@pytest.mark.parametrize("role, control", [("monitor", "tls_monitoring"), ("rotate", "api_key_permissions")])
+def test_a_script_init_could_not_read_is_never_called_our_way(stack_copy, run_static, role, control):
+    """What init writes for a script whose usage it could not read (`command: []`): its checks are NOT PROVEN,
+    saying the call is not declared; the script is never run with the reference stack's flags."""
+    profile(f"scripts:\n  {role}:\n    command: []\n")(stack_copy)
+    run = run_static(stack_copy)
+    assert run.statuses[control] == "NOT PROVEN", run.statuses
+    assert run.failed_controls <= {"alert_rules"} if role == "monitor" else not run.failed_controls, run.failed_controls
+    reasons = [row["reason"] for c in run.report["controls"] if c["id"] == control for row in c["checks"]
+               if row["status"] == "SKIPPED"]
+    assert any(f"scripts.{role}.command: how to call the script is not declared" in r for r in reasons), reasons
+
+
 def test_root_is_never_the_scripts_uid(stack_copy, run_static):
     """api_key.rotation_uid: 0 is refused with one line; no script of the stack runs as root."""
     profile("api_key:\n  rotation_uid: 0\n")(stack_copy)
@@ -193,3 +206,55 @@ def test_init_writes_a_todo_for_an_interface_a_trial_run_refutes(stack_copy):
     assert not any(t.startswith("scripts.rotate") for t in findings.todos), findings.todos
     rotate = next(e for e in findings.entries if (e.section, e.key) == ("scripts", "rotate"))
     assert "proven by a trial run in the sandbox" in rotate.how, rotate.how
+
+
+# --- init finds a script's role by what it does --------------------------------------------------------------
+
+CERT_MAKER = """#!/bin/sh
+# make-certs.sh - a self-signed certificate for nginx, with its metrics dir made ready for the exporter
+# Usage: make-certs.sh DAYS
+openssl req -x509 -newkey rsa:2048 -nodes -days "$1" -keyout key.pem -out cert.pem -subj /CN=localhost
+mkdir -p /var/lib/node-exporter/textfile  # the textfile dir (# TYPE lines are the monitor's job)
+"""
+ROTATES_SERVICE_PASSWORDS = """#!/bin/bash
+
+# rotate-db.sh - new passwords for the databases, by service name
+# Usage: rotate-db.sh [--dry-run] [--service SERVICE]
+backup=/var/backups/secrets
+NEW=$(openssl rand -base64 32)
+echo "Usage: $0 [--dry-run] [--service SERVICE]"
+"""
+
+
+def test_a_certificate_maker_is_never_taken_for_the_monitor(stack_copy):
+    """A script that makes certificates and never reads an expiry date (a self-signed generator, a Let's Encrypt
+    bootstrap) is not a TLS monitor, whatever words of metrics it holds; the reference monitor is still found."""
+    maker = stack_copy / "scripts/make-certs.sh"
+    maker.write_text(CERT_MAKER)
+    maker.chmod(0o755)
+    candidates = Inspector(stack_copy)._candidates(MONITOR_HINTS, "the TLS monitor")
+    assert maker not in candidates and stack_copy / MONITOR in candidates, candidates
+
+
+def test_a_monitor_that_fails_its_trial_is_passed_over_for_one_that_works(stack_copy):
+    """Two scripts read like the monitor; the one that sorts first writes no metrics file when called as its usage
+    says. init tries the next, keeps the one whose trial run works, and names the one it passed over."""
+    broken = stack_copy / "scripts/a-cert-report.sh"
+    broken.write_text("#!/bin/sh\n# Usage: a-cert-report.sh [--metrics-file FILE] CERT\n"
+                      "# reads the enddate of CERT and prints days left (# TYPE lines: see the real monitor)\n"
+                      "openssl x509 -noout -enddate -in \"$3\"\n")
+    broken.chmod(0o755)
+    _, findings = write_profile(stack_copy, force=True)
+    chosen = next(e for e in findings.entries if (e.section, e.key) == ("paths", "monitor_script"))
+    assert chosen.value == MONITOR and "passed over: scripts/a-cert-report.sh" in chosen.how, chosen
+    assert not any(t.startswith("scripts.monitor") for t in findings.todos), findings.todos
+
+
+def test_a_rotation_its_usage_cannot_point_at_the_key_is_a_todo_not_a_guessed_call(tmp_path):
+    """A synopsis with no operand, flag or variable for the key (it rotates services' passwords by name; its usage
+    is echoed, after a blank line below the shebang) is not called with the key's name as an argument."""
+    interface, notes = rotate_interface(ROTATES_SERVICE_PASSWORDS, "rotate-db.sh")
+    assert notes == UNREAD, (interface, notes)
+    interface, notes = rotate_interface(ROTATES_SERVICE_PASSWORDS.replace("[--service SERVICE]",
+                                                                           "[--service SERVICE] NAME"), "rotate-db.sh")
+    assert interface["command"][-1] == "{key_name}", interface

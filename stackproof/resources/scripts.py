@@ -119,6 +119,9 @@ def _env(value: Any, key: str) -> dict[str, str]:
 def _command_and_env(cfg: dict, key: str, placeholders) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """A script interface's `command` and `env`, type-checked, every placeholder in them known; and the
     placeholders as blank values, for checking the interface's other templates."""
+    if cfg["command"] == []:  # what stackproof init writes for a script whose usage it could not read
+        raise NotDeclared(f"{key}.command: how to call the script is not declared (stackproof init could not read "
+                          "it from the script's usage text: declare it in stackproof.yml)")
     command, env = _strings(cfg["command"], f"{key}.command"), _env(cfg["env"], f"{key}.env")
     values = {name: "" for name in placeholders}
     for part in command:
@@ -421,6 +424,8 @@ class Monitor:
         try:
             interface = self.interface
             run = self.valid_run()
+        except NotDeclared:  # how to call it is not known: nothing about the script (not proven)
+            raise
         except StackError as exc:
             return str(exc)
         declared = {status: code for status, code in interface.exit_codes.items() if code is not None}
