@@ -165,10 +165,11 @@ class Inspector:
             if listed[1:]:
                 self.found.set("paths", "compose_overrides", listed[1:], "the other files of COMPOSE_FILE in .env")
             return
-        for wrapper, files in wrapper_compose_sets(self.files, self.root):
+        for wrapper, files, flagged in wrapper_compose_sets(self.files, self.root):
             if files and all(f in candidates for f in files):
-                self.found.set("paths", "compose", self.rel(files[0]),
-                               f"{self.rel(wrapper)} runs docker compose with -f {' -f '.join(map(self.rel, files))}"
+                runs = f"runs docker compose with -f {' -f '.join(map(self.rel, files))}" if flagged else \
+                    f"runs `docker compose up` in its own dir, with no -f: Compose reads {self.rel(files[0])}"
+                self.found.set("paths", "compose", self.rel(files[0]), f"{self.rel(wrapper)} {runs}"
                                + self._others(candidates, files))
                 if files[1:]:
                     self.found.set("paths", "compose_overrides", [self.rel(f) for f in files[1:]],
@@ -278,6 +279,7 @@ class Inspector:
                     users.setdefault(ref.source, []).append(svc.name)
         if not users:
             self.found.todo("api_key.secret: no file secret is mounted by services other than the database")
+            self.proxied_api_services(stack)
             return
         name = max(users, key=lambda s: (len(users[s]), "key" in s or "token" in s))
         how = (f"the file secret mounted by {', '.join(users[name])} (and not by the database)"
@@ -290,13 +292,10 @@ class Inspector:
         assert key_file is not None  # `users` holds file secrets only
         self.found.set("paths", "secrets_dir", self.rel(key_file.parent), f"the directory of the {name} secret file")
 
-    def tls_pair(self) -> None:
-        stack = self.stack()
+    def mounted_files(self, services) -> dict[Path, str]:
+        """Each file of the repository bind-mounted into a service (a mounted dir's files too) -> the services'
+        names, comma-separated."""
         mounted: dict[Path, list[str]] = {}
-        try:
-            services = list(stack.compose.services.values())
-        except StackError:  # no compose model: the certificate is still looked for among the repository's files
-            services = []
         for svc in services:
             for m in svc.volumes:
                 if m.type == "bind" and str(m.source).startswith(str(self.root)):
@@ -309,6 +308,42 @@ class Inspector:
                 listed = []
             for path in listed:
                 files[path] = ", ".join(sorted(set(names) | set(files.get(path, "").split(", ")) - {""}))
+        return files
+
+    def proxied_api_services(self, stack) -> None:
+        """Without an API key secret to tell them by, the API services are those the TLS terminator (else the one
+        reverse proxy of a stack served over plain HTTP) proxies to
+        (nginx's `proxy_pass` and `upstream` servers in a config mounted into it, `${VAR}` read from its
+        environment) that use the database (depend on it, or name it in their environment)."""
+        compose = stack.compose
+        proxies = [svc for svc in compose.services.values() if PROXY_IMAGE.search(svc.image or "")]
+        terminator = compose.services.get(self.found.get("roles", "tls_terminator")) or \
+            (proxies[0] if len(proxies) == 1 else None)  # served over plain HTTP: the one reverse proxy
+        postgres = self.found.get("roles", "postgres")
+        if terminator is None or postgres not in compose.services:
+            return
+        hosts: set[str] = set()
+        for config in self.mounted_files([terminator]):
+            text = read_text(config)
+            upstreams = {name: set(UPSTREAM_SERVER.findall(body)) for name, body in UPSTREAM_BLOCK.findall(text)}
+            for host in PROXY_PASS.findall(text):
+                hosts |= upstreams.get(host, {host})
+        expanded = {re.sub(r"\$\{?(\w+)\}?", lambda m: str(terminator.environment.get(m.group(1), "")), host)
+                    for host in hosts}
+        found = [name for name, svc in compose.services.items()
+                 if name in expanded and name != terminator.name and
+                 (postgres in svc.depends_on or any(postgres in str(v) for v in svc.environment.values()))]
+        if found:
+            self.found.set("roles", "api_services", found, f"{terminator.name} proxies to them (proxy_pass, upstream "
+                           f"servers of its mounted config) and they use the database ({postgres})")
+
+    def tls_pair(self) -> None:
+        stack = self.stack()
+        try:
+            services = list(stack.compose.services.values())
+        except StackError:  # no compose model: the certificate is still looked for among the repository's files
+            services = []
+        files = self.mounted_files(services)
         if self.served_pair(services, files):
             return
         where = "mounted into {}"
@@ -648,6 +683,7 @@ class Inspector:
 COMPOSE_TOP_LEVEL = re.compile(r"^services:[ \t]*(#.*)?$", re.M)
 COMPOSE_F_FLAG = re.compile(r"(?:^|\s)(?:-f|--file)[ =]+[\"']?([\w./${}-]+\.ya?ml)")
 COMPOSE_COMMAND = re.compile(r"docker[ -]compose\b[^\n]*", re.I)
+COMPOSE_UP = re.compile(r"\bup\b")
 # words of a compose file's name or folder that say where it runs: deployed (lower rank) or not
 DEPLOYED_WORDS = ("prod", "production", "deploy", "release", "live")
 NOT_DEPLOYED_WORDS = ("dev", "develop", "development", "local", "test", "tests", "ci", "example", "sample", "debug",
@@ -668,9 +704,10 @@ def is_compose_file(path: Path) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("services"), dict)
 
 
-def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list[Path]]]:
+def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list[Path], bool]]:
     """The -f sets the repository's own wrapper scripts, Makefile and docs pass to docker compose, the deploying
-    one first: (the file that names them, the compose files, resolved from the repository root)."""
+    one first: (the file that names them, the compose files resolved from the repository root, whether by -f;
+    docs that run `docker compose up` with no -f name the default file of their own dir)."""
     wrappers = []
     for path in files:
         kind = 0 if path.name in ("Makefile", "justfile", "Taskfile.yml") or path.suffix == ".sh" or \
@@ -683,11 +720,15 @@ def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list
         for command in COMPOSE_COMMAND.findall(text):
             named = [Path(os.path.normpath(path.parent / name if (path.parent / name).is_file() else root / name))
                      for name in COMPOSE_F_FLAG.findall(command)]
+            flagged = bool(named)
+            if not named and path.suffix == ".md" and COMPOSE_UP.search(command):
+                # the docs run `docker compose up` with no -f: the file Compose reads in the docs' own dir
+                named = [default for name in COMPOSE_FILE_NAMES if (default := path.parent / name).is_file()][:1]
             if named and all(p.is_file() for p in named):
                 found.append(((max(deployment_rank(p, root) for p in named), kind, deployment_rank(path, root),
-                               str(path)), path, named))
+                               str(path)), path, named, flagged))
     # the set that deploys first: no file of it named for development, a wrapper (over the docs) named for deploying
-    return [(path, named) for _, path, named in sorted(found, key=lambda item: item[0])]
+    return [(path, named, flagged) for _, path, named, flagged in sorted(found, key=lambda item: item[0])]
 
 
 def _words(path: Path, root: Path) -> set[str]:
@@ -716,6 +757,10 @@ def deployment_reason(path: Path, root: Path) -> str:
 
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+PROXY_IMAGE = re.compile(r"(?:^|/)(?:nginx|openresty|traefik|caddy|haproxy|envoy)[\w.-]*(?::|$)", re.I)
+PROXY_PASS = re.compile(r"(?<![\w.])proxy_pass\s+https?://([^/:;\s]+)")
+UPSTREAM_BLOCK = re.compile(r"\bupstream\s+([\w.-]+)\s*\{([^}]*)\}")
+UPSTREAM_SERVER = re.compile(r"^\s*server\s+([^:;\s]+)", re.M)
 SERVED_CERT = re.compile(r"(?<![\w.])ssl_certificate\s+[\"']?([^;\s\"']+)")
 SERVED_KEY = re.compile(r"(?<![\w.])ssl_certificate_key\s+[\"']?([^;\s\"']+)")
 

@@ -170,8 +170,11 @@ def _repo(tmp_path: Path, files: dict[str, str]) -> Path:
       "scripts/deploy.sh": "#!/bin/sh\nexec docker compose --env-file compose/.env \\\n  -f compose/base.yml -f compose/prod.yml up -d\n",
       "compose/base.yml": SERVICES, "compose/dev.yml": SERVICES, "compose/prod.yml": SERVICES},
      "compose/base.yml", "scripts/deploy.sh runs docker compose with -f compose/base.yml -f compose/prod.yml"),
+    ({"deploy/README.md": "From this directory run `docker compose up -d`.\n", "deploy/docker-compose.yml": SERVICES,
+      "deploy/docker-compose.prod.yml": SERVICES, "deploy/docker-compose.dev.yml": SERVICES},
+     "deploy/docker-compose.yml", "deploy/README.md runs `docker compose up` in its own dir, with no -f"),
 ], ids=["prod-over-dev", "any-name-by-content", "compose-file-variable", "makefile-f-set", "wrapper-script",
-        "deploy-script-over-makefile-dev"])
+        "deploy-script-over-makefile-dev", "docs-up-without-f"])
 def test_init_picks_the_deployed_compose_file(tmp_path, files, chosen, reason):
     root = _repo(tmp_path, files)
     inspector = Inspector(root)
@@ -263,3 +266,40 @@ def test_compose_quoting_a_secret_never_shows_it(stack_copy, run_static, form):
     assert_no_secret_in(run, [TOKEN.encode()])
     assert run.failed_gate
     assert json.dumps(run.report).count("extra_token") >= 1  # the error is still explained, the value scrubbed
+
+
+PROXIED = {
+    "docker-compose.yml": """services:
+  proxy:
+    image: nginx:1.27
+    environment: {BACKEND_HOST: api}
+    volumes: ["./nginx:/etc/nginx/conf.d:ro"]
+  api:
+    image: example/api:1
+    depends_on: [db]
+  worker:
+    image: example/api:1
+    environment: {DATABASE_URL: "postgresql://db:5432/app"}
+  web:
+    image: example/web:1
+  db:
+    image: postgres:16
+    environment: {POSTGRES_PASSWORD_FILE: /run/secrets/pw}
+""",
+    "nginx/app.conf": """upstream backend { server ${BACKEND_HOST}:8080 fail_timeout=0; }
+server {
+  listen 80;
+  location /api/ { proxy_pass http://backend; }
+  location / { proxy_pass http://web:3000; }
+}
+""",
+}
+
+
+def test_without_an_api_key_secret_the_api_services_are_those_the_proxy_sends_to_that_use_the_database(tmp_path):
+    """No file secret tells the API services apart: they are the services nginx proxies to (an upstream whose server
+    comes from nginx's environment, a proxy_pass), those of them that use the database; not the web front end,
+    not a worker nginx never reaches."""
+    findings = Inspector(_repo(tmp_path, PROXIED)).inspect()
+    [entry] = [e for e in findings.entries if (e.section, e.key) == ("roles", "api_services")]
+    assert entry.value == ["api"] and "proxy proxies to them" in entry.how, entry

@@ -67,6 +67,7 @@ class Service:
     build_context: Path | None = None
     dockerfile: str | None = None
     replicas: int = 1  # containers the file asks for (`scale`, `deploy.replicas`); a live check counts them instead
+    depends_on: list[str] = field(default_factory=list)  # the services it starts after, sorted (list or mapping form)
 
     def host_path_for(self, container_path: str) -> Path | None:
         """Where a path inside this service's container lives on the host, through its bind mounts."""
@@ -667,6 +668,7 @@ def _model(doc: dict, files: list[Path], loader: str, profiles: list[str], env_f
             build_context=Path(build["context"]) if build.get("context") else None,
             dockerfile=None if build.get("dockerfile") is None else str(build["dockerfile"]),
             replicas=_replicas(svc),
+            depends_on=sorted(str(other) for other in svc.get("depends_on") or []),
         )
     secret_files = {
         name: Path(spec["file"]) if isinstance(spec, dict) and spec.get("file") else None
