@@ -281,7 +281,7 @@ class Inspector:
             self.found.todo("api_key.secret: no file secret is mounted by services other than the database")
             self.proxied_api_services(stack)
             return
-        name = max(users, key=lambda s: (len(users[s]), "key" in s or "token" in s))
+        name = max(users, key=lambda s: (api_key_name_rank(s), len(users[s])))
         how = (f"the file secret mounted by {', '.join(users[name])} (and not by the database)"
                + (f"; others: {', '.join(s for s in users if s != name)}" if len(users) > 1 else ""))
         self.found.set("api_key", "secret", name, how)
@@ -757,6 +757,17 @@ def deployment_reason(path: Path, root: Path) -> str:
 
 
 SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def api_key_name_rank(secret: str) -> int:
+    """How much a secret's name says it is an API key: 2 an API or master key, a token; 1 any key; 0 nothing;
+    -1 a password, DSN or URL (a database's or a service's own credential, never the API's key)."""
+    words = set(re.split(r"[^a-z0-9]+", secret.lower()))
+    if words & {"password", "passwd", "pass", "pw", "dsn", "url", "webhook"}:
+        return -1
+    if {"api", "master"} & words and "key" in words or words & {"token", "apikey"}:
+        return 2
+    return 1 if "key" in words else 0
+
+
 PROXY_IMAGE = re.compile(r"(?:^|/)(?:nginx|openresty|traefik|caddy|haproxy|envoy)[\w.-]*(?::|$)", re.I)
 PROXY_PASS = re.compile(r"(?<![\w.])proxy_pass\s+https?://([^/:;\s]+)")
 UPSTREAM_BLOCK = re.compile(r"\bupstream\s+([\w.-]+)\s*\{([^}]*)\}")

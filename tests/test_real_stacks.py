@@ -15,7 +15,7 @@ import pytest
 import yaml
 from harness import STACKS, assert_no_secret_in, merge_into_profile
 
-from stackproof.init import Inspector, write_profile
+from stackproof.init import Inspector, api_key_name_rank, write_profile
 from stackproof.resources.promql import duration_seconds
 from stackproof.target.credentials import stack_secrets
 from stackproof.target.profile import PROFILE_FILE
@@ -303,3 +303,14 @@ def test_without_an_api_key_secret_the_api_services_are_those_the_proxy_sends_to
     findings = Inspector(_repo(tmp_path, PROXIED)).inspect()
     [entry] = [e for e in findings.entries if (e.section, e.key) == ("roles", "api_services")]
     assert entry.value == ["api"] and "proxy proxies to them" in entry.how, entry
+
+
+@pytest.mark.parametrize("better, worse", [
+    ("litellm_master_key", "redis_password"), ("stack_api_key", "postgres_exporter_dsn"),
+    ("watchtower_api_token", "searxng_secret_key"), ("signing_key", "slack_alert_webhook_url"),
+    ("openai_api_key", "db_pass"),
+])
+def test_a_secret_named_as_an_api_key_outranks_a_password_however_often_mounted(better, worse):
+    """init's choice of the API key among a stack's file secrets: its name first (an API or master key, a token;
+    never a password, DSN or URL), the number of services mounting it only between equals."""
+    assert api_key_name_rank(better) > api_key_name_rank(worse)
