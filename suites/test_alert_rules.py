@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.resources import promql
-from stackproof.resources.alerting import (Alerting, Rule, flag_value, host_of, live_alerts, promtool, rule_test_reads,
+from stackproof.resources.alerting import (ALERT_DUTIES, Alerting, Rule, flag_value, host_of, live_alerts, promtool, rule_test_reads,
                                            rule_test_files)
 from stackproof.target.compose import Service
 from stackproof.errors import StackError, blocked, environment_error, not_proven
@@ -111,20 +111,24 @@ def test_alert_inventory(stack, alerting, evidence):
     wanted = stack.profile["alerts"]
     alerts = alerting.alerts
     per_file = Counter(stack.rel(rule.file) for rule in alerts)
-    missing = [name for name in wanted["required"] if name not in {rule.name for rule in alerts}]
+    found = {name: alerting.alert_for(name) for name in wanted["required"]}
+    missing = [name for name, rule in found.items() if rule is None]
+    other_names = [f"{name}: {rule.name}" for name, rule in found.items() if rule is not None and rule.name != name]
     duplicates = sorted(name for name, n in Counter(rule.name for rule in alerts).items() if n > 1)
     evidence.record(
         test=f"alerting rules in {', '.join(stack.rel(f) for f in alerting.rule_files)}",
         expected=f">= {wanted['min_rules']} alerts, including {', '.join(wanted['required'])}; unique names",
         result=(f"{len(alerts)} alerting rules (" + ", ".join(f"{n} in {f}" for f, n in per_file.items()) + "); "
-                f"required present: {len(wanted['required']) - len(missing)}/{len(wanted['required'])}; "
+                f"required present: {len(wanted['required']) - len(missing)}/{len(wanted['required'])}"
+                + (f" ({', '.join(other_names)})" if other_names else "") + "; "
                 f"duplicate names: {', '.join(duplicates) or 'none'}"),
     )
     problems = []
     if len(alerts) < wanted["min_rules"]:
         problems.append(f"only {len(alerts)} alerting rules (expected >= {wanted['min_rules']})")
     if missing:
-        problems.append(f"required alert(s) missing: {', '.join(missing)}")
+        problems.append("; ".join(ALERT_DUTIES[name].missing(name) if name in ALERT_DUTIES
+                                  else f"required alert {name} missing" for name in missing))
     if duplicates:
         problems.append(f"duplicate alert name(s): {', '.join(duplicates)}")
         evidence.locate(*(stack.locate(rule.file, *rule.keys, "alert") for rule in alerts if rule.name in duplicates))

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from stackproof.resources import promql
-from stackproof.resources.alerting import Alerting, live_alerts
+from stackproof.resources.alerting import ALERT_DUTIES, Alerting, live_alerts
 from stackproof.resources.breakers import (
     alert_fires,
     alertmanager_config,
@@ -70,8 +70,9 @@ def alert_rule(stack, alerting):
     except StackError as exc:
         blocked("Prometheus alert rules", str(exc))
     name = stack.profile["breakers"]["alert"]
-    if name in stack.profile["alerts"]["required"] and name not in {rule.name for rule in alerting.alerts}:
-        blocked("Prometheus alert rules", f"required alert {name} missing")
+    if name in stack.profile["alerts"]["required"] and alerting.alert_for(name) is None:
+        blocked("Prometheus alert rules", ALERT_DUTIES[name].missing(name) if name in ALERT_DUTIES
+                else f"required alert {name} missing")
     rule = breaker_alert(stack, alerting)
     try:
         promql.parse(rule.spec["expr"])
@@ -264,16 +265,15 @@ def test_live_alert_selects_breakers(stack, alerting, live, evidence):
 
     The alert Prometheus runs must select the series each breaker service really exports (right
     metric, labels, job), and on a healthy stack neither fire nor be pending."""
-    cfg = stack.profile["breakers"]
     prometheus = stack.roles.name("prometheus")
     targets = breaker_targets(stack, alerting)
     jobs = {target.job for target in targets.values()}
-    evidence.record(test=f"{cfg['alert']} as {prometheus} runs it: its selectors' series per job; its active instances",
+    name = alert_rule(stack, alerting).name  # breakers.alert, or the stack's alert of another name for it
+    evidence.record(test=f"{name} as {prometheus} runs it: its selectors' series per job; its active instances",
                     expected=f"selects series of job {', '.join(sorted(jobs))}; not pending or firing")
-    rule = next((r for r in live_alerts(live) if r["name"] == cfg["alert"]), None)
-    if rule is None and cfg["alert"] in stack.profile["alerts"]["required"]:
-        blocked("test_live_prometheus_loaded_every_alert", f"{prometheus} does not run {cfg['alert']}")
-    assert rule is not None, f"service {prometheus}: does not run alert {cfg['alert']}"
+    rule = next((r for r in live_alerts(live) if r["name"] == name), None)
+    if rule is None:  # the rule files have it: the alert-rules check of what Prometheus loaded fails for it
+        blocked("test_live_prometheus_loaded_every_alert", f"{prometheus} does not run {name}")
     selected: set[str] = set()
     for selector in promql.selectors(rule.get("query", "")):
         result = live.prometheus.query(f"count by (job) ({selector.promql()})")
@@ -284,9 +284,9 @@ def test_live_alert_selects_breakers(stack, alerting, live, evidence):
                            f"{', '.join(sorted(selected)) or 'none'}; evaluates to {len(value)} series; "
                            f"state {rule.get('state', '?')}, {len(active)} active")
     missing = sorted(jobs - selected)
-    assert not missing, (f"service {prometheus}: {cfg['alert']} ({rule.get('query')}) selects no series of job "
+    assert not missing, (f"service {prometheus}: {name} ({rule.get('query')}) selects no series of job "
                          f"{', '.join(missing)}: it cannot fire for their breakers")
-    assert not active, (f"service {prometheus}: {cfg['alert']} is {active[0].get('state')} for job "
+    assert not active, (f"service {prometheus}: {name} is {active[0].get('state')} for job "
                         f"{active[0].get('labels', {}).get('job')} on a healthy stack")
 
 
@@ -319,7 +319,7 @@ def test_live_fault_injection(stack, alerting, live, evidence, dependency_fault)
     requests again and resolve the alert. The dependency is always restored."""
     cfg = stack.profile["breakers"]
     plan = fault_plan(stack, alerting, declared_or_blocked(stack))
-    scenario = FaultScenario(stack, live, dependency_fault, plan, state_metric(stack, alert_rule(stack, alerting)))
+    scenario = FaultScenario(stack, live, dependency_fault, plan, alert_rule(stack, alerting))
     evidence.record(
         test=f"{cfg['fault']} {dependency_fault.service} while " + "; ".join(f"{b.service}: {b.route.describe()}" for b in plan),
         expected="each breaker opens within its threshold; requests refused fast (503, p95 at most "

@@ -7,6 +7,7 @@ Shared by the controls that judge alerts (alert rules, circuit breakers).
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -182,6 +183,42 @@ class Alerting:
     @property
     def alerts(self) -> list[Rule]:
         return [rule for rule in self.rules if rule.kind == "alert"]
+
+    def alert_for(self, name: str) -> Rule | None:
+        """The alert of that name, else, for a required alert whose duty is known (ALERT_DUTIES), the first
+        alert whose name and expression speak of that duty: a stack names its alerts its own way."""
+        exact = next((rule for rule in self.alerts if rule.name == name), None)
+        if exact is not None or name not in ALERT_DUTIES:
+            return exact
+        return next((rule for rule in self.alerts if ALERT_DUTIES[name].watched_by(rule)), None)
+
+
+@dataclass(frozen=True)
+class AlertDuty:
+    """What a required alert watches, told by words of an alert's name and expression (every pattern found)."""
+
+    what: str
+    patterns: tuple[re.Pattern, ...]
+
+    def watched_by(self, rule: Rule) -> bool:
+        text = f"{rule.name} {rule.spec.get('expr', '')}"
+        return all(pattern.search(text) for pattern in self.patterns)
+
+    def missing(self, name: str) -> str:
+        return f"no alert for {self.what} (none named {name}, none whose name and expression speak of it)"
+
+
+# The reference profile's required alerts by what they watch: another stack's alert of another name that watches
+# the same thing is that alert (an SSLCertExpiresSoon over probe_ssl_earliest_cert_expiry, a PostgresDown on `up`).
+ALERT_DUTIES = {
+    "DatabasePoolExhausted": AlertDuty("connection-pool exhaustion", (
+        re.compile(r"pool", re.I), re.compile(r"connection|database|postgres|\bdb|db_|pg_|sql", re.I))),
+    "TLSCertificateExpiringSoon": AlertDuty("certificate expiry", (
+        re.compile(r"cert|ssl|tls", re.I), re.compile(r"expir|days_?left|remaining|not_?after", re.I))),
+    "CircuitBreakerOpen": AlertDuty("an open circuit breaker", (re.compile(r"breaker|circuit", re.I),)),
+    "ServiceHealthCheckFailing": AlertDuty("a service that is down", (
+        re.compile(r"\bup\s*(?:==|<|!=)\s*[01]\b|\bprobe_success\b|health|down", re.I),)),
+}
 
 
 def _items(value) -> list:

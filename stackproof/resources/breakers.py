@@ -213,10 +213,11 @@ def evaluation_interval(alerting: Alerting) -> float:
 
 
 def breaker_alert(stack, alerting: Alerting) -> Rule:
+    """The breaker alert: the profile's breakers.alert, or the stack's alert of another name for open breakers."""
     name = stack.profile["breakers"]["alert"]
-    for rule in alerting.alerts:
-        if rule.name == name:
-            return rule
+    rule = alerting.alert_for(name)
+    if rule is not None:
+        return rule
     raise StackError(f"{', '.join(stack.rel(f) for f in alerting.rule_files)}: no alert {name} "
                      "(profile breakers.alert)")
 

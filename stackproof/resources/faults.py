@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stackproof.resources.alerting import Alerting, live_alerts
-from stackproof.resources.breakers import DeclaredBreaker, ScrapeTarget, recovery_ok, seconds, target_of
+from stackproof.resources.alerting import Alerting, Rule, live_alerts
+from stackproof.resources.breakers import DeclaredBreaker, ScrapeTarget, recovery_ok, seconds, state_metric, target_of
 from stackproof.errors import StackError, blocked, not_proven
 from stackproof.resources.load import LoadResult, Outcome, run_load
 
@@ -252,8 +252,10 @@ class FaultScenario:
     The check, not the scenario, decides when a phase's problems end it and restores the dependency
     whatever a phase raised (`recover_through_half_open` restores it as part of the proof)."""
 
-    def __init__(self, stack, live: LiveStack, fault: DependencyFault, plan: list[Breaker], metric: str):
-        self.stack, self.live, self.fault, self.plan, self.metric = stack, live, fault, plan, metric
+    def __init__(self, stack, live: LiveStack, fault: DependencyFault, plan: list[Breaker], alert: Rule):
+        """`alert`: the stack's breaker alert (breakers.alert, or its alert of another name for open breakers)."""
+        self.stack, self.live, self.fault, self.plan = stack, live, fault, plan
+        self.alert, self.metric = alert.name, state_metric(stack, alert)
         self.cfg = stack.profile["breakers"]
         self.states, self.marker = self.cfg["states"], self.cfg["open_body_marker"]
         self.jobs = {b.target.job for b in plan}
@@ -348,7 +350,7 @@ class FaultScenario:
     def alert_while_open(self) -> None:
         """3. The alert fires in Prometheus and reaches Alertmanager while the breakers are open."""
         cfg, live, jobs, timeline = self.cfg, self.live, self.jobs, self.timeline
-        alert = cfg["alert"]
+        alert = self.alert
         if wait_for(lambda: jobs <= firing_jobs(live, alert), cfg["alert_wait_seconds"], 1.0):
             self.measured["alert firing"] = timeline.mark(f"Prometheus: {alert} firing for job {', '.join(sorted(jobs))}")
             if wait_for(lambda: jobs <= alertmanager_jobs(live, alert), live.timeout):
@@ -411,7 +413,7 @@ class FaultScenario:
                                f"{after[b.service].describe()}")
             if after[b.service].statuses != {"200": len(after[b.service].outcomes)}:
                 self.problems.append(f"service {b.service}: after the recovery: {after[b.service].describe()}")
-        if wait_for(lambda: not jobs & (firing_jobs(live, cfg["alert"]) | alertmanager_jobs(live, cfg["alert"])),
+        if wait_for(lambda: not jobs & (firing_jobs(live, self.alert) | alertmanager_jobs(live, self.alert)),
                     cfg["alert_wait_seconds"], 1.0):
             self.measured["alert resolved"] = self.timeline.mark(f"{cfg['alert']} resolved in Prometheus and Alertmanager")
         else:
