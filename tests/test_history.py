@@ -97,7 +97,8 @@ def test_the_strip_of_thirty_and_failing_since_from_a_long_and_dirty_history(sta
     assert history["runs"][0]["time"] == "2026-01-01T00:16:00+00:00"
     still = {check["nodeid"]: check["since"] for check in history["still_failing"]}
     assert still == {OWNER_ONLY: "2026-01-01T00:40:00+00:00"}
-    assert history["new_failures"] == [] and "regressed" not in run.report["verdict"]["reason"]
+    failing = {row["nodeid"]: row["reason"] for c in run.report["controls"] for row in c["checks"] if row["status"] == "FAIL"}
+    assert history["new_failures"] == [] and "regressed" not in run.report["verdict"]["reason"], failing
     assert any("20 unreadable line(s) skipped" in note for note in history["notes"]), history["notes"]
     assert "| API key permissions | " + "✓" * 24 + "✗" * 6 + " |" in (reports / "validation-report.md").read_text()
 
