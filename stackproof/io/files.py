@@ -12,6 +12,7 @@ Hand-written because no library combines these; the open/fstat/read pattern is t
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -156,17 +157,23 @@ def walk_files(top: Path, name: str, max_entries: int = MAX_WALK_ENTRIES, skip: 
     return sorted(found)
 
 
-def mirror_files(root: Path, files: dict[Path, int], into: Path) -> Path:
+def mirror_files(root: Path, files: dict[Path, int], into: Path) -> tuple[Path, str]:
     """Copies of `files` (path -> cap; each lexically inside `root`) at the same places under a new dir in
-    `into` named like `root`; returns it. A program given the copies reads what was checked, however the
-    stack's files change meanwhile, and nothing else of the stack (nor, through a link, outside it)."""
+    `into` named like `root`; returns it, and a digest of what it holds (each copy's place and bytes). A
+    program given the copies reads what was checked, however the stack's files change meanwhile, and
+    nothing else of the stack (nor, through a link, outside it)."""
     mirror = into / root.name
     mirror.mkdir(mode=0o700)
-    for path, cap in files.items():
-        target = mirror / path.relative_to(root)
+    digest = hashlib.sha256()
+    for path, cap in sorted(files.items()):
+        relative = path.relative_to(root)
+        target = mirror / relative
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target.write_bytes(read_stack_file(path, str(path.relative_to(root)), cap))
-    return mirror
+        data = read_stack_file(path, str(relative), cap)
+        target.write_bytes(data)
+        digest.update(repr((str(relative), len(data))).encode())
+        digest.update(data)
+    return mirror, digest.hexdigest()
 
 
 def read_stack_text(path: Path, name: str, cap: int = DEFAULT_CAP) -> str:
