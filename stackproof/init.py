@@ -973,12 +973,14 @@ def monitor_interface(source: str, name: str) -> tuple[dict, str]:
         interface["command"] = ["{script}"]
         interface["env"] = dict(sorted(env.items()))
         notes.append(f"paths from the environment ({', '.join(sorted(env))})")
-    elif flags:
-        positional = "{cert}" not in flags.values()
+    elif flags:  # and variables for what no flag gives (the metrics file in the environment, say)
+        env = {var: ph for var, ph in sorted(env.items()) if ph not in flags.values()}
+        positional = "{cert}" not in flags.values() and "{cert}" not in env.values()
         interface["command"] = ["{script}"] + [p for flag, ph in flags.items() for p in (flag, ph)] + \
             (["{cert}"] if positional else [])
-        interface["env"] = {}
-        notes.append(f"flags {', '.join(flags)}" + (", certificates as arguments" if positional else ""))
+        interface["env"] = env
+        notes.append(f"flags {', '.join(flags)}" + (f", variables {', '.join(env)}" if env else "")
+                     + (", certificates as arguments" if positional else ""))
     codes: dict[str, int] = {}
     for code, status in EXIT_LINE.findall(text) + EXIT_INLINE.findall(text):
         codes.setdefault(EXIT_STATUS.get(status.lower(), status.lower()), int(code))
