@@ -31,7 +31,7 @@ from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.io.yamlio import parse_yaml
 from stackproof.resources.breaker_code import read_breaker_code
 from stackproof.resources.certs import server_blocks
-from stackproof.resources.scripts import Rotator, where_used, monitor_trial
+from stackproof.resources.scripts import Rotator, help_text, where_used, monitor_trial
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
@@ -559,6 +559,8 @@ class Inspector:
             for script in candidates[:SCRIPT_TRIALS]:
                 self._choose(path_key, script, what)
                 interface, notes = read(read_text(script), script.name)
+                if notes == UNREAD:  # its source says nothing: what its --help prints, in the sandbox
+                    interface, notes = self._read_help(script, read)
                 if notes == UNREAD:  # nothing in the usage text says how to call it: not discovery, a guess
                     failed.append((script, f"the usage text of {self.rel(script)} names no argument or variable this "
                                            "init understands: declare how to call it (until then its checks are not proven)",
@@ -621,6 +623,15 @@ class Inspector:
             interface["backup_dir"] = backups[0]
             notes.append(f"backs up the old key in {backups[0]}")
         return ", ".join(notes)
+
+    def _read_help(self, script: Path, read) -> tuple[dict, str]:
+        """The interface read from what `script --help` prints (run once in the sandbox), or UNREAD."""
+        try:
+            text = help_text(self.stack(), script)
+        except (StackError, SandboxUnavailable):
+            return {}, UNREAD
+        interface, notes = read("#!\n" + "\n".join(f"# {line}" for line in text.splitlines()), script.name)
+        return interface, notes if notes == UNREAD else f"{notes} (from its --help, run in the sandbox)"
 
     def _candidates(self, hints: ScriptHints, what: str) -> list[Path]:
         """The repository's executable scripts that read like the role, best first: the role's required
@@ -873,7 +884,7 @@ def role_fits(stack, role: str, svc) -> bool:
 
 # --- scripts' usage text ---------------------------------------------------------------
 
-ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]{2,})\s{2,}(.+)$", re.M)
+ENV_LINE = re.compile(r"^[ \t]*#?[ \t]*([A-Z][A-Z0-9_]{2,})[ \t]{2,}(.+)$", re.M)  # within one line
 FLAG = r"(?:--[a-z][a-z0-9-]*|-[a-zA-Z](?![\w-]))"  # a long option, or a short one (getopts, argparse)
 # an option's line: its names (`-o, --output`, `-o|--output`), the value it takes, what it is
 FLAG_LINE = re.compile(rf"^[ \t]*#?[ \t]*({FLAG}(?:[ \t]*[,|][ \t]*{FLAG})*)(?:[ =]([A-Z][A-Z_]*))?[ \t]+(.+)$", re.M)
@@ -930,8 +941,20 @@ def _placeholder(description: str, table) -> str | None:
 
 
 def synopsis(text: str) -> str:
-    """The usage synopsis lines ("Usage: prog [--flag ARG] NAME")."""
-    return "\n".join(line for line in text.splitlines() if "usage:" in line.lower())
+    """The usage synopsis lines ("Usage: prog [--flag ARG] NAME"), each with the indented lines that continue
+    it (argparse wraps a long synopsis)."""
+    found: list[str] = []
+    aligned = None  # the indent of a continuation: at least where the program's name starts
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if "usage:" in line.lower():
+            found.append(line)
+            aligned = line.lower().index("usage:") + len("usage: ")
+        elif aligned is not None and line.strip() and indent >= aligned:
+            found[-1] += " " + line.strip()
+        else:
+            aligned = None
+    return "\n".join(found)
 
 
 def interface_parts(text: str, table) -> tuple[dict[str, str], dict[str, str]]:

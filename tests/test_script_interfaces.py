@@ -258,3 +258,31 @@ def test_a_rotation_its_usage_cannot_point_at_the_key_is_a_todo_not_a_guessed_ca
     interface, notes = rotate_interface(ROTATES_SERVICE_PASSWORDS.replace("[--service SERVICE]",
                                                                            "[--service SERVICE] NAME"), "rotate-db.sh")
     assert interface["command"][-1] == "{key_name}", interface
+
+
+ARGPARSE_MONITOR = """#!/usr/bin/env python3
+import argparse
+import sys
+
+parser = argparse.ArgumentParser(prog="certcheck")
+parser.add_argument("--warning", type=int, default=30, help="warning threshold in days")
+parser.add_argument("--critical", type=int, default=7, help="critical threshold in days")
+parser.add_argument("--textfile", required=True, help="Prometheus textfile to write (metrics)")
+parser.add_argument("cert", help="the certificate file to check")
+args = parser.parse_args()
+open("/tmp/escaped", "w").write("ran")  # in the sandbox: its own /tmp
+sys.exit(3)
+"""
+
+
+def test_a_usage_only_its_help_prints_is_read_from_a_sandboxed_help_run(stack_copy):
+    """A script whose source holds no usage text (argparse builds it at run time): init runs `--help` once in the
+    sandbox and reads the flags from what it prints."""
+    script = stack_copy / "scripts/certcheck"
+    script.write_text(ARGPARSE_MONITOR)
+    script.chmod(0o755)
+    assert monitor_interface(ARGPARSE_MONITOR, "certcheck")[1] == UNREAD
+    interface, notes = Inspector(stack_copy)._read_help(script, monitor_interface)
+    assert interface["command"] == ["{script}", "--warning", "{warn_days}", "--critical", "{crit_days}",
+                                    "--textfile", "{metrics_file}", "{cert}"], (interface, notes)
+    assert notes.endswith("(from its --help, run in the sandbox)")

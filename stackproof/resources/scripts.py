@@ -790,6 +790,25 @@ class Rotator:
             return b""
 
 
+HELP_TIMEOUT = 10.0  # seconds for `--help`: a usage text prints at once
+HELP_CAP = 64 * 1024  # bytes of it read
+
+
+def help_text(stack, script: Path) -> str:
+    """What `script --help` prints (stdout and stderr), run once in the sandbox on a copy, as the script's
+    uid, with nothing of the stack beside it: for a script whose usage is not in its source's comments
+    (argparse builds it at run time). Empty when it prints nothing or does not finish in time."""
+    with stack.sandbox.box(script_uid(stack), "help") as box:
+        copy = box.copy_in(script, stack.rel(script), stack.rel(script))
+        copy.chmod(copy.stat().st_mode | 0o555)
+        try:
+            done = box.run([box.inside(copy), "--help"], env={}, stdin=None, where=f"{stack.rel(script)} --help",
+                           timeout=HELP_TIMEOUT)
+        except StackError:
+            return ""
+    return (done.stdout + b"\n" + done.stderr)[:HELP_CAP].decode("utf-8", errors="replace")
+
+
 def monitor_trial(stack) -> str | None:
     """Whether the monitor, called as the profile declares, works on a valid certificate (stackproof init
     proves the interface it read): None, or why not. Raises InterfaceRejected when the script refused the call."""
