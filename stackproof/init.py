@@ -736,9 +736,10 @@ def wrapper_compose_sets(files: list[Path], root: Path) -> list[tuple[Path, list
                 # the docs run `docker compose up` with no -f: the file Compose reads in the docs' own dir
                 named = [default for name in COMPOSE_FILE_NAMES if (default := path.parent / name).is_file()][:1]
             if named and all(p.is_file() for p in named):
-                found.append(((max(deployment_rank(p, root) for p in named), kind, deployment_rank(path, root),
-                               str(path)), path, named, flagged))
-    # the set that deploys first: no file of it named for development, a wrapper (over the docs) named for deploying
+                found.append(((not flagged, max(deployment_rank(p, root) for p in named), kind,
+                               deployment_rank(path, root), str(path)), path, named, flagged))
+    # the set that deploys first: one named with -f (over a dir's default file), no file of it named for
+    # development, a wrapper (over the docs) named for deploying
     return [(path, named, flagged) for _, path, named, flagged in sorted(found, key=lambda item: item[0])]
 
 

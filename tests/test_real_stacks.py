@@ -173,8 +173,12 @@ def _repo(tmp_path: Path, files: dict[str, str]) -> Path:
     ({"deploy/README.md": "From this directory run `docker compose up -d`.\n", "deploy/docker-compose.yml": SERVICES,
       "deploy/docker-compose.prod.yml": SERVICES, "deploy/docker-compose.dev.yml": SERVICES},
      "deploy/docker-compose.yml", "deploy/README.md runs `docker compose up` in its own dir, with no -f"),
+    ({"AGENTS.md": "Bring it up with `docker compose up -d`.\n", "compose.yml": SERVICES,
+      "README.md": "docker compose -f compose/base.yml -f compose/app.yml config > /tmp/all.yml\n",
+      "compose/base.yml": SERVICES, "compose/app.yml": SERVICES},
+     "compose/base.yml", "README.md runs docker compose with -f compose/base.yml -f compose/app.yml"),
 ], ids=["prod-over-dev", "any-name-by-content", "compose-file-variable", "makefile-f-set", "wrapper-script",
-        "deploy-script-over-makefile-dev", "docs-up-without-f"])
+        "deploy-script-over-makefile-dev", "docs-up-without-f", "docs-f-set-over-a-default-file"])
 def test_init_picks_the_deployed_compose_file(tmp_path, files, chosen, reason):
     root = _repo(tmp_path, files)
     inspector = Inspector(root)
