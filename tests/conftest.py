@@ -147,6 +147,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "reference stack): left out by `bin/stackproof selftest --fast`")
     config.addinivalue_line("markers", "podman: a live self-test on rootful Podman, on a copy of the reference stack "
                                        "of its own in a full run (test_podman_live.py): run beside the other live ones")
+    config.addinivalue_line("markers", "swarm: a live self-test on Docker Swarm, on a copy of the reference stack of "
+                                       "its own in a full run (test_engines_live.py): run beside the other live ones")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -159,8 +161,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # Modules of long copy-based self-tests (a wheel built and installed, runs left to reach their time limit: 4-10 s
 # each): collected first, so that with work stealing none of them starts last and ends the tier alone.
 LONG_FIRST = ("test_packaging.py", "test_report_truth.py")
-# Live self-tests on other engines: collected last (below).
-OTHER_ENGINES = ("test_engines_live.py", "test_podman_live.py", "test_swarm_multinode_live.py")
+# Live self-tests on other engines: collected last, in this order (below). The two-node swarm's module
+# initialises a swarm of its own and may leave it to the single-node swarm module after it.
+OTHER_ENGINES = ("test_podman_live.py", "test_swarm_multinode_live.py", "test_engines_live.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -169,4 +172,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     compose project was seen broken after them (nginx 502, aidb's breaker open) until it was recreated:
     the compose live self-tests must not depend on what those tests leave behind. The long copy-based
     ones run first (LONG_FIRST)."""
-    items.sort(key=lambda item: (item.path.name in OTHER_ENGINES, item.path.name not in LONG_FIRST))
+    def order(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        return (OTHER_ENGINES.index(name) + 1 if name in OTHER_ENGINES else 0, name not in LONG_FIRST)
+    items.sort(key=order)

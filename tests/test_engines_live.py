@@ -4,12 +4,14 @@ in the environment, Prometheus without its rules mount, nginx serving a near-exp
 one other than the stack's file), each fail only their control; tasks on a node the suite cannot
 reach are reported as not proven. (Rootful Podman: test_podman_live.py.)
 
-The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, no
-published ports, so it runs beside the compose project) and removes it afterwards; if it had to
-initialise the swarm, it leaves it again (`docker swarm leave --force`). Marked live_selftest: run
-alone, after the copy-based self-tests (`bin/stackproof selftest` does). Without a Docker engine
-they skip, except in a full run (`bin/stackproof selftest`), where that is a failure
-(harness.unavailable).
+The module deploys the stack itself (stack/scripts/up.sh --engine swarm, stack SWARM_PROJECT, images
+tagged SWARM_IMAGE_TAG, no published ports, so it runs beside the compose project) and removes it
+afterwards; if it had to initialise the swarm, it leaves it again (`docker swarm leave --force`),
+unless its caller leaves it (see leave_swarm). The stack's files are those of SWARM_STACK: the
+reference stack, or in a full run (`bin/stackproof selftest`) a copy of its own, so that these tests
+run beside the compose live self-tests, which change stack/ and rebuild its images in place. Marked
+live_selftest and swarm. Without a Docker engine they skip, except in a full run, where that is a
+failure (harness.unavailable).
 """
 
 from __future__ import annotations
@@ -38,9 +40,22 @@ from stackproof.engine.live import LiveStack, NotProven
 from stackproof.redact import Redactor
 from stackproof.target.stack import Stack
 
-pytestmark = pytest.mark.live_selftest
+pytestmark = [pytest.mark.live_selftest, pytest.mark.swarm]
 SWARM_PROJECT = "stackproof-selftest-swarm"
-SCRIPTS = REFERENCE_STACK / "scripts"
+SWARM_STACK = Path(os.environ.get("STACKPROOF_SWARM_STACK") or REFERENCE_STACK)
+SCRIPTS = SWARM_STACK / "scripts"
+# The swarm stacks' images (up.sh builds them from SWARM_STACK): never those a compose live self-test
+# is rebuilding with a defect at the moment a swarm service is deployed or updated.
+SWARM_IMAGE_TAG = "selftest-swarm"
+
+
+def leave_swarm() -> None:
+    """`docker swarm leave --force`, unless the caller leaves the swarm itself once every live self-test
+    ended (STACKPROOF_SWARM_LEFT_BY_CALLER=1: `bin/stackproof selftest`). Leaving empties dockerd's
+    embedded DNS for every other project's networks (the running reference stack's nginx answers 502),
+    so it must not happen while the compose live self-tests run beside these."""
+    if os.environ.get("STACKPROOF_SWARM_LEFT_BY_CALLER") != "1":
+        proc.run(["docker", "swarm", "leave", "--force"], timeout=60, where="docker swarm leave")
 
 
 def _engine_and_swarm_state():
@@ -57,7 +72,7 @@ def swarm_stack():
     """The reference stack as the swarm stack SWARM_PROJECT, healthy; removed afterwards."""
     client, state = _engine_and_swarm_state()
     started_swarm = state != "active"
-    env = {"STACK_PROJECT": SWARM_PROJECT}
+    env = {"STACK_PROJECT": SWARM_PROJECT, "STACK_IMAGE_TAG": SWARM_IMAGE_TAG}
     try:
         run_own([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
         yield client
@@ -65,7 +80,7 @@ def swarm_stack():
         proc.run([str(SCRIPTS / "down.sh"), "--engine", "swarm"], timeout=300, where="down.sh",
                  env={**os.environ, **env})
         if started_swarm:
-            proc.run(["docker", "swarm", "leave", "--force"], timeout=60, where="docker swarm leave")
+            leave_swarm()
 
 
 def _suite_args(*extra: str) -> tuple[str, ...]:
@@ -75,7 +90,7 @@ def _suite_args(*extra: str) -> tuple[str, ...]:
 def _wait_converged(client, service: str, timeout: float = 240, project: str = SWARM_PROJECT) -> None:
     """The service's update (or rollback) is complete, its task healthy, and nginx serves through it
     again (nginx re-resolves the new task's address within its resolver's 10 s)."""
-    stack = Stack(REFERENCE_STACK, 10.0, Redactor())
+    stack = Stack(SWARM_STACK, 10.0, Redactor())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = (client.services.get(service).attrs.get("UpdateStatus") or {}).get("State", "completed")
@@ -94,7 +109,7 @@ def _wait_converged(client, service: str, timeout: float = 240, project: str = S
 def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
     """Static and live checks against the stack on swarm: GO; the secret-mode warning about
     non-swarm Compose is not shown, since swarm applies the mode."""
-    run = run_suite(REFERENCE_STACK, *_suite_args())
+    run = run_suite(SWARM_STACK, *_suite_args())
     assert run.report is not None, run.stdout[-3000:]
     assert {c: run.reasons(c) for c in run.failed_controls} == {}
     assert set(run.statuses.values()) == {"PASS"}, run.statuses
@@ -106,7 +121,7 @@ def test_swarm_reference_stack_is_go(swarm_stack, run_suite):
 
 def _stack_ids() -> tuple[int, int]:
     """(uid, gid) the reference stack's services run as (setup.sh writes them into .env)."""
-    env = dict(line.split("=", 1) for line in (REFERENCE_STACK / "ai-stack/compose/.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in (SWARM_STACK / "ai-stack/compose/.env").read_text().splitlines()
                if "=" in line)
     return int(env["STACK_UID"]), int(env["STACK_GID"])
 
@@ -186,14 +201,14 @@ def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, de
     # enter it (pytest's tmp_path sits under a root-only 0700 dir)
     scratch = Path(tempfile.mkdtemp(prefix="stackproof-swarm-defect-"))
     scratch.chmod(0o755)
-    saved = [save_file(REFERENCE_STACK / relative) for relative in defect.touches]
+    saved = [save_file(SWARM_STACK / relative) for relative in defect.touches]
     try:
         if defect.inject:
-            defect.inject(REFERENCE_STACK)  # rewrites the files in place: owner and mode stay
+            defect.inject(SWARM_STACK)  # rewrites the files in place: owner and mode stay
         _update_together(services, lambda service: ["update", *defect.update(scratch)])
         for service in services:
             _wait_converged(swarm_stack, service)
-        run = run_suite(REFERENCE_STACK, *_suite_args(), "-m", "live")
+        run = run_suite(SWARM_STACK, *_suite_args(), "-m", "live")
     finally:
         for item in saved:
             restore_file(item)
@@ -202,7 +217,7 @@ def test_swarm_defect_deployed_fails_only_its_control(swarm_stack, run_suite, de
             _wait_converged(swarm_stack, service)
         shutil.rmtree(scratch)
     assert_only_control_fails(run, defect.control, *defect.fragments, also=defect.also, not_proven=defect.not_proven)
-    assert_no_secret_in(run, stack_secrets(REFERENCE_STACK))
+    assert_no_secret_in(run, stack_secrets(SWARM_STACK))
 
 
 def test_swarm_task_on_unreachable_node_is_not_proven(swarm_stack, run_suite, stack_copy: Path):

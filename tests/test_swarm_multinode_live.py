@@ -6,9 +6,11 @@ without it, aidb's task is NOT PROVEN, naming the worker, and the verdict is NO-
 
 The worker's engine listens on plain TCP on the Docker bridge only (not published: only this host
 reaches it). The module initialises its own swarm, advertised on the bridge's gateway (the worker
-cannot reach the manager's 127.0.0.1), so it skips when a swarm is already active, and leaves it,
-the stack and the worker behind it removed, at the end. Marked live_selftest, run after the compose
-self-tests (tests/conftest.py orders the other-engine modules last).
+cannot reach the manager's 127.0.0.1), so it skips when a swarm is already active, and at the end
+removes the stack and the worker and leaves the swarm (or keeps it for test_engines_live.py, when
+its caller leaves it: test_engines_live.leave_swarm). The stack's files and images are those of
+test_engines_live.py (SWARM_STACK, SWARM_IMAGE_TAG). Marked live_selftest and swarm; it runs before
+test_engines_live.py (tests/conftest.py: OTHER_ENGINES).
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ from pathlib import Path
 
 import docker
 import pytest
-from harness import REFERENCE_STACK, run_own
-from test_engines_live import _engine_and_swarm_state, _wait_converged
+from harness import run_own
+from test_engines_live import SWARM_IMAGE_TAG, SWARM_STACK, _engine_and_swarm_state, _wait_converged, leave_swarm
 
 from stackproof.io import proc
 
-pytestmark = pytest.mark.live_selftest
+pytestmark = [pytest.mark.live_selftest, pytest.mark.swarm]
 PROJECT = "stackproof-selftest-2node"
 WORKER = "stackproof-swarm-worker"  # container name and node hostname
 WORKER_IMAGE = "stackproof-swarm-worker:bookworm"
 PINNED = "aidb"  # the service whose task runs on the worker
-SCRIPTS = REFERENCE_STACK / "scripts"
+SCRIPTS = SWARM_STACK / "scripts"
 
 
 def _worker_image(client) -> None:
@@ -95,7 +97,7 @@ def two_node_swarm():
     _worker_image(client)
     volume = client.volumes.create(f"{WORKER}-data")  # the worker's /var/lib/docker: overlay2 needs a real fs
     worker = None
-    env = {"STACK_PROJECT": PROJECT}
+    env = {"STACK_PROJECT": PROJECT, "STACK_IMAGE_TAG": SWARM_IMAGE_TAG}
     try:
         worker = client.containers.run(
             WORKER_IMAGE, ["dockerd", "-H", "unix:///var/run/docker.sock", "-H", "tcp://0.0.0.0:2375", "--tls=false",
@@ -105,7 +107,7 @@ def two_node_swarm():
                      "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                      # the services' bind mounts name host paths: the worker sees the checkout where the
                      # manager does (a real cluster ships the files to every node, or uses swarm configs)
-                     str(REFERENCE_STACK): {"bind": str(REFERENCE_STACK), "mode": "ro"}})
+                     str(SWARM_STACK): {"bind": str(SWARM_STACK), "mode": "ro"}})
         worker.reload()
         address, gateway = worker.attrs["NetworkSettings"]["IPAddress"], worker.attrs["NetworkSettings"]["Gateway"]
         host = f"tcp://{address}:2375"
@@ -113,9 +115,9 @@ def two_node_swarm():
         run_own(["docker", "swarm", "init", "--advertise-addr", gateway], 60)
         token = run_own(["docker", "swarm", "join-token", "-q", "worker"], 30).strip()
         run_own(["docker", "-H", host, "swarm", "join", "--token", token, f"{gateway}:2377"], 60)
-        image = f"ai-stack/{PINNED}:local"
-        run_own(["bash", "-c", 'docker save "$0" | docker -H "$1" load -q', image, host], 600)
         run_own([str(SCRIPTS / "up.sh"), "--engine", "swarm", "--wait-timeout", "240"], 900, env)
+        image = f"ai-stack/{PINNED}:{SWARM_IMAGE_TAG}"  # built by up.sh
+        run_own(["bash", "-c", 'docker save "$0" | docker -H "$1" load -q', image, host], 600)
         run_own(["docker", "service", "update", "--detach", "--quiet", "--constraint-add", f"node.hostname=={WORKER}",
               f"{PROJECT}_{PINNED}"], 60)
         _wait_on_worker(client, host)
@@ -123,9 +125,10 @@ def two_node_swarm():
         yield WORKER, host
     finally:
         proc.run([str(SCRIPTS / "down.sh"), "--engine", "swarm"], timeout=300, where="down.sh", env={**os.environ, **env})
-        proc.run(["docker", "swarm", "leave", "--force"], timeout=60, where="docker swarm leave")
         if worker is not None:
             worker.remove(force=True)
+            proc.run(["docker", "node", "rm", "--force", WORKER], timeout=60, where="docker node rm")
+        leave_swarm()
         volume.remove(force=True)
 
 
