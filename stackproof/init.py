@@ -35,6 +35,7 @@ from stackproof.resources.scripts import Rotator, help_text, where_used, monitor
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
+from stackproof.target.pool_libraries import config_argument, pool_library_of
 from .redact import Redactor
 from stackproof.target.roles import SKIP_DIRS, Roles
 from stackproof.target.service_config import holds
@@ -408,6 +409,8 @@ class Inspector:
 
     def pool_config(self) -> None:
         stack = self.stack()
+        if self.pool_of_application(stack):
+            return
         key = self.found.get("pool", "config_key").split(".")
         variables = self.pool_variables(stack)
         for profile_key, (var, name) in variables.items():
@@ -439,6 +442,24 @@ class Inspector:
             return
         raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
 
+    def pool_of_application(self, stack) -> bool:
+        """An API service that runs an application whose pool the suite knows (target/pool_libraries: LiteLLM's
+        proxy), with its config file bind-mounted: that file is the pool config, read in the application's keys
+        (the run finds the application again in the compose model; nothing else to declare)."""
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            found = pool_library_of(svc) if svc is not None else None
+            if found is None or not stack.inside(found[1]) or not found[1].is_file():
+                continue
+            library, path = found
+            self.found.set("paths", "pool_config", self.rel(path),
+                           f"{name} runs {library.name} ({svc.image}) with {library.config_flag} "
+                           f"{config_argument([*svc.entrypoint, *svc.command], library.config_flag)}, a bind mount of "
+                           f"{self.rel(path)}: its pool is {library.config_key}."
+                           f"{library.keys['size']}, {library.name}'s default {library.defaults['size']} when not set")
+            return True
+        return False
+
     def pool_in_vocabulary(self, stack) -> bool:
         """A config file bind-mounted into an API service whose pool mapping uses a library's own keys
         (POOL_VOCABULARIES): its file, key path and key names; a breaker kept in the same mapping in that
@@ -460,9 +481,9 @@ class Inspector:
                         continue
                     keys, mapping = found
                     where = f"{self.rel(source)}, mounted into {name} at {mount.target}"
-                    self.found.set("paths", "pool_config", self.rel(source), f"{where}: its pool in {library}'s keys")
-                    self.found.set("pool", "config_key", ".".join(keys), f"the mapping with {library}'s pool keys")
-                    self.found.set("pool", "settings", settings, f"{library}'s pool keys")
+                    self.found.set("paths", "pool_config", self.rel(source), f"{where}: its pool in {library} keys")
+                    self.found.set("pool", "config_key", ".".join(keys), f"the mapping with {library} pool keys")
+                    self.found.set("pool", "settings", settings, f"{library} pool keys")
                     self.breaker_in_vocabulary(keys, mapping)
                     return True
         return False
@@ -471,9 +492,9 @@ class Inspector:
         for library, settings in BREAKER_VOCABULARIES:
             if all(key in mapping for key in settings.values()) and len(keys) > 1:
                 self.found.set("breakers", "config_key", ".".join(keys[:-1]),
-                               f"the database's breaker is in its pool mapping, in {library}'s keys")
+                               f"the database's breaker is in its pool mapping, in {library} keys")
                 self.found.set("breakers", "config_entry", keys[-1], "the database's entry")
-                self.found.set("breakers", "settings", settings, f"{library}'s breaker keys")
+                self.found.set("breakers", "settings", settings, f"{library} breaker keys")
                 return
 
     def breaker_code(self) -> None:
@@ -842,11 +863,13 @@ def posixpath_join(base: str, path: str) -> str:
 POOL_VOCABULARIES = [  # (library, pool.settings: its pool keys in a YAML config)
     ("SQLAlchemy", {"size": "pool_size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "pool_timeout",
                     "pre_ping": "pool_pre_ping"}),
-    ("LiteLLM", {"size": "min_connections", "max_overflow": "", "max_connections": "max_connections",
+    # asyncpg's min_size/max_size as a gateway's config names them (not LiteLLM's own pool: pool_libraries.py)
+    ("asyncpg-style", {"size": "min_connections", "max_overflow": "", "max_connections": "max_connections",
                  "timeout": "pool_timeout", "pre_ping": "pool_pre_ping"}),
 ]
 BREAKER_VOCABULARIES = [  # (library, breakers.settings: its keys for a breaker beside the pool)
-    ("LiteLLM", {"threshold": "allowed_fails", "recovery": "cooldown_time", "half_open": "cooldown_probe_requests"}),
+    # LiteLLM's router cooldown keys, applied by a gateway's config to its database
+    ("LiteLLM-router-style", {"threshold": "allowed_fails", "recovery": "cooldown_time", "half_open": "cooldown_probe_requests"}),
 ]
 
 

@@ -17,9 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.compare import at_least
-from stackproof.errors import StackError
+from stackproof.errors import StackError, not_applicable
 from stackproof.resources.load import run_load
 from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
+from stackproof.target.pool_libraries import library_reading
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
@@ -30,14 +31,18 @@ pytestmark = pytest.mark.control("connection_pool")
 
 
 def pool_section(stack, path: Path) -> dict:
-    """The pool mapping (profile pool.config_key, e.g. database.postgres.pool) of a config file."""
+    """The pool mapping of a config file: the known application's (pool_libraries) when one reads the file,
+    else the profile's pool.config_key (e.g. database.postgres.pool)."""
     return stack.needs(f"pool config {path}", lambda: _pool_section(stack, path))
 
 
 def _pool_section(stack, path: Path) -> dict:
     node = load_yaml(path, stack.rel(path))
-    key = stack.profile["pool"]["config_key"]
+    library = library_reading(stack, path)
+    key = pool_key(stack, path)
     for part in key.split("."):
+        if library is not None and isinstance(node, dict) and node.get(part) is None:
+            return {}  # none of its pool keys set: the application's defaults
         if not isinstance(node, dict) or part not in node:
             raise StackError(f"{stack.rel(path)}: no {key} mapping (missing {part!r})")
         node = node[part]
@@ -46,26 +51,59 @@ def _pool_section(stack, path: Path) -> dict:
     return node
 
 
-def config_setting(stack, section: dict, setting: str) -> tuple[str, bool, object]:
-    """(how the pool mapping names the setting, whether it sets it, its value), under the key pool.settings
-    gives it. With a cap (pool.settings.max_connections, LiteLLM's `max_connections` beside `min_connections`)
-    the overflow is the cap less the size."""
+def pool_key(stack, path: Path) -> str:
+    """The key path of a config file's pool mapping."""
+    library = library_reading(stack, path)
+    return library.config_key if library is not None else stack.profile["pool"]["config_key"]
+
+
+@dataclass(frozen=True)
+class PoolSetting:
+    """One pool setting as a config file gives it."""
+
+    name: str  # how the file names it: its key, or `cap - size` for an overflow under a cap
+    present: bool  # the file sets it, or the application reading it has a default for it
+    value: object
+    default: str = ""  # the value is the application's default for a key left out ("LiteLLM's default 10")
+    lacks: str = ""  # the application has no such setting: why
+
+    @property
+    def shown(self) -> str:
+        if self.default:
+            return f"not set: {self.default}"
+        return repr(self.value) if self.present else "not set"
+
+
+def config_setting(stack, path: Path, section: dict, setting: str) -> PoolSetting:
+    """A setting of the pool mapping of the config file `path`. Read by a known application: in its keys, its
+    default for a key left out. Else under the key pool.settings gives it; with a cap (pool.settings.max_connections,
+    an asyncpg-style `max_connections` beside `min_connections`) the overflow is the cap less the size."""
+    library = library_reading(stack, path)
+    if library is not None:
+        if setting in library.lacks:
+            return PoolSetting(setting, True, 0 if setting == "max_overflow" else None, lacks=library.lacks[setting])
+        key = library.keys[setting]
+        if section.get(key) is not None:
+            return PoolSetting(key, True, section[key])
+        return PoolSetting(key, True, library.defaults[setting], default=library.default_text(setting))
     names = stack.profile["pool"]["settings"]
     cap, size = names["max_connections"], names["size"]
     if setting == "max_overflow" and cap:
         name = f"{cap} - {size}"
         if cap not in section or size not in section:
-            return name, False, None
-        return name, True, as_int(section[cap], cap) - as_int(section[size], size)
-    return names[setting], names[setting] in section, section.get(names[setting])
+            return PoolSetting(name, False, None)
+        return PoolSetting(name, True, as_int(section[cap], cap) - as_int(section[size], size))
+    return PoolSetting(names[setting], names[setting] in section, section.get(names[setting]))
 
 
-def size_and_overflow(stack, section: dict, where: str) -> tuple[int, int]:
-    """The pool mapping's size and overflow, integers (else a StackError naming the key)."""
+def size_and_overflow(stack, path: Path) -> tuple[int, int]:
+    """The size and overflow of a config file's pool mapping, integers (else a StackError naming the key)."""
+    section = pool_section(stack, path)
+    where = f"{stack.rel(path)}: {pool_key(stack, path)}"
     found = []
     for setting in ("size", "max_overflow"):
-        name, _, value = config_setting(stack, section, setting)
-        found.append(as_int(value, f"{where}.{name}"))
+        pool_setting = config_setting(stack, path, section, setting)
+        found.append(as_int(pool_setting.value, f"{where}.{pool_setting.name}"))
     return found[0], found[1]
 
 
@@ -131,6 +169,12 @@ class ServicePool:
     config: str  # config file, relative to the stack
     overrides: dict[str, str]  # env var -> value, for the evidence
     replicas: int = 1  # containers of the service, each with its own pool
+    no_overflow: str = ""  # the application it runs has no overflow: why (its overflow is 0, never judged)
+
+    def too_small(self, cfg: dict) -> bool:
+        """Below the profile's minimums: size, overflow (when the pool has one), size + overflow."""
+        return self.size < cfg["min_size"] or self.max < cfg["min_total"] or (
+            not self.no_overflow and self.overflow < cfg["min_overflow"])
 
     @property
     def max(self) -> int:
@@ -143,7 +187,8 @@ class ServicePool:
 
     def describe(self) -> str:
         via = f" ({', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else ""
-        return f"{self.service}: size {self.size}, overflow {self.overflow}, max {self.max}{via}"
+        overflow = "no overflow" if self.no_overflow else f"overflow {self.overflow}"
+        return f"{self.service}: size {self.size}, {overflow}, max {self.max}{via}"
 
 
 def connections_needed(pools: list[ServicePool]) -> int:
@@ -160,8 +205,10 @@ def service_pools(stack) -> list[ServicePool]:
     pools = []
     for name, svc in compose.services.items():
         mounted, _ = pool_config_of(stack, svc)
+        library = library_reading(stack, mounted) if mounted is not None else None
         env = {var: svc.environment.get(var) for var in (cfg["size_env"], cfg["overflow_env"])}
-        overrides = {var: value for var, value in env.items() if value not in (None, "")}
+        # a known application reads its own keys, never the profile's variables
+        overrides = {var: value for var, value in env.items() if value not in (None, "") and library is None}
         if mounted is None and not overrides:
             continue
         if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
@@ -173,15 +220,15 @@ def service_pools(stack) -> list[ServicePool]:
             size, overflow, config = 0, 0, compose_file  # both given by the variables, read below
         else:
             config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
-            section = pool_section(stack, config_path)
-            size, overflow = size_and_overflow(stack, section, f"{stack.rel(config_path)}: {cfg['config_key']}")
+            size, overflow = size_and_overflow(stack, config_path)
             config = stack.rel(config_path)
         if cfg["size_env"] in overrides:
             size = as_int(overrides[cfg["size_env"]], f"{set_in(stack, name, cfg['size_env'])}: {name}: {cfg['size_env']}")
         if cfg["overflow_env"] in overrides:
             overflow = as_int(overrides[cfg["overflow_env"]],
                               f"{set_in(stack, name, cfg['overflow_env'])}: {name}: {cfg['overflow_env']}")
-        pools.append(ServicePool(name, size, overflow, config, overrides, svc.replicas))
+        pools.append(ServicePool(name, size, overflow, config, overrides, svc.replicas,
+                                 library.lacks.get("max_overflow", "") if library is not None else ""))
     if not pools:
         raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
                          "(through a bind mount, or an environment variable naming a mounted file)")
@@ -228,18 +275,16 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
         environment_setting(stack, evidence, setting, expected.format(**cfg), ok)
         return
     path = stack.path("pool_config")
-    section = pool_section(stack, path)
-    name, present, value = config_setting(stack, section, setting)
-    key = f"{cfg['config_key']}.{name}"
+    found = config_setting(stack, path, pool_section(stack, path), setting)
+    if found.lacks:
+        not_applicable(f"{stack.rel(path)}: {found.lacks}")
+    mapping = pool_key(stack, path)
+    key = f"{mapping}.{found.name}"
     expected = expected.format(**cfg)
-    evidence.record(
-        test=f"{key} in {stack.rel(path)}",
-        expected=expected,
-        result=repr(value) if present else "not set",
-    )
-    evidence.locate(stack.locate(path, *cfg["config_key"].split("."), name.split(" - ")[0]))
-    assert present, f"{stack.rel(path)}: {key} is not set (expected {expected})"
-    assert ok(value, cfg), f"{stack.rel(path)}: {key} is {value!r} (expected {expected})"
+    evidence.record(test=f"{key} in {stack.rel(path)}", expected=expected, result=found.shown)
+    evidence.locate(stack.locate(path, *mapping.split("."), found.name.split(" - ")[0]))
+    assert found.present, f"{stack.rel(path)}: {key} is not set (expected {expected})"
+    assert ok(found.value, cfg), f"{stack.rel(path)}: {key} is {found.shown} (expected {expected})"
 
 
 def environment_setting(stack, evidence, setting: str, expected: str, ok) -> None:
@@ -276,14 +321,24 @@ def test_pool_config_total(stack, evidence):
         assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
         return
     path = stack.path("pool_config")
-    section = pool_section(stack, path)
-    where = f"{stack.rel(path)}: {cfg['config_key']}"
-    evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    size, overflow = size_and_overflow(stack, section, where)
-    names = cfg["settings"]
-    total = names["max_connections"] or f"{names['size']} + {names['max_overflow']}"
-    evidence.expect(f"{cfg['config_key']}.{total} in {stack.rel(path)}", f"{where}: {total} =", size + overflow,
-                    at_least(cfg["min_total"]), result=f"{size} + {overflow} = {size + overflow}")
+    mapping = pool_key(stack, path)
+    where = f"{stack.rel(path)}: {mapping}"
+    evidence.locate(stack.locate(path, *mapping.split(".")))
+    size, overflow = size_and_overflow(stack, path)
+    total, result = pool_total(stack, path, size, overflow)
+    evidence.expect(f"{mapping}.{total} in {stack.rel(path)}", f"{where}: {total} =", size + overflow,
+                    at_least(cfg["min_total"]), result=result)
+
+
+def pool_total(stack, path: Path, size: int, overflow: int) -> tuple[str, str]:
+    """(how a config file's pool names the most connections it opens, that number as the evidence shows it)."""
+    library = library_reading(stack, path)
+    if library is not None:
+        found = config_setting(stack, path, pool_section(stack, path), "size")
+        shown = f"{size} ({found.default})" if found.default else str(size)
+        return found.name, shown + (" (no overflow)" if "max_overflow" in library.lacks else f" + {overflow} = {size + overflow}")
+    names = stack.profile["pool"]["settings"]
+    return names["max_connections"] or f"{names['size']} + {names['max_overflow']}", f"{size} + {overflow} = {size + overflow}"
 
 
 @pytest.mark.static
@@ -296,22 +351,15 @@ def test_effective_pool_per_service(stack, evidence):
     pools = api_pools(stack)
     source = "set only in the environment" if set_in_environment(stack) else \
         f"reading {stack.rel(stack.path('pool_config'))}, {cfg['size_env']}/{cfg['overflow_env']} overriding it"
-    evidence.record(
-        test=f"effective pool of each API service, {source} ({stack.rel(stack.compose.files[0])})",
-        expected=f"each: size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']}",
-        result="; ".join(pool.describe() for pool in pools),
-    )
-    wrong = [
-        (set_in(stack, pool.service, *pool.overrides) if pool.overrides else pool.config, pool.describe())
-        for pool in pools
-        if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]
-    ]
+    overflow = f"overflow >= {cfg['min_overflow']}" + (" where the pool has one" if any(p.no_overflow for p in pools) else "")
+    expected = f"size >= {cfg['min_size']}, {overflow}, max >= {cfg['min_total']}"
+    evidence.record(test=f"effective pool of each API service, {source} ({stack.rel(stack.compose.files[0])})",
+                    expected=f"each: {expected}", result="; ".join(pool.describe() for pool in pools))
+    wrong = [(set_in(stack, pool.service, *pool.overrides) if pool.overrides else pool.config, pool.describe())
+             for pool in pools if pool.too_small(cfg)]
     evidence.locate(*(stack.locate_compose("services", pool.service, "environment") for pool in pools
-                      if pool.size < cfg["min_size"] or pool.overflow < cfg["min_overflow"] or pool.max < cfg["min_total"]))
-    assert not wrong, (
-        f"{by_file(wrong, 'pool too small for ')} "
-        f"(expected size >= {cfg['min_size']}, overflow >= {cfg['min_overflow']}, max >= {cfg['min_total']})"
-    )
+                      if pool.too_small(cfg)))
+    assert not wrong, f"{by_file(wrong, 'pool too small for ')} (expected {expected})"
 
 
 @pytest.mark.static
@@ -406,10 +454,8 @@ def test_live_pool_matches_config(stack, live, evidence):
     cfg = stack.profile["pool"]
     service = live.http.metrics_service
     path = stack.path("pool_config")
-    section = pool_section(stack, path)
-    where = f"{stack.rel(path)}: {cfg['config_key']}"
-    evidence.locate(stack.locate(path, *cfg["config_key"].split(".")))
-    configured = size_and_overflow(stack, section, where)
+    evidence.locate(stack.locate(path, *pool_key(stack, path).split(".")))
+    configured = size_and_overflow(stack, path)
     declared = next((p for p in service_pools(stack) if p.service == service), None)
     found = pool_gauges(live)
     running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])

@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from test_pool_libraries import gateway_stack
 
+from stackproof.errors import NotDeclared
 from stackproof.redact import Redactor
 from stackproof.resources.breaker_code import read_breaker_code
+from stackproof.resources.breakers import declared_breakers
 from stackproof.target.stack import Stack
 
 
@@ -67,3 +71,38 @@ def test_tests_are_left_out_and_nothing_runs(tmp_path):
     assert [(b.file, b.settings["threshold"]) for b in code.breakers] == [("app/db.py", 5)]
     assert code.states is None
     assert not marker.exists()
+
+
+# --- which service's declaration is read where ------------------------------------------------------
+
+
+def two_service_stack(root: Path, ui: dict) -> Stack:
+    """A LiteLLM gateway with its bind-mounted config (no breaker in it), and a second API service `ui`."""
+    stack = gateway_stack(root, {"master_key": "os.environ/MASTER_KEY"})
+    compose = yaml.safe_load((stack / "compose.yml").read_text())
+    compose["services"]["ui"] = {"depends_on": ["db"], **ui}
+    (stack / "compose.yml").write_text(yaml.safe_dump(compose))
+    profile = yaml.safe_load((stack / "stackproof.yml").read_text())
+    profile["roles"]["api_services"] = ["gateway", "ui"]
+    (stack / "stackproof.yml").write_text(yaml.safe_dump(profile))
+    return Stack(stack, 20, Redactor())
+
+
+def test_a_config_mounted_into_another_service_is_not_read_for_this_one(tmp_path):
+    """The gateway's config is its own: `ui`, which does not mount it, is not said to declare no breaker in it.
+    The gateway's missing breaker is certain, so the unread `ui` does not turn it into not proven."""
+    stack = two_service_stack(tmp_path / "stack", {"image": "example/ui:1"})
+    assert [(d.service, d.config, d.settings) for d in declared_breakers(stack)] == [
+        ("gateway", "litellm/config.yaml", None)]
+
+
+def test_a_service_whose_code_is_outside_the_stack_dir_is_not_proven_and_says_where(tmp_path):
+    """Its build context outside the stack dir: never read, and the reason says so (not "no code of it")."""
+    (tmp_path / "backend").mkdir()
+    config = tmp_path / "stack/litellm/config.yaml"
+    stack = two_service_stack(tmp_path / "stack", {"build": {"context": "../backend"}})
+    config.write_text(yaml.safe_dump({"general_settings": {}, "circuit_breaker": {"postgres": {"failure_threshold": 5}}}))
+    with pytest.raises(NotDeclared, match=r"no breaker declaration for service ui: it mounts no config file "
+                                          r"\(litellm/config.yaml is another service's\) and its code, the build "
+                                          r"context \.\./backend, is outside the stack dir"):
+        declared_breakers(stack)

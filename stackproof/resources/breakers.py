@@ -8,6 +8,8 @@ injection mechanisms are in stackproof/engine/live.py and stackproof/resources/f
 
 from __future__ import annotations
 
+import os
+
 import re
 import shutil
 import tempfile
@@ -109,7 +111,12 @@ def code_declaration(stack, service) -> DeclaredBreaker:
     cfg = stack.profile["breakers"]
     directory = code_dir(stack, service)
     if directory is None:
-        raise NotDeclared(f"no breaker declaration for service {service.name}: no config file and no code of it "
+        config = stack.profile["paths"]["pool_config"]
+        mounts = f"it mounts no config file ({config} is another service's)" if config else "no config file"
+        context = service.build_context
+        elsewhere = (f"its code, the build context {os.path.relpath(context, stack.root)}, is outside the stack dir"
+                     if context is not None and not stack.inside(context) else "no code of it")
+        raise NotDeclared(f"no breaker declaration for service {service.name}: {mounts} and {elsewhere} "
                           f"(looked for paths.pool_config, its build context, breakers.code.{service.name})")
     code = read_breaker_code(stack, directory)
     breaker = next((b for b in code.breakers if b.name == cfg["dependency"]), None)
@@ -137,18 +144,24 @@ def breaker_services(stack) -> list[str]:
 
 
 def declared_breakers(stack) -> list[DeclaredBreaker]:
-    """Each breaker service's declaration, read from the config file that service really reads
-    (the one with its database settings, see service_config)."""
+    """Each breaker service's declaration, read from the config file that service really reads (the one with
+    its database settings, see service_config), else from its code. A service that mounts no config file reads
+    paths.pool_config only when no service mounts it (a file baked into an image): one bind-mounted into others
+    is theirs. A service whose declaration cannot be read makes the whole list not proven, unless another
+    service is seen to declare no breaker at all: that failure is certain whatever the unread one declares."""
     cfg = stack.profile["breakers"]
     compose = stack.compose
-    found = []
+    found, unread = [], []
     for name in breaker_services(stack):
         service = compose.services.get(name)
         if service is None:
             raise StackError(f"{stack.rel(compose.files[0])}: no service {name!r} (profile breakers.services)")
         mounted, _ = pool_config_of(stack, service)
-        if mounted is None and not stack.profile["paths"]["pool_config"]:
-            found.append(code_declaration(stack, service))
+        if mounted is None and (not stack.profile["paths"]["pool_config"] or pool_config_mounted(stack)):
+            try:
+                found.append(code_declaration(stack, service))
+            except NotDeclared as exc:
+                unread.append(exc)
             continue
         path = Path(mounted) if mounted is not None else stack.path("pool_config")
         try:
@@ -160,7 +173,15 @@ def declared_breakers(stack) -> list[DeclaredBreaker]:
         if settings is not None and not isinstance(settings, dict):
             raise StackError(f"{stack.rel(path)}: {config_entry(cfg)} is not a mapping")
         found.append(DeclaredBreaker(name, stack.rel(path), settings))
+    if unread and not any(d.settings is None for d in found):
+        raise unread[0]
     return found
+
+
+def pool_config_mounted(stack) -> bool:
+    """Whether paths.pool_config is bind-mounted into some service (it is then the config of those only)."""
+    configured = stack.path("pool_config")
+    return any(pool_config_of(stack, svc)[0] == configured for svc in stack.compose.services.values())
 
 
 # --- how Prometheus sees them -----------------------------------------------------------

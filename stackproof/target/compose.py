@@ -440,7 +440,9 @@ def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int],
     there for Compose to read. The paths in the model, and in Compose's errors, are the stack's again."""
     base = Path(os.path.normpath(root))
     with tempfile.TemporaryDirectory(prefix="stackproof-compose-") as work:
-        copy, content = mirror_files(base, inputs, Path(work))
+        above = Path(work, *COPY_ANCESTORS)  # the copy's parents stand for the stack dir's (see _to_stack)
+        above.mkdir(mode=0o700, parents=True)
+        copy, content = mirror_files(base, inputs, above)
 
         def at_copy(path: Path) -> Path:
             return copy / Path(os.path.normpath(path)).relative_to(base)
@@ -449,7 +451,7 @@ def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int],
         kept = _MODELS.get(key) if key else None
         if key and kept is not None:
             _MODELS.move_to_end(key)
-            model_doc = _rebased(kept, _COPY, str(copy))
+            model_doc = _rebased(kept, _WORK, work)
         else:
             try:
                 model_doc = _load_real(binary, [at_copy(f) for f in files], timeout, [at_copy(f) for f in env_files],
@@ -457,20 +459,36 @@ def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int],
             except StackError as exc:
                 raise StackError(str(exc).replace(str(copy), str(base))) from None
             if key:
-                _MODELS[key] = _rebased(model_doc, str(copy), _COPY)
+                _MODELS[key] = _rebased(model_doc, work, _WORK)
                 while len(_MODELS) > MODELS_KEPT:
                     _MODELS.popitem(last=False)
     active = profiles + [p for p in passed.get("COMPOSE_PROFILES", "").split(",") if p]
-    return _model(_rebased(model_doc, str(copy), str(base)), files, "docker compose config", active, env_files)
+    return _model(_to_stack(model_doc, work, base), files, "docker compose config", active, env_files)
+
+
+# The copy of the stack dir is made under these dirs of the work dir, so that a path of the model that leaves the
+# stack dir (a build context `../../backend`, a bind mount `../certs`) still lands in the work dir, where
+# _to_stack names it from the stack dir's own parents. A path that climbs higher is left as Compose gave it.
+COPY_ANCESTORS = ("up3", "up2", "up1")
+
+
+def _to_stack(doc: Any, work: str, base: Path) -> Any:
+    """The model's paths, given for the copy under `work`, named for the stack dir `base`: the copy's parent
+    (work/up3/up2/up1) is base's parent, its parent base's grandparent, and so on up to `work` itself."""
+    prefixes = [str(Path(work, *COPY_ANCESTORS[:len(COPY_ANCESTORS) - level])) for level in range(len(COPY_ANCESTORS) + 1)]
+    ancestors = list(base.parents) or [base]
+    for level, prefix in enumerate(prefixes):  # deepest first: a path, once named, is no longer under `work`
+        doc = _rebased(doc, prefix, str(ancestors[min(level, len(ancestors) - 1)]))
+    return doc
 
 
 # Models `docker compose config` gave, per process, keyed by all it read: its binary, the copies' places and
 # bytes, the command line (relative to the copy) and the environment passed. A process that loads many copies
 # of one stack, as the self-tests do (some 400 runs a worker, most on the same compose files), starts the Go
-# program once per content instead of once per run (50 ms of CPU). Kept with the copy's dir as _COPY.
+# program once per content instead of once per run (50 ms of CPU). Kept with the work dir as _WORK.
 MODELS_KEPT = 256
 _MODELS: OrderedDict[str, Any] = OrderedDict()
-_COPY = "\0copy"
+_WORK = "\0work"
 
 
 def _model_key(binary: list[str], base: Path, content: str, files: list[Path], env_files: list[Path],

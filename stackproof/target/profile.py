@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "size_metric": "aidb_db_pool_size",
         "overflow_metric": "aidb_db_pool_max_overflow",
         "checked_out_metric": "aidb_db_pool_checked_out",
-        # the pool mapping's key for each setting; max_connections: a cap on size + overflow (LiteLLM's, with
+        # the pool mapping's key for each setting; max_connections: a cap on size + overflow (asyncpg-style, with
         # min_connections the size), whose overflow is the cap less the size; empty: the mapping has no cap key
         "settings": {"size": "size", "max_overflow": "max_overflow", "max_connections": "", "timeout": "timeout",
                      "pre_ping": "pre_ping"},

@@ -1,0 +1,91 @@
+"""Applications whose database pool the suite knows: where they read it, and what they take when it is not set.
+
+A stack that runs such an application (LiteLLM's proxy, say) does not write its pool in our vocabulary
+(`database.postgres.pool` with size, overflow, timeout and pre-ping): the application reads its own keys and
+falls back to its own defaults. Judging its config file by our keys would report "not set" for a pool that
+is set, or pass a mapping the application never reads. So the pool of a service that runs a known
+application is read in that application's keys, a key it leaves out takes the application's default (named
+in the check's result), and a setting the application has no notion of (an overflow, a pre-ping) is not
+applicable.
+
+Which application a service runs is read from the compose model (its image and the flag that names its
+config file), not from the stack's profile: the stack cannot lower its own bar by claiming one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PoolLibrary:
+    """An application with a database pool of its own: its config file's flag, the mapping its pool keys are
+    in, each setting's key, the value it takes for one left out, and why it has none of some settings."""
+
+    name: str
+    image: re.Pattern  # the images that run it
+    config_flag: str  # the command-line flag that names its config file
+    config_key: str  # the mapping of the config file its pool keys are in
+    keys: dict[str, str]  # setting (size, timeout) -> its key in that mapping
+    defaults: dict[str, object]  # setting -> the value it takes when its key is not set
+    lacks: dict[str, str] = field(default_factory=dict)  # setting -> why the application has no such setting
+    source: str = ""  # where its keys and defaults are written down
+
+    def default_text(self, setting: str) -> str:
+        """`LiteLLM's default 10` for a setting left out."""
+        return f"{self.name}'s default {self.defaults[setting]!r}"
+
+
+LITELLM = PoolLibrary(
+    name="LiteLLM",
+    image=re.compile(r"(^|/)litellm(-database|-non_root)?(:|@|$)"),
+    config_flag="--config",
+    config_key="general_settings",
+    keys={"size": "database_connection_pool_limit", "timeout": "database_connection_pool_timeout"},
+    defaults={"size": 10, "timeout": 60},
+    lacks={"max_overflow": "LiteLLM's Prisma client keeps one pool of database_connection_pool_limit "
+                           "connections, with no overflow above it",
+           "pre_ping": "LiteLLM's Prisma client has no pre-ping setting"},
+    source="litellm/proxy/proxy_cli.py (LiteLLMDatabaseConnectionPool), 1.80 to 1.110",
+)
+POOL_LIBRARIES = (LITELLM,)
+
+
+def config_argument(command: list[str], flag: str) -> str | None:
+    """The value of `flag` in a command line (`--config PATH` or `--config=PATH`), None without it."""
+    for index, word in enumerate(command):
+        if word == flag and index + 1 < len(command):
+            return command[index + 1]
+        if word.startswith(flag + "="):
+            return word[len(flag) + 1:]
+    return None
+
+
+def pool_library_of(svc) -> tuple[PoolLibrary, Path] | None:
+    """The known application a compose service runs, and the host file of the config it names on its command
+    line (a bind mount): None when the service runs none, names no config, or its config is not bind-mounted."""
+    image = (svc.image or "").lower()
+    for library in POOL_LIBRARIES:
+        if not library.image.search(image):
+            continue
+        container_path = config_argument([*svc.entrypoint, *svc.command], library.config_flag)
+        host = svc.host_path_for(container_path) if container_path and container_path.startswith("/") else None
+        if host is not None:
+            return library, host
+    return None
+
+
+def library_reading(stack, path: Path) -> PoolLibrary | None:
+    """The known application that reads the config file `path` as its own (a service runs it with `path`
+    bind-mounted where its config flag points): its keys and defaults are that file's pool. None: the
+    profile's pool keys apply."""
+    def find() -> PoolLibrary | None:
+        wanted = path.resolve()
+        for svc in stack.compose.services.values():
+            found = pool_library_of(svc)
+            if found is not None and found[1].resolve() == wanted:
+                return found[0]
+        return None
+    return stack.needs(f"pool library of {path}", find)

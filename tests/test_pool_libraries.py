@@ -1,0 +1,115 @@
+"""The pool of a service that runs an application the suite knows (stackproof/target/pool_libraries.py):
+LiteLLM's proxy reads `general_settings.database_connection_pool_limit` from the file its `--config` names,
+takes 10 when it is not set, and has no overflow and no pre-ping. A stack in LiteLLM's keys is judged in
+them; a stack that merely names its file like LiteLLM's, without running LiteLLM, is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stackproof.init import write_profile
+from stackproof.target.pool_libraries import LITELLM, config_argument
+
+LITELLM_IMAGE = "ghcr.io/berriai/litellm:v1.80.0-stable.1"
+
+
+def gateway_stack(root: Path, general_settings: dict | None, image: str = LITELLM_IMAGE) -> Path:
+    """A gateway running `image` with --config naming its bind-mounted config, and its database."""
+    (root / "litellm").mkdir(parents=True)
+    config = {"model_list": [{"model_name": "chat", "litellm_params": {"model": "openai/chat"}}]}
+    if general_settings is not None:
+        config["general_settings"] = general_settings
+    (root / "litellm/config.yaml").write_text(yaml.safe_dump(config))
+    (root / "secrets").mkdir(mode=0o700)
+    (root / "secrets/master_key").write_text("sk-" + "7f3a9c" * 8 + "\n")
+    compose = {"services": {
+        "gateway": {"image": image, "command": ["--config", "/app/config.yaml", "--port", "4000"],
+                    "volumes": ["./litellm/config.yaml:/app/config.yaml:ro"], "depends_on": ["db"],
+                    "secrets": ["master_key"],
+                    "environment": {"DATABASE_URL": "postgresql://gateway@db:5432/gateway"}},
+        "db": {"image": "postgres:16", "environment": {"POSTGRES_DB": "gateway"}},
+    }, "secrets": {"master_key": {"file": "./secrets/master_key"}}}
+    (root / "compose.yml").write_text(yaml.safe_dump(compose))
+    (root / "stackproof.yml").write_text(yaml.safe_dump({
+        "roles": {"postgres": "db", "api_services": ["gateway"]},
+        "paths": {"compose": "compose.yml", "pool_config": "litellm/config.yaml"}}))
+    return root
+
+
+def pool_rows(run) -> dict[str, dict]:
+    return {row["nodeid"].split("::")[1]: row for control in run.report["controls"] if control["id"] == "connection_pool"
+            for row in control["checks"]}
+
+
+def test_litellm_pool_left_at_its_default_fails_naming_the_default(tmp_path, run_static):
+    """No pool keys in LiteLLM's config: its pool is LiteLLM's 10 connections, too small for the bar, and the
+    failure says so in LiteLLM's key; overflow and pre-ping, which LiteLLM has none of, are not applicable."""
+    run = run_static(gateway_stack(tmp_path / "stack", {"master_key": "os.environ/MASTER_KEY"}), "-k", "pool")
+    rows = pool_rows(run)
+    assert rows["test_pool_config_setting[size]"]["status"] == "FAIL"
+    assert rows["test_pool_config_setting[size]"]["reason"] == (
+        "litellm/config.yaml: general_settings.database_connection_pool_limit is not set: LiteLLM's default 10 "
+        "(expected integer >= 20)")
+    for setting in ("max_overflow", "pre_ping"):
+        row = rows[f"test_pool_config_setting[{setting}]"]
+        assert (row["status"], row["not_run"]) == ("SKIPPED", "not_applicable"), row
+        assert row["reason"].startswith("litellm/config.yaml: LiteLLM's Prisma client"), row["reason"]
+    assert rows["test_pool_config_setting[timeout]"]["status"] == "PASS"
+    assert rows["test_pool_config_setting[timeout]"]["result"] == "not set: LiteLLM's default 60"
+    assert "gateway: size 10, no overflow, max 10" in rows["test_effective_pool_per_service"]["reason"]
+    assert rows["test_pool_config_total"]["status"] == "FAIL"
+
+
+def test_litellm_pool_set_large_enough_passes(tmp_path, run_static):
+    """database_connection_pool_limit 60: every pool check passes (the pool fits Postgres' default 100)."""
+    run = run_static(gateway_stack(tmp_path / "stack", {"database_connection_pool_limit": 60,
+                                                         "database_connection_pool_timeout": 30}), "-k", "pool")
+    rows = pool_rows(run)
+    assert {name: row["status"] for name, row in rows.items() if row["status"] not in ("PASS", "SKIPPED")} == {}
+    assert rows["test_pool_config_total"]["result"] == "60 (no overflow)"
+    assert rows["test_pool_config_setting[size]"]["result"] == "60"
+
+
+def test_litellm_keys_in_a_service_that_does_not_run_litellm_are_not_its_pool(tmp_path, run_static):
+    """The same file, mounted the same way, into a service of another image: the profile's pool keys apply,
+    so a large LiteLLM limit does not pass for the pool (the stack cannot borrow an application's rules)."""
+    stack = gateway_stack(tmp_path / "stack", {"database_connection_pool_limit": 60}, image="example/gateway:1")
+    rows = pool_rows(run_static(stack, "-k", "pool"))
+    assert rows["test_pool_config_setting[size]"]["status"] == "FAIL"
+    assert "no database.postgres.pool mapping" in rows["test_pool_config_setting[size]"]["reason"]
+
+
+def test_init_names_litellm_config_as_the_pool_config(tmp_path):
+    stack = gateway_stack(tmp_path / "stack", {"master_key": "os.environ/MASTER_KEY"})
+    (stack / "stackproof.yml").unlink()
+    write_profile(stack)
+    profile = (stack / "stackproof.yml").read_text()
+    assert yaml.safe_load(profile)["paths"]["pool_config"] == "litellm/config.yaml"
+    assert ("gateway runs LiteLLM (ghcr.io/berriai/litellm:v1.80.0-stable.1) with --config /app/config.yaml, a bind "
+            "mount of litellm/config.yaml: its pool is general_settings.database_connection_pool_limit") in profile
+
+
+@pytest.mark.parametrize("command, found", [
+    (["--config", "/app/c.yaml"], "/app/c.yaml"),
+    (["--port", "4000", "--config=/etc/litellm.yaml"], "/etc/litellm.yaml"),
+    (["--config"], None),
+    (["--configs", "/x"], None),
+    ([], None),
+])
+def test_config_argument(command, found):
+    assert config_argument(command, LITELLM.config_flag) == found
+
+
+@pytest.mark.parametrize("image, runs", [
+    ("ghcr.io/berriai/litellm:v1.80.0-stable.1", True),
+    ("ghcr.io/berriai/litellm-database:main-latest", True),
+    ("litellm/litellm@sha256:abc", True),
+    ("berriai/litellm", True),
+    ("example/litellm-proxy-helper:1", False),
+    ("example/notlitellm:1", False),
+])
+def test_litellm_images(image, runs):
+    assert bool(LITELLM.image.search(image)) is runs
