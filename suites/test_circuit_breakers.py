@@ -118,7 +118,8 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     for d in declared:
         named = d.setting_path(cfg, key)
         if d.settings is None:
-            wrong.append(f"{d.where}: {d.service} declares no breaker ({config_entry(cfg)} missing)")
+            wrong.append(f"{d.where}: {d.service} declares no breaker: {d.none_possible}" if d.none_possible
+                         else f"{d.where}: {d.service} declares no breaker ({config_entry(cfg)} missing)")
         elif key not in d.settings:
             wrong.append(f"{d.where}: {named} is not set for {d.service} (expected {expected})")
         elif not ok(d.value(key), cfg):

@@ -92,8 +92,18 @@ def test_a_config_mounted_into_another_service_is_not_read_for_this_one(tmp_path
     """The gateway's config is its own: `ui`, which does not mount it, is not said to declare no breaker in it.
     The gateway's missing breaker is certain, so the unread `ui` does not turn it into not proven."""
     stack = two_service_stack(tmp_path / "stack", {"image": "example/ui:1"})
-    assert [(d.service, d.config, d.settings) for d in declared_breakers(stack)] == [
-        ("gateway", "litellm/config.yaml", None)]
+    declared = declared_breakers(stack)
+    assert [(d.service, d.config, d.settings) for d in declared] == [("gateway", "litellm/config.yaml", None)]
+    assert declared[0].none_possible.startswith("LiteLLM has no circuit breaker for its database"), declared
+
+
+def test_litellm_without_a_breaker_fails_saying_litellm_has_none(tmp_path, run_static):
+    """The breaker row names what the stack lacks in its own terms, not our config key."""
+    run = run_static(gateway_stack(tmp_path / "stack", {"master_key": "os.environ/MASTER_KEY"}), "-k", "breaker_setting")
+    reasons = {row["reason"] for control in run.report["controls"] if control["id"] == "circuit_breakers"
+               for row in control["checks"] if row["status"] == "FAIL"}
+    assert reasons == {"litellm/config.yaml: gateway declares no breaker: LiteLLM has no circuit breaker for its "
+                       "database (its router's allowed_fails and cooldown_time guard model deployments)"}, reasons
 
 
 def test_a_service_whose_code_is_outside_the_stack_dir_is_not_proven_and_says_where(tmp_path):

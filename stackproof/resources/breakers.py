@@ -24,6 +24,7 @@ from stackproof.io.files import read_stack_file
 from stackproof.resources.alerting import Alerting, Rule, flag_value, host_of
 from stackproof.errors import Blocked, NotDeclared, StackError
 from stackproof.resources.breaker_code import read_breaker_code
+from stackproof.target.pool_libraries import library_reading
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
@@ -74,6 +75,7 @@ class DeclaredBreaker:
     settings: dict | None
     in_code: bool = False  # read from the service's code (config: the code file that builds the breaker)
     line: int | None = None  # the line of the breaker's call in code
+    none_possible: str = ""  # the application reading the config has no breaker for the database: why
 
     def value(self, key: str):
         return (self.settings or {}).get(key)
@@ -172,7 +174,9 @@ def declared_breakers(stack) -> list[DeclaredBreaker]:
         settings = section.get(cfg["config_entry"] or cfg["dependency"]) if isinstance(section, dict) else None
         if settings is not None and not isinstance(settings, dict):
             raise StackError(f"{stack.rel(path)}: {config_entry(cfg)} is not a mapping")
-        found.append(DeclaredBreaker(name, stack.rel(path), settings))
+        library = library_reading(stack, path)
+        found.append(DeclaredBreaker(name, stack.rel(path), settings,
+                                     none_possible=library.no_breaker if library is not None and settings is None else ""))
     if unread and not any(d.settings is None for d in found):
         raise unread[0]
     return found

@@ -31,6 +31,7 @@ class PoolLibrary:
     keys: dict[str, str]  # setting (size, timeout) -> its key in that mapping
     defaults: dict[str, object]  # setting -> the value it takes when its key is not set
     lacks: dict[str, str] = field(default_factory=dict)  # setting -> why the application has no such setting
+    no_breaker: str = ""  # why its config can hold no breaker for the database ("": it can)
     source: str = ""  # where its keys and defaults are written down
 
     def default_text(self, setting: str) -> str:
@@ -48,6 +49,8 @@ LITELLM = PoolLibrary(
     lacks={"max_overflow": "LiteLLM's Prisma client keeps one pool of database_connection_pool_limit "
                            "connections, with no overflow above it",
            "pre_ping": "LiteLLM's Prisma client has no pre-ping setting"},
+    no_breaker="LiteLLM has no circuit breaker for its database (its router's allowed_fails and cooldown_time "
+               "guard model deployments)",
     source="litellm/proxy/proxy_cli.py (LiteLLMDatabaseConnectionPool), 1.80 to 1.110",
 )
 POOL_LIBRARIES = (LITELLM,)
