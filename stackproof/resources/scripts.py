@@ -655,8 +655,10 @@ class Rotator:
         inside = box.inside
         self.values = {"script": inside(script_copy), "secrets_dir": inside(self.secrets),
                        "key_file": inside(self.box_key), "key_name": key.name, "workdir": inside(box.root)}
+        # the suite's own audit log, in a dir that exists: a script that only appends to the path it is given
+        # must not fail for a dir the suite named and never made
         paths = {"secrets_dir": self.values["secrets_dir"], "workdir": self.values["workdir"],
-                 "audit_log": inside(box.root / "logs/key-rotation.log")}
+                 "audit_log": inside(box.mkdir(Path("logs"), 0o700) / "key-rotation.log")}
         self.values["audit_log"] = fill(self.interface.audit_log, paths, "scripts.rotate.audit_log")
         self.audit_log = self._in_box(self.values["audit_log"], "audit_log")
         self.backup_dir = self._in_box(fill(self.interface.backup_dir, paths, "scripts.rotate.backup_dir"), "backup_dir")
