@@ -31,7 +31,8 @@ from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.io.yamlio import parse_yaml
 from stackproof.resources.breaker_code import read_breaker_code
 from stackproof.resources.certs import server_blocks
-from stackproof.resources.scripts import Rotator, help_text, where_used, monitor_trial
+from stackproof.resources.scripts import (MEASURED_MAX_DAYS, THRESHOLD_STATUSES, Rotator, help_text, measured_thresholds,
+                                         monitor_trial, where_used)
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
@@ -613,11 +614,26 @@ class Inspector:
                 self.found.todo(f"scripts.{key}: {why}" + (f" (also tried: {others})" if others else ""))
 
     def monitor_trial(self, interface: dict) -> str:
-        """The monitor called as read, once, in the sandbox on a valid certificate made for it."""
+        """The monitor called as read, once, in the sandbox on a valid certificate made for it; then the
+        thresholds it fixes inside (no flag or variable of the interface passes them), measured."""
         problem = monitor_trial(self.stack())
         if problem:
             raise StackError(problem)
-        return "proven by a trial run in the sandbox on a valid certificate"
+        fixed = [key for key in THRESHOLD_STATUSES if where_used(key, interface["command"], interface["env"], "monitor") is None]
+        measured = measured_thresholds(self.stack(), fixed) if fixed else {}
+        for key in fixed:
+            what = THRESHOLD_STATUSES[key][0]
+            if key not in measured:
+                self.found.todo(f"tls.{key}: the monitor fixes its own {what} threshold (no flag or variable passes "
+                                "it) and its runs did not tell it (statuses by exit code or status line, from 0 to "
+                                f"{MEASURED_MAX_DAYS} days left): declare tls.{key}")
+            elif measured[key] != DEFAULTS["tls"][key]:
+                self.found.set("tls", key, measured[key],
+                               f"measured: the monitor reports {what} below {measured[key]} days left, a threshold "
+                               "it fixes inside (no flag or variable passes one); runs on certificates made at "
+                               "whole days left, in the sandbox")
+        return "proven by a trial run in the sandbox on a valid certificate" + (
+            f"; its fixed thresholds measured ({', '.join(f'{k} {v}' for k, v in measured.items())})" if measured else "")
 
     def rotate_trial(self, interface: dict) -> str:
         """The rotation called as read, once, in the sandbox on a canary in place of the key: where it really

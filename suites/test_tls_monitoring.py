@@ -176,7 +176,8 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
     else:
         what = (f"{days} days left" if days >= 0 else f"expired {-days} days ago") + f", CN {cn!r}"
     evidence.record(
-        test=f"{monitor.rel} --warn-days {cfg['warn_days']} --crit-days {cfg['crit_days']} on a certificate: {what}",
+        test=f"{monitor.rel} (warning below {cfg['warn_days']} days, critical below {cfg['crit_days']}) on a "
+             f"certificate: {what}",
         expected=(f"exit {code}, " if code is not None else "") + f"status {expected}"
         + (f", days_left {days}, expiry/cn/issuer from the certificate" if cert else ", check failed"),
     )

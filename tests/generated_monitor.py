@@ -22,8 +22,8 @@ DEFECTS = {
 
 @dataclass(frozen=True)
 class MonitorStyle:
-    warn_flag: str | None  # None: 30 days, fixed inside
-    crit_flag: str | None  # None: 7 days, fixed inside
+    warn_flag: str | None  # None: fixed inside, at fixed[0] days
+    crit_flag: str | None  # None: fixed inside, at fixed[1] days
     metrics_input: tuple[str, str]  # ("flag", "--textfile") or ("env", "PROM_FILE")
     cert_input: tuple[str, str]  # ("argument", "CERT"), ("flag", "--cert") or ("env", "CERT_FILE")
     prefix: str
@@ -31,6 +31,7 @@ class MonitorStyle:
     labels: tuple[str, str]  # the certificate's path label, its CN label (the issuer's is `issuer`)
     codes: tuple[int, int, int, int]  # ok, warning, critical, error
     status_line: bool
+    fixed: tuple[int, int] = (30, 7)  # the warning and critical days a threshold without a flag is fixed at
 
     def metric(self, role: int) -> str:
         return self.prefix + self.names[role]
@@ -77,7 +78,7 @@ def usage(style: MonitorStyle) -> str:
     if style.cert_input[0] == "env":
         env.append(f"  {style.cert_input[1]}  the certificate file to check")
     fixed = [f"{what} fixed at {days} days" for flag, what, days in
-             ((style.warn_flag, "warning", 30), (style.crit_flag, "critical", 7)) if not flag]
+             ((style.warn_flag, "warning", style.fixed[0]), (style.crit_flag, "critical", style.fixed[1])) if not flag]
     ok, warning, critical, error = style.codes
     path_label, cn_label = style.labels
     text = [" ".join(synopsis), "Options:", *lines]
@@ -118,7 +119,7 @@ def script(style: MonitorStyle, defect: str | None = None) -> str:
     return f"""#!/usr/bin/env bash
 {usage(style)}
 set -uo pipefail
-warn=30 crit=7
+warn={style.fixed[0]} crit={style.fixed[1]}
 {env_out}
 {env_cert}
 while (($#)); do

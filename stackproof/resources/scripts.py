@@ -24,6 +24,7 @@ import string
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,10 +258,30 @@ TEST_ISSUER = x509.Name([
 ])
 
 
+# Certificates made for the monitor's runs, reused within a process while their days left cannot have changed
+# (notAfter is an hour past the day): with them, a monitor run on the same script and interface is the same run
+# (see Monitor._run), as the self-tests make hundreds of suite runs per process.
+CERTIFICATE_REUSE_SECONDS = 1800
+_certificates: dict[tuple[int, str, int], tuple[float, bytes, x509.Certificate]] = {}
+
+
 def make_certificate(path: Path, days: int, cn: str = "localhost", starts_in_days: int = 0) -> x509.Certificate:
     """A PEM certificate with `days` whole days left (notAfter one hour past the day), signed by a
     throwaway CA named TEST_ISSUER (EC P-256: fast); valid from 400 days ago, or, with `starts_in_days`,
-    from that many days in the future (not valid yet)."""
+    from that many days in the future (not valid yet). The same one for the same arguments for
+    CERTIFICATE_REUSE_SECONDS."""
+    made = _certificates.get((days, cn, starts_in_days))
+    if made is not None and time.monotonic() - made[0] < CERTIFICATE_REUSE_SECONDS:
+        path.write_bytes(made[1])
+        return made[2]
+    cert = _new_certificate(days, cn, starts_in_days)
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    _certificates[(days, cn, starts_in_days)] = (time.monotonic(), pem, cert)
+    path.write_bytes(pem)
+    return cert
+
+
+def _new_certificate(days: int, cn: str, starts_in_days: int) -> x509.Certificate:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     cert = (
@@ -273,8 +294,16 @@ def make_certificate(path: Path, days: int, cn: str = "localhost", starts_in_day
         .not_valid_after(now + dt.timedelta(days=days, hours=1))
         .sign(ca_key, hashes.SHA256())
     )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert
+
+
+# Monitor runs kept per content in a process, as io/pure.py keeps the tools' (see Monitor._run_key): the
+# self-tests make hundreds of suite runs of the same monitor per process, each with nine runs of it (two
+# thirds of a static run's CPU, `openssl x509` mostly). A run that failed (a hang) is never kept. A stack's
+# run makes each run once whatever is kept: this changes nothing but the self-tests' time.
+MONITOR_RUNS_KEPT = 512
+_monitor_runs: OrderedDict[str, MonitorRun] = OrderedDict()
+_monitor_runs_lock = threading.Lock()
 
 
 class Monitor:
@@ -391,6 +420,11 @@ class Monitor:
                   "crit_days": str(cfg["crit_days"]), "workdir": box.inside(box.root)}
         command = [fill(part, values, "scripts.monitor.command") for part in interface.command]
         env = {name: fill(value, values, f"scripts.monitor.env.{name}") for name, value in interface.env.items()}
+        key = self._run_key(command, env, interface.stdin, cert_copy)
+        with _monitor_runs_lock:
+            kept = _monitor_runs.get(key)
+        if kept is not None:
+            return kept
         try:
             done = box.run(command, env=env, stdin=interface.stdin, where=self.rel, timeout=self.stack.timeout)
         except StackError as exc:
@@ -398,8 +432,33 @@ class Monitor:
         metrics = None
         if os.path.lexists(metrics_file):
             metrics = read_stack_file(metrics_file, f"{self.rel}: metrics file", OUTPUT_FILE_CAP).decode(errors="replace")
-        return MonitorRun(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"),
+        made = MonitorRun(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"),
                           metrics, values)
+        with _monitor_runs_lock:
+            _monitor_runs[key] = made
+            while len(_monitor_runs) > MONITOR_RUNS_KEPT:
+                _monitor_runs.popitem(last=False)
+        return made
+
+    def _run_key(self, command: list[str], env: dict[str, str], stdin: str | None, cert_copy: Path) -> str:
+        """What a run's result follows from: the script's bytes, place and exec bit, the call as filled in
+        (paths inside the box are the same in every box), the certificate's bytes, the uid it runs as."""
+        assert self.box is not None
+        script = self.box.root / self.rel
+        cert = read_stack_file(cert_copy, "certificate", OUTPUT_FILE_CAP) if os.path.lexists(cert_copy) else None
+        return sha256(repr((read_stack_file(script, self.rel, OUTPUT_FILE_CAP), self.rel, script.stat().st_mode, command,
+                            sorted(env.items()), stdin, cert, script_uid(self.stack))).encode())
+
+    def status_of(self, run: MonitorRun) -> str | None:
+        """The status a run reported: its status line, else its exit code when the declared codes tell the
+        statuses apart; None when neither does."""
+        word = self.status_word(run)
+        if word in STATUSES:
+            return word
+        declared = {status: code for status, code in self.interface.exit_codes.items() if code is not None}
+        if len(set(declared.values())) != len(declared):
+            return None
+        return next((status for status, code in declared.items() if code == run.code), None)
 
     def status_word(self, run: MonitorRun) -> str | None:
         """The status the script printed for the run's certificate, per the declared status line (None: none)."""
@@ -819,6 +878,46 @@ def monitor_trial(stack) -> str | None:
         return monitor.interface_problem()
     finally:
         monitor.close()
+
+
+# A threshold the monitor fixes inside (no flag or variable passes it), told by the statuses it reports at
+# whole days left: the fewest days it no longer reports as these statuses.
+THRESHOLD_STATUSES = {"warn_days": ("warning", "critical"), "crit_days": ("critical",)}
+MEASURED_MAX_DAYS = 400  # days left at which any monitor must say ok
+
+
+def measured_thresholds(stack, fixed: list[str]) -> dict[str, int]:
+    """The monitor's own thresholds, for each key of `fixed` (warn_days, crit_days) that its runs can tell:
+    certificates made at whole days left, run through the declared interface in the sandbox, bisected between
+    0 days (the status must hold) and MEASURED_MAX_DAYS (it must not). stackproof init measures them where the
+    script takes none from its caller, so that the scenarios expect what the script was written to do, and the
+    report shows a threshold weaker than the profile's bar as such. About ten runs per threshold."""
+    monitor = Monitor(stack)
+    sources = Path(tempfile.mkdtemp(prefix="stackproof-thresholds-"))
+    seen: dict[int, str | None] = {}
+
+    def status(days: int) -> str | None:
+        if days not in seen:
+            path = sources / f"days-{days}.pem"
+            make_certificate(path, days)
+            seen[days] = monitor.status_of(monitor.run(f"days-{days}", path))
+        return seen[days]
+
+    found = {}
+    try:
+        for key in fixed:
+            held = THRESHOLD_STATUSES[key]
+            low, high = 0, MEASURED_MAX_DAYS  # status(low) is one of `held`, status(high) is not
+            if status(low) not in held or status(high) in held or status(high) is None:
+                continue
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if status(middle) in held else (low, middle)
+            found[key] = high
+    finally:
+        monitor.close()
+        shutil.rmtree(sources, ignore_errors=True)
+    return found
 
 
 def _name_shape(path: Path, box: ScriptBox) -> str:
