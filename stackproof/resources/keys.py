@@ -21,6 +21,11 @@ from zxcvbn import matching as zxcvbn_matching
 from stackproof import redact
 
 LEAK_WINDOW = 8  # this many consecutive characters of a key in a log or output count as key material
+# ...except where ordinary output is dense with random-looking runs: a window of digits only (a timestamp's
+# microseconds, a counter; the hex form of a hex key is digits for the most part) or one made by joining
+# pieces across separators must be this long. With 8, a backup file's microsecond stamp matched a digits-only
+# window of a hex key's hex form about once in a few thousand rotations.
+STRONG_WINDOW = 2 * LEAK_WINDOW
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ class KeyMaterial:
     redactor knows (as is, reversed, hex, base64, base32, URL-encoded, escaped; a hex or base64 key's bytes
     encoded again, or written raw), in any letter case, also when
     the form is cut into pieces (`ab12cd 34ef56`, one piece per line, `piece ab12` lines): the pieces
-    that are fragments of a form are joined, whatever lies between them. The stack's outputs are thus
+    that are fragments of a form are joined, whatever lies between them. Joined pieces, and a window of
+    digits only, count from STRONG_WINDOW characters (weaker evidence). The stack's outputs are thus
     scanned with the forms that guard the report, and a hit is named by its form, never its value.
     A key shorter than the window cannot be told from ordinary text (and fails the randomness check)."""
 
@@ -101,13 +107,16 @@ class KeyMaterial:
         self._raw = {decoded[i:i + LEAK_WINDOW]: f"the {encoding}-decoded key's bytes"
                      for i in range(len(decoded) - LEAK_WINDOW + 1)}
         self._windows: dict[str, str] = {}
+        self._strong: dict[str, str] = {}
         self._fragments: set[str] = set()
         for form, name in redact.named_forms(text).items():
             low = form.lower()
             for start in range(len(low)):
                 self._windows.setdefault(low[start:start + LEAK_WINDOW], name)
+                self._strong.setdefault(low[start:start + STRONG_WINDOW], name)
                 self._fragments.update(low[start:start + size] for size in range(MIN_PIECE, LEAK_WINDOW + 1))
         self._windows = {window: name for window, name in self._windows.items() if len(window) == LEAK_WINDOW}
+        self._strong = {window: name for window, name in self._strong.items() if len(window) == STRONG_WINDOW}
 
     def form_in(self, data: bytes | str) -> str | None:
         """The form in which `data` holds key material, or None."""
@@ -121,7 +130,10 @@ class KeyMaterial:
         for text, how in ((low, ""), (_SEPARATORS.sub("", low), ", split into pieces"),
                           ("".join(pieces), ", split into pieces")):
             for start in range(len(text) - LEAK_WINDOW + 1):
-                name = self._windows.get(text[start:start + LEAK_WINDOW])
+                window = text[start:start + LEAK_WINDOW]
+                name = self._windows.get(window)
+                if name is not None and (how or window.isdigit()):  # weak evidence: the longer window must match
+                    name = self._strong.get(text[start:start + STRONG_WINDOW])
                 if name is not None:
                     return name + how
         return None
