@@ -39,7 +39,7 @@ from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
 from stackproof.target.pool_libraries import config_argument, pool_library_of
 from .redact import Redactor
 from stackproof.target.roles import SKIP_DIRS, Roles
-from stackproof.target.service_config import holds
+from stackproof.target.service_config import POOL_VARIABLES, holds, pool_not_found
 from stackproof.target.stack import Stack
 
 MAX_SCAN_BYTES = 256 * 1024
@@ -360,7 +360,9 @@ class Inspector:
                 keys[path] = public
         pairs = [(c, k) for c, cpub in certs.items() for k, kpub in keys.items() if cpub == kpub]
         if not pairs:
-            raise StackError(f"no certificate with its private key {where}: set paths.tls_cert and paths.tls_key "
+            services_seen = sorted({name for names in files.values() for name in names.split(", ") if name})
+            looked = f"among the files bind-mounted into {', '.join(services_seen)}" if services_seen else where
+            raise StackError(f"no certificate with its private key {looked}: set paths.tls_cert and paths.tls_key "
                              "(run the stack's set-up script first if it generates them)")
         cert, key = pairs[0]
         where = where.format(files[cert])
@@ -441,7 +443,8 @@ class Inspector:
             self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
                            f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
             return
-        raise StackError(f"no config file holds {'.'.join(key)}: set paths.pool_config and pool.config_key")
+        raise StackError(f"{pool_not_found(stack, 'paths.pool_config')}: set paths.pool_config and pool.config_key, "
+                         "or pool.size_env and pool.overflow_env")
 
     def pool_of_application(self, stack) -> bool:
         """An API service that runs an application whose pool the suite knows (target/pool_libraries: LiteLLM's
@@ -572,7 +575,9 @@ class Inspector:
                 ("rotate", "rotate_script", ROTATE_HINTS, "the key rotation", rotate_interface, self.rotate_trial)):
             candidates = self._candidates(hints, what)
             if not candidates:
-                self.found.todo(f"paths.{path_key}: no script of the repository looks like {what} ({hints.looks})")
+                near = "; ".join(f"{self.rel(path)} {lacks}" for path, lacks in self._near_misses(hints))
+                self.found.todo(f"paths.{path_key}: no script of the repository looks like {what} ({hints.looks})"
+                                + (f"; close, but not it: {near}" if near else ""))
                 continue
             if "scripts" not in DEFAULTS:
                 self._choose(path_key, candidates[0], what)
@@ -688,6 +693,24 @@ class Inspector:
                 scored.append((score, path))
         scored.sort(key=lambda item: (-item[0], str(item[1])))
         return [path for _, path in scored]
+
+    def _near_misses(self, hints: ScriptHints) -> list[tuple[Path, str]]:
+        """The executable scripts that show the role's first required sign (what it reads) and all but one of the
+        others, with what they lack, those named for the role first, then those that read the most: a TODO that names them tells the operator where the role's work is half
+        done (an expiry check that only logs)."""
+        found = []
+        for path in self.files:
+            if not os.access(path, os.X_OK) or path.suffix in (".yml", ".yaml", ".json", ".md"):
+                continue
+            text = read_text(path)
+            if not text.startswith("#!") or hints.other_work(text):
+                continue
+            lacking = [lacks for sign, lacks in zip(hints.required, hints.lacks, strict=True) if not sign.search(text)]
+            if len(lacking) == 1 and len(hints.required) > 1 and hints.required[0].search(text):
+                named = bool(hints.named and hints.named.search(path.name))
+                found.append(((named, len(hints.required[0].findall(text))), path, lacking[0]))
+        found.sort(key=lambda item: (-item[0][0], -item[0][1], str(item[1])))
+        return [(path, lacks) for _, path, lacks in found[:NEAR_MISSES_NAMED]]
 
     def _choose(self, key: str, path: Path, what: str) -> None:
         self.found.set("paths", key, self.rel(path), f"an executable script that reads like {what}")
@@ -847,9 +870,11 @@ class ScriptHints:
 
     looks: str  # what such a script does, as a TODO says it
     required: tuple[re.Pattern, ...]
+    lacks: tuple[str, ...]  # for each required sign, what a script without it does not do
     more: tuple[re.Pattern, ...]
     instead: re.Pattern | None = None
     unless: re.Pattern | None = None
+    named: re.Pattern | None = None  # a file name that speaks of the role: ranks a near miss, never makes a candidate
 
     def other_work(self, text: str) -> bool:
         return bool(self.instead and self.instead.search(text) and not (self.unless and self.unless.search(text)))
@@ -861,14 +886,18 @@ MONITOR_HINTS = ScriptHints(
     looks="one that reads a certificate's expiry and writes Prometheus text: '# TYPE', a .prom file, a textfile dir",
     required=(re.compile(r"x509|BEGIN CERTIFICATE|enddate|not_?after|checkend", re.I),
               re.compile(r"# TYPE|# HELP|\.prom\b|textfile", re.I)),  # Prometheus text it writes, not the word
+    lacks=("reads no certificate", "writes no Prometheus text"),
     more=(re.compile(r"days", re.I),),
     instead=re.compile(r"\breq\s+-(?:new|x509)|\bgenrsa\b|\bgenpkey\b|-newkey\b|certbot\s+certonly", re.I),
-    unless=re.compile(r"enddate|checkend|not_?after", re.I))
+    unless=re.compile(r"enddate|checkend|not_?after", re.I),
+    named=re.compile(r"monitor|expir|cert.?check|ssl.?check", re.I))
 ROTATE_HINTS = ScriptHints(
     looks="one that makes a new random secret and keeps a backup or an audit line",
     required=(),
+    lacks=(),
     more=(re.compile(r"rotat", re.I), re.compile(r"urandom|rand -|token_|secrets\.", re.I),
           re.compile(r"backup|archive|\.bak|audit", re.I)))
+NEAR_MISSES_NAMED = 3  # scripts a TODO names as close to a role but not it
 SCRIPT_TRIALS = 3  # candidates tried per role, best first: each trial is a sandboxed run (a timeout at worst)
 
 
@@ -902,12 +931,6 @@ def mapping_with(doc, wanted: list[str], keys: tuple[str, ...] = ()) -> tuple[li
     return None
 
 
-POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
-    ("size_env", re.compile(r"POOL_?SIZE$")),
-    ("overflow_env", re.compile(r"POOL_?(MAX_?)?OVERFLOW$")),
-    ("timeout_env", re.compile(r"POOL_?TIMEOUT$")),
-    ("pre_ping_env", re.compile(r"POOL_?PRE_?PING$")),
-]
 
 
 def is_rule_test(path: Path) -> bool:

@@ -113,3 +113,28 @@ def test_config_argument(command, found):
 ])
 def test_litellm_images(image, runs):
     assert bool(LITELLM.image.search(image)) is runs
+
+
+def test_a_pool_set_nowhere_is_not_proven_naming_where_it_could_be_set(tmp_path, run_static):
+    """An API service that mounts no pool config and sets no pool variable, whose env file names its pool
+    variables only commented out or empty, and whose code lies outside the stack dir: its pool is its code's
+    default, which the suite cannot read. Every pool check is NOT PROVEN with that reason, said of this
+    stack (its service, its env file, its build context), naming nothing of the reference stack."""
+    root = tmp_path / "repo/deploy"
+    (tmp_path / "repo/backend").mkdir(parents=True)
+    root.mkdir()
+    (root / "app.env").write_text("APP_NAME=shop\n# APP_DB_POOL_SIZE=\nAPP_DB_POOL_MAX_OVERFLOW=\n")
+    (root / "compose.yml").write_text(yaml.safe_dump({"services": {
+        "api": {"build": {"context": "../backend"}, "env_file": ["app.env"], "depends_on": ["db"]},
+        "db": {"image": "postgres:16"}}}))
+    (root / "stackproof.yml").write_text(yaml.safe_dump({"roles": {"postgres": "db", "api_services": ["api"]}}))
+    rows = pool_rows(run_static(root, "-k", "pool"))
+    expected = ("not proven: no pool setting for api: no config file they mount holds database.postgres.pool, and their "
+                "environment sets no pool variable (pool.size_env and pool.overflow_env, or a name ending in POOL_SIZE "
+                "and POOL_OVERFLOW); app.env names APP_DB_POOL_MAX_OVERFLOW, APP_DB_POOL_SIZE only commented out or "
+                "empty; so their pools are what their code sets by default (api: build context ../backend, outside "
+                "the stack dir)")
+    not_run = {name: row["reason"] for name, row in rows.items() if row["status"] == "SKIPPED"}
+    assert set(not_run) >= {f"test_pool_config_setting[{s}]" for s in ("size", "max_overflow", "timeout", "pre_ping")}
+    assert set(not_run.values()) == {expected}, not_run
+    assert not any(row["status"] == "FAIL" for row in rows.values()), rows

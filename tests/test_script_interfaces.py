@@ -236,6 +236,19 @@ def test_a_certificate_maker_is_never_taken_for_the_monitor(stack_copy):
     assert maker not in candidates and stack_copy / MONITOR in candidates, candidates
 
 
+def test_an_expiry_check_that_writes_no_metrics_is_named_in_the_todo_not_taken(stack_copy):
+    """With no monitor in the repository, a script that reads certificates' expiry but only logs it is not taken
+    for the monitor: the TODO names it, and what it lacks, so the operator sees where the role is half done."""
+    (stack_copy / MONITOR).unlink()
+    logger = stack_copy / "scripts/check-cert-expiry.sh"
+    logger.write_text("#!/bin/sh\nopenssl x509 -noout -enddate -in \"$1\" | logger -t certs\n")
+    logger.chmod(0o755)
+    _, findings = write_profile(stack_copy, force=True)
+    todo = next(t for t in findings.todos if t.startswith("paths.monitor_script"))
+    assert "close, but not it: scripts/check-cert-expiry.sh writes no Prometheus text" in todo, todo
+    assert not any(e.key == "monitor_script" for e in findings.entries if e.section == "paths"), findings.entries
+
+
 def test_a_monitor_that_fails_its_trial_is_passed_over_for_one_that_works(stack_copy):
     """Two scripts read like the monitor; the one that sorts first writes no metrics file when called as its usage
     says. init tries the next, keeps the one whose trial run works, and names the one it passed over."""

@@ -6,10 +6,23 @@ Shared by the connection-pool control (the pool section) and the circuit-breaker
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from stackproof.errors import StackError
+from stackproof.io.files import read_stack_text
 from stackproof.io.yamlio import load_yaml
+
+POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
+    ("size_env", re.compile(r"POOL_?SIZE$")),
+    ("overflow_env", re.compile(r"POOL_?(MAX_?)?OVERFLOW$")),
+    ("timeout_env", re.compile(r"POOL_?TIMEOUT$")),
+    ("pre_ping_env", re.compile(r"POOL_?PRE_?PING$")),
+]
+# an env file's line that names a variable: set, empty, or commented out (`# NAME=`, `# NAME` alone)
+ENV_LINE = re.compile(r"^[ \t]*#?[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:=(.*))?$", re.M)
+MAX_ENV_FILE_BYTES = 1024 * 1024
 
 
 def pool_config_of(stack, svc) -> tuple[Path | None, str]:
@@ -45,3 +58,48 @@ def holds(path: Path, key: list[str]) -> bool:
             return False
         node = node[part]
     return isinstance(node, dict)
+
+
+def is_pool_variable(name: str) -> bool:
+    return any(pattern.search(name) for _, pattern in POOL_VARIABLES)
+
+
+def pool_not_found(stack, looked: str) -> str:
+    """Why no pool is known, said of the stack: the API services have no pool setting where the suite reads one
+    (a config file they mount, the profile's pool variables in their environment); the pool variables their env
+    files name only commented out or empty; and where their code is, whose defaults then apply. `looked` is where
+    the suite looked, as the profile names it."""
+    try:
+        services = stack.roles.api_services()
+    except StackError:  # the API services are not known: the other controls say why
+        return f"no pool config file: looked for {looked}"
+    cfg = stack.profile["pool"]
+    names = ", ".join(svc.name for svc in services)
+    said = [f"no pool setting for {names}: no config file they mount holds {cfg['config_key']}, and their "
+            "environment sets no pool variable (pool.size_env and pool.overflow_env, or a name ending in POOL_SIZE "
+            "and POOL_OVERFLOW)"]
+    unnamed = sorted({f"{svc.name}: {var}" for svc in services for var, value in svc.environment.items()
+                      if value and is_pool_variable(var) and var not in (cfg["size_env"], cfg["overflow_env"])})
+    if unnamed:
+        said.append(f"pool variables set but not both of size and overflow: {', '.join(unnamed)}")
+    unset: dict[str, set[str]] = {}
+    for svc in services:
+        for env_file in stack.env_files_of(svc.name):
+            for var, value in ENV_LINE.findall(read_stack_text(env_file, stack.rel(env_file), MAX_ENV_FILE_BYTES)):
+                if is_pool_variable(var) and not svc.environment.get(var) and not value.strip().strip("'\""):
+                    unset.setdefault(stack.rel(env_file), set()).add(var)
+    for file, variables in unset.items():
+        said.append(f"{file} names {', '.join(sorted(variables))} only commented out or empty")
+    said.append("so their pools are what their code sets by default (" +
+                "; ".join(f"{svc.name}: {code_place(stack, svc)}" for svc in services) + ")")
+    return "; ".join(said)
+
+
+def code_place(stack, svc) -> str:
+    """Where a service's code is, as a reason names it: its build context (inside the stack dir or not), or
+    its image."""
+    context = svc.build_context
+    if context is not None:
+        where = os.path.relpath(context, stack.root)
+        return f"build context {where}" + ("" if stack.inside(context) else ", outside the stack dir")
+    return f"image {svc.image}" if svc.image else "no image or build context"

@@ -16,6 +16,7 @@ from stackproof.target.compose import (COMPOSE_FILE_NAMES, ComposeModel, compose
 from stackproof.target.credentials import SecretValue, is_credential_name, stack_secrets
 from stackproof.errors import Blocked, InputUnreadable, NotDeclared, StackError
 from stackproof.target.profile import Profile, inside
+from stackproof.target.service_config import pool_not_found
 from stackproof.redact import MAX_WINDOWS, RedactionBudgetExceeded, Redactor
 from stackproof.evidence import Location
 from stackproof.io.files import read_stack_file, require_readable_git
@@ -112,6 +113,8 @@ class Stack:
         if found is not None:
             return found
         lacks, looked = UNDECLARED_PATHS[key]
+        if key == "pool_config":  # said of the services whose pool it is: where they could set one and do not
+            raise NotDeclared(pool_not_found(self, looked))
         raise NotDeclared(f"{lacks}: looked for {looked}")
 
     def _compose_file_variable(self) -> list[str]:
@@ -205,6 +208,30 @@ class Stack:
         `environment:` sets it (it wins over every env_file), else the last `env_file` of the service that
         sets it; the first compose file when none of them can be read."""
         from_environment, from_env_file = None, None
+        for file, svc in self._service_entries(service):
+            environment = svc.get("environment")
+            if (isinstance(environment, dict) and variable in environment) or (isinstance(environment, list) and any(
+                    isinstance(item, str) and item.split("=", 1)[0] == variable for item in environment)):
+                from_environment = file
+        for env_file in self.env_files_of(service):
+            if variable in read_env_file(env_file):
+                from_env_file = env_file
+        return from_environment or from_env_file or self.compose.files[0]
+
+    def env_files_of(self, service: str) -> list[Path]:
+        """The `env_file` entries of a service that exist inside the stack dir, in the order Compose reads them."""
+        found = []
+        for file, svc in self._service_entries(service):
+            entries = svc.get("env_file")
+            for entry in [entries] if isinstance(entries, (str, dict)) else entries if isinstance(entries, list) else []:
+                name = entry.get("path") if isinstance(entry, dict) else entry
+                env_file = file.parent / name if isinstance(name, str) else None
+                if env_file is not None and self.inside(env_file) and env_file.is_file():
+                    found.append(env_file)
+        return found
+
+    def _service_entries(self, service: str):
+        """(compose file, the service's mapping in it) for each compose file that can be read and lists it."""
         for file in self.compose.files:
             try:
                 doc = load_yaml(file, self.rel(file)) if self.inside(file) else None
@@ -212,20 +239,8 @@ class Stack:
                 continue
             services = doc.get("services") if isinstance(doc, dict) else None
             svc = services.get(service) if isinstance(services, dict) else None
-            if not isinstance(svc, dict):
-                continue
-            environment = svc.get("environment")
-            if (isinstance(environment, dict) and variable in environment) or (isinstance(environment, list) and any(
-                    isinstance(item, str) and item.split("=", 1)[0] == variable for item in environment)):
-                from_environment = file
-            entries = svc.get("env_file")
-            for entry in [entries] if isinstance(entries, (str, dict)) else entries if isinstance(entries, list) else []:
-                name = entry.get("path") if isinstance(entry, dict) else entry
-                env_file = file.parent / name if isinstance(name, str) else None
-                if env_file is not None and self.inside(env_file) and env_file.is_file() \
-                        and variable in read_env_file(env_file):
-                    from_env_file = env_file
-        return from_environment or from_env_file or self.compose.files[0]
+            if isinstance(svc, dict):
+                yield file, svc
 
     @property
     def compose(self) -> ComposeModel:
