@@ -36,7 +36,7 @@ from stackproof.resources.scripts import (MEASURED_MAX_DAYS, THRESHOLD_STATUSES,
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
-from stackproof.target.pool_libraries import config_argument, pool_library_of
+from stackproof.target.pool_libraries import config_argument, pool_library_of, url_pool_of
 from .redact import Redactor
 from stackproof.target.roles import SKIP_DIRS, Roles
 from stackproof.target.service_config import POOL_VARIABLES, holds, pool_not_found
@@ -442,6 +442,8 @@ class Inspector:
             var, name = variables["size_env"]
             self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
                            f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
+            return
+        if any(url_pool_of(svc) for svc in stack.roles.api_services()):  # read from the compose model at each run
             return
         raise StackError(f"{pool_not_found(stack, 'paths.pool_config')}: set paths.pool_config and pool.config_key, "
                          "or pool.size_env and pool.overflow_env")

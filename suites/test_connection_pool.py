@@ -4,8 +4,9 @@ The pool in config.yaml must be large enough for the agents (size, overflow, a
 timeout, pre_ping), every service that uses it must really get that pool (its
 compose environment can override it), and all those pools together must fit in
 Postgres' max_connections minus the superuser-reserved ones. A stack without a pool
-config file may set the pool only in each service's environment (pool.*_env): the
-same settings are then judged there.
+config file may set the pool only in each service's environment (pool.*_env), or in
+the query of its database URL (pgx's pool_max_conns, Prisma's connection_limit): the
+same settings are then judged there, in that library's names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from stackproof.compare import at_least
 from stackproof.errors import StackError, not_applicable
 from stackproof.resources.load import run_load
 from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
-from stackproof.target.pool_libraries import library_reading
+from stackproof.target.pool_libraries import UrlPool, library_reading, url_pool_of
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
 
@@ -131,6 +132,15 @@ def set_in_environment(stack) -> bool:
         for svc in stack.compose.services.values())
 
 
+def url_pools(stack) -> dict[str, UrlPool | None]:
+    """Each API service's pool as the query of its database URL sets it, when the stack sets its pool in no
+    config file and no pool variable and some API service's URL names one; empty otherwise."""
+    if stack.profile["paths"]["pool_config"] or set_in_environment(stack):
+        return {}
+    found = {svc.name: url_pool_of(svc) for svc in stack.roles.api_services()}
+    return found if any(found.values()) else {}
+
+
 def set_in(stack, service: str, *variables: str) -> str:
     """The file that sets a service's pool variables (relative): an `env_file` of it, or a compose file."""
     return ", ".join(dict.fromkeys(stack.rel(stack.environment_source(service, var)) for var in variables))
@@ -170,6 +180,7 @@ class ServicePool:
     overrides: dict[str, str]  # env var -> value, for the evidence
     replicas: int = 1  # containers of the service, each with its own pool
     no_overflow: str = ""  # the application it runs has no overflow: why (its overflow is 0, never judged)
+    source: str = ""  # where a pool set outside a config file and a variable comes from ("DATABASE_URL pool_max_conns")
 
     def too_small(self, cfg: dict) -> bool:
         """Below the profile's minimums: size, overflow (when the pool has one), size + overflow."""
@@ -186,7 +197,8 @@ class ServicePool:
         return f"{self.service} {self.replicas} × {self.max}" if self.replicas != 1 else f"{self.service} {self.max}"
 
     def describe(self) -> str:
-        via = f" ({', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else ""
+        via = f" ({', '.join(f'{k}={v}' for k, v in self.overrides.items())})" if self.overrides else \
+            f" ({self.source})" if self.source else ""
         overflow = "no overflow" if self.no_overflow else f"overflow {self.overflow}"
         return f"{self.service}: size {self.size}, {overflow}, max {self.max}{via}"
 
@@ -209,6 +221,14 @@ def service_pools(stack) -> list[ServicePool]:
         env = {var: svc.environment.get(var) for var in (cfg["size_env"], cfg["overflow_env"])}
         # a known application reads its own keys, never the profile's variables
         overrides = {var: value for var, value in env.items() if value not in (None, "") and library is None}
+        url = url_pool_of(svc) if mounted is None and not overrides and not stack.profile["paths"]["pool_config"] \
+            else None
+        if url is not None:
+            key, value, _ = url.value("size")
+            pools.append(ServicePool(name, as_int(value, f"{set_in(stack, name, url.variable)}: {name}: {url.variable} {key}"),
+                                     0, set_in(stack, name, url.variable), {}, svc.replicas,
+                                     url.library.lacks["max_overflow"], f"{url.variable} {key}={value}"))
+            continue
         if mounted is None and not overrides:
             continue
         if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
@@ -274,6 +294,9 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
     if set_in_environment(stack):
         environment_setting(stack, evidence, setting, expected.format(**cfg), ok)
         return
+    if urls := url_pools(stack):
+        url_setting(stack, evidence, urls, setting, expected.format(**cfg), ok)
+        return
     path = stack.path("pool_config")
     found = config_setting(stack, path, pool_section(stack, path), setting)
     if found.lacks:
@@ -304,6 +327,30 @@ def environment_setting(stack, evidence, setting: str, expected: str, ok) -> Non
     assert not wrong, f"{by_file(wrong)} (expected {expected})"
 
 
+def url_setting(stack, evidence, urls: dict[str, UrlPool | None], setting: str, expected: str, ok) -> None:
+    """A pool set in the services' database URLs: each API service's query parameter for the setting, in its
+    library's name (its default when the URL leaves it out); not applicable where the library has no such
+    setting. The URL itself is never shown: only the parameter."""
+    judged = {name: pool for name, pool in urls.items() if pool is None or setting not in pool.library.lacks}
+    if not judged:
+        not_applicable("; ".join(f"{set_in(stack, name, pool.variable)}: {name}: {pool.library.lacks[setting]}"
+                                 for name, pool in urls.items() if pool is not None))
+    shown, wrong = {}, []
+    for name, pool in judged.items():
+        if pool is None:
+            shown[name] = "its database URL sets no pool parameter"
+            wrong.append((stack.rel(stack.compose.files[0]), f"{name}: its database URL sets no pool parameter"))
+            continue
+        key, value, default = pool.value(setting)
+        shown[name] = f"{pool.variable} {key}=" + (f"not set: {default}" if default else str(value))
+        if value is None or not ok(value if isinstance(value, bool) else env_setting(setting, str(value)), stack.profile["pool"]):
+            wrong.append((set_in(stack, name, pool.variable), f"{name}: {shown[name]}"))
+    evidence.record(test=f"the pool parameters of the database URL of {', '.join(judged)} (no pool config file)",
+                    expected=expected, result="; ".join(f"{name}: {text}" for name, text in shown.items()))
+    evidence.locate(*(stack.locate_compose("services", name, "environment") for name in judged))
+    assert not wrong, f"{by_file(wrong)} (expected {expected})"
+
+
 @pytest.mark.static
 @pytest.mark.remediation("high",
                          "Raise `size` + `max_overflow` to at least the profile's `pool.min_total` (50 by default).")
@@ -318,6 +365,14 @@ def test_pool_config_total(stack, evidence):
                         result="; ".join(f"{p.service}: {p.size} + {p.overflow} = {p.max}" for p in pools))
         small = [(set_in(stack, p.service, cfg["size_env"], cfg["overflow_env"]),
                   f"{p.service}: {cfg['size_env']} + {cfg['overflow_env']} = {p.max}") for p in pools if p.max < cfg["min_total"]]
+        assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
+        return
+    if url_pools(stack):
+        pools = api_pools(stack)
+        evidence.record(test="the most connections the database URL of each API service lets its pool open "
+                             "(no pool config file)",
+                        expected=f">= {cfg['min_total']}", result="; ".join(p.describe() for p in pools))
+        small = [(p.config, p.describe()) for p in pools if p.max < cfg["min_total"]]
         assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
         return
     path = stack.path("pool_config")
@@ -349,7 +404,8 @@ def test_effective_pool_per_service(stack, evidence):
     """What counts is the pool each service gets: a DB_POOL_* variable in its environment overrides config.yaml."""
     cfg = stack.profile["pool"]
     pools = api_pools(stack)
-    source = "set only in the environment" if set_in_environment(stack) else \
+    source = "set only in the environment" if set_in_environment(stack) else "set in the database URLs" \
+        if url_pools(stack) else \
         f"reading {stack.rel(stack.path('pool_config'))}, {cfg['size_env']}/{cfg['overflow_env']} overriding it"
     overflow = f"overflow >= {cfg['min_overflow']}" + (" where the pool has one" if any(p.no_overflow for p in pools) else "")
     expected = f"size >= {cfg['min_size']}, {overflow}, max >= {cfg['min_total']}"

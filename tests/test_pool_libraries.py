@@ -138,3 +138,75 @@ def test_a_pool_set_nowhere_is_not_proven_naming_where_it_could_be_set(tmp_path,
     assert set(not_run) >= {f"test_pool_config_setting[{s}]" for s in ("size", "max_overflow", "timeout", "pre_ping")}
     assert set(not_run.values()) == {expected}, not_run
     assert not any(row["status"] == "FAIL" for row in rows.values()), rows
+
+
+def url_stack(root: Path, api_url: str, worker_url: str | None = None) -> Path:
+    """An API service (and perhaps a worker) whose pool is the query of its DATABASE_URL, nothing else."""
+    (root / "secrets").mkdir(parents=True, mode=0o700)
+    (root / "secrets/api_key").write_text("4f9c" * 16 + "\n")
+    services = {"api": {"image": "example/api:1", "depends_on": ["db"], "environment": {"DATABASE_URL": api_url},
+                        "secrets": ["api_key"]},
+                "db": {"image": "postgres:16"}}
+    if worker_url is not None:
+        services["worker"] = {"image": "example/worker:1", "environment": {"DATABASE_URL": worker_url}}
+    (root / "compose.yml").write_text(yaml.safe_dump({"services": services,
+                                                      "secrets": {"api_key": {"file": "./secrets/api_key"}}}))
+    (root / "stackproof.yml").write_text(yaml.safe_dump({"roles": {"postgres": "db", "api_services": ["api"]}}))
+    return root
+
+
+PGX_URL = "postgres://api:{password}@db:5432/api?sslmode=disable&pool_max_conns={size}"
+PRISMA_URL = "postgresql://api:{password}@db:5432/api?schema=public&connection_limit={size}&pool_timeout={timeout}"
+URL_PASSWORD = "Zq8vLw3mRt6yKp1n"
+
+
+@pytest.mark.parametrize("url, passing", [
+    (PGX_URL.format(password=URL_PASSWORD, size=60), {"size", "pre_ping"}),
+    (PRISMA_URL.format(password=URL_PASSWORD, size=60, timeout=20), {"size", "timeout"}),
+], ids=["pgx", "prisma"])
+def test_a_pool_in_the_database_url_is_judged_in_its_library_names(tmp_path, run_static, url, passing):
+    """pgx's pool_max_conns and Prisma's connection_limit in DATABASE_URL are the pool: large enough, it passes
+    every pool check; what the library has no notion of (an overflow; pgx's timeout, Prisma's pre-ping) is not
+    applicable. The URL's password is never in the report."""
+    run = run_static(url_stack(tmp_path / "stack", url), "-k", "pool")
+    rows = pool_rows(run)
+    statuses = {name: (row["status"], row.get("not_run")) for name, row in rows.items()}
+    for setting in ("size", "max_overflow", "timeout", "pre_ping"):
+        expected = ("PASS", None) if setting in passing else ("SKIPPED", "not_applicable")
+        assert statuses[f"test_pool_config_setting[{setting}]"] == expected, (setting, rows)
+    for check in ("test_pool_config_total", "test_effective_pool_per_service", "test_pools_fit_postgres"):
+        assert statuses[check][0] == "PASS", rows[check]
+    written = "".join(path.read_text(errors="replace") for path in run.report_dir.iterdir() if path.is_file())
+    assert URL_PASSWORD not in written + run.stdout and "[redacted" not in written
+
+
+@pytest.mark.parametrize("url, parameter", [
+    (PGX_URL.format(password=URL_PASSWORD, size=8), "pool_max_conns=8"),
+    (PRISMA_URL.format(password=URL_PASSWORD, size=8, timeout=20), "connection_limit=8"),
+], ids=["pgx", "prisma"])
+def test_a_small_pool_in_the_database_url_fails_naming_its_parameter(tmp_path, run_static, url, parameter):
+    """The size parameter 8: the size, the total and the per-service pool fail, each naming the file, the
+    service, the variable and the parameter, never the URL; the other pool checks are unchanged."""
+    rows = pool_rows(run_static(url_stack(tmp_path / "stack", url), "-k", "pool"))
+    failed = {name: row["reason"] for name, row in rows.items() if row["status"] == "FAIL"}
+    assert set(failed) == {"test_pool_config_setting[size]", "test_pool_config_total", "test_effective_pool_per_service"}
+    assert failed["test_pool_config_setting[size]"] == (
+        f"compose.yml: api: DATABASE_URL {parameter} (expected integer >= 20)")
+    assert all(URL_PASSWORD not in reason for reason in failed.values()), failed
+
+
+def test_workers_url_pools_count_in_the_postgres_budget(tmp_path, run_static):
+    """A worker's URL pool is no API pool (no minimum) but its connections count against max_connections:
+    60 for the API and 50 for the worker pass 97 of Postgres' default 100 - 3 reserved only without it."""
+    stack = url_stack(tmp_path / "stack", PGX_URL.format(password=URL_PASSWORD, size=60),
+                      PGX_URL.format(password=URL_PASSWORD, size=50))
+    rows = pool_rows(run_static(stack, "-k", "pool"))
+    assert {name for name, row in rows.items() if row["status"] == "FAIL"} == {"test_pools_fit_postgres"}, rows
+    assert "api 60 + worker 50" in rows["test_pools_fit_postgres"]["reason"]
+
+
+def test_init_writes_no_pool_todo_for_a_url_pool(tmp_path):
+    stack = url_stack(tmp_path / "stack", PGX_URL.format(password=URL_PASSWORD, size=60))
+    (stack / "stackproof.yml").unlink()
+    _, findings = write_profile(stack)
+    assert not any("pool" in todo for todo in findings.todos), findings.todos

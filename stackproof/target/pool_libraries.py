@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,11 @@ class PoolLibrary:
     in, each setting's key, the value it takes for one left out, and why it has none of some settings."""
 
     name: str
-    image: re.Pattern  # the images that run it
-    config_flag: str  # the command-line flag that names its config file
-    config_key: str  # the mapping of the config file its pool keys are in
-    keys: dict[str, str]  # setting (size, timeout) -> its key in that mapping
+    keys: dict[str, str]  # setting (size, timeout) -> its key in its config mapping, or its URL query parameter
     defaults: dict[str, object]  # setting -> the value it takes when its key is not set
+    image: re.Pattern | None = None  # the images that run it (an application with a config file)
+    config_flag: str = ""  # the command-line flag that names its config file
+    config_key: str = ""  # the mapping of the config file its pool keys are in
     lacks: dict[str, str] = field(default_factory=dict)  # setting -> why the application has no such setting
     no_breaker: str = ""  # why its config can hold no breaker for the database ("": it can)
     source: str = ""  # where its keys and defaults are written down
@@ -55,6 +56,61 @@ LITELLM = PoolLibrary(
 )
 POOL_LIBRARIES = (LITELLM,)
 
+# Client libraries that read their pool from the query of the database URL. Told apart by the size parameter,
+# which only they read; a URL without it leaves the pool at a default that depends on the host's CPUs, so such a
+# URL is not taken for one of them (the suite says the pool is not set anywhere it reads).
+PGX = PoolLibrary(
+    name="pgx",
+    keys={"size": "pool_max_conns"},
+    defaults={"pre_ping": True},
+    lacks={"max_overflow": "pgx's pool (pgxpool) keeps at most pool_max_conns connections, with no overflow above it",
+           "timeout": "pgx's pool waits for a connection as long as the request's context allows: no pool timeout "
+                      "to set"},
+    source="jackc/pgx v5 pgxpool.ParseConfig (pool_max_conns; a connection idle over a second is pinged before use)",
+)
+PRISMA = PoolLibrary(
+    name="Prisma",
+    keys={"size": "connection_limit", "timeout": "pool_timeout"},
+    defaults={"timeout": 10},
+    lacks={"max_overflow": "Prisma's pool keeps at most connection_limit connections, with no overflow above it",
+           "pre_ping": "Prisma's pool has no pre-ping setting"},
+    source="Prisma's connection URL reference (connection_limit, pool_timeout default 10 s)",
+)
+URL_POOL_LIBRARIES = (PGX, PRISMA)
+POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.I)
+
+
+@dataclass(frozen=True)
+class UrlPool:
+    """A pool a service sets in the query of its database URL: the library that reads it, the variable that
+    holds the URL, and the query's parameters (never the URL itself: it may hold a password)."""
+
+    library: PoolLibrary
+    service: str
+    variable: str
+    params: dict[str, str]
+
+    def value(self, setting: str) -> tuple[str, object, str]:
+        """(the parameter's name, its value, the default's text when the URL leaves it out)."""
+        key = self.library.keys.get(setting, "")
+        if key in self.params:
+            return key, self.params[key], ""
+        default = self.library.defaults.get(setting)
+        return key or setting, default, self.library.default_text(setting) if default is not None else ""
+
+
+def url_pool_of(svc) -> UrlPool | None:
+    """The pool a service sets in a Postgres URL of its environment (pgx's pool_max_conns, Prisma's
+    connection_limit), None when no such URL names one."""
+    for variable, value in sorted(svc.environment.items()):
+        if not value or not POSTGRES_URL.match(value):
+            continue
+        params = {key: values[-1] for key, values in parse_qs(urlsplit(value).query).items()}
+        for library in URL_POOL_LIBRARIES:
+            if library.keys["size"] in params:
+                return UrlPool(library, svc.name, variable, params)
+    return None
+
 
 def config_argument(command: list[str], flag: str) -> str | None:
     """The value of `flag` in a command line (`--config PATH` or `--config=PATH`), None without it."""
@@ -71,7 +127,7 @@ def pool_library_of(svc) -> tuple[PoolLibrary, Path] | None:
     line (a bind mount): None when the service runs none, names no config, or its config is not bind-mounted."""
     image = (svc.image or "").lower()
     for library in POOL_LIBRARIES:
-        if not library.image.search(image):
+        if library.image is None or not library.image.search(image):
             continue
         container_path = config_argument([*svc.entrypoint, *svc.command], library.config_flag)
         host = svc.host_path_for(container_path) if container_path and container_path.startswith("/") else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_text
 from stackproof.io.yamlio import load_yaml
+from stackproof.target.pool_libraries import POSTGRES_URL, URL_POOL_LIBRARIES, url_pool_of
 
 POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
     ("size_env", re.compile(r"POOL_?SIZE$")),
@@ -82,6 +83,11 @@ def pool_not_found(stack, looked: str) -> str:
                       if value and is_pool_variable(var) and var not in (cfg["size_env"], cfg["overflow_env"])})
     if unnamed:
         said.append(f"pool variables set but not both of size and overflow: {', '.join(unnamed)}")
+    urls = sorted(f"{svc.name}: {var}" for svc in services if url_pool_of(svc) is None
+                  for var, value in svc.environment.items() if value and POSTGRES_URL.match(value))
+    if urls:
+        said.append(f"their database URLs name no pool parameter ({', '.join(urls)}; looked for "
+                    f"{', '.join(library.keys['size'] for library in URL_POOL_LIBRARIES)})")
     unset: dict[str, set[str]] = {}
     for svc in services:
         for env_file in stack.env_files_of(svc.name):
