@@ -21,6 +21,7 @@ from stackproof.compare import at_least
 from stackproof.errors import StackError, not_applicable
 from stackproof.resources.load import run_load
 from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
+from stackproof.target.pgbouncer import Bouncer, bouncer_in_front, bouncers
 from stackproof.target.pool_libraries import UrlPool, library_reading, url_pool_of
 from stackproof.target.service_config import pool_config_of
 from stackproof.io.yamlio import load_yaml
@@ -206,6 +207,35 @@ class ServicePool:
 def connections_needed(pools: list[ServicePool]) -> int:
     """Every container of every pooled service holds its own pool: at worst all of them are full."""
     return sum(pool.max * pool.replicas for pool in pools)
+
+
+@dataclass
+class PostgresDemand:
+    """Who opens Postgres connections when every pool is full: the services connected directly, and the
+    PgBouncer services in front of the others (each opens its own server pool, whatever the pools behind it)."""
+
+    direct: list[ServicePool]
+    behind: dict[str, list[ServicePool]]  # PgBouncer service -> the pools of the services connecting through it
+    bouncers: dict[str, Bouncer]
+
+    @property
+    def total(self) -> int:
+        return connections_needed(self.direct) + sum(self.bouncers[name].server_connections for name in self.behind)
+
+    @property
+    def shown(self) -> str:
+        return " + ".join([pool.demand for pool in self.direct] + [self.bouncers[name].describe() for name in self.behind])
+
+
+def postgres_demand(stack, pools: list[ServicePool]) -> PostgresDemand:
+    direct, behind = [], {}
+    for pool in pools:
+        bouncer = bouncer_in_front(stack, pool.service)
+        if bouncer is None:
+            direct.append(pool)
+        else:
+            behind.setdefault(bouncer, []).append(pool)
+    return PostgresDemand(direct, behind, bouncers(stack))
 
 
 def service_pools(stack) -> list[ServicePool]:
@@ -422,27 +452,41 @@ def test_effective_pool_per_service(stack, evidence):
 @pytest.mark.remediation("high",
                          "Raise Postgres' `max_connections` (where it is set last: command line, "
                          "postgresql.auto.conf, postgresql.conf) or lower the pools or replicas, so every pool fits "
-                         "beside the reserved connections.")
+                         "beside the reserved connections; behind PgBouncer, raise its `max_client_conn` or lower "
+                         "the pools behind it, and size its `default_pool_size` for Postgres.")
 def test_pools_fit_postgres(stack, evidence):
-    """If every pool fills up at once, Postgres must still accept them all (and keep its reserved slots)."""
-    pools = service_pools(stack)
+    """If every pool fills up at once, Postgres must still accept them all (and keep its reserved slots). A
+    service behind PgBouncer holds client connections to it: PgBouncer must accept them all (max_client_conn),
+    and what counts against Postgres is PgBouncer's own server pool."""
+    demand = postgres_demand(stack, service_pools(stack))
     max_conn, reserved, effective = postgres_limits(stack)
     available = max_conn - reserved
-    total = connections_needed(pools)
     service = stack.roles.name("postgres")
     evidence.record(
-        test=f"sum of the max pools of the services' declared replicas vs {service} max_connections - superuser_reserved_connections",
+        test=f"sum of the max pools of the services' declared replicas vs {service} max_connections - superuser_reserved_connections"
+             + (" (PgBouncer's server pool for the services behind it; their pools vs its max_client_conn)"
+                if demand.behind else ""),
         expected=f"< {max_conn} - {reserved} = {available}",
-        result=" + ".join(pool.demand for pool in pools) + f" = {total}",
+        result=f"{demand.shown} = {demand.total}",
     )
     evidence.note(effective.describe())
     for note in effective.notes:
         evidence.note(note)
+    for name, pools in demand.behind.items():
+        bouncer = demand.bouncers[name]
+        evidence.note(f"behind {name}: {' + '.join(pool.demand for pool in pools)} = {connections_needed(pools)} "
+                      f"client connections; {bouncer.source_of('max_client_conn')}")
     sources = ", ".join(f"{name} from {effective.settings[name].winner.source}"
                         for name in ("max_connections", "superuser_reserved_connections"))
-    assert total < available, (
-        f"{stack.rel(stack.compose.files[0])}: the pools need up to {total} connections "
-        f"({' + '.join(pool.demand for pool in pools)}) but {service} allows "
+    compose = stack.rel(stack.compose.files[0])
+    too_many_clients = [f"{' + '.join(pool.demand for pool in pools)} = {connections_needed(pools)} clients of {name}, "
+                        f"which takes {demand.bouncers[name].source_of('max_client_conn')}"
+                        for name, pools in demand.behind.items()
+                        if connections_needed(pools) > demand.bouncers[name].settings["max_client_conn"]]
+    assert not too_many_clients, f"{compose}: the pools behind PgBouncer need {'; '.join(too_many_clients)}"
+    assert demand.total < available, (
+        f"{compose}: the pools need up to {demand.total} connections "
+        f"({demand.shown}) but {service} allows "
         f"max_connections {max_conn} - {reserved} reserved = {available} ({sources})"
     )
 
@@ -546,21 +590,21 @@ def test_live_postgres_max_connections(stack, live, evidence):
     declared = {name: effective.integer(name) for name in SETTINGS[:2]}
     declared["shared_buffers"] = effective.blocks("shared_buffers")
     pools = [replace(pool, replicas=live.containers.replicas(pool.service)) for pool in service_pools(stack)]
-    total = connections_needed(pools)
+    demand = postgres_demand(stack, pools)
+    total = demand.total
     service = stack.roles.name("postgres")
     evidence.record(
         test=f"pg_settings {', '.join(SETTINGS)} (shared_buffers in 8 kB pages) in {service}; "
              "sum of the max pools of the services' running containers",
         expected=" / ".join(str(declared[name]) for name in SETTINGS) + f"; sum < {max_conn - reserved}",
-        result=" / ".join(str(running[name]) for name in SETTINGS) + "; "
-        + " + ".join(pool.demand for pool in pools) + f" = {total}",
+        result=" / ".join(str(running[name]) for name in SETTINGS) + f"; {demand.shown} = {total}",
     )
     evidence.note(effective.describe())
     differ = [f"{name} {running[name]}, expected {declared[name]} from {effective.settings[name].winner.source}"
               for name in SETTINGS if running[name] != declared[name]]
     assert not differ, f"service {service}: runs with {'; '.join(differ)}"
     assert total < max_conn - reserved, (
-        f"service {service}: the pools need up to {total} connections ({' + '.join(pool.demand for pool in pools)}), "
+        f"service {service}: the pools need up to {total} connections ({demand.shown}), "
         f"Postgres allows {max_conn - reserved}"
     )
 
