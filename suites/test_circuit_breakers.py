@@ -107,7 +107,7 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     path = f"{config_entry(cfg)}.{key}"
     in_code = all(d.in_code for d in declared)
     evidence.record(
-        test=f"{key} of the CircuitBreaker({cfg['dependency']!r}) each breaker service's code builds" if in_code
+        test=f"{key} of the breaker named {cfg['dependency']!r} each breaker service's code builds" if in_code
         else f"{path} in the config each breaker service mounts",
         expected=f"{expected} for {', '.join(d.service for d in declared)}",
         result="; ".join(f"{d.service} ({d.where}): "

@@ -4,6 +4,7 @@ a hand-written class's defaults and the state encoding the code states; the code
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 
 import pytest
 import yaml
@@ -116,3 +117,95 @@ def test_a_service_whose_code_is_outside_the_stack_dir_is_not_proven_and_says_wh
                                           r"\(litellm/config.yaml is another service's\) and its code, the build "
                                           r"context \.\./backend, is outside the stack dir"):
         declared_breakers(stack)
+
+
+# --- Go: sony/gobreaker ------------------------------------------------------------------------
+
+GO_BREAKER = Template('''package db
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker"
+)
+
+var breakerState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "gw_breaker_state",
+	Help: "Breaker state by dependency.",
+}, []string{"breaker"})
+
+var Postgres = gobreaker.NewCircuitBreaker(gobreaker.Settings{
+	Name:        "postgres",
+	MaxRequests: $max_requests,
+	Timeout:     $timeout,
+	ReadyToTrip: func(counts gobreaker.Counts) bool {
+		return counts.ConsecutiveFailures $trip
+	},
+	OnStateChange: func(name string, from, to gobreaker.State) {
+		breakerState.WithLabelValues(name).Set(float64(Postgres.State()))
+	},
+})
+''')
+
+
+@pytest.mark.parametrize("fields, settings", [
+    ({"max_requests": "2", "timeout": "30 * time.Second", "trip": ">= 4"},
+     {"threshold": 4, "recovery": 30, "half_open": 2}),
+    ({"max_requests": "0", "timeout": "time.Minute * 2", "trip": "> 9"},  # MaxRequests 0 lets one request through
+     {"threshold": 10, "recovery": 120, "half_open": 1}),
+    ({"max_requests": "uint32(3)", "timeout": "0", "trip": "> 5"},  # Timeout 0 is gobreaker's 60 s
+     {"threshold": 6, "recovery": 60, "half_open": 3}),
+    ({"max_requests": "1", "timeout": "cfg.OpenFor", "trip": "> 2"},  # computed at run time: not read
+     {"threshold": 3, "half_open": 1}),
+])
+def test_gobreaker_settings(tmp_path, fields, settings):
+    code = code_of(tmp_path, {"gateway/internal/db/breaker.go": GO_BREAKER.substitute(**fields),
+                              "gateway/internal/db/breaker_test.go": GO_BREAKER.substitute(
+                                  max_requests="9", timeout="time.Hour", trip="> 99"),
+                              "gateway/vendor/github.com/sony/gobreaker/gobreaker.go": "package gobreaker\n"
+                              "var s = gobreaker.Settings{Name: \"postgres\", MaxRequests: 50}\n"})
+    (breaker,) = code.breakers
+    assert (breaker.name, breaker.file, breaker.line, breaker.settings) == (
+        "postgres", "gateway/internal/db/breaker.go", 15, settings)
+    assert code.states == {"closed": 0, "half_open": 1, "open": 2}  # gobreaker's State exported as a number
+
+
+def test_a_gobreaker_left_at_its_defaults_and_a_help_text_encoding(tmp_path):
+    code = code_of(tmp_path, {"svc/main.go": 'package main\nvar g = prometheus.GaugeOpts{Name: "state", '
+                                             'Help: "circuit state: 0 closed, 1 open, 2 half-open"}\n'
+                                             'var cb = gobreaker.NewCircuitBreaker(gobreaker.Settings{Name: "postgres"})\n'})
+    assert [b.settings for b in code.breakers] == [{"threshold": 6, "recovery": 60, "half_open": 1}]
+    assert code.states == {"closed": 0, "open": 1, "half_open": 2}
+
+
+def go_gateway_stack(root: Path, **fields: str) -> Path:
+    """A Go gateway built from the stack dir, whose code builds its Postgres breaker with gobreaker."""
+    (root / "gateway/internal/db").mkdir(parents=True)
+    (root / "gateway/internal/db/breaker.go").write_text(GO_BREAKER.substitute(**fields))
+    (root / "gateway/Dockerfile").write_text("FROM scratch\nCOPY gateway /gateway\n")
+    (root / "compose.yml").write_text(yaml.safe_dump({"services": {
+        "gateway": {"build": {"context": "./gateway"}, "depends_on": ["db"]},
+        "db": {"image": "postgres:16"}}}))
+    (root / "stackproof.yml").write_text(yaml.safe_dump({"roles": {"postgres": "db", "api_services": ["gateway"]}}))
+    return root
+
+
+def breaker_rows(run) -> dict[str, dict]:
+    return {row["nodeid"].split("::")[1]: row for control in run.report["controls"] if control["id"] == "circuit_breakers"
+            for row in control["checks"] if "breaker_setting" in row["nodeid"]}
+
+
+def test_a_go_breaker_is_judged_in_gobreakers_names(tmp_path, run_static):
+    """A sane gobreaker passes the three setting checks; one that never lets a trial call through long enough
+    (a 10-minute Timeout) fails only the recovery check, naming the file, line and gobreaker's field."""
+    good = breaker_rows(run_static(go_gateway_stack(tmp_path / "good", max_requests="2", timeout="30 * time.Second",
+                                                    trip=">= 5"), "-k", "breaker_setting"))
+    assert {name: row["status"] for name, row in good.items()} == dict.fromkeys(
+        ("test_breaker_setting[threshold]", "test_breaker_setting[recovery]", "test_breaker_setting[half_open]"), "PASS")
+    bad = breaker_rows(run_static(go_gateway_stack(tmp_path / "bad", max_requests="2", timeout="10 * time.Minute",
+                                                   trip=">= 5"), "-k", "breaker_setting"))
+    assert {name for name, row in bad.items() if row["status"] == "FAIL"} == {"test_breaker_setting[recovery]"}
+    assert bad["test_breaker_setting[recovery]"]["reason"] == (
+        'gateway/internal/db/breaker.go:15: gobreaker.Settings{Name: "postgres"} Timeout is 600.0 for gateway '
+        "(expected a duration > 0 and <= 300s)")

@@ -7,6 +7,13 @@ hand-written class of that name. What the checks judge is what the profile's `br
 arguments, else from the defaults of a hand-written class's `__init__` in the same code, else from the
 library's own defaults. The state encoding of the breaker gauge is read where the code says it: the
 HELP text of the gauge (`"0 closed, 1 half-open, 2 open"`), or the class's state constants.
+
+Go services are read too (`.go` files, vendored code and tests left out): sony/gobreaker's `gobreaker.Settings{...}`
+literal, found by text (Go has no parser in this process; the literal's fields are plain `Key: value` pairs):
+`Name`, `MaxRequests` (the half-open trial calls, 0 meaning 1), `Timeout` (the time open, 0 meaning 60 s) and a
+`ReadyToTrip` that compares `counts.ConsecutiveFailures` (absent: gobreaker's `ConsecutiveFailures > 5`). The state
+encoding is the gauge's `Help:` text, else gobreaker's own (closed 0, half-open 1, open 2) when the code exports
+`float64(....State())`.
 """
 
 from __future__ import annotations
@@ -35,8 +42,19 @@ TIMEDELTA_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600}
 STATE_WORDS = {"closed": "closed", "open": "open", "half-open": "half_open", "half_open": "half_open", "halfopen": "half_open"}
 STATE_TEXT = re.compile(r"(\d+)\s*[:=]?\s*(half[-_ ]?open|closed|open)\b", re.I)
 STATE_CONSTANTS = {"CLOSED": "closed", "OPEN": "open", "HALF_OPEN": "half_open"}
-TEST_CODE = re.compile(r"(^test_.*|_test)\.py$")
-SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".tox", "tests", "test"})
+TEST_CODE = re.compile(r"(^test_.*|_test)\.py$|_test\.go$")
+SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".tox", "tests", "test", "vendor"})
+GO_SETTINGS = re.compile(r"\bgobreaker\.Settings\s*\{")
+GO_FIELD = {"name": re.compile(r"\bName\s*:\s*\"([^\"]*)\""),
+            "half_open": re.compile(r"\bMaxRequests\s*:\s*(?:uint32\()?\s*(\d+)"),
+            "recovery": re.compile(r"\bTimeout\s*:\s*([\w.*\s()]+?)\s*(?:,|\}|$)", re.M),
+            "threshold": re.compile(r"ConsecutiveFailures\s*(>=|>)\s*(?:uint32\()?\s*(\d+)")}
+GO_UNITS = {"time.Millisecond": 0.001, "time.Second": 1, "time.Minute": 60, "time.Hour": 3600}
+GO_KEYS = {"threshold": "ReadyToTrip (ConsecutiveFailures)", "recovery": "Timeout", "half_open": "MaxRequests"}
+GOBREAKER_DEFAULTS = {"threshold": 6, "recovery": 60, "half_open": 1}  # ReadyToTrip: ConsecutiveFailures > 5
+GOBREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # gobreaker.StateClosed, StateHalfOpen, StateOpen
+GO_HELP = re.compile(r"\bHelp\s*:\s*\"([^\"]*)\"")
+GO_STATE_EXPORTED = re.compile(r"float64\(\s*[\w.]+\.State\(\)\s*\)")
 MAX_FILES = 5_000
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -49,6 +67,8 @@ class CodeBreaker:
     file: str  # relative to the stack dir
     line: int
     settings: dict[str, object]
+    call: str = "CircuitBreaker"  # how the code builds it, as a reason names it
+    keys: dict[str, str] | None = None  # setting role -> the library's name for it (None: the profile's)
 
 
 @dataclass(frozen=True)
@@ -62,9 +82,15 @@ class BreakerCode:
 def read_breaker_code(stack, directory: Path) -> BreakerCode:
     """The breakers and state encoding of the Python files under `directory` (tests left out: a test builds
     breakers of its own)."""
-    trees = []
+    trees, go_breakers, go_states = [], [], None
     for path in walk_files(directory, stack.rel(directory), MAX_FILES, SKIP_DIRS):
-        if path.suffix != ".py" or TEST_CODE.search(path.name) or not path.is_file() or not stack.inside(path):
+        if path.suffix not in (".py", ".go") or TEST_CODE.search(path.name) or not path.is_file() \
+                or not stack.inside(path):
+            continue
+        if path.suffix == ".go":
+            text = read_stack_text(path, stack.rel(path), MAX_FILE_BYTES)
+            go_breakers += _go_breakers(stack.rel(path), text)
+            go_states = go_states or _go_states(text)
             continue
         try:
             trees.append((stack.rel(path), ast.parse(read_stack_text(path, stack.rel(path), MAX_FILE_BYTES))))
@@ -84,7 +110,63 @@ def read_breaker_code(stack, directory: Path) -> BreakerCode:
                 states = _states_in_text(" ".join(_strings(node)))
     for node in classes.values():
         states = states or _state_constants(node)
-    return BreakerCode(breakers, states)
+    return BreakerCode(breakers + go_breakers, states or go_states)
+
+
+def _go_breakers(rel: str, text: str) -> list[CodeBreaker]:
+    """The `gobreaker.Settings{...}` literals of a Go file, with gobreaker's defaults for what they leave out."""
+    found = []
+    for match in GO_SETTINGS.finditer(text):
+        literal = _braced(text, match.end() - 1)
+        settings: dict[str, object] = dict(GOBREAKER_DEFAULTS)
+        if (half_open := GO_FIELD["half_open"].search(literal)) is not None:
+            settings["half_open"] = int(half_open.group(1)) or 1  # 0: gobreaker lets one request through
+        if (timeout := GO_FIELD["recovery"].search(literal)) is not None:
+            seconds = _go_duration(timeout.group(1))
+            if seconds is None:
+                del settings["recovery"]  # a value computed at run time: not known without running the code
+            else:
+                settings["recovery"] = seconds or 60  # 0: gobreaker's 60 s
+        if "ReadyToTrip" in literal:
+            trip = GO_FIELD["threshold"].search(literal)
+            if trip is None:
+                del settings["threshold"]  # trips on something else than consecutive failures: not a count
+            else:
+                settings["threshold"] = int(trip.group(2)) + (1 if trip.group(1) == ">" else 0)
+        name = GO_FIELD["name"].search(literal)
+        found.append(CodeBreaker(name.group(1) if name else None, rel, text.count("\n", 0, match.start()) + 1,
+                                 settings, call="gobreaker.Settings", keys=GO_KEYS))
+    return found
+
+
+def _braced(text: str, start: int) -> str:
+    """The text of the brace block opening at `start`, nested blocks (a ReadyToTrip func) included."""
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index + 1]
+    return text[start:]
+
+
+def _go_duration(expression: str) -> float | None:
+    """A Go duration literal in seconds: `30 * time.Second`, `time.Second * 30`, `time.Duration(30) * time.Second`,
+    `time.Minute`; a bare number is nanoseconds, as Go counts a Duration. None for anything else (a value
+    computed at run time)."""
+    words = [re.sub(r"^time\.Duration\((.*)\)$", r"\1", word) for word in re.split(r"\s*\*\s*", expression.strip())]
+    units = [GO_UNITS[word] for word in words if word in GO_UNITS]
+    numbers = [float(word) for word in words if re.fullmatch(r"\d+(\.\d+)?", word)]
+    if not words or len(units) + len(numbers) != len(words) or len(units) > 1 or len(numbers) > 1:
+        return None
+    return (numbers[0] if numbers else 1) * (units[0] if units else 1e-9)
+
+
+def _go_states(text: str) -> dict[str, int] | None:
+    """The encoding a Go file states: a gauge's Help text, else gobreaker's when it exports State() as a number."""
+    for help_text in GO_HELP.findall(text):
+        if (states := _states_in_text(help_text)) is not None:
+            return states
+    return dict(GOBREAKER_STATES) if "gobreaker" in text and GO_STATE_EXPORTED.search(text) else None
 
 
 def _name(func: ast.expr) -> str:

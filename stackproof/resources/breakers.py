@@ -76,6 +76,8 @@ class DeclaredBreaker:
     in_code: bool = False  # read from the service's code (config: the code file that builds the breaker)
     line: int | None = None  # the line of the breaker's call in code
     none_possible: str = ""  # the application reading the config has no breaker for the database: why
+    call: str = ""  # in code: the call that builds it, as a reason names it (`CircuitBreaker('postgres')`)
+    code_keys: dict[str, str] | None = None  # in code: the profile's setting key -> the library's name for it
 
     def value(self, key: str):
         return (self.settings or {}).get(key)
@@ -87,7 +89,7 @@ class DeclaredBreaker:
     def setting_path(self, cfg: dict, key: str) -> str:
         """How the stack names a setting: its key path in the config file, or the breaker call in code."""
         if self.in_code:
-            return f"CircuitBreaker({cfg['dependency']!r}) {key}"
+            return f"{self.call or 'CircuitBreaker(' + repr(cfg['dependency']) + ')'} {(self.code_keys or {}).get(key, key)}"
         return f"{config_entry(cfg)}.{key}"
 
 
@@ -125,10 +127,13 @@ def code_declaration(stack, service) -> DeclaredBreaker:
     if breaker is None:  # it may be built another way the suite does not read: not proven, never a failure
         built = ", ".join(f"{b.name or 'unnamed'} ({b.file}:{b.line})" for b in code.breakers) or "none"
         raise NotDeclared(f"no breaker declaration for service {service.name}: no config file (paths.pool_config), "
-                          f"and its code ({stack.rel(directory)}) builds no CircuitBreaker({cfg['dependency']!r}) "
+                          f"and its code ({stack.rel(directory)}) builds no breaker named {cfg['dependency']!r} "
                           f"(breakers it builds: {built})")
     settings = {cfg["settings"][role]: value for role, value in breaker.settings.items()}
-    return DeclaredBreaker(service.name, breaker.file, settings, in_code=True, line=breaker.line)
+    call = f'{breaker.call}{{Name: "{breaker.name}"}}' if breaker.keys else f"{breaker.call}({breaker.name!r})"
+    keys = {cfg["settings"][role]: name for role, name in breaker.keys.items()} if breaker.keys else None
+    return DeclaredBreaker(service.name, breaker.file, settings, in_code=True, line=breaker.line, call=call,
+                           code_keys=keys)
 
 
 def breaker_services(stack) -> list[str]:
