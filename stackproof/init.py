@@ -735,6 +735,25 @@ class Inspector:
             if var and var not in env:
                 self.found.todo(f"roles.tls_monitor: the cron line sets no {var} (where the metrics go)")
 
+    def full_docs(self, responses: list[Path]) -> None:
+        """The full docs the recorded responses spare an agent: a document in the folder that holds them, larger
+        than every one of them (what an agent reads without progressive disclosure is the whole reference), the
+        largest such, whatever its name; none larger is a TODO, never a file of another folder."""
+        folders = {path.parent for path in responses}
+        largest_response = max(path.stat().st_size for path in responses)
+        documents = sorted((path.stat().st_size, str(path), path) for path in self.files
+                           if path.parent in folders and path.suffix.lower() in DOC_SUFFIXES and path not in responses
+                           and path.is_file())
+        if not documents or documents[-1][0] <= largest_response:
+            self.found.todo("disclosure.full_docs: no document beside the recorded responses is larger than they are "
+                            f"(looked in {', '.join(sorted(self.rel(folder) for folder in folders))}): name the full "
+                            "docs an agent would read without them")
+            return
+        size, _, docs = documents[-1]
+        self.found.set("disclosure", "full_docs", self.rel(docs),
+                       f"the largest document beside the recorded responses ({size} bytes; the largest response "
+                       f"{largest_response})")
+
     def disclosure(self) -> None:
         levels = list(DEFAULTS["disclosure"]["endpoints"])
         found = {}
@@ -744,13 +763,14 @@ class Inspector:
                 found[level] = self.rel(match)
         if len(found) == len(levels):
             self.found.set("disclosure", "responses", found, "recorded responses named after their level")
-            docs = next((p for p in self.files if "full-docs" in p.name or p.stem.lower() == "docs"), None)
-            if docs:
-                self.found.set("disclosure", "full_docs", self.rel(docs), "the full docs beside them")
+            self.full_docs([self.root / path for path in found.values()])
             return
         self.found.set("disclosure", "responses", {},
                        "no recorded disclosure responses in the repository: the static token checks are skipped, "
                        "the live ones judge the endpoints")
+
+
+DOC_SUFFIXES = (".md", ".markdown", ".txt", ".rst", ".html", ".json", ".yaml", ".yml")
 
 
 COMPOSE_TOP_LEVEL = re.compile(r"^services:[ \t]*(#.*)?$", re.M)

@@ -54,3 +54,29 @@ def test_init_rewrites_the_reference_profile_and_it_stays_go(reference_stack, tm
     assert yaml.safe_load((stack / PROFILE_FILE).read_text())["roles"]["tls_terminator"] == "nginx"
     run = run_static(stack)
     assert run.passed, {c: run.reasons(c) for c in run.failed_controls}
+
+
+@pytest.mark.parametrize("documents, chosen", [
+    ({"reference.md": 4000, "changelog.md": 900}, "reference.md"),  # the largest, whatever its name
+    ({"notes.txt": 200}, None),  # smaller than a response: not the full docs
+])
+def test_init_takes_the_full_docs_by_size_beside_the_responses(tmp_path, documents, chosen):
+    """The full docs are the document beside the recorded responses that is larger than all of them (what an agent
+    reads without progressive disclosure), the largest, whatever its name; a larger file in another folder is not
+    taken, and none larger is a TODO."""
+    folder = tmp_path / "api/snapshots"
+    folder.mkdir(parents=True)
+    for level in ("health", "discovery", "quickstart"):
+        (folder / f"{level}.json").write_text('{"level": "' + level + '", "text": "' + "x" * 400 + '"}')
+    for name, size in documents.items():
+        (folder / name).write_text("y" * size)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/full-docs.md").write_text("z" * 9000)
+    (tmp_path / "compose.yml").write_text("services:\n  api:\n    image: example/api:1\n")
+    _, findings = write_profile(tmp_path)
+    entry = next((e for e in findings.entries if (e.section, e.key) == ("disclosure", "full_docs")), None)
+    if chosen is None:
+        assert entry is None
+        assert any(t.startswith("disclosure.full_docs: no document beside the recorded responses") for t in findings.todos)
+    else:
+        assert entry is not None and entry.value == f"api/snapshots/{chosen}", entry
