@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import os
 import re
@@ -64,8 +65,16 @@ class Entry:
 class Findings:
     entries: list[Entry] = field(default_factory=list)
     todos: list[str] = field(default_factory=list)
+    pinned: set[tuple[str, str]] = field(default_factory=set)  # set by the user in the profile init rewrites
+
+    def pin(self, entry: Entry) -> None:
+        """An entry the user set: kept as it is, never overwritten by discovery, and no TODO about it."""
+        self.set(entry.section, entry.key, entry.value, entry.how)
+        self.pinned.add((entry.section, entry.key))
 
     def set(self, section: str, key: str, value: object, how: str) -> None:
+        if (section, key) in self.pinned:
+            return
         self.entries = [e for e in self.entries if (e.section, e.key) != (section, key)]
         self.entries.append(Entry(section, key, value, how))
 
@@ -74,6 +83,8 @@ class Findings:
         return found[0] if found else DEFAULTS[section][key]
 
     def todo(self, text: str) -> None:
+        if any(text.startswith((f"{section}.{key}:", f"{section}.{key} ")) for section, key in self.pinned):
+            return  # the user answered it
         self.todos.append(text)
 
     def profile_data(self) -> dict:
@@ -136,6 +147,9 @@ class Inspector:
             unreadable = no_file or f"the compose model cannot be read: {exc}"
         for step in (self.compose_profiles, self.tls_pair, self.roles, self.api_key, self.pool_config, self.breaker_code,
                      self.prometheus, self.scripts, self.tls_monitor, self.disclosure):
+            answered = STEP_ANSWERS.get(step.__name__, ())
+            if answered and set(answered) <= self.found.pinned:  # the user set what the step would find
+                continue
             if unreadable is not None and step.__name__ in COMPOSE_STEPS:
                 causes.setdefault(unreadable, []).append(step.__name__)
             else:
@@ -1161,7 +1175,8 @@ def render(findings: Findings, root: Path) -> str:
            "# Each entry says how it was found; review them, and the TODOs, before trusting the verdict.",
            "# Anything not set here keeps its default (stackproof/target/profile.py DEFAULTS: thresholds and",
            "# interface names, never a file); a file not found here is reported as missing, never guessed.",
-           "# Re-running init keeps paths.compose (and its overrides and env files) as set here."]
+           "# Re-running init (--force) keeps paths.compose, its overrides and env files, and every entry you",
+           "# set or changed here (the last line records what init wrote); it rediscovers the rest."]
     if findings.todos:
         out.append("#")
         out += [f"# TODO: {todo}" for todo in findings.todos]
@@ -1175,23 +1190,54 @@ def render(findings: Findings, root: Path) -> str:
         for entry in entries:
             out.append(f"  # {entry.how}")
             out.append(f"  {entry.key}: {json.dumps(entry.value)}")
+    written = {f"{e.section}.{e.key}": value_digest(e.value) for e in findings.entries
+               if (e.section, e.key) not in findings.pinned}
+    out += ["", WRITTEN_MARK + json.dumps(written, sort_keys=True)]
     return "\n".join(out) + "\n"
 
 
-# what a re-run of init keeps from the profile it rewrites: the user's choice of the deployed compose set
+# what a re-run of init always keeps from the profile it rewrites: the user's choice of the deployed compose set
 KEPT_ON_RERUN = (("paths", "compose"), ("paths", "compose_overrides"), ("compose", "env_files"))
+# steps whose TODOs name no profile key: the entries that, all set by the user, answer them (the step is skipped)
+STEP_ANSWERS = {"tls_pair": (("paths", "tls_cert"), ("paths", "tls_key")), "pool_config": (("paths", "pool_config"),)}
+# the last line of a profile init writes: a digest of each entry's value as init wrote it, so that a re-run tells
+# the entries the user changed or added (kept) from those init wrote (rediscovered)
+WRITTEN_MARK = "# stackproof init wrote: "
+
+
+def value_digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def kept_entries(target: Path) -> list[Entry]:
-    """The entries of an existing profile that init keeps when it rewrites it (KEPT_ON_RERUN)."""
+    """The entries of an existing profile that init keeps when it rewrites it: the compose set (KEPT_ON_RERUN),
+    and every entry whose value is not the one init wrote there (the user set or changed it). A profile without
+    init's record (written by hand, or by an older init) keeps the compose set only."""
     try:
-        data = Profile.load(target.parent).data if target.is_file() else None
+        if not target.is_file():
+            return []
+        Profile.load(target.parent)  # a profile that does not load is rediscovered whole
+        text = read_stack_file(target, PROFILE_FILE, MAX_SCAN_BYTES).decode("utf-8", errors="replace")
+        raw = parse_yaml(text, PROFILE_FILE)
     except StackError:
         return []
-    if data is None:
-        return []
-    return [Entry(section, key, data[section][key], f"kept from the previous {PROFILE_FILE} (set by you or an "
-                  "earlier init)") for section, key in KEPT_ON_RERUN if data[section][key]]
+    record = next((line.removeprefix(WRITTEN_MARK) for line in text.splitlines() if line.startswith(WRITTEN_MARK)), None)
+    try:
+        written = json.loads(record) if record is not None else None
+    except ValueError:
+        written = None
+    kept = []
+    for section, values in (raw if isinstance(raw, dict) else {}).items():
+        for key, value in (values if isinstance(values, dict) and section in DEFAULTS else {}).items():
+            if value in (None, "", [], {}):
+                continue
+            if (section, key) in KEPT_ON_RERUN:
+                kept.append(Entry(section, key, value, f"kept from the previous {PROFILE_FILE} (set by you or an "
+                                                       "earlier init)"))
+            elif isinstance(written, dict) and written.get(f"{section}.{key}") != value_digest(value):
+                kept.append(Entry(section, key, value, f"kept from the previous {PROFILE_FILE}: set by you "
+                                                       "(init does not overwrite it)"))
+    return kept
 
 
 def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
@@ -1201,7 +1247,7 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
     target = root / PROFILE_FILE
     if target.exists() and not force:
         raise StackError(f"{target}: already exists (use --force to overwrite it)")
-    kept = [] if compose else kept_entries(target)
+    kept = [e for e in kept_entries(target) if not compose or (e.section, e.key) not in KEPT_ON_RERUN]
     chosen = next(((str(e.value), e.how) for e in kept if (e.section, e.key) == ("paths", "compose")), None)
     if compose:
         if not (root / compose).is_file() or not inside(root / compose, root):
@@ -1209,8 +1255,11 @@ def write_profile(root: Path, force: bool = False, timeout: float = 20.0,
         chosen = (compose, "chosen with --compose")
     inspector = Inspector(root, timeout, chosen)
     for entry in kept:
-        if (entry.section, entry.key) != ("paths", "compose"):
-            inspector.found.set(entry.section, entry.key, entry.value, entry.how)
+        if (entry.section, entry.key) in KEPT_ON_RERUN:
+            if (entry.section, entry.key) != ("paths", "compose"):
+                inspector.found.set(entry.section, entry.key, entry.value, entry.how)
+        else:
+            inspector.found.pin(entry)
     findings = inspector.inspect()
     text = render(findings, root)
     try:  # the profile in place, if any, bounded (a FIFO there must not block init); it is replaced below
@@ -1237,7 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stackproof init", description=__doc__.splitlines()[0])
     parser.add_argument("--stack-dir", required=True, type=Path, help="root of the deployment repository")
     parser.add_argument("--force", action="store_true",
-                        help=f"overwrite an existing {PROFILE_FILE} (its paths.compose, overrides and env files are kept)")
+                        help=f"rewrite an existing {PROFILE_FILE}: its paths.compose, overrides and env files, and every "
+                        "entry you set or changed, are kept; the rest is rediscovered")
     parser.add_argument("--compose", metavar="FILE", help="the deployed compose file (relative to the stack dir), "
                         "when init's choice among several is not it")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds for each subprocess (docker compose config)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,39 @@ def test_init_keeps_the_users_compose_choice_and_names_one_root_cause_once(tmp_p
     empty = _repo(tmp_path / "none", {"README.md": "no compose here\n"})
     findings = Inspector(empty).inspect()
     assert len([todo for todo in findings.todos if "no compose file" in todo]) == 1, findings.todos
+
+
+def test_init_rerun_keeps_what_the_user_set_and_rediscovers_the_rest(stack_copy):
+    """A re-run (--force) keeps every entry the user changed or added, with no TODO about it, and rediscovers the
+    entries init wrote: a stack change shows in them. A profile init did not write (no record) keeps the compose
+    set only, as before."""
+    write_profile(stack_copy, force=True)
+    text = (stack_copy / PROFILE_FILE).read_text()
+    assert text.rstrip().splitlines()[-1].startswith("# stackproof init wrote: {")
+    profile = yaml.safe_load(text)
+    assert profile["api_key"]["secret"] == "stack_api_key"
+    # the user answers by hand: another API key secret, and a rotate interface of their own
+    text = text.replace('secret: "stack_api_key"', 'secret: "other_key"')
+    text = re.sub(r"(?m)^  rotate: .*$", '  rotate: {"command": ["{script}", "--name", "{key_name}"]}', text)
+    (stack_copy / PROFILE_FILE).write_text(text)
+    # and the stack changes under init's own entries: the pool config moves
+    old_pool = profile["paths"]["pool_config"]
+    (stack_copy / old_pool).rename(stack_copy / (old_pool + ".moved.yaml"))
+    _, findings = write_profile(stack_copy, force=True)
+    rewritten = (stack_copy / PROFILE_FILE).read_text()
+    again = yaml.safe_load(rewritten)
+    assert again["api_key"]["secret"] == "other_key"
+    assert again["scripts"]["rotate"]["command"] == ["{script}", "--name", "{key_name}"]
+    assert "kept from the previous stackproof.yml: set by you (init does not overwrite it)" in rewritten
+    assert not any(todo.startswith(("api_key.secret", "scripts.rotate")) for todo in findings.todos), findings.todos
+    assert again["paths"]["pool_config"] != old_pool  # init's own entry, rediscovered
+    # a third run still keeps them: a kept entry is never recorded as init's
+    write_profile(stack_copy, force=True)
+    assert yaml.safe_load((stack_copy / PROFILE_FILE).read_text())["api_key"]["secret"] == "other_key"
+    # no record: only the compose set is kept
+    (stack_copy / PROFILE_FILE).write_text('api_key:\n  secret: "other_key"\n')
+    write_profile(stack_copy, force=True)
+    assert yaml.safe_load((stack_copy / PROFILE_FILE).read_text())["api_key"]["secret"] == "stack_api_key"
 
 
 def test_init_command_takes_compose(tmp_path):
