@@ -289,10 +289,10 @@ def freshness_note(stack, served: str) -> str:
 
 @pytest.mark.live
 @pytest.mark.remediation("critical",
-                         "Make nginx (or the API service) refuse requests without the right `X-API-Key` (401/403) "
+                         "Make the TLS terminator (or the API service) refuse requests without the right API key (401/403) "
                          "and serve them with it; check the auth configuration of the protected location.")
 def test_live_endpoint_requires_the_key(stack, live, evidence):
-    """Through nginx, the protected endpoint refuses a missing or wrong key and serves the right one."""
+    """Through the TLS terminator, the protected endpoint refuses a missing or wrong key and serves the right one."""
     path = stack.profile["disclosure"]["full_docs_endpoint"]
     cfg = stack.profile["live"]
     key = live.http.api_key()

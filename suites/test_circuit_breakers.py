@@ -93,8 +93,8 @@ def declared_or_blocked(stack) -> list:
 @pytest.mark.static
 @pytest.mark.parametrize("setting, expected, ok", SETTING_RULES, ids=[rule[0] for rule in SETTING_RULES])
 @pytest.mark.remediation("high",
-                         "Set `circuit_breaker.<dependency>` in each API service's config: `failure_threshold` 1-50, "
-                         "`reset_timeout` at most 300 s, `half_open_max_calls` 1-10.")
+                         "Declare a breaker for the database in each API service, in its config or its code: a failure "
+                         "threshold of 1-50, at most 300 s open before a trial, 1-10 half-open trial calls.")
 def test_breaker_setting(stack, evidence, setting, expected, ok):
     """Each API service declares a sane breaker.
 
@@ -106,8 +106,10 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
     declared = declared_or_blocked(stack)
     path = f"{config_entry(cfg)}.{key}"
     in_code = all(d.in_code for d in declared)
+    none_possible = all(d.settings is None and d.none_possible for d in declared)
     evidence.record(
         test=f"{key} of the breaker named {cfg['dependency']!r} each breaker service's code builds" if in_code
+        else f"a breaker for {cfg['dependency']} in {', '.join(sorted({d.config for d in declared}))}" if none_possible
         else f"{path} in the config each breaker service mounts",
         expected=f"{expected} for {', '.join(d.service for d in declared)}",
         result="; ".join(f"{d.service} ({d.where}): "
@@ -126,7 +128,8 @@ def test_breaker_setting(stack, evidence, setting, expected, ok):
             wrong.append(f"{d.where}: {named} is {d.value(key)!r} for {d.service} (expected {expected})")
         else:
             continue
-        evidence.locate(Location(d.config, d.line) if d.line else stack.locate(stack.root / d.config, *path.split(".")))
+        keys = path.split(".") if d.settings is not None else []  # no breaker: the file, not a key it lacks
+        evidence.locate(Location(d.config, d.line) if d.line else stack.locate(stack.root / d.config, *keys))
     assert not wrong, "; ".join(wrong)
 
 

@@ -1,6 +1,6 @@
 """Control 3: connection pool.
 
-The pool in config.yaml must be large enough for the agents (size, overflow, a
+The pool the API services read must be large enough for the agents (size, overflow, a
 timeout, pre_ping), every service that uses it must really get that pool (its
 compose environment can override it), and all those pools together must fit in
 Postgres' max_connections minus the superuser-reserved ones. A stack without a pool
@@ -316,10 +316,11 @@ CONFIG_RULES = [
 @pytest.mark.static
 @pytest.mark.parametrize("setting, expected, ok", CONFIG_RULES, ids=[rule[0] for rule in CONFIG_RULES])
 @pytest.mark.remediation("high",
-                         "Set the pool in the config file the services read (`database.postgres.pool`): `size` ≥ 20, "
-                         "`max_overflow` ≥ 30, a `timeout`, and `pre_ping: true`.")
+                         "Set the pool where the services read it (their config file, environment or database URL): a "
+                         "size of at least 20, an overflow of at least 30 where the pool has one, a timeout, and "
+                         "pre-ping.")
 def test_pool_config_setting(stack, evidence, setting, expected, ok):
-    """The shared pool config gives each service enough connections, waits a bounded time and tests connections."""
+    """The pool gives each API service enough connections, waits a bounded time and tests connections."""
     cfg = stack.profile["pool"]
     if set_in_environment(stack):
         environment_setting(stack, evidence, setting, expected.format(**cfg), ok)
@@ -426,17 +427,30 @@ def pool_total(stack, path: Path, size: int, overflow: int) -> tuple[str, str]:
     return names["max_connections"] or f"{names['size']} + {names['max_overflow']}", f"{size} + {overflow} = {size + overflow}"
 
 
+def config_source(stack) -> str:
+    """How the API services get their pool from the config file, as the evidence says it: in a known
+    application's keys (which no pool variable overrides), else with the pool variables they set overriding it."""
+    path = stack.path("pool_config")
+    library = library_reading(stack, path)
+    if library is not None:
+        return f"reading {stack.rel(path)} in {library.name}'s keys"
+    cfg = stack.profile["pool"]
+    variables = [var for var in (cfg["size_env"], cfg["overflow_env"])
+                 if any(svc.environment.get(var) for svc in stack.roles.api_services())]
+    return f"reading {stack.rel(path)}" + (f", {'/'.join(variables)} overriding it" if variables else
+                                           ", no pool variable overriding it")
+
+
 @pytest.mark.static
 @pytest.mark.remediation("high",
-                         "Remove the DB_POOL_* override from the service's environment (or raise it): the pool the "
+                         "Remove the pool override from the service's environment (or raise it): the pool the "
                          "service gets must meet the same minimums.")
 def test_effective_pool_per_service(stack, evidence):
-    """What counts is the pool each service gets: a DB_POOL_* variable in its environment overrides config.yaml."""
+    """What counts is the pool each service gets: a pool variable in its environment overrides its config file."""
     cfg = stack.profile["pool"]
     pools = api_pools(stack)
     source = "set only in the environment" if set_in_environment(stack) else "set in the database URLs" \
-        if url_pools(stack) else \
-        f"reading {stack.rel(stack.path('pool_config'))}, {cfg['size_env']}/{cfg['overflow_env']} overriding it"
+        if url_pools(stack) else config_source(stack)
     overflow = f"overflow >= {cfg['min_overflow']}" + (" where the pool has one" if any(p.no_overflow for p in pools) else "")
     expected = f"size >= {cfg['min_size']}, {overflow}, max >= {cfg['min_total']}"
     evidence.record(test=f"effective pool of each API service, {source} ({stack.rel(stack.compose.files[0])})",
@@ -550,7 +564,7 @@ def postgres_settings_live(live, *names: str) -> list[int]:
                          "(a stale image or an environment override wins otherwise).")
 def test_live_pool_matches_config(stack, live, evidence):
     """The running API service must use the pool its config file configures: a stale image, or a
-    DB_POOL_* variable in its environment, would give it another one."""
+    pool variable in its environment, would give it another one."""
     cfg = stack.profile["pool"]
     service = live.http.metrics_service
     path = stack.path("pool_config")

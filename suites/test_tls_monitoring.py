@@ -198,10 +198,10 @@ def test_monitor_scenario(stack, evidence, monitor, scenario_certs, scenario, da
 
 @pytest.mark.static
 @pytest.mark.remediation("critical",
-                         "Put a PEM certificate (leaf first, then intermediates) at the path nginx serves "
-                         "(`paths.tls_cert`).")
+                         "Put a PEM certificate (leaf first, then intermediates) at the path the TLS terminator "
+                         "serves (`paths.tls_cert`).")
 def test_stack_certificate_parses(stack, evidence):
-    """nginx and the monitor read the certificate as PEM; the first certificate is the one served."""
+    """The TLS terminator and the monitor read the certificate as PEM; the first certificate is the one served."""
     path = stack.path("tls_cert")
     evidence.record(test=f"{stack.rel(path)} parses", expected="a PEM X.509 certificate")
     evidence.locate(stack.locate(path))
@@ -219,7 +219,7 @@ def test_stack_certificate_parses(stack, evidence):
                          "Install the key that belongs to the certificate (compare `openssl x509 -noout -pubkey` "
                          "with `openssl pkey -pubout`), or reissue the certificate for the key.")
 def test_stack_key_matches_certificate(stack, evidence):
-    """nginx refuses to start when its key does not belong to its certificate."""
+    """A TLS terminator refuses to start when its key does not belong to its certificate."""
     cert_path, key_path = stack.path("tls_cert"), stack.path("tls_key")
     cert, _ = load_certificate(stack, cert_path)
     key = load_private_key(stack, key_path)
@@ -312,10 +312,10 @@ def served_certificate(live) -> tuple[x509.Certificate, str]:
 
 @pytest.mark.live
 @pytest.mark.remediation("critical",
-                         "Reload nginx (`nginx -s reload`) or recreate it so that it serves the certificate file on "
-                         "disk, and check that its volume mounts that file.")
+                         "Reload the TLS terminator (nginx: `nginx -s reload`) or recreate it so that it serves the "
+                         "certificate file on disk, and check that its volume mounts that file.")
 def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
-    """Monitoring the file on disk only helps if nginx serves that file (not a stale or baked-in copy)."""
+    """Monitoring the file on disk only helps if the TLS terminator serves that file (not a stale or baked-in copy)."""
     path = stack.path("tls_cert")
     disk, _ = load_certificate(stack, path)
     served, version = served_certificate(live)
@@ -333,7 +333,8 @@ def test_live_served_certificate_is_the_one_on_disk(stack, live, evidence):
 @pytest.mark.live
 @pytest.mark.parametrize("label, version", OLD_VERSIONS, ids=[v[0] for v in OLD_VERSIONS])
 @pytest.mark.remediation("high",
-                         "Set `ssl_protocols TLSv1.2 TLSv1.3;` in nginx's server blocks and reload it.")
+                         "Allow TLS 1.2 and 1.3 only in the TLS terminator (nginx: `ssl_protocols TLSv1.2 TLSv1.3;` in its "
+                         "server blocks) and reload it.")
 def test_live_old_tls_version_refused(stack, live, evidence, label, version):
     """TLS 1.0 and 1.1 are broken and deprecated: only TLS 1.2 or newer may be accepted."""
     service = stack.roles.name("tls_terminator")
@@ -454,8 +455,8 @@ def nginx_config_files(stack) -> list[tuple[Path, str]]:
 
 @pytest.mark.parametrize("certificate", CERTIFICATE_SOURCES, indirect=True)
 @pytest.mark.remediation("critical",
-                         "Reissue the certificate with every `server_name` nginx serves in its subjectAltName (DNS "
-                         "names, IP addresses).")
+                         "Reissue the certificate with every name the TLS terminator serves (nginx's `server_name`) "
+                         "in its subjectAltName (DNS names, IP addresses).")
 def test_certificate_covers_served_names(certificate, stack, evidence):
     """Clients match the host they asked for against the SAN only (not the CN): every name the TLS server
     blocks answer to (server_name) must be in it."""

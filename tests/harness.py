@@ -46,6 +46,24 @@ def without_own_links(markdown: str) -> str:
     return re.sub(r"\[[A-Za-z ]+\]\(<" + re.escape(default_docs_base()) + r"[^<>\s]*>\)", "", markdown)
 
 
+# names and conventions of the reference stack (its files, secrets, keys, variables and flags): a report on
+# another stack that holds one of them, where that stack does not, speaks of our stack instead of its own
+REFERENCE_NAMES = ("ai-stack/", "stack_api_key", "monitor-tls-certs", "rotate-api-key", "mcp-servers", "aidb_", "DB_POOL_",
+                   "circuit_breaker.postgres", "database.postgres.pool", "--warn-days", "X-API-Key")
+
+
+def report_texts(run) -> str:
+    """What a run printed and every report it wrote, as one text."""
+    return run.stdout + "".join(p.read_text(errors="replace") for p in run.report_dir.glob("validation-report.*"))
+
+
+def rows_texts(run) -> str:
+    """What a reader sees of a run: what it printed and its Markdown, HTML and SARIF reports (the JSON report
+    also records, as data, the reference stack's default of each profile entry the stack changes)."""
+    return run.stdout + "".join(p.read_text(errors="replace") for p in run.report_dir.glob("validation-report.*")
+                                if p.suffix != ".json")
+
+
 @dataclass
 class SuiteRun:
     """The outcome of one `pytest suites/` run, read from its JSON report."""

@@ -129,7 +129,7 @@ def test_a_pool_set_nowhere_is_not_proven_naming_where_it_could_be_set(tmp_path,
         "db": {"image": "postgres:16"}}}))
     (root / "stackproof.yml").write_text(yaml.safe_dump({"roles": {"postgres": "db", "api_services": ["api"]}}))
     rows = pool_rows(run_static(root, "-k", "pool"))
-    expected = ("not proven: no pool setting for api: no config file they mount holds database.postgres.pool, and their "
+    expected = ("not proven: no pool setting for api: no config file they mount holds a pool mapping (pool.config_key), and their "
                 "environment sets no pool variable (pool.size_env and pool.overflow_env, or a name ending in POOL_SIZE "
                 "and POOL_OVERFLOW); app.env names APP_DB_POOL_MAX_OVERFLOW, APP_DB_POOL_SIZE only commented out or "
                 "empty; so their pools are what their code sets by default (api: build context ../backend, outside "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import STACKS, assert_no_secret_in, merge_into_profile
+from harness import REFERENCE_NAMES, STACKS, assert_no_secret_in, merge_into_profile, report_texts
 
 from stackproof.init import Inspector, api_key_name_rank, write_profile
 from stackproof.resources.promql import duration_seconds
@@ -22,13 +22,8 @@ from stackproof.target.credentials import stack_secrets
 from stackproof.target.profile import PROFILE_FILE
 
 # names and paths only the reference stack has: a report on another stack never shows them
-REFERENCE_NAMES = ("ai-stack/", "stack_api_key", "monitor-tls-certs", "rotate-api-key", "mcp-servers", "aidb_")
 SECRETS = "ai-stack/compose/secrets"
 COMPOSE = "ai-stack/compose/docker-compose.yml"
-
-
-def report_texts(run) -> str:
-    return run.stdout + "".join(p.read_text(errors="replace") for p in run.report_dir.glob("validation-report.*"))
 
 
 def rows(run) -> list[dict]:

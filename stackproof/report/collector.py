@@ -38,7 +38,7 @@ from stackproof.report.rows import (ENGINE_ATTRIBUTE, ENGINE_VERSION_ATTRIBUTE, 
                                     suite_control)
 from stackproof.report.waivers import WaiverSet
 
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 """Version of the JSON report's schema (docs/report.schema.json; changes: docs/report-schema-changelog.md)."""
 
 

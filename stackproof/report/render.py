@@ -133,7 +133,10 @@ def _profile_rows_md(profile: dict) -> list[str]:
     """The profile's changes beside the target: weakened thresholds first, so they cannot go unseen."""
     rows = [f"| Profile weakens | **{_md(line)}** |" for line in profile.get("weakened", [])]
     rows += [f"| Ignored (--strict-profile) | {_md(line)} |" for line in profile.get("ignored", [])]
-    rows += [f"| Profile changes | {_md(c['key'])} = {_md(c['value'])} (default {_md(c['default'])}; {_md(c['source'])}) |"
+    # a threshold's default is the bar it moves; an interface's (a path, a name, a call) is the reference
+    # stack's, which says nothing about this stack: only where the value comes from is shown
+    rows += [f"| Profile changes | {_md(c['key'])} = {_md(c['value'])} "
+             f"({'default ' + _md(c['default']) + '; ' if c.get('threshold', True) else ''}{_md(c['source'])}) |"
              for c in profile.get("changed", []) if not c["weakened"] and not c["ignored"]]
     if profile.get("error"):
         rows.append(f"| Profile error | {_md(profile['error'])} |")

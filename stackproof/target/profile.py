@@ -584,7 +584,8 @@ class Profile:
             "source": self.source,
             "strict": self.strict,
             "changed": [{"key": c.key, "value": show(c.key, c.value), "default": show(c.key, c.default),
-                         "source": c.source, "weakened": c.weakened, "ignored": c.ignored} for c in self.changes],
+                         "source": c.source, "weakened": c.weakened, "ignored": c.ignored,
+                         "threshold": is_threshold(c.key)} for c in self.changes],
             "weakened": [change.line() for change in self.weakened],
             "ignored": [change.line() for change in self.changes if change.ignored],
         }

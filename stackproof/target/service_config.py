@@ -76,7 +76,7 @@ def pool_not_found(stack, looked: str) -> str:
         return f"no pool config file: looked for {looked}"
     cfg = stack.profile["pool"]
     names = ", ".join(svc.name for svc in services)
-    said = [f"no pool setting for {names}: no config file they mount holds {cfg['config_key']}, and their "
+    said = [f"no pool setting for {names}: no config file they mount holds a pool mapping (pool.config_key), and their "
             "environment sets no pool variable (pool.size_env and pool.overflow_env, or a name ending in POOL_SIZE "
             "and POOL_OVERFLOW)"]
     unnamed = sorted({f"{svc.name}: {var}" for svc in services for var, value in svc.environment.items()
