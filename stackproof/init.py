@@ -31,6 +31,7 @@ from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.io.yamlio import parse_yaml
 from stackproof.resources.breaker_code import read_breaker_code
+from stackproof.resources.pool_code import code_pool_of
 from stackproof.resources.certs import server_blocks
 from stackproof.resources.scripts import (MEASURED_MAX_DAYS, THRESHOLD_STATUSES, Rotator, help_text, measured_thresholds,
                                          monitor_trial, where_used)
@@ -457,8 +458,8 @@ class Inspector:
             self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
                            f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
             return
-        if any(url_pool_of(svc) for svc in stack.roles.api_services()):  # read from the compose model at each run
-            return
+        if any(url_pool_of(svc) or code_pool_of(stack, svc) for svc in stack.roles.api_services()):
+            return  # a pool in the database URL or built in the code: read from the stack at each run
         raise StackError(f"{pool_not_found(stack, 'paths.pool_config')}: set paths.pool_config and pool.config_key, "
                          "or pool.size_env and pool.overflow_env")
 

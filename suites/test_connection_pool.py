@@ -11,6 +11,7 @@ same settings are then judged there, in that library's names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackproof.compare import at_least
-from stackproof.errors import StackError, not_applicable
+from stackproof.evidence import Location
+from stackproof.errors import NotDeclared, StackError, not_applicable
 from stackproof.resources.load import run_load
 from stackproof.target.postgres import POSTMASTER_ONLY, SETTINGS, PostgresSettings, client_overrides, postgres_settings
+from stackproof.resources.pool_code import CodePool, code_pool_of, effective
 from stackproof.target.pgbouncer import Bouncer, bouncer_in_front, bouncers
 from stackproof.target.pool_libraries import UrlPool, library_reading, url_pool_of
 from stackproof.target.service_config import pool_config_of
@@ -142,6 +145,46 @@ def url_pools(stack) -> dict[str, UrlPool | None]:
     return found if any(found.values()) else {}
 
 
+def code_pools(stack) -> dict[str, CodePool | None]:
+    """Each API service's pool as its code builds it, when the stack sets its pool in no config file, no pool
+    variable and no database URL, and some API service's code builds one; empty otherwise."""
+    if stack.profile["paths"]["pool_config"] or set_in_environment(stack) or url_pools(stack):
+        return {}
+    found = {svc.name: code_pool_of(stack, svc) for svc in stack.roles.api_services()}
+    return found if any(found.values()) else {}
+
+
+def code_default(stack, name: str, variable: str) -> tuple[object, str] | None:
+    """The default the service's code takes for a pool variable its environment leaves unset, and where the code
+    says it (None: its code reads no such variable, or has no default for it)."""
+    pool = code_pool_of(stack, stack.compose.services[name])
+    given = next((setting for setting in pool.settings.values() if setting.variable == variable), None) if pool else None
+    if given is None or given.value is None:
+        return None
+    return given.value, pool.where  # type: ignore[union-attr]
+
+
+CODE_PLACE = re.compile(r".+:\d+")  # file:line, where the code says a default
+
+
+def code_location(place: str) -> Location:
+    file, _, line = place.rpartition(":")
+    return Location(file, int(line))
+
+
+def code_values(stack, name: str, pool: CodePool) -> dict[str, tuple[object, str]]:
+    """What one service gets of each setting its code gives: (value, how it is shown), its environment's variable
+    winning over the code's default; the overflow of a pool with a cap is the cap less the size."""
+    environment = stack.compose.services[name].environment
+    values = {setting: effective(given, environment, boolean=setting == "pre_ping")
+              for setting, given in pool.settings.items()}
+    if "cap" in values:
+        (size, size_shown), (cap, cap_shown) = values["size"], values.pop("cap")
+        both = isinstance(size, int) and isinstance(cap, int) and not isinstance(size, bool)
+        values["max_overflow"] = (cap - size if both else None, f"{cap_shown} less {size_shown}")
+    return values
+
+
 def set_in(stack, service: str, *variables: str) -> str:
     """The file that sets a service's pool variables (relative): an `env_file` of it, or a compose file."""
     return ", ".join(dict.fromkeys(stack.rel(stack.environment_source(service, var)) for var in variables))
@@ -259,15 +302,31 @@ def service_pools(stack) -> list[ServicePool]:
                                      0, set_in(stack, name, url.variable), {}, svc.replicas,
                                      url.library.lacks["max_overflow"], f"{url.variable} {key}={value}"))
             continue
+        code = code_pool_of(stack, svc) if mounted is None and not overrides and url is None \
+            and not stack.profile["paths"]["pool_config"] else None
+        if code is not None:
+            values = code_values(stack, name, code)
+            found = {setting: values[setting][0] for setting in ("size", "max_overflow")}
+            unknown = [f"{setting} ({values[setting][1]})" for setting, value in found.items() if not isinstance(value, int)]
+            if unknown:
+                raise NotDeclared(f"{code.where}: the pool {code.call} builds for {name} is not known without running "
+                                  f"the code: {', '.join(unknown)}")
+            pools.append(ServicePool(name, int(found["size"]), int(found["max_overflow"]), code.file, {}, svc.replicas,
+                                     source=f"{code.call} at {code.where}"))
+            continue
         if mounted is None and not overrides:
             continue
         if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
-            unset = [var for var, value in env.items() if value in (None, "")]
+            # a variable the service leaves unset takes the default of the code that reads it
+            defaults = {var: code_default(stack, name, var) for var, value in env.items() if value in (None, "")}
+            unset = [var for var, found in defaults.items() if found is None or not isinstance(found[0], int)]
             if unset:
                 raise StackError(f"{set_in(stack, name, *overrides)}: {name}: sets {', '.join(overrides)} but not "
                                  f"{', '.join(unset)}: "
                                  "the most connections its pool opens is not known")
-            size, overflow, config = 0, 0, compose_file  # both given by the variables, read below
+            size, overflow = (int(defaults[var][0]) if defaults.get(var) else 0  # type: ignore[index,call-overload]
+                              for var in (cfg["size_env"], cfg["overflow_env"]))
+            config = compose_file  # the variables set are read below
         else:
             config_path = Path(mounted) if mounted is not None else stack.path("pool_config")
             size, overflow = size_and_overflow(stack, config_path)
@@ -328,6 +387,9 @@ def test_pool_config_setting(stack, evidence, setting, expected, ok):
     if urls := url_pools(stack):
         url_setting(stack, evidence, urls, setting, expected.format(**cfg), ok)
         return
+    if in_code := code_pools(stack):
+        code_setting(stack, evidence, in_code, setting, expected.format(**cfg), ok)
+        return
     path = stack.path("pool_config")
     found = config_setting(stack, path, pool_section(stack, path), setting)
     if found.lacks:
@@ -346,14 +408,21 @@ def environment_setting(stack, evidence, setting: str, expected: str, ok) -> Non
     cfg = stack.profile["pool"]
     var, compose = cfg[ENV_KEYS[setting]], stack.rel(stack.compose.files[0])
     values = {svc.name: svc.environment.get(var) for svc in stack.roles.api_services()}
+    defaults = {name: code_default(stack, name, var) for name, value in values.items() if value in (None, "")}
     evidence.record(test=f"{var} in the environment of {', '.join(values)} ({compose}; no pool config file)",
                     expected=expected,
-                    result="; ".join(f"{name}: {'not set' if value in (None, '') else value}" for name, value in values.items()))
-    unset = [name for name, value in values.items() if value in (None, "")]
+                    result="; ".join(f"{name}: {value}" if value not in (None, "") else
+                                     f"{name}: not set: the code's default {defaults[name][0]!r} ({defaults[name][1]})"
+                                     if defaults.get(name) else f"{name}: not set" for name, value in values.items()))
+    unset = [name for name, found in defaults.items() if found is None]
     wrong = [(set_in(stack, name, var), f"{name}: {var}={value}") for name, value in values.items()
-             if name not in unset and not ok(env_setting(setting, value), cfg)]
+             if value not in (None, "") and not ok(env_setting(setting, value), cfg)]
+    wrong += [(where, f"{name}: {var} not set: the code's default {default!r}")
+              for name, (default, where) in ((n, d) for n, d in defaults.items() if d is not None)
+              if not ok(default, cfg)]
     evidence.locate(*(stack.locate_compose("services", name, "environment") for name in unset),
-                    *(stack.locate(stack.root / file) for file, _ in wrong))
+                    *(code_location(file) if CODE_PLACE.fullmatch(file) else stack.locate(stack.root / file)
+                      for file, _ in wrong))
     assert not unset, f"{compose}: {var} is not set for {', '.join(unset)} (expected {expected})"
     assert not wrong, f"{by_file(wrong)} (expected {expected})"
 
@@ -382,6 +451,34 @@ def url_setting(stack, evidence, urls: dict[str, UrlPool | None], setting: str, 
     assert not wrong, f"{by_file(wrong)} (expected {expected})"
 
 
+def code_setting(stack, evidence, pools: dict[str, CodePool | None], setting: str, expected: str, ok) -> None:
+    """A pool built in the services' code: each API service's argument for the setting, as its environment's
+    variable or the code's default gives it; not applicable where the library has no such setting; not proven
+    where the code computes it otherwise."""
+    judged = {name: pool for name, pool in pools.items() if pool is None or setting not in pool.library.lacks}
+    if not judged:
+        not_applicable("; ".join(f"{pool.where}: {name}: {pool.library.lacks[setting]}"
+                                 for name, pool in pools.items() if pool is not None))
+    shown, wrong, unknown = {}, [], []
+    for name, pool in judged.items():
+        if pool is None:
+            shown[name] = "its code builds no pool the suite reads"
+            unknown.append(f"{name}: its code builds no pool the suite reads (SQLAlchemy, asyncpg, psycopg_pool)")
+            continue
+        value, how = code_values(stack, name, pool)[setting]
+        shown[name] = f"{pool.call} {how}"
+        if value is None or (setting != "pre_ping" and isinstance(value, str)):
+            unknown.append(f"{pool.where}: {name}: {pool.call} {how}")
+        elif not ok(value, stack.profile["pool"]):
+            wrong.append((pool.where, f"{name}: {pool.call} {how}"))
+    evidence.record(test=f"the pool each of {', '.join(judged)} builds in its code (no pool config file)",
+                    expected=expected, result="; ".join(f"{name}: {text}" for name, text in shown.items()))
+    evidence.locate(*(Location(pool.file, pool.line) for pool in judged.values() if pool is not None))
+    assert not wrong, f"{by_file(wrong)} (expected {expected})"
+    if unknown:
+        raise NotDeclared("; ".join(unknown))
+
+
 @pytest.mark.static
 @pytest.mark.remediation("high",
                          "Raise `size` + `max_overflow` to at least the profile's `pool.min_total` (50 by default).")
@@ -398,10 +495,10 @@ def test_pool_config_total(stack, evidence):
                   f"{p.service}: {cfg['size_env']} + {cfg['overflow_env']} = {p.max}") for p in pools if p.max < cfg["min_total"]]
         assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
         return
-    if url_pools(stack):
+    if url_pools(stack) or code_pools(stack):
         pools = api_pools(stack)
-        evidence.record(test="the most connections the database URL of each API service lets its pool open "
-                             "(no pool config file)",
+        evidence.record(test="the most connections the pool of each API service opens, as its database URL or "
+                             "its code sets it (no pool config file)",
                         expected=f">= {cfg['min_total']}", result="; ".join(p.describe() for p in pools))
         small = [(p.config, p.describe()) for p in pools if p.max < cfg["min_total"]]
         assert not small, f"{by_file(small)} (expected >= {cfg['min_total']})"
@@ -450,7 +547,7 @@ def test_effective_pool_per_service(stack, evidence):
     cfg = stack.profile["pool"]
     pools = api_pools(stack)
     source = "set only in the environment" if set_in_environment(stack) else "set in the database URLs" \
-        if url_pools(stack) else config_source(stack)
+        if url_pools(stack) else "built in their code" if code_pools(stack) else config_source(stack)
     overflow = f"overflow >= {cfg['min_overflow']}" + (" where the pool has one" if any(p.no_overflow for p in pools) else "")
     expected = f"size >= {cfg['min_size']}, {overflow}, max >= {cfg['min_total']}"
     evidence.record(test=f"effective pool of each API service, {source} ({stack.rel(stack.compose.files[0])})",
