@@ -132,8 +132,17 @@ def test_alert_inventory(stack, alerting, evidence):
     if duplicates:
         problems.append(f"duplicate alert name(s): {', '.join(duplicates)}")
         evidence.locate(*(stack.locate(rule.file, *rule.keys, "alert") for rule in alerts if rule.name in duplicates))
-    files = ", ".join(stack.rel(f) for f in alerting.rule_files)
-    assert not problems, f"{files}: {'; '.join(problems)}"
+    assert not problems, f"{rule_files_named(stack, alerting.rule_files)}: {'; '.join(problems)}"
+
+
+def rule_files_named(stack, files: list) -> str:
+    """The rule files as a one-line finding names them: each of one or two, else the dir they share with their
+    count (the evidence lists them all)."""
+    names = [stack.rel(f) for f in files]
+    parents = {str(Path(name).parent) for name in names}
+    if len(names) <= 2 or len(parents) != 1:
+        return ", ".join(names)
+    return f"the {len(names)} rule files of {parents.pop()}/"
 
 
 @pytest.mark.static

@@ -192,3 +192,21 @@ def test_defect_fails_alert_rules_in_each_stack(layout_copy, run_static, defect)
     stack, layout = layout_copy
     defect.inject(stack, layout)
     assert_only_control_fails(run_static(stack, *defect.args), "alert_rules", *map(layout.fill, defect.fragments))
+
+
+def test_a_missing_alert_among_many_rule_files_names_their_dir_once(stack_copy, run_static):
+    """Rules split over several files of one dir (a house style: 00-recording.yml, 10-infra.yml, ...): the one-line
+    finding names the dir and the count, not every file; the evidence still lists them all."""
+    rules = stack_copy / RULES
+    doc = yaml.safe_load(rules.read_text())
+    alerts = [rule for group in doc["groups"] for rule in group["rules"] if rule["alert"] != "CircuitBreakerOpen"]
+    rules.unlink()
+    for number, part in enumerate((alerts[::3], alerts[1::3], alerts[2::3])):
+        (rules.parent / f"{number}0-part.yml").write_text(yaml.safe_dump({"groups": [{"name": f"part{number}",
+                                                                                      "rules": part}]}))
+    run = run_static(stack_copy, "-k", "alert_inventory")
+    inventory = next(row for control in run.report["controls"] for row in control["checks"]
+                     if row["nodeid"].endswith("::test_alert_inventory"))
+    assert inventory["reason"].startswith(
+        "the 3 rule files of ai-stack/compose/prometheus/alerts/: no alert for an open circuit breaker"), inventory["reason"]
+    assert all(f"alerts/{n}0-part.yml" in inventory["test"] for n in range(3)), inventory["test"]
