@@ -451,7 +451,7 @@ def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int],
         kept = _MODELS.get(key) if key else None
         if key and kept is not None:
             _MODELS.move_to_end(key)
-            model_doc = _rebased(kept, _WORK, work)
+            model_doc = _rebased(kept, (_WORK, work))
         else:
             try:
                 model_doc = _load_real(binary, [at_copy(f) for f in files], timeout, [at_copy(f) for f in env_files],
@@ -459,7 +459,7 @@ def _load_real_on_copies(binary: list[str], root: Path, inputs: dict[Path, int],
             except StackError as exc:
                 raise StackError(str(exc).replace(str(copy), str(base))) from None
             if key:
-                _MODELS[key] = _rebased(model_doc, work, _WORK)
+                _MODELS[key] = _rebased(model_doc, (work, _WORK))
                 while len(_MODELS) > MODELS_KEPT:
                     _MODELS.popitem(last=False)
     active = profiles + [p for p in passed.get("COMPOSE_PROFILES", "").split(",") if p]
@@ -477,9 +477,8 @@ def _to_stack(doc: Any, work: str, base: Path) -> Any:
     (work/up3/up2/up1) is base's parent, its parent base's grandparent, and so on up to `work` itself."""
     prefixes = [str(Path(work, *COPY_ANCESTORS[:len(COPY_ANCESTORS) - level])) for level in range(len(COPY_ANCESTORS) + 1)]
     ancestors = list(base.parents) or [base]
-    for level, prefix in enumerate(prefixes):  # deepest first: a path, once named, is no longer under `work`
-        doc = _rebased(doc, prefix, str(ancestors[min(level, len(ancestors) - 1)]))
-    return doc
+    # deepest first: a path is named by the first prefix it is under (one walk of the model: a large one has 100,000s)
+    return _rebased(doc, *[(prefix, str(ancestors[min(level, len(ancestors) - 1)])) for level, prefix in enumerate(prefixes)])
 
 
 # Models `docker compose config` gave, per process, keyed by all it read: its binary, the copies' places and
@@ -502,14 +501,18 @@ def _model_key(binary: list[str], base: Path, content: str, files: list[Path], e
                                 profiles, sorted(passed.items()))).encode()).hexdigest()
 
 
-def _rebased(node: Any, old: str, new: str) -> Any:
-    """`node` with every path under `old` (a string equal to it or starting with it and a slash) under `new`."""
+def _rebased(node: Any, *moves: tuple[str, str]) -> Any:
+    """`node` with every path under a move's old dir (a string equal to it or starting with it and a slash) under
+    its new one: the first move that applies to a path, in one walk of the node."""
     if isinstance(node, str):
-        return new + node[len(old):] if node == old or node.startswith(old + "/") else node
+        for old, new in moves:
+            if node == old or node.startswith(old + "/"):
+                return new + node[len(old):]
+        return node
     if isinstance(node, list):
-        return [_rebased(item, old, new) for item in node]
+        return [_rebased(item, *moves) for item in node]
     if isinstance(node, dict):
-        return {_rebased(key, old, new): _rebased(value, old, new) for key, value in node.items()}
+        return {_rebased(key, *moves): _rebased(value, *moves) for key, value in node.items()}
     return node
 
 

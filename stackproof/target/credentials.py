@@ -140,10 +140,13 @@ def _env_file_paths(value: object) -> list[str]:
             if isinstance(item, (str, dict)) and (not isinstance(item, dict) or item.get("path"))]
 
 
-def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path], env_files: list[Path]) -> list[SecretValue]:
+def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path], env_files: list[Path],
+                  read_yaml=None) -> list[SecretValue]:
     """Every secret value written in the stack's secret files (the secrets dir's, and every file a compose
     secret references), .env files, services' env_files and compose files (raw YAML, so a file Compose itself
-    rejects is still read; `${VAR}` values come from the .env files). Nothing outside the stack dir is read."""
+    rejects is still read; `${VAR}` values come from the .env files; `read_yaml` reads them, the stack's reader
+    that parses each file once by default). Nothing outside the stack dir is read."""
+    read_yaml = read_yaml or (lambda path: load_yaml(path, path.name))
 
     def rel(path: Path) -> str:
         try:
@@ -183,7 +186,7 @@ def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path
         if read_small_file(compose_file, 1) is None:
             continue
         try:
-            doc = load_yaml(compose_file, compose_file.name)
+            doc = read_yaml(compose_file)
         except Exception:  # a broken compose file fails the checks that read it; here it only holds no secret
             continue
         if not isinstance(doc, dict):

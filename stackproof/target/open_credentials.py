@@ -24,7 +24,6 @@ from typing import Iterator
 
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_file, walk_files
-from stackproof.io.yamlio import load_yaml
 from stackproof.target.compose import read_env_file
 from stackproof.target.credentials import _NOT_A_VALUE, is_credential_name, read_small_file
 
@@ -112,7 +111,7 @@ class CredentialFinder:
         stack, found = self.stack, []
         references: dict[str, list[tuple[str, object]]] = {}  # .env variable -> (variable, service) using it
         for compose_file in stack.compose.files:
-            doc = load_yaml(compose_file, stack.rel(compose_file))
+            doc = stack.raw_yaml(compose_file)
             services = doc.get("services") if isinstance(doc, dict) else None
             for name, body in (services or {}).items() if isinstance(services, dict) else ():
                 if not isinstance(body, dict):

@@ -66,6 +66,8 @@ class Stack:
         self.passed_env = passed_environment(env_names)  # --env NAME: all Compose sees of the runner's environment
         self.current_check = ""  # set by the plugin before each check: who first hit a broken input
         self._inputs: dict[str, tuple[bool, Any, str]] = {}  # key -> (ok, value or error, first check)
+        self._declared_paths: dict[str, Path] = {}  # paths.<key> as the profile names it, checked inside the stack
+        self._raw_yaml: dict[Path, Any] = {}  # file -> its YAML as written, for the readers that only read it
         self.target_errors: list[str] = []  # problems of the whole target, reported once at the top
 
     def needs(self, key: str, load: Callable[[], Any]) -> Any:
@@ -107,8 +109,10 @@ class Stack:
     def path(self, key: str) -> Path:
         """The stack file `paths.<key>`: as the profile names it, else found without a guess (the compose file
         where Compose looks, the secrets dir the API key's compose secret names). NotDeclared otherwise."""
-        if self.profile["paths"][key]:
-            return self.profile.path(key)
+        if self.profile["paths"][key]:  # checked inside the stack dir once per run (a check per service asks it)
+            if key not in self._declared_paths:
+                self._declared_paths[key] = self.profile.path(key)
+            return self._declared_paths[key]
         found = {"compose": self._default_compose_file, "secrets_dir": self._api_key_secret_dir}.get(key, lambda: None)()
         if found is not None:
             return found
@@ -203,6 +207,14 @@ class Stack:
                     found = self.locate(file, "services", service, "secrets", index)
         return found or self.locate_compose("services", service, "secrets")
 
+    def raw_yaml(self, path: Path) -> Any:
+        """A stack file's YAML as written, parsed once per run for the readers that only look at it (the secrets,
+        open credentials, where a variable is set): a large compose file costs 0.15 s a parse. Its callers never
+        change what it returns. A file that does not parse raises each time, and is not kept."""
+        if path not in self._raw_yaml:
+            self._raw_yaml[path] = load_yaml(path, self.rel(path))
+        return self._raw_yaml[path]
+
     def environment_source(self, service: str, variable: str) -> Path:
         """The file that sets `variable` for `service`, as Compose merges it: the last compose file whose
         `environment:` sets it (it wins over every env_file), else the last `env_file` of the service that
@@ -234,7 +246,7 @@ class Stack:
         """(compose file, the service's mapping in it) for each compose file that can be read and lists it."""
         for file in self.compose.files:
             try:
-                doc = load_yaml(file, self.rel(file)) if self.inside(file) else None
+                doc = self.raw_yaml(file) if self.inside(file) else None
             except StackError:
                 continue
             services = doc.get("services") if isinstance(doc, dict) else None
@@ -295,7 +307,10 @@ class Stack:
 
     def secret_values(self) -> list[SecretValue]:
         """Every secret value written in the stack: secret files, credentials of the .env files and of
-        the compose files' environments, URL passwords (see credentials.py)."""
+        the compose files' environments, URL passwords (see credentials.py). Read once per run."""
+        return self.needs("secret values", self._secret_values)
+
+    def _secret_values(self) -> list[SecretValue]:
         files: list[Path] = []
         try:
             compose = self.path("compose")
@@ -311,7 +326,7 @@ class Stack:
         except StackError:
             extra = list(self.cli_env_files)
         env_files = [self.root / ".env"] + ([compose.parent / ".env"] if compose is not None else [])
-        return stack_secrets(self.root, secrets_dir, files, [*env_files, *extra])
+        return stack_secrets(self.root, secrets_dir, files, [*env_files, *extra], self.raw_yaml)
 
     def register_secrets(self) -> None:
         """Before any check runs: teach the redactor every secret of the stack, the secret-looking
