@@ -35,6 +35,7 @@ from stackproof.resources.pool_code import code_pool_of
 from stackproof.resources.certs import server_blocks
 from stackproof.resources.scripts import (MEASURED_MAX_DAYS, THRESHOLD_STATUSES, Rotator, help_text, measured_thresholds,
                                          monitor_trial, where_used)
+from stackproof.target.dockerfile import copied_into_image
 from stackproof.target.compose import COMPOSE_FILE_NAMES, compose_environment, read_env_file
 from .errors import NOT_PROVEN_PREFIX, StackError
 from stackproof.target.profile import DEFAULTS, PROFILE_FILE, Profile, inside
@@ -448,8 +449,12 @@ class Inspector:
                     return
         for path in self.files:
             if path.suffix in (".yml", ".yaml") and holds(path, key):
+                baked = [f"the image of {svc.name} at {found[0]} ({found[1]})" for svc in stack.compose.services.values()
+                         if (found := copied_into_image(stack, svc, path)) is not None]
                 self.found.set("paths", "pool_config", self.rel(path),
-                               f"the repository's file holding {'.'.join(key)} (baked into an image, or read otherwise)")
+                               f"the repository's file holding {'.'.join(key)}, copied into " + "; ".join(baked)
+                               if baked else f"the repository's file holding {'.'.join(key)} (no volume mounts it and "
+                               "no Dockerfile copies it: check which service reads it)")
                 return
         if self.pool_in_vocabulary(stack):
             return

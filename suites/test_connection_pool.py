@@ -340,7 +340,8 @@ def service_pools(stack) -> list[ServicePool]:
                                  library.lacks.get("max_overflow", "") if library is not None else ""))
     if not pools:
         raise StackError(f"{compose_file}: no service reads the pool config {stack.rel(stack.path('pool_config'))} "
-                         "(through a bind mount, or an environment variable naming a mounted file)")
+                         "(through a bind mount, an environment variable naming a mounted file, or a COPY of its "
+                         "Dockerfile)")
     return pools
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from stackproof.errors import StackError
 from stackproof.io.files import read_stack_text
 from stackproof.io.yamlio import load_yaml
+from stackproof.target.dockerfile import copied_into_image
 from stackproof.target.pool_libraries import POSTGRES_URL, URL_POOL_LIBRARIES, url_pool_of
 
 POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it ends with)
@@ -28,8 +29,9 @@ MAX_ENV_FILE_BYTES = 1024 * 1024
 
 def pool_config_of(stack, svc) -> tuple[Path | None, str]:
     """The pool config a service reads, and how it was found: a file its environment points at
-    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config
-    (when the profile names one: a pool set only in the environment has none)."""
+    (through its bind mounts) that holds the pool section, else a bind mount of paths.pool_config, else
+    paths.pool_config copied into its image by its Dockerfile (when the profile names one: a pool set only
+    in the environment has none)."""
     key = stack.profile["pool"]["config_key"].split(".")
     for var, value in sorted(svc.environment.items()):
         if not value or not value.startswith("/"):
@@ -45,6 +47,9 @@ def pool_config_of(stack, svc) -> tuple[Path | None, str]:
         if mount.type == "bind" and (str(configured) == mount.source
                                      or str(configured).startswith(mount.source.rstrip("/") + "/")):
             return configured, f"mounted at {mount.target}"
+    copied = copied_into_image(stack, svc, configured)
+    if copied is not None:
+        return configured, f"copied into its image at {copied[0]} ({copied[1]})"
     return None, ""
 
 
