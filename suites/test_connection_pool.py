@@ -661,28 +661,34 @@ def postgres_settings_live(live, *names: str) -> list[int]:
                          "Rebuild or recreate the API service so that it runs with the pool its config file declares "
                          "(a stale image or an environment override wins otherwise).")
 def test_live_pool_matches_config(stack, live, evidence):
-    """The running API service must use the pool its config file configures: a stale image, or a
-    pool variable in its environment, would give it another one."""
+    """The running API service must use the pool its files give it (its config file, else its environment, database
+    URL or code): a stale image, or a pool variable overriding its config file, would give it another one."""
     cfg = stack.profile["pool"]
     service = live.http.metrics_service
-    path = stack.path("pool_config")
-    evidence.locate(stack.locate(path, *pool_key(stack, path).split(".")))
-    configured = size_and_overflow(stack, path)
     declared = next((p for p in service_pools(stack) if p.service == service), None)
+    if stack.profile["paths"]["pool_config"]:
+        path = stack.path("pool_config")
+        evidence.locate(stack.locate(path, *pool_key(stack, path).split(".")))
+        configured, source = size_and_overflow(stack, path), stack.rel(path)
+    elif declared is not None:  # set in its environment, its database URL or its code: what the service gets
+        configured, source = (declared.size, declared.overflow), f"{declared.config}: {declared.describe()}"
+    else:
+        raise NotDeclared(f"{service} (roles.metrics_service) has no pool the suite reads in its files")
     found = pool_gauges(live)
     running = found.get(cfg["size_metric"]), found.get(cfg["overflow_metric"])
     shown = " / ".join("missing" if v is None else f"{v:g}" for v in running)
     evidence.record(
         test=f"{cfg['size_metric']} / {cfg['overflow_metric']} on {service} {stack.profile['live']['metrics_url']}",
-        expected=f"{configured[0]} / {configured[1]} ({stack.rel(path)}), size >= {cfg['min_size']}, "
+        expected=f"{configured[0]} / {configured[1]} ({source}), size >= {cfg['min_size']}, "
         f"overflow >= {cfg['min_overflow']}",
         result=shown,
     )
     if declared and declared.overrides:
         evidence.note(f"compose environment of {service}: {declared.describe()}")
     assert running == configured, (
-        f"service {service}: /metrics reports pool size / max_overflow {shown}, {stack.rel(path)} configures "
-        f"{configured[0]} / {configured[1]}" + (f" ({declared.describe()})" if declared and declared.overrides else "")
+        f"service {service}: /metrics reports pool size / max_overflow {shown}, {source} configures "
+        f"{configured[0]} / {configured[1]}" + (f" ({declared.describe()})" if declared and declared.overrides
+                                                and stack.profile["paths"]["pool_config"] else "")
     )
     assert running[0] >= cfg["min_size"] and running[1] >= cfg["min_overflow"], (
         f"service {service}: pool size / max_overflow {shown} (expected >= {cfg['min_size']} / {cfg['min_overflow']})"

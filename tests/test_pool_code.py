@@ -118,3 +118,35 @@ def test_init_writes_no_pool_todo_for_a_pool_built_in_code(tmp_path):
     (stack / "stackproof.yml").unlink()
     _, findings = write_profile(stack)
     assert not any("pool" in todo for todo in findings.todos), findings.todos
+
+
+def test_the_live_pool_check_compares_with_the_pool_the_code_and_environment_give(tmp_path):
+    """Without a pool config file, the running service's pool gauges are compared with the pool its files give it
+    (here its code's default overflow and its environment's size), not with a config file it does not have."""
+    import importlib.util
+    import sys
+    from types import SimpleNamespace
+
+    from stackproof.evidence import Evidence
+
+    spec = importlib.util.spec_from_file_location("pool_suite", Path(__file__).parents[1] / "suites/test_connection_pool.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.modules["pool_suite"] = suite  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(suite)
+    finally:
+        del sys.modules["pool_suite"]
+    stack = Stack(code_stack(tmp_path / "stack", SOURCE, {"SHOP_POOL_SIZE": "25"}), 20, Redactor())
+    cfg = stack.profile["pool"]
+
+    def live_reporting(size: int, overflow: int):
+        page = f"{cfg['size_metric']} {size}\n{cfg['overflow_metric']} {overflow}\n".encode()
+        return SimpleNamespace(stack=stack, http=SimpleNamespace(metrics_service="api",
+                                                    metrics_page=lambda service: SimpleNamespace(status=200, body=page)))
+
+    evidence = Evidence()
+    suite.test_live_pool_matches_config(stack, live_reporting(25, 30), evidence)
+    assert evidence.expected.startswith("25 / 30 (api/app/db.py: api: size 25, overflow 30, max 55"), evidence.expected
+    with pytest.raises(AssertionError, match=r"service api: /metrics reports pool size / max_overflow 5 / 30, "
+                                             r"api/app/db.py: api: size 25"):
+        suite.test_live_pool_matches_config(stack, live_reporting(5, 30), Evidence())
