@@ -330,7 +330,7 @@ class Inspector:
 
     def proxied_api_services(self, stack) -> None:
         """Without an API key secret to tell them by, the API services are those the TLS terminator (else the one
-        reverse proxy of a stack served over plain HTTP) proxies to
+        reverse proxy of a stack served over plain HTTP; else, with neither, database_clients_serving) proxies to
         (nginx's `proxy_pass` and `upstream` servers in a config mounted into it, `${VAR}` read from its
         environment) that use the database (depend on it, or name it in their environment)."""
         compose = stack.compose
@@ -338,7 +338,10 @@ class Inspector:
         terminator = compose.services.get(self.found.get("roles", "tls_terminator")) or \
             (proxies[0] if len(proxies) == 1 else None)  # served over plain HTTP: the one reverse proxy
         postgres = self.found.get("roles", "postgres")
-        if terminator is None or postgres not in compose.services:
+        if postgres not in compose.services:
+            return
+        if terminator is None:
+            self.database_clients_serving(stack, postgres)
             return
         hosts: set[str] = set()
         for config in self.mounted_files([terminator]):
@@ -354,6 +357,18 @@ class Inspector:
         if found:
             self.found.set("roles", "api_services", found, f"{terminator.name} proxies to them (proxy_pass, upstream "
                            f"servers of its mounted config) and they use the database ({postgres})")
+
+    def database_clients_serving(self, stack, postgres: str) -> None:
+        """With no API key secret and no reverse proxy to tell them by, the API services are taken to be the
+        services that use the database and serve a port: written with a TODO to check, since nothing the stack
+        declares says so."""
+        found = [name for name, svc in stack.compose.services.items() if name != postgres and svc.ports
+                 and (postgres in svc.depends_on or any(postgres in str(v) for v in svc.environment.values()))]
+        if found:
+            self.found.set("roles", "api_services", found, f"they use the database ({postgres}) and serve a port; no "
+                           "API key secret and no reverse proxy tell the API services apart")
+            self.found.todo(f"roles.api_services: {', '.join(found)} taken as the API services (they use the database "
+                            "and serve a port); check it")
 
     def tls_pair(self) -> None:
         stack = self.stack()

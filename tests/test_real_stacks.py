@@ -347,3 +347,17 @@ def test_a_secret_named_as_an_api_key_outranks_a_password_however_often_mounted(
     """init's choice of the API key among a stack's file secrets: its name first (an API or master key, a token;
     never a password, DSN or URL), the number of services mounting it only between equals."""
     assert api_key_name_rank(better) > api_key_name_rank(worse)
+
+
+def test_init_takes_the_database_clients_that_serve_a_port_as_api_services_with_a_todo(tmp_path):
+    """No API key secret and no reverse proxy (a development-style stack): the services that use the database and
+    serve a port are the API services, with a TODO to check; a worker that serves nothing is not one."""
+    root = _repo(tmp_path, {"docker-compose.yml": (
+        "services:\n  db:\n    image: postgres:16\n"
+        "  server:\n    image: example/app:1\n    ports: ['42110:42110']\n    depends_on: [db]\n"
+        "  worker:\n    image: example/app:1\n    environment:\n      POSTGRES_HOST: db\n"
+        "  search:\n    image: example/search:1\n    ports: ['8080:8080']\n")})
+    _, findings = write_profile(root)
+    entry = next(e for e in findings.entries if (e.section, e.key) == ("roles", "api_services"))
+    assert entry.value == ["server"], entry
+    assert any(todo.startswith("roles.api_services: server taken as the API services") for todo in findings.todos)

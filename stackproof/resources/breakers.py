@@ -119,7 +119,9 @@ def code_declaration(stack, service) -> DeclaredBreaker:
         mounts = f"it mounts no config file ({config} is another service's)" if config else "no config file"
         context = service.build_context
         elsewhere = (f"its code, the build context {os.path.relpath(context, stack.root)}, is outside the stack dir"
-                     if context is not None and not stack.inside(context) else "no code of it")
+                     if context is not None and not stack.inside(context) else
+                     f"its image {service.image} is pulled, not built from the stack dir" if service.image
+                     else "no code of it")
         raise NotDeclared(f"no breaker declaration for service {service.name}: {mounts} and {elsewhere} "
                           f"(looked for paths.pool_config, its build context, breakers.code.{service.name})")
     code = read_breaker_code(stack, directory)
