@@ -88,13 +88,43 @@ def _dictionary() -> frozenset[str]:
     return frozenset(word for words in FREQUENCY_LISTS.values() for word in words)
 
 
-def weakness(value: str | bytes) -> str | None:
-    """Why a secret value is too weak to be a secret (and to be scrubbed from output), or None."""
+# zxcvbn's estimate below which a value of MIN_SECRET_LEN or more is a guessable pattern ("mysecretpassword",
+# "changeme123456", "sk-1234567890abcdef"); a random string of 12 characters is estimated at 10^12
+MIN_GUESSES_LOG10 = 10
+# zxcvbn costs 2 ms a value of 16 characters and 18 ms one of 64 (a stack of 2,000 tokens: 36 s); the patterns it
+# catches are typed by hand, short: longer values are not estimated
+MAX_ESTIMATED_LEN = 24
+MAX_PLACEHOLDER_WORDS = 3  # "super-secret-key": up to three common words joined; four random words are a passphrase
+WORD_SEPARATORS = re.compile(r"[-_.\s]+")
+
+
+def too_weak_to_scrub(value: str | bytes) -> str | None:
+    """Why a secret value cannot be scrubbed from output without scrubbing ordinary text (too short, a dictionary
+    word), or None: every other value, weak or not, is learned and scrubbed."""
     text = text_of(value).strip()
     if len(text) < MIN_SECRET_LEN:
         return f"{len(text)} characters, fewer than {MIN_SECRET_LEN}"
     if text.lower() in _dictionary():
         return "a dictionary word or common password"
+    return None
+
+
+def weakness(value: str | bytes) -> str | None:
+    """Why a secret value is too weak to be a secret, or None: too weak to scrub, two or three dictionary words
+    joined (a template's placeholder), or a pattern zxcvbn guesses early."""
+    if (reason := too_weak_to_scrub(value)) is not None:
+        return reason
+    text = text_of(value).strip()
+    lowered = text.lower()
+    words = [word for word in WORD_SEPARATORS.split(lowered) if word]
+    if 2 <= len(words) <= MAX_PLACEHOLDER_WORDS and all(word in _dictionary() for word in words):
+        return f"{len(words)} common words joined, a placeholder's shape"
+    if len(text) <= MAX_ESTIMATED_LEN:
+        from zxcvbn import zxcvbn
+
+        guesses = zxcvbn(text)["guesses_log10"]
+        if guesses < MIN_GUESSES_LOG10:
+            return f"a guessable pattern: about 10^{guesses:.0f} guesses (zxcvbn)"
     return None
 
 
@@ -182,7 +212,7 @@ class Redactor:
         return "hmac:" + hmac.new(self.key, digest, hashlib.sha256).hexdigest()[:12]
 
     def add(self, value: bytes | str) -> None:
-        """Learn a secret. A value too weak to scrub (see `weakness`) is left out: the key-strength
+        """Learn a secret. A value too weak to scrub (see `too_weak_to_scrub`) is left out: the key-strength
         check fails it instead of the scrub removing a common word from every sentence. A value whose
         windows would pass `MAX_WINDOWS` raises RedactionBudgetExceeded, none of it learned."""
         text = text_of(value).strip()
@@ -190,7 +220,7 @@ class Redactor:
             parts = [line.strip() for line in text.splitlines() if not _PEM_ARMOR.match(line.strip())]
         else:
             parts = [text]
-        learned = [(part, encoded_forms(part)) for part in parts if not weakness(part)]
+        learned = [(part, encoded_forms(part)) for part in parts if not too_weak_to_scrub(part)]
         needed = sum(len(form) - MIN_SECRET_LEN + 1 for _, forms in learned for form in forms)
         if len(self._windows) + needed > MAX_WINDOWS:
             raise RedactionBudgetExceeded(f"{len(text)} characters: past the run's redaction budget ({MAX_WINDOWS:,} "

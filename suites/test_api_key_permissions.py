@@ -194,7 +194,7 @@ def test_api_key_randomness(stack, evidence):
                          "Replace the weak secret with at least 12 random characters (e.g. `openssl rand -hex 16`) "
                          "and rotate it where it is used.")
 def test_secret_values_strength(stack, evidence):
-    """Every secret value of the stack is at least 12 characters long and not a dictionary word.
+    """Every secret value of the stack is at least 12 characters long and not a guessable word or pattern.
 
     Secret files, credentials in the .env files and compose environments, passwords in URLs: a short or
     common value is guessable, and the suite could not scrub it from its output without scrubbing ordinary
@@ -203,7 +203,8 @@ def test_secret_values_strength(stack, evidence):
     weak = [f"{secret.origin} ({problem})" for secret in found if (problem := redact.weakness(secret.value))]
     evidence.record(
         test="secret files, credential values of .env and compose environments, URL passwords",
-        expected=f">= {redact.MIN_SECRET_LEN} characters, not a dictionary word or common password",
+        expected=f">= {redact.MIN_SECRET_LEN} characters, not a dictionary word or common password, not two or "
+                 f"three common words joined, not a pattern guessed in under 10^{redact.MIN_GUESSES_LOG10} tries",
         result=f"{len(found)} secret value(s), {len(weak)} weak",
     )
     assert not weak, f"weak secret value: {'; '.join(weak)}"

@@ -1,0 +1,51 @@
+"""The strength of a stack's secret values (redact.weakness): the class of guessable values, not a list of them.
+Too short or a dictionary word (which the scrub cannot remove either); two or three common words joined, the shape
+of a template's placeholder; a pattern zxcvbn guesses early (a keyboard walk, a repeat, a word with digits). Random
+keys of the usual shapes and four-word passphrases are strong. A weak value that is long enough is still scrubbed."""
+
+from __future__ import annotations
+
+import base64
+import random
+import string
+
+import pytest
+
+from stackproof.redact import Redactor, too_weak_to_scrub, weakness
+
+WEAK = {
+    "administrator": "a dictionary word",
+    "short-9chr": "fewer than 12",
+    "super-secret-key": "common words joined",
+    "change_me_now": "common words joined",
+    "mysecretpassword": "guessable pattern",
+    "changeme123456": "guessable pattern",
+    "sk-1234567890abcdef": "guessable pattern",
+    "qwertyuiopasdfgh": "guessable pattern",
+    "abcabcabcabcabcabc": "guessable pattern",
+}
+
+
+@pytest.mark.parametrize("value, why", WEAK.items(), ids=list(WEAK))
+def test_guessable_values_are_weak(value, why):
+    assert why in (weakness(value) or ""), weakness(value)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_keys_and_passphrases_are_strong(seed):
+    rng = random.Random(seed)
+    raw = bytes(rng.getrandbits(8) for _ in range(32))
+    words = ["tundra", "magnet", "oyster", "velvet", "quarry", "lantern", "saddle", "orbit", "meadow", "copper"]
+    for value in (raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("="),
+                  "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(12)),
+                  "-".join(rng.sample(words, 4))):
+        assert weakness(value) is None, value
+
+
+def test_a_long_weak_value_is_still_scrubbed_from_output():
+    """Weak to the strength check, but long enough to scrub without touching ordinary words: never printed."""
+    redactor = Redactor()
+    for value in ("mysecretpassword", "super-secret-key"):
+        assert too_weak_to_scrub(value) is None
+        redactor.add(value)
+        assert value not in redactor.scrub(f"the value is {value}.")
