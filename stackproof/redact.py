@@ -94,6 +94,10 @@ MIN_GUESSES_LOG10 = 10
 # zxcvbn costs 2 ms a value of 16 characters and 18 ms one of 64 (a stack of 2,000 tokens: 36 s); the patterns it
 # catches are typed by hand, short: longer values are not estimated
 MAX_ESTIMATED_LEN = 24
+MAX_SCRUB_REPEATED = 2  # a value of one or two distinct characters ("000...0", "abab...") is not scrubbed
+# fewer distinct characters than this (or than a quarter of the length, plus one) is a pattern, not randomness:
+# none of 200,000 random hex strings of 12 to 22 characters has so few
+MIN_DISTINCT = 6
 MAX_PLACEHOLDER_WORDS = 3  # "super-secret-key": up to three common words joined; four random words are a passphrase
 WORD_SEPARATORS = re.compile(r"[-_.\s]+")
 
@@ -106,6 +110,8 @@ def too_weak_to_scrub(value: str | bytes) -> str | None:
         return f"{len(text)} characters, fewer than {MIN_SECRET_LEN}"
     if text.lower() in _dictionary():
         return "a dictionary word or common password"
+    if len(set(text)) <= MAX_SCRUB_REPEATED:  # 64 zeros: scrubbing it would scrub every run of 12 zeros
+        return f"{len(set(text))} distinct character(s) repeated"
     return None
 
 
@@ -115,6 +121,8 @@ def weakness(value: str | bytes) -> str | None:
     if (reason := too_weak_to_scrub(value)) is not None:
         return reason
     text = text_of(value).strip()
+    if len(set(text)) < min(MIN_DISTINCT, len(text) // 4 + 1):
+        return f"only {len(set(text))} distinct characters"
     lowered = text.lower()
     words = [word for word in WORD_SEPARATORS.split(lowered) if word]
     if 2 <= len(words) <= MAX_PLACEHOLDER_WORDS and all(word in _dictionary() for word in words):

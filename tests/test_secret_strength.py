@@ -22,7 +22,7 @@ WEAK = {
     "changeme123456": "guessable pattern",
     "sk-1234567890abcdef": "guessable pattern",
     "qwertyuiopasdfgh": "guessable pattern",
-    "abcabcabcabcabcabc": "guessable pattern",
+    "abcabcabcabcabcabc": "distinct characters",
 }
 
 
@@ -49,3 +49,30 @@ def test_a_long_weak_value_is_still_scrubbed_from_output():
         assert too_weak_to_scrub(value) is None
         redactor.add(value)
         assert value not in redactor.scrub(f"the value is {value}.")
+
+
+@pytest.mark.parametrize("value", ["0" * 64, "ab" * 16, "aaaa1111bbbb2222"], ids=["zeros", "two-repeated", "blocks"])
+def test_few_distinct_characters_are_weak_and_one_or_two_are_not_scrubbed(value):
+    """A template's all-zero key is weak; scrubbing a run of one or two characters would scrub ordinary text."""
+    assert "distinct character" in (weakness(value) or ""), weakness(value)
+    assert (too_weak_to_scrub(value) is not None) == (len(set(value)) <= 2)
+
+
+def test_a_credentials_compose_default_is_judged_when_the_env_files_leave_it_unset(tmp_path, run_static):
+    """`SALT: ${SALT:-mysalt}`: with no SALT in the env files, the service gets the default, which is judged and
+    named as such (never printed); set in .env, the .env's value is judged instead."""
+    import yaml
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    (stack / "compose.yml").write_text(yaml.safe_dump({"services": {
+        "web": {"image": "example/web:1", "environment": {"SALT": "${SALT:-mysalt}",
+                                                           "ENCRYPTION_KEY": "${ENCRYPTION_KEY:-" + "0" * 64 + "}"}}}}))
+    (stack / "stackproof.yml").write_text("roles:\n  api_services: [web]\n")
+    run = run_static(stack, "-k", "secret_values_strength")
+    [reason] = run.reasons("api_key_permissions")
+    assert "compose.yml: service web: SALT (the default of ${SALT:-...}: the env files leave SALT unset)" in reason
+    assert "ENCRYPTION_KEY (the default of ${ENCRYPTION_KEY:-...}" in reason and "distinct character" in reason
+    assert "mysalt" not in reason and "0" * 12 not in reason
+    (stack / ".env").write_text("SALT=Zq8vLw3mRt6yKp1nXc4b\nENCRYPTION_KEY=" + "9f3a1c7e5b2d8064" * 4 + "\n")
+    run = run_static(stack, "-k", "secret_values_strength")
+    assert run.reasons("api_key_permissions") == [], run.reasons("api_key_permissions")

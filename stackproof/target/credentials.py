@@ -80,20 +80,43 @@ def credential_values(origin: str, name: str, value: object, env: dict[str, str]
     `${VAR}` references are first replaced by the values of `env` (the .env files)."""
     if value is None or isinstance(value, (dict, list)):
         return []
-    text = str(value).strip()
-    if env:
-        text = _VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group()), text)
-    found = [SecretValue(f"{origin}: password in {name}", pw) for pw in url_passwords(text)]
+    written = str(value).strip()
+    text = interpolated(written, env or {})
+    defaulted = [m.group(1) for m in _REFERENCE.finditer(written) if (m.group(2) or "").endswith("-")
+                 and not (env or {}).get(m.group(1))]
+    where = f" (the default of ${{{defaulted[0]}:-...}}: the env files leave {defaulted[0]} unset)" if defaulted else ""
+    found = [SecretValue(f"{origin}: password in {name}{where}", pw) for pw in url_passwords(text)]
     if is_credential_name(name) and looks_like_a_credential(text):
-        found.append(SecretValue(f"{origin}: {name}", text))
+        found.append(SecretValue(f"{origin}: {name}{where}", text))
     return found
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def interpolated(text: str, env: dict[str, str]) -> str:
+    """`text` as Compose interpolates it with the env files' values: `${VAR}` and `$VAR` from them,
+    `${VAR:-default}`/`${VAR-default}` falling back to the default, `${VAR:+alt}` to the alternative when set; a
+    reference the env files cannot resolve (`${VAR}` unset, `${VAR:?message}`) stays as written: its value comes
+    from the deploying shell, unknown here."""
+    def one(match: re.Match) -> str:
+        name = match.group(1) or match.group(4)
+        operator, word = match.group(2) or "", match.group(3) or ""
+        value = env.get(name)
+        is_set = value is not None and (value != "" or not operator.startswith(":"))
+        if operator.endswith("-"):
+            return value if is_set else word  # type: ignore[return-value]
+        if operator.endswith("+"):
+            return word if is_set else ""
+        return value if is_set and value is not None else match.group()
+    return _REFERENCE.sub(one, text)
 
 
 def looks_like_a_credential(text: str) -> bool:
     """Whether the value of a credential-named variable can be a credential: not a reference (a path, an
     unresolved `${VAR}`), a URL without a password, a flag, a cookie attribute, a number, a duration or a
     host name, which such variables also hold (AUTH_URL-like names without the suffix, SESSION_COOKIE_SAMESITE)."""
-    return not (text.lower() in _NOT_A_VALUE or text.isdigit() or text.startswith(("/", "${"))
+    return not (text.lower() in _NOT_A_VALUE or (text.isdigit() and len(text) < 12) or text.startswith(("/", "${"))
                 or _URL.fullmatch(text) or _HOST_NAME.fullmatch(text) or _DURATION.fullmatch(text))
 
 
