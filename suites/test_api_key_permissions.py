@@ -12,6 +12,7 @@ keys are read through `stack.read_secret` (registered for redaction) and named b
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_hex
@@ -200,7 +201,7 @@ def test_secret_values_strength(stack, evidence):
     common value is guessable, and the suite could not scrub it from its output without scrubbing ordinary
     words, so such a value is a failure here instead."""
     found = stack.secret_values()
-    weak = [f"{secret.origin} ({problem})" for secret in found if (problem := redact.weakness(secret.value))]
+    weak = per_services([(secret.origin, problem) for secret in found if (problem := redact.weakness(secret.value))])
     evidence.record(
         test="secret files, credential values of .env and compose environments, URL passwords",
         expected=f">= {redact.MIN_SECRET_LEN} characters, not a dictionary word or common password, not two or "
@@ -208,6 +209,28 @@ def test_secret_values_strength(stack, evidence):
         result=f"{len(found)} secret value(s), {len(weak)} weak",
     )
     assert not weak, f"weak secret value: {'; '.join(weak)}"
+
+
+SERVICE_ORIGIN = re.compile(r"^(?P<file>.+?): service (?P<service>[^:]+): (?P<setting>.+)$")
+
+
+def per_services(found: list[tuple[str, str]]) -> list[str]:
+    """(where a weak value is written, why it is weak) as findings, one per file and setting: the same setting
+    of several services of a compose file (an anchor, a shared default) is named once, with its services."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}  # (file, setting, problem) -> services
+    for origin, problem in found:
+        match = SERVICE_ORIGIN.match(origin)
+        key = (match["file"], match["setting"], problem) if match else (origin, "", problem)
+        grouped.setdefault(key, []).extend([match["service"]] if match else [])
+    findings = []
+    for (file, setting, problem), services in grouped.items():
+        if len(services) < 2:
+            origin = f"{file}: service {services[0]}: {setting}" if services else file
+            findings.append(f"{origin} ({problem})")
+            continue
+        name, _, extra = setting.partition(" (")
+        findings.append(f"{file}: {name} of services {', '.join(services)}{' (' + extra if extra else ''} ({problem})")
+    return findings
 
 
 @pytest.mark.static

@@ -70,9 +70,23 @@ def test_a_credentials_compose_default_is_judged_when_the_env_files_leave_it_uns
     (stack / "stackproof.yml").write_text("roles:\n  api_services: [web]\n")
     run = run_static(stack, "-k", "secret_values_strength")
     [reason] = run.reasons("api_key_permissions")
-    assert "compose.yml: service web: SALT (the default of ${SALT:-...}: the env files leave SALT unset)" in reason
-    assert "ENCRYPTION_KEY (the default of ${ENCRYPTION_KEY:-...}" in reason and "distinct character" in reason
+    assert "compose.yml: service web: SALT (its default ${SALT:-...}, unset in the env files) (6 characters" in reason
+    assert "ENCRYPTION_KEY (its default ${ENCRYPTION_KEY:-...}" in reason and "distinct character" in reason
     assert "mysalt" not in reason and "0" * 12 not in reason
     (stack / ".env").write_text("SALT=Zq8vLw3mRt6yKp1nXc4b\nENCRYPTION_KEY=" + "9f3a1c7e5b2d8064" * 4 + "\n")
     run = run_static(stack, "-k", "secret_values_strength")
     assert run.reasons("api_key_permissions") == [], run.reasons("api_key_permissions")
+
+
+def test_the_same_weak_setting_of_several_services_is_one_finding_naming_them(tmp_path, run_static):
+    import yaml
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    shared = {"REDIS_AUTH": "${REDIS_AUTH:-myredissecret}"}
+    (stack / "compose.yml").write_text(yaml.safe_dump({"services": {
+        "web": {"image": "example/web:1", "environment": shared},
+        "worker": {"image": "example/worker:1", "environment": shared}}}))
+    (stack / "stackproof.yml").write_text("roles:\n  api_services: [web]\n")
+    [reason] = run_static(stack, "-k", "secret_values_strength").reasons("api_key_permissions")
+    assert reason == ("weak secret value: compose.yml: REDIS_AUTH of services web, worker (its default "
+                      "${REDIS_AUTH:-...}, unset in the env files) (a guessable pattern: about 10^9 guesses (zxcvbn))"), reason

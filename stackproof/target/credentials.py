@@ -84,7 +84,7 @@ def credential_values(origin: str, name: str, value: object, env: dict[str, str]
     text = interpolated(written, env or {})
     defaulted = [m.group(1) for m in _REFERENCE.finditer(written) if (m.group(2) or "").endswith("-")
                  and not (env or {}).get(m.group(1))]
-    where = f" (the default of ${{{defaulted[0]}:-...}}: the env files leave {defaulted[0]} unset)" if defaulted else ""
+    where = f" (its default ${{{defaulted[0]}:-...}}, unset in the env files)" if defaulted else ""
     found = [SecretValue(f"{origin}: password in {name}{where}", pw) for pw in url_passwords(text)]
     if is_credential_name(name) and looks_like_a_credential(text):
         found.append(SecretValue(f"{origin}: {name}{where}", text))
