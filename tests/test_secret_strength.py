@@ -90,3 +90,17 @@ def test_the_same_weak_setting_of_several_services_is_one_finding_naming_them(tm
     [reason] = run_static(stack, "-k", "secret_values_strength").reasons("api_key_permissions")
     assert reason == ("weak secret value: compose.yml: REDIS_AUTH of services web, worker (its default "
                       "${REDIS_AUTH:-...}, unset in the env files) (a guessable pattern: about 10^9 guesses (zxcvbn))"), reason
+
+
+def test_an_env_file_above_the_compose_dir_is_named_from_the_stack_dir(tmp_path, run_static):
+    """`env_file: ../env/app.env` of compose/app.yml: the finding names env/app.env, not compose/../env/app.env."""
+    import yaml
+    stack = tmp_path / "stack"
+    (stack / "compose").mkdir(parents=True)
+    (stack / "env").mkdir()
+    (stack / "env/app.env").write_text("ADMIN_PASSWORD=change-me-please\n")
+    (stack / "compose/app.yml").write_text(yaml.safe_dump({"services": {
+        "web": {"image": "example/web:1", "env_file": ["../env/app.env"]}}}))
+    (stack / "stackproof.yml").write_text("paths:\n  compose: compose/app.yml\nroles:\n  api_services: [web]\n")
+    [reason] = run_static(stack, "-k", "secret_values_strength").reasons("api_key_permissions")
+    assert reason.startswith("weak secret value: env/app.env (env_file of service web): ADMIN_PASSWORD"), reason

@@ -16,6 +16,7 @@ recursion and bounded (`walk_files`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,8 +173,9 @@ def stack_secrets(root: Path, secrets_dir: Path | None, compose_files: list[Path
     read_yaml = read_yaml or (lambda path: load_yaml(path, path.name))
 
     def rel(path: Path) -> str:
+        normal = Path(os.path.normpath(path))  # an env_file `../env/app.env` of a compose file in compose/
         try:
-            return str(path.relative_to(root))
+            return str(normal.relative_to(os.path.normpath(root)))
         except ValueError:
             return str(path)
 
