@@ -209,3 +209,54 @@ def test_a_go_breaker_is_judged_in_gobreakers_names(tmp_path, run_static):
     assert bad["test_breaker_setting[recovery]"]["reason"] == (
         'gateway/internal/db/breaker.go:15: gobreaker.Settings{Name: "postgres"} Timeout is 600.0 for gateway '
         "(expected a duration > 0 and <= 300s)")
+
+
+# --- Java: resilience4j in a Spring application's config ---------------------------------------
+
+SPRING_YAML = """spring:
+  datasource:
+    url: jdbc:postgresql://db:5432/app
+resilience4j:
+  circuitbreaker:
+    configs:
+      default:
+        minimum-number-of-calls: 10
+        failure-rate-threshold: 50
+    instances:
+      postgres:
+        baseConfig: default
+        waitDurationInOpenState: 30s
+        permittedNumberOfCallsInHalfOpenState: 3
+"""
+
+
+@pytest.mark.parametrize("name, text, settings", [
+    ("src/main/resources/application.yml", SPRING_YAML, {"threshold": 5, "recovery": 30, "half_open": 3}),
+    ("src/main/resources/application-prod.properties",
+     "resilience4j.circuitbreaker.instances.postgres.minimumNumberOfCalls=20\n"
+     "resilience4j.circuitbreaker.instances.postgres.failureRateThreshold=25\n"
+     "resilience4j.circuitbreaker.instances.postgres.wait-duration-in-open-state=PT2M\n",
+     {"threshold": 5, "recovery": 120, "half_open": 10}),  # resilience4j's default of 10 trial calls
+    ("src/main/resources/application.yaml", "resilience4j:\n  circuitbreaker:\n    instances:\n      postgres: {}\n",
+     {"threshold": 50, "recovery": 60, "half_open": 10}),  # resilience4j's defaults: 100 calls at 50 %
+], ids=["yaml-over-default-config", "properties-kebab-iso", "defaults"])
+def test_resilience4j_breakers(tmp_path, name, text, settings):
+    code = code_of(tmp_path, {f"gateway/{name}": text})
+    assert [(b.name, b.settings) for b in code.breakers] == [("postgres", settings)]
+    assert code.breakers[0].keys["recovery"] == "waitDurationInOpenState"
+
+
+def test_a_java_breaker_is_judged_in_resilience4js_names(tmp_path, run_static):
+    root = tmp_path / "stack"
+    (root / "gateway/src/main/resources").mkdir(parents=True)
+    (root / "gateway/src/main/resources/application.yml").write_text(
+        SPRING_YAML.replace("waitDurationInOpenState: 30s", "waitDurationInOpenState: 10m"))
+    (root / "gateway/Dockerfile").write_text("FROM eclipse-temurin:21\nCOPY target/app.jar /app.jar\n")
+    (root / "compose.yml").write_text(yaml.safe_dump({"services": {
+        "gateway": {"build": "./gateway", "depends_on": ["db"]}, "db": {"image": "postgres:16"}}}))
+    (root / "stackproof.yml").write_text(yaml.safe_dump({"roles": {"postgres": "db", "api_services": ["gateway"]}}))
+    rows = breaker_rows(run_static(root, "-k", "breaker_setting"))
+    assert {name for name, row in rows.items() if row["status"] == "FAIL"} == {"test_breaker_setting[recovery]"}, rows
+    assert rows["test_breaker_setting[recovery]"]["reason"] == (
+        "gateway/src/main/resources/application.yml:11: resilience4j.circuitbreaker.instances.postgres "
+        "waitDurationInOpenState is 600 for gateway (expected a duration > 0 and <= 300s)")

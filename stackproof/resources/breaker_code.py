@@ -14,6 +14,9 @@ literal, found by text (Go has no parser in this process; the literal's fields a
 `ReadyToTrip` that compares `counts.ConsecutiveFailures` (absent: gobreaker's `ConsecutiveFailures > 5`). The state
 encoding is the gauge's `Help:` text, else gobreaker's own (closed 0, half-open 1, open 2) when the code exports
 `float64(....State())`.
+
+Java services built with Spring keep resilience4j's breakers in `application.yml` (or `.properties`):
+`resilience4j.circuitbreaker.instances.<name>` over `configs.default`, judged in resilience4j's names.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackproof.errors import StackError
 from stackproof.io.files import read_stack_text, walk_files
+from stackproof.io.yamlio import parse_yaml
 
 BREAKER_CALLS = frozenset({"CircuitBreaker", "circuit"})
 # profile setting (breakers.settings) -> the keyword arguments that give it in the libraries AI stacks use
@@ -53,6 +58,11 @@ GO_UNITS = {"time.Millisecond": 0.001, "time.Second": 1, "time.Minute": 60, "tim
 GO_KEYS = {"threshold": "ReadyToTrip (ConsecutiveFailures)", "recovery": "Timeout", "half_open": "MaxRequests"}
 GOBREAKER_DEFAULTS = {"threshold": 6, "recovery": 60, "half_open": 1}  # ReadyToTrip: ConsecutiveFailures > 5
 GOBREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # gobreaker.StateClosed, StateHalfOpen, StateOpen
+SPRING_CONFIG = re.compile(r"application(-[\w-]+)?\.(ya?ml|properties)")
+RESILIENCE4J_KEYS = {"threshold": "minimumNumberOfCalls × failureRateThreshold", "recovery": "waitDurationInOpenState",
+                     "half_open": "permittedNumberOfCallsInHalfOpenState"}
+RESILIENCE4J_DEFAULTS = {"failureRateThreshold": 50, "minimumNumberOfCalls": 100, "waitDurationInOpenState": "60s",
+                         "permittedNumberOfCallsInHalfOpenState": 10}
 GO_HELP = re.compile(r"\bHelp\s*:\s*\"([^\"]*)\"")
 GO_STATE_EXPORTED = re.compile(r"float64\(\s*[\w.]+\.State\(\)\s*\)")
 MAX_FILES = 5_000
@@ -67,7 +77,7 @@ class CodeBreaker:
     file: str  # relative to the stack dir
     line: int
     settings: dict[str, object]
-    call: str = "CircuitBreaker"  # how the code builds it, as a reason names it
+    call: str = ""  # how the code builds it, as a reason names it (empty: `CircuitBreaker(<name>)`)
     keys: dict[str, str] | None = None  # setting role -> the library's name for it (None: the profile's)
 
 
@@ -82,8 +92,12 @@ class BreakerCode:
 def read_breaker_code(stack, directory: Path) -> BreakerCode:
     """The breakers and state encoding of the Python files under `directory` (tests left out: a test builds
     breakers of its own)."""
-    trees, go_breakers, go_states = [], [], None
+    trees, go_breakers, go_states = [], [], None  # go_breakers: those read by text (Go, Spring's resilience4j)
     for path in walk_files(directory, stack.rel(directory), MAX_FILES, SKIP_DIRS):
+        if SPRING_CONFIG.fullmatch(path.name) and path.is_file() and stack.inside(path):
+            go_breakers += _resilience4j_breakers(stack.rel(path), read_stack_text(path, stack.rel(path), MAX_FILE_BYTES),
+                                                  path.suffix)
+            continue
         if path.suffix not in (".py", ".go") or TEST_CODE.search(path.name) or not path.is_file() \
                 or not stack.inside(path):
             continue
@@ -113,6 +127,81 @@ def read_breaker_code(stack, directory: Path) -> BreakerCode:
     return BreakerCode(breakers + go_breakers, states or go_states)
 
 
+def _resilience4j_breakers(rel: str, text: str, suffix: str) -> list[CodeBreaker]:
+    """The breakers a Spring application's config declares for resilience4j, one per instance, its `baseConfig`
+    (else `configs.default`) under it, resilience4j's defaults under both. The failures that open it are the
+    fewest its window can hold at the failure rate: ceil(minimumNumberOfCalls × failureRateThreshold / 100)."""
+    if suffix == ".properties":
+        tree: dict = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip().startswith("resilience4j.circuitbreaker.") and not key.lstrip().startswith("#"):
+                node = tree
+                *parents, leaf = key.strip().split(".")
+                for part in parents:
+                    node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+                node[leaf] = value.strip()
+    else:
+        try:
+            tree = parse_yaml(text, rel)
+        except StackError:
+            return []
+    section = ((tree or {}).get("resilience4j") or {}).get("circuitbreaker") if isinstance(tree, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("instances"), dict):
+        return []
+    configs: dict = section["configs"] if isinstance(section.get("configs"), dict) else {}
+    found = []
+    for name, instance in section["instances"].items():
+        instance = instance if isinstance(instance, dict) else {}
+        base = configs.get(_spring_value(instance, "baseConfig") or "default") or {}
+        merged = {**RESILIENCE4J_DEFAULTS, **{_camel(k): v for k, v in base.items()},
+                  **{_camel(k): v for k, v in instance.items()}}
+        settings: dict[str, object] = {}
+        try:
+            calls, rate = int(merged["minimumNumberOfCalls"]), float(merged["failureRateThreshold"])
+            settings["threshold"] = max(1, -(-calls * rate // 100))
+        except (TypeError, ValueError):
+            pass  # a placeholder (${...}) or an expression: not known without the running application
+        recovery = _spring_duration(merged["waitDurationInOpenState"])
+        if recovery is not None:
+            settings["recovery"] = recovery
+        try:
+            settings["half_open"] = int(merged["permittedNumberOfCallsInHalfOpenState"])
+        except (TypeError, ValueError):
+            pass
+        declared_at = next((number for number, text_line in enumerate(text.splitlines(), start=1)
+                            if re.search(rf"(^|[.\s]){re.escape(str(name))}[.:=]", text_line)), 1)
+        found.append(CodeBreaker(str(name), rel, declared_at, {k: int(v) if isinstance(v, float) and v.is_integer() else v
+                                                        for k, v in settings.items()},
+                                 call=f"resilience4j.circuitbreaker.instances.{name}", keys=RESILIENCE4J_KEYS))
+    return found
+
+
+def _camel(key: object) -> str:
+    """Spring's relaxed binding: `wait-duration-in-open-state` is `waitDurationInOpenState`."""
+    head, *rest = str(key).split("-")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _spring_value(mapping: dict, key: str):
+    return next((value for name, value in mapping.items() if _camel(name) == key), None)
+
+
+def _spring_duration(value: object) -> float | None:
+    """A Spring Duration in seconds: `30s`, `2m`, `500ms`, ISO-8601 `PT30S`, or a bare number of milliseconds."""
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text) / 1000
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if match:
+        return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?", text, re.I)
+    if match and any(match.groups()):
+        hours, minutes, secs = (float(part or 0) for part in match.groups())
+        return hours * 3600 + minutes * 60 + secs
+    return None
+
+
 def _go_breakers(rel: str, text: str) -> list[CodeBreaker]:
     """The `gobreaker.Settings{...}` literals of a Go file, with gobreaker's defaults for what they leave out."""
     found = []
@@ -135,7 +224,8 @@ def _go_breakers(rel: str, text: str) -> list[CodeBreaker]:
                 settings["threshold"] = int(trip.group(2)) + (1 if trip.group(1) == ">" else 0)
         name = GO_FIELD["name"].search(literal)
         found.append(CodeBreaker(name.group(1) if name else None, rel, text.count("\n", 0, match.start()) + 1,
-                                 settings, call="gobreaker.Settings", keys=GO_KEYS))
+                                 settings, call=f'gobreaker.Settings{{Name: "{name.group(1) if name else ""}"}}',
+                                 keys=GO_KEYS))
     return found
 
 

@@ -132,7 +132,7 @@ def code_declaration(stack, service) -> DeclaredBreaker:
                           f"and its code ({stack.rel(directory)}) builds no breaker named {cfg['dependency']!r} "
                           f"(breakers it builds: {built})")
     settings = {cfg["settings"][role]: value for role, value in breaker.settings.items()}
-    call = f'{breaker.call}{{Name: "{breaker.name}"}}' if breaker.keys else f"{breaker.call}({breaker.name!r})"
+    call = breaker.call or f"CircuitBreaker({breaker.name!r})"
     keys = {cfg["settings"][role]: name for role, name in breaker.keys.items()} if breaker.keys else None
     return DeclaredBreaker(service.name, breaker.file, settings, in_code=True, line=breaker.line, call=call,
                            code_keys=keys)
