@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from stackproof.io.pysource import parse_python
 from stackproof.io.files import read_stack_file, walk_files
 from stackproof.io.sandbox import SandboxUnavailable
 from stackproof.io.yamlio import parse_yaml
@@ -441,14 +442,30 @@ class Inspector:
                     found[key] = (var, name)
         return found
 
+    def pool_code_variables(self, stack) -> dict[str, tuple[str, str]]:
+        """pool.*_env key -> (the variable, how it was found), read from the code of an API service that builds its
+        pool from the environment (`pool_size=int(os.getenv("SHOP_POOL_SIZE", "5"))`): the code says which
+        variable is which setting, whatever its name, and the run takes the code's default for one left unset."""
+        found: dict[str, tuple[str, str]] = {}
+        for name in self.found.get("roles", "api_services") or []:
+            svc = stack.compose.services.get(name)
+            pool = code_pool_of(stack, svc) if svc is not None else None
+            for setting, given in (pool.settings.items() if pool is not None else ()):
+                key = CODE_SETTING_VARIABLES.get(setting)
+                if key is not None and given.variable and key not in found:
+                    found[key] = (given.variable, f"{pool.where} reads it: {pool.call} {given.keyword} "  # type: ignore[union-attr]
+                                                  f"from {given.variable}")
+        return found
+
     def pool_config(self) -> None:
         stack = self.stack()
         if self.pool_of_application(stack):
             return
         key = self.found.get("pool", "config_key").split(".")
-        variables = self.pool_variables(stack)
-        for profile_key, (var, name) in variables.items():
-            self.found.set("pool", profile_key, var, f"{name} sets it in its environment")
+        variables = self.pool_code_variables(stack) or {key: (var, f"{name} sets it in its environment")
+                                                         for key, (var, name) in self.pool_variables(stack).items()}
+        for profile_key, (var, how) in variables.items():
+            self.found.set("pool", profile_key, var, how)
         for name in self.found.get("roles", "api_services") or []:
             svc = stack.compose.services.get(name)
             for var, value in sorted((svc.environment if svc else {}).items()):
@@ -474,9 +491,9 @@ class Inspector:
         if self.pool_in_vocabulary(stack):
             return
         if "size_env" in variables and "overflow_env" in variables:  # the pool set only in the environment
-            var, name = variables["size_env"]
-            self.found.set("pool", "size_env", var, f"{name} sets it in its environment; no config file holds "
-                           f"{'.'.join(key)}: the pool is set only in the environment (paths.pool_config left out)")
+            var, how = variables["size_env"]
+            self.found.set("pool", "size_env", var, f"{how}; no config file holds {'.'.join(key)}: the pool is set "
+                           "only in the environment (paths.pool_config left out)")
             return
         if any(url_pool_of(svc) or code_pool_of(stack, svc) for svc in stack.roles.api_services()):
             return  # a pool in the database URL or built in the code: read from the stack at each run
@@ -805,6 +822,9 @@ class Inspector:
                        "the live ones judge the endpoints")
 
 
+# a pool setting the code reads from a variable -> the profile key that names that variable
+CODE_SETTING_VARIABLES = {"size": "size_env", "max_overflow": "overflow_env", "timeout": "timeout_env",
+                          "pre_ping": "pre_ping_env"}
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".rst", ".html", ".json", ".yaml", ".yml")
 
 
@@ -1041,10 +1061,8 @@ def usage_text(source: str) -> str:
     lines = source.splitlines()
     docstring = ""
     if lines and "python" in lines[0]:
-        try:
-            docstring = ast.get_docstring(ast.parse(source)) or ""
-        except (SyntaxError, ValueError):
-            docstring = ""
+        module = parse_python(source)
+        docstring = (ast.get_docstring(module) or "") if module is not None else ""
     header = []
     for line in lines[1:]:
         if line.strip() and not line.startswith("#"):

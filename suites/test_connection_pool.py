@@ -154,14 +154,22 @@ def code_pools(stack) -> dict[str, CodePool | None]:
     return found if any(found.values()) else {}
 
 
-def code_default(stack, name: str, variable: str) -> tuple[object, str] | None:
-    """The default the service's code takes for a pool variable its environment leaves unset, and where the code
-    says it (None: its code reads no such variable, or has no default for it)."""
+def code_default(stack, name: str, variable: str, setting: str) -> tuple[object, str, str] | None:
+    """What the service's code takes for a pool setting whose variable its environment leaves unset: (the value,
+    where the code says it, how: the code's default for the variable; else, when the code reads no variable
+    for the setting, the value it sets itself or the library's default). None: the code does not say."""
     pool = code_pool_of(stack, stack.compose.services[name])
-    given = next((setting for setting in pool.settings.values() if setting.variable == variable), None) if pool else None
+    if pool is None:
+        return None
+    given = next((found for found in pool.settings.values() if found.variable == variable), None)
+    if given is None and setting in pool.settings and not pool.settings[setting].variable:
+        given = pool.settings[setting]
+        how = "the library's default" if given.library_default else f"the code sets {given.keyword}"
+    else:
+        how = "the code's default"
     if given is None or given.value is None:
         return None
-    return given.value, pool.where  # type: ignore[union-attr]
+    return given.value, pool.where, how
 
 
 CODE_PLACE = re.compile(r".+:\d+")  # file:line, where the code says a default
@@ -318,7 +326,9 @@ def service_pools(stack) -> list[ServicePool]:
             continue
         if mounted is None and not stack.profile["paths"]["pool_config"]:  # set only in the environment
             # a variable the service leaves unset takes the default of the code that reads it
-            defaults = {var: code_default(stack, name, var) for var, value in env.items() if value in (None, "")}
+            settings = {cfg["size_env"]: "size", cfg["overflow_env"]: "max_overflow"}
+            defaults = {var: code_default(stack, name, var, settings[var]) for var, value in env.items()
+                        if value in (None, "")}
             unset = [var for var, found in defaults.items() if found is None or not isinstance(found[0], int)]
             if unset:
                 raise StackError(f"{set_in(stack, name, *overrides)}: {name}: sets {', '.join(overrides)} but not "
@@ -409,17 +419,17 @@ def environment_setting(stack, evidence, setting: str, expected: str, ok) -> Non
     cfg = stack.profile["pool"]
     var, compose = cfg[ENV_KEYS[setting]], stack.rel(stack.compose.files[0])
     values = {svc.name: svc.environment.get(var) for svc in stack.roles.api_services()}
-    defaults = {name: code_default(stack, name, var) for name, value in values.items() if value in (None, "")}
+    defaults = {name: code_default(stack, name, var, setting) for name, value in values.items() if value in (None, "")}
     evidence.record(test=f"{var} in the environment of {', '.join(values)} ({compose}; no pool config file)",
                     expected=expected,
                     result="; ".join(f"{name}: {value}" if value not in (None, "") else
-                                     f"{name}: not set: the code's default {defaults[name][0]!r} ({defaults[name][1]})"
+                                     f"{name}: not set: {defaults[name][2]} {defaults[name][0]!r} ({defaults[name][1]})"
                                      if defaults.get(name) else f"{name}: not set" for name, value in values.items()))
     unset = [name for name, found in defaults.items() if found is None]
     wrong = [(set_in(stack, name, var), f"{name}: {var}={value}") for name, value in values.items()
              if value not in (None, "") and not ok(env_setting(setting, value), cfg)]
-    wrong += [(where, f"{name}: {var} not set: the code's default {default!r}")
-              for name, (default, where) in ((n, d) for n, d in defaults.items() if d is not None)
+    wrong += [(where, f"{name}: {var} not set: {how} {default!r}")
+              for name, (default, where, how) in ((n, d) for n, d in defaults.items() if d is not None)
               if not ok(default, cfg)]
     evidence.locate(*(stack.locate_compose("services", name, "environment") for name in unset),
                     *(code_location(file) if CODE_PLACE.fullmatch(file) else stack.locate(stack.root / file)

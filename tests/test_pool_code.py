@@ -150,3 +150,31 @@ def test_the_live_pool_check_compares_with_the_pool_the_code_and_environment_giv
     with pytest.raises(AssertionError, match=r"service api: /metrics reports pool size / max_overflow 5 / 30, "
                                              r"api/app/db.py: api: size 25"):
         suite.test_live_pool_matches_config(stack, live_reporting(5, 30), Evidence())
+
+
+HOSTILE_PYTHON = {
+    "deep-sum": "x = " + "1+" * 200_000 + "1\n",  # the AST builder's RecursionError
+    "deep-unary": "x = " + "-" * 100_000 + "1\n",  # the parser's own stack: MemoryError
+    "deep-attribute": "x = a" + ".b" * 100_000 + "\n",
+    "nested-brackets": "x = " + "[" * 300 + "]" * 300 + "\n",
+    "nul-byte": "x = 1\0\n",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE_PYTHON.values(), ids=list(HOSTILE_PYTHON))
+def test_python_the_parser_cannot_take_declares_nothing_and_ends_nothing(tmp_path, run_static, source):
+    """The class of Python files that make `ast.parse` raise (nesting past the parser's or the AST builder's
+    limits, a NUL): beside the service's real code they are read as no module. The pool the real code builds
+    is still judged, the breaker checks say what the code lacks, and init and the run end normally."""
+    from stackproof.init import write_profile
+    stack = code_stack(tmp_path / "stack", SOURCE, {"SHOP_POOL_SIZE": "25"})
+    (stack / "api/app/generated.py").write_text(source)
+    _, findings = write_profile(stack, force=True)
+    assert not any("pool" in todo for todo in findings.todos), findings.todos
+    run = run_static(stack, "-k", "pool or breaker")
+    assert run.report is not None and run.ret == 1 and "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-2000:]
+    rows = pool_rows(run)
+    assert rows["test_pool_config_setting[size]"]["result"] == "api: 25"  # init named the code's variables
+    assert rows["test_pool_config_setting[max_overflow]"]["result"] == "api: not set: the code's default 30 (api/app/db.py:4)"
+    assert rows["test_pool_config_setting[timeout]"]["result"] == "api: not set: the code sets pool_timeout 30 (api/app/db.py:4)"
+    assert not [row for row in rows.values() if row["status"] == "FAIL"], rows

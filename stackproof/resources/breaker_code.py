@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackproof.errors import StackError
+from stackproof.io.pysource import parse_python
 from stackproof.io.files import read_stack_text, walk_files
 from stackproof.io.yamlio import parse_yaml
 
@@ -106,10 +107,9 @@ def read_breaker_code(stack, directory: Path) -> BreakerCode:
             go_breakers += _go_breakers(stack.rel(path), text)
             go_states = go_states or _go_states(text)
             continue
-        try:
-            trees.append((stack.rel(path), ast.parse(read_stack_text(path, stack.rel(path), MAX_FILE_BYTES))))
-        except (SyntaxError, ValueError):
-            continue  # not Python this interpreter reads: it declares nothing the suite can see
+        module = parse_python(read_stack_text(path, stack.rel(path), MAX_FILE_BYTES))
+        if module is not None:  # else not Python this interpreter reads: it declares nothing the suite can see
+            trees.append((stack.rel(path), module))
     classes = {node.name: node for _, tree in trees for node in ast.walk(tree)
                if isinstance(node, ast.ClassDef) and node.name in BREAKER_CALLS}
     breakers, states = [], None

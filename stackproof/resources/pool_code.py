@@ -20,6 +20,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackproof.io.pysource import parse_python
 from stackproof.io.files import read_stack_text, walk_files
 from stackproof.resources.breaker_code import MAX_FILE_BYTES, MAX_FILES, SKIP_DIRS, TEST_CODE
 from stackproof.resources.breakers import code_dir
@@ -104,9 +105,8 @@ def read_pool_code(stack, directory: Path) -> list[CodePool]:
     for path in walk_files(directory, stack.rel(directory), MAX_FILES, SKIP_DIRS):
         if path.suffix != ".py" or TEST_CODE.search(path.name) or not path.is_file() or not stack.inside(path):
             continue
-        try:
-            tree = ast.parse(read_stack_text(path, stack.rel(path), MAX_FILE_BYTES))
-        except (SyntaxError, ValueError):
+        tree = parse_python(read_stack_text(path, stack.rel(path), MAX_FILE_BYTES))
+        if tree is None:
             continue
         constants = _module_constants(tree)
         for node in ast.walk(tree):
