@@ -22,6 +22,7 @@ Java services built with Spring keep resilience4j's breakers in `application.yml
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", "
 GO_SETTINGS = re.compile(r"\bgobreaker\.Settings\s*\{")
 GO_FIELD = {"name": re.compile(r"\bName\s*:\s*\"([^\"]*)\""),
             "half_open": re.compile(r"\bMaxRequests\s*:\s*(?:uint32\()?\s*(\d+)"),
-            "recovery": re.compile(r"\bTimeout\s*:\s*([\w.*\s()]+?)\s*(?:,|\}|$)", re.M),
+            "recovery": re.compile(r"\bTimeout[ \t]*:[ \t]*([^,}\n]*)"),  # up to the field's end: no backtracking
             "threshold": re.compile(r"ConsecutiveFailures\s*(>=|>)\s*(?:uint32\()?\s*(\d+)")}
 GO_UNITS = {"time.Millisecond": 0.001, "time.Second": 1, "time.Minute": 60, "time.Hour": 3600}
 GO_KEYS = {"threshold": "ReadyToTrip (ConsecutiveFailures)", "recovery": "Timeout", "half_open": "MaxRequests"}
@@ -64,6 +65,9 @@ RESILIENCE4J_KEYS = {"threshold": "minimumNumberOfCalls × failureRateThreshold"
                      "half_open": "permittedNumberOfCallsInHalfOpenState"}
 RESILIENCE4J_DEFAULTS = {"failureRateThreshold": 50, "minimumNumberOfCalls": 100, "waitDurationInOpenState": "60s",
                          "permittedNumberOfCallsInHalfOpenState": 10}
+BRACES = re.compile(r"[{}]")
+MAX_GO_LITERAL = 8192  # characters of a Settings literal read
+MAX_GO_BREAKERS = 100  # Settings literals read per file
 GO_HELP = re.compile(r"\bHelp\s*:\s*\"([^\"]*)\"")
 GO_STATE_EXPORTED = re.compile(r"float64\(\s*[\w.]+\.State\(\)\s*\)")
 MAX_FILES = 5_000
@@ -205,7 +209,7 @@ def _spring_duration(value: object) -> float | None:
 def _go_breakers(rel: str, text: str) -> list[CodeBreaker]:
     """The `gobreaker.Settings{...}` literals of a Go file, with gobreaker's defaults for what they leave out."""
     found = []
-    for match in GO_SETTINGS.finditer(text):
+    for match in itertools.islice(GO_SETTINGS.finditer(text), MAX_GO_BREAKERS):
         literal = _braced(text, match.end() - 1)
         settings: dict[str, object] = dict(GOBREAKER_DEFAULTS)
         if (half_open := GO_FIELD["half_open"].search(literal)) is not None:
@@ -230,13 +234,15 @@ def _go_breakers(rel: str, text: str) -> list[CodeBreaker]:
 
 
 def _braced(text: str, start: int) -> str:
-    """The text of the brace block opening at `start`, nested blocks (a ReadyToTrip func) included."""
+    """The text of the brace block opening at `start`, nested blocks (a ReadyToTrip func) included, within
+    MAX_GO_LITERAL characters (a Settings literal is a few lines; an unclosed one is not read to the file's end)."""
+    window = text[start:start + MAX_GO_LITERAL]
     depth = 0
-    for index in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[index], 0)
+    for brace in BRACES.finditer(window):
+        depth += 1 if brace.group() == "{" else -1
         if depth == 0:
-            return text[start:index + 1]
-    return text[start:]
+            return window[:brace.end()]
+    return window
 
 
 def _go_duration(expression: str) -> float | None:

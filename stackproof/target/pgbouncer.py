@@ -27,7 +27,6 @@ from stackproof.io.files import read_stack_text
 # pgbouncer.ini's [pgbouncer] settings the budget needs, with PgBouncer's defaults (its config reference)
 DEFAULTS = {"max_client_conn": 100, "default_pool_size": 20, "reserve_pool_size": 0, "max_db_connections": 0}
 INI_PLACES = ("/etc/pgbouncer/pgbouncer.ini", "/opt/bitnami/pgbouncer/conf/pgbouncer.ini")
-IMAGE = re.compile(r"(^|/)[\w.-]*pgbouncer[\w.-]*(:|@|$)", re.I)
 MAX_INI_BYTES = 1024 * 1024
 
 
@@ -65,8 +64,11 @@ class Bouncer:
 
 
 def is_bouncer(svc) -> bool:
+    """A PgBouncer service: its image's name (the last part of its repository, before a tag or digest) speaks of
+    pgbouncer, or its program is pgbouncer."""
+    repository = re.split(r"[@:]", (svc.image or "").rsplit("/", 1)[-1], maxsplit=1)[0]
     program = [*svc.entrypoint, *svc.command][:1]
-    return bool(IMAGE.search(svc.image or "")) or any(Path(word).name == "pgbouncer" for word in program)
+    return "pgbouncer" in repository.lower() or any(Path(word).name == "pgbouncer" for word in program)
 
 
 def bouncer_of(stack, svc) -> Bouncer:

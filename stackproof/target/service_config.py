@@ -23,7 +23,7 @@ POOL_VARIABLES = [  # (pool.*_env key, what the name of a variable setting it en
     ("pre_ping_env", re.compile(r"POOL_?PRE_?PING$")),
 ]
 # an env file's line that names a variable: set, empty, or commented out (`# NAME=`, `# NAME` alone)
-ENV_LINE = re.compile(r"^[ \t]*#?[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:=(.*))?$", re.M)
+ENV_LINE = re.compile(r"^[ \t]*(?:#[ \t]*)?(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:=(.*))?$", re.M)
 MAX_ENV_FILE_BYTES = 1024 * 1024
 
 
