@@ -1024,15 +1024,17 @@ def role_fits(stack, role: str, svc) -> bool:
 
 # --- scripts' usage text ---------------------------------------------------------------
 
-ENV_LINE = re.compile(r"^[ \t]*#?[ \t]*([A-Z][A-Z0-9_]{2,})[ \t]{2,}(.+)$", re.M)  # within one line
+# each line pattern starts `^[ \t]*(?:#[ \t]*)?`: within one line, and no two blank runs side by side to backtrack
+# between (a hostile script's line of blanks made `^[ \t]*#?[ \t]*` quadratic: tests/test_linear_readers.py)
+ENV_LINE = re.compile(r"^[ \t]*(?:#[ \t]*)?([A-Z][A-Z0-9_]{2,})[ \t]{2,}(.+)$", re.M)
 FLAG = r"(?:--[a-z][a-z0-9-]*|-[a-zA-Z](?![\w-]))"  # a long option, or a short one (getopts, argparse)
 # an option's line: its names (`-o, --output`, `-o|--output`), the value it takes, what it is
-FLAG_LINE = re.compile(rf"^[ \t]*#?[ \t]*({FLAG}(?:[ \t]*[,|][ \t]*{FLAG})*)(?:[ =]([A-Z][A-Z_]*))?[ \t]+(.+)$", re.M)
+FLAG_LINE = re.compile(rf"^[ \t]*(?:#[ \t]*)?({FLAG}(?:[ \t]*[,|][ \t]*{FLAG})*)(?:[ =]([A-Z][A-Z_]*))?[ \t]+(.+)$", re.M)
 SYNOPSIS_FLAG = re.compile(rf"({FLAG}(?:\|{FLAG})*)[ =]([A-Z][A-Z_]*)")  # `[-o|--output FILE]`, `[--textfile PATH]`
-EXIT_LINE = re.compile(r"^\s*#?\s*(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
+EXIT_LINE = re.compile(r"^[ \t]*(?:#[ \t]*)?(\d{1,3})\s+(?:[-:=]\s*)?(?:all\s+|worst is\s+|certificate\s+)?"
                        r"(ok|warning|critical|error|unknown)\b", re.I | re.M)
 EXIT_INLINE = re.compile(r"(\d{1,3})\s+(?:all\s+|worst is\s+|any\s+)?(ok|warning|critical|error|unknown)\b", re.I)
-METRIC_LINE = re.compile(r"^\s*#?\s*(?:metrics:\s*)?([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
+METRIC_LINE = re.compile(r"^[ \t]*(?:#[ \t]*)?(?:metrics:\s*)?([a-z_][a-z0-9_]*)\{([a-z_, ]*)\}", re.I | re.M)
 EXIT_STATUS = {"unknown": "error"}  # Nagios' word for the status the suite calls error
 
 MONITOR_PLACEHOLDERS = [  # (placeholder, words of a description that mean it)

@@ -118,9 +118,13 @@ def as_int(value, where: str) -> int:
         raise StackError(f"{where}: {value!r} is not an integer")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= MAX_DIGITS:
         return int(value)
-    raise StackError(f"{where}: {value!r} is not an integer")
+    raise StackError(f"{where}: {value[:40] + '…' if isinstance(value, str) and len(value) > 40 else value!r} "
+                     "is not an integer")
+
+
+MAX_DIGITS = 18  # a setting of more digits is no pool size (int() refuses strings past 4,300 digits)
 
 
 ENV_KEYS = {"size": "size_env", "max_overflow": "overflow_env", "timeout": "timeout_env", "pre_ping": "pre_ping_env"}

@@ -106,3 +106,19 @@ def test_a_pgbouncer_at_its_defaults_is_named_as_such(tmp_path, run_static):
     """No ini file, no variable: PgBouncer's defaults (max_client_conn 100) take fewer clients than 160."""
     run = run_static(bouncer_stack(tmp_path / "stack"), "-k", "pool")
     assert "which takes max_client_conn 100 from PgBouncer's default" in fits_row(run)["reason"]
+
+
+@pytest.mark.parametrize("where", ["api-environment", "bouncer-ini"])
+def test_a_number_past_ints_limit_is_a_finding_not_a_crash(tmp_path, run_static, where):
+    """A pool size of 5,000 digits (Python's int() refuses more than 4,300): the pool check names it, no crash."""
+    huge = "9" * 5000
+    stack = bouncer_stack(tmp_path / "stack", ini={"max_client_conn": huge if where == "bouncer-ini" else 200,
+                                                   "default_pool_size": 40})
+    if where == "api-environment":
+        compose = yaml.safe_load((stack / "compose.yml").read_text())
+        compose["services"]["api"]["environment"]["DB_POOL_SIZE"] = huge
+        (stack / "compose.yml").write_text(yaml.safe_dump(compose))
+    run = run_static(stack, "-k", "pool")
+    assert run.report is not None and run.ret == 1 and "INTERNALERROR" not in run.stdout, run.stdout[-2000:]
+    reasons = " ".join(run.reasons("connection_pool"))
+    assert "is not a" in reasons and huge not in reasons, reasons

@@ -47,15 +47,16 @@ LIBRARY_DEFAULTS = {
 }
 TIMEDELTA_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600}
 STATE_WORDS = {"closed": "closed", "open": "open", "half-open": "half_open", "half_open": "half_open", "halfopen": "half_open"}
-STATE_TEXT = re.compile(r"(\d+)\s*[:=]?\s*(half[-_ ]?open|closed|open)\b", re.I)
+# a state's code is a small number: a longer digit run is no code (and int() refuses one past 4,300 digits)
+STATE_TEXT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)\s*(?:[:=]\s*)?(half[-_ ]?open|closed|open)\b", re.I)
 STATE_CONSTANTS = {"CLOSED": "closed", "OPEN": "open", "HALF_OPEN": "half_open"}
 TEST_CODE = re.compile(r"(^test_.*|_test)\.py$|_test\.go$")
 SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".tox", "tests", "test", "vendor"})
 GO_SETTINGS = re.compile(r"\bgobreaker\.Settings\s*\{")
 GO_FIELD = {"name": re.compile(r"\bName\s*:\s*\"([^\"]*)\""),
-            "half_open": re.compile(r"\bMaxRequests\s*:\s*(?:uint32\()?\s*(\d+)"),
+            "half_open": re.compile(r"\bMaxRequests\s*:\s*(?:uint32\()?\s*(\d{1,9})(?!\d)"),
             "recovery": re.compile(r"\bTimeout[ \t]*:[ \t]*([^,}\n]*)"),  # up to the field's end: no backtracking
-            "threshold": re.compile(r"ConsecutiveFailures\s*(>=|>)\s*(?:uint32\()?\s*(\d+)")}
+            "threshold": re.compile(r"ConsecutiveFailures\s*(>=|>)\s*(?:uint32\()?\s*(\d{1,9})(?!\d)")}
 GO_UNITS = {"time.Millisecond": 0.001, "time.Second": 1, "time.Minute": 60, "time.Hour": 3600}
 GO_KEYS = {"threshold": "ReadyToTrip (ConsecutiveFailures)", "recovery": "Timeout", "half_open": "MaxRequests"}
 GOBREAKER_DEFAULTS = {"threshold": 6, "recovery": 60, "half_open": 1}  # ReadyToTrip: ConsecutiveFailures > 5

@@ -28,6 +28,7 @@ from stackproof.io.files import read_stack_text
 DEFAULTS = {"max_client_conn": 100, "default_pool_size": 20, "reserve_pool_size": 0, "max_db_connections": 0}
 INI_PLACES = ("/etc/pgbouncer/pgbouncer.ini", "/opt/bitnami/pgbouncer/conf/pgbouncer.ini")
 MAX_INI_BYTES = 1024 * 1024
+MAX_DIGITS = 9  # more is no number of connections (and int() refuses strings past 4,300 digits)
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ def bouncer_of(stack, svc) -> Bouncer:
                                                          f"({svc.name} environment {variable})"
         else:
             value, source = str(default), "PgBouncer's default"
-        if not value.strip().isdigit():
-            raise StackError(f"{source}: {setting} = {value!r} is not a number of connections")
+        if not value.strip().isdigit() or len(value.strip()) > MAX_DIGITS:
+            raise StackError(f"{source}: {setting} = {value[:40]!r} is not a number of connections")
         settings[setting], sources[setting] = int(value), source
     return Bouncer(svc.name, settings, sources, databases, svc.replicas)
 
