@@ -920,7 +920,7 @@ def api_key_name_rank(secret: str) -> int:
 PROXY_IMAGE = re.compile(r"(?:^|/)(?:nginx|openresty|traefik|caddy|haproxy|envoy)[\w.-]*(?::|$)", re.I)
 PROXY_PASS = re.compile(r"(?<![\w.])proxy_pass\s+https?://([^/:;\s]+)")
 UPSTREAM_BLOCK = re.compile(r"\bupstream\s+([\w.-]+)\s*\{([^}]*)\}")
-UPSTREAM_SERVER = re.compile(r"^\s*server\s+([^:;\s]+)", re.M)
+UPSTREAM_SERVER = re.compile(r"^[ \t]*server[ \t]+([^:;\s]+)", re.M)  # within one line (linear on blank lines)
 SERVED_CERT = re.compile(r"(?<![\w.])ssl_certificate\s+[\"']?([^;\s\"']+)")
 SERVED_KEY = re.compile(r"(?<![\w.])ssl_certificate_key\s+[\"']?([^;\s\"']+)")
 

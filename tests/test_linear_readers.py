@@ -78,3 +78,14 @@ HUGE_NUMBERS = {
 def test_a_number_past_int_limits_is_no_setting_and_no_crash(read):
     """Python refuses int() of more than 4,300 digits (ValueError): a hostile file's huge number reads as no value."""
     read()
+
+
+@pytest.mark.parametrize("name", ["rejection", "upstream-server"])
+def test_a_line_pattern_is_linear_on_blank_lines(name):
+    from stackproof.init import UPSTREAM_SERVER
+    from stackproof.resources.scripts import REJECTION
+    pattern = {"rejection": REJECTION, "upstream-server": UPSTREAM_SERVER}[name]
+    started = time.monotonic()
+    for filler in ("\n", " \n", "\t\n"):
+        pattern.search(filler * N + "!")
+    assert time.monotonic() - started < 5

@@ -64,7 +64,7 @@ class InterfaceRejected(NotDeclared):
 # what a script prints when it refuses its arguments (getopt, argparse, bash's own usage lines)
 REJECTION = re.compile(r"unknown (option|argument|flag|parameter)|unrecognized (option|argument)s?|invalid option|"
                        r"illegal option|unexpected argument|no such option|requires an argument|missing argument|"
-                       r"^\s*usage:", re.I | re.M)
+                       r"^[ \t]*usage:", re.I | re.M)  # within one line: `^\s*` spans the following blank lines
 
 
 def rejected_interface(code: int, output: bytes, untouched: bool, where: str, box: ScriptBox) -> InterfaceRejected | None:
